@@ -1,1 +1,47 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! One module per command; a new command is a module with a `run` function and a variant of
+//! [`Command`]. Helpers shared by commands live in [`util`].
+
+#![forbid(unsafe_code)]
+
+mod deps;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// vnet's build, test and setup tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the system packages the tests need (apt-get, as root) and reserve hugepages.
+    Deps,
+    /// Install dependencies, check formatting, run clippy, run the workspace tests.
+    Test(test::Args),
+    /// What CI runs (.ci/run): the same as `test`.
+    Ci(test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Deps => deps::run(),
+        Command::Test(args) | Command::Ci(args) => test::run_all(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Guest memory: the regions a vhost-user frontend shares with us (SET_MEM_TABLE,
+//! ADD_MEM_REG), mapped into vnetd, and the range checks every access goes through.
+//!
+//! This module and [`crate::access`] hold all the `unsafe` of the guest-memory side.
+//! No `&`/`&mut` reference into guest memory is ever formed: the guest may change any byte
+//! at any time, so data moves in and out with raw-pointer copies and volatile or atomic
+//! loads only.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+
+/// Why a region table was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// A region has size 0.
+    #[error("memory region {index} has size 0")]
+    EmptyRegion {
+        /// Position in the table.
+        index: usize,
+    },
+    /// `gpa + size`, `uaddr + size` or `mmap_offset + size` overflows.
+    #[error("memory region {index} wraps around the address space")]
+    Overflow {
+        /// Position in the table.
+        index: usize,
+    },
+    /// Two regions overlap in guest physical or frontend user address space.
+    #[error("memory regions {a} and {b} overlap")]
+    Overlap {
+        /// First region.
+        a: usize,
+        /// Second region.
+        b: usize,
+    },
+    /// The file behind the region is smaller than `mmap_offset + size`.
+    #[error("memory region {index}: file has {file_size} bytes, region needs {needed}")]
+    FileTooSmall {
+        /// Position in the table.
+        index: usize,
+        /// What fstat reported.
+        file_size: u64,
+        /// `mmap_offset + size`.
+        needed: u64,
+    },
+    /// Too many regions.
+    #[error("{count} memory regions, at most {max} supported")]
+    TooManyRegions {
+        /// Regions requested.
+        count: usize,
+        /// [`MAX_REGIONS`].
+        max: usize,
+    },
+    /// fstat or mmap failed.
+    #[error("memory region {index}: {op} failed: {err}")]
+    Os {
+        /// Position in the table.
+        index: usize,
+        /// The system call.
+        op: &'static str,
+        /// errno.
+        err: std::io::Error,
+    },
+}
+
+/// Regions a frontend may register (vhost-user CONFIGURE_MEM_SLOTS allows up to 509).
+pub const MAX_REGIONS: usize = 509;
+
+/// One region as the frontend describes it (vhost-user `VhostUserMemoryRegion`).
+#[derive(Debug)]
+pub struct RegionSpec {
+    /// Guest physical address of the first byte.
+    pub gpa: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Where the frontend maps it in its own address space (used by SET_VRING_ADDR).
+    pub uaddr: u64,
+    /// Offset of the region inside `file`.
+    pub mmap_offset: u64,
+    /// The shared memory file (memfd, hugetlbfs, ...).
+    pub file: File,
+}
+
+/// A mapped region.
+#[derive(Debug)]
+struct Region {
+    gpa: u64,
+    size: u64,
+    uaddr: u64,
+    /// Host address of the region's first byte (inside `map`).
+    host: NonNull<u8>,
+    map: NonNull<libc::c_void>,
+    map_len: usize,
+}
+
+/// The guest's memory as mapped into vnetd: immutable once built, shared by `Arc` between
+/// the control plane and the worker that owns the port; dropping the last `Arc` unmaps it.
+#[derive(Debug)]
+pub struct GuestMemory {
+    /// Sorted by `gpa`, non-overlapping.
+    regions: Vec<Region>,
+}
+
+// SAFETY: the mappings are plain shared memory owned by this value; nothing in it is tied
+// to a thread, and all access through it uses raw-pointer copies with explicit ordering.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as for Send: `&GuestMemory` only hands out addresses after range checks, it
+// never mutates itself.
+unsafe impl Sync for GuestMemory {}
+
+fn overlaps(a0: u64, alen: u64, b0: u64, blen: u64) -> bool {
+    a0 < b0.saturating_add(blen) && b0 < a0.saturating_add(alen)
+}
+
+impl GuestMemory {
+    /// An empty memory: every translation fails.
+    pub fn empty() -> GuestMemory {
+        GuestMemory {
+            regions: Vec::new(),
+        }
+    }
+
+    /// Checks and maps `specs`. On error nothing stays mapped.
+    pub fn map(specs: Vec<RegionSpec>) -> Result<GuestMemory, MemError> {
+        if specs.len() > MAX_REGIONS {
+            return Err(MemError::TooManyRegions {
+                count: specs.len(),
+                max: MAX_REGIONS,
+            });
+        }
+        for (i, s) in specs.iter().enumerate() {
+            if s.size == 0 {
+                return Err(MemError::EmptyRegion { index: i });
+            }
+            let end_ok = s.gpa.checked_add(s.size).is_some()
+                && s.uaddr.checked_add(s.size).is_some()
+                && s.mmap_offset.checked_add(s.size).is_some()
+                && usize::try_from(s.mmap_offset + s.size).is_ok();
+            if !end_ok {
+                return Err(MemError::Overflow { index: i });
+            }
+            for (j, t) in specs.iter().enumerate().take(i) {
+                if overlaps(s.gpa, s.size, t.gpa, t.size)
+                    || overlaps(s.uaddr, s.size, t.uaddr, t.size)
+                {
+                    return Err(MemError::Overlap { a: j, b: i });
+                }
+            }
+        }
+        let mut mem = GuestMemory {
+            regions: Vec::with_capacity(specs.len()),
+        };
+        for (i, s) in specs.into_iter().enumerate() {
+            mem.regions.push(map_one(i, &s)?);
+        }
+        mem.regions.sort_by_key(|r| r.gpa);
+        Ok(mem)
+    }
+
+    /// Number of regions.
+    pub fn region_count(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Total bytes of guest memory mapped.
+    pub fn total_size(&self) -> u64 {
+        self.regions.iter().map(|r| r.size).sum()
+    }
+
+    /// `(gpa, size, uaddr)` of each region, sorted by gpa.
+    pub fn layout(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.regions.iter().map(|r| (r.gpa, r.size, r.uaddr))
+    }
+
+    /// Host address of guest physical `[gpa, gpa + len)` if the whole range lies in one
+    /// region. `hint` caches the index of the region that answered last.
+    #[inline]
+    pub fn translate(&self, gpa: u64, len: u64, hint: &mut usize) -> Option<NonNull<u8>> {
+        let (host, avail) = self.translate_partial(gpa, hint)?;
+        (avail >= len).then_some(host)
+    }
+
+    /// Host address of `gpa` and how many bytes from there stay inside its region.
+    #[inline]
+    pub fn translate_partial(&self, gpa: u64, hint: &mut usize) -> Option<(NonNull<u8>, u64)> {
+        let r = match self.regions.get(*hint) {
+            Some(r) if gpa.wrapping_sub(r.gpa) < r.size => r,
+            _ => {
+                let i = self.find(gpa)?;
+                *hint = i;
+                &self.regions[i]
+            }
+        };
+        let off = gpa - r.gpa;
+        // `off < r.size <= map_len`, checked in `find` / above, so this stays in the map.
+        let off_usize = usize::try_from(off).ok()?;
+        Some((
+            // SAFETY: `off < size` and `host..host+size` is inside the live mapping.
+            unsafe { r.host.add(off_usize) },
+            r.size - off,
+        ))
+    }
+
+    fn find(&self, gpa: u64) -> Option<usize> {
+        let i = self
+            .regions
+            .partition_point(|r| r.gpa <= gpa)
+            .checked_sub(1)?;
+        let r = &self.regions[i];
+        (gpa - r.gpa < r.size).then_some(i)
+    }
+
+    /// Host address of the frontend's user address range `[uaddr, uaddr + len)`, used for
+    /// the ring addresses of SET_VRING_ADDR. The range must lie in one region.
+    pub fn translate_uaddr(&self, uaddr: u64, len: u64) -> Option<NonNull<u8>> {
+        let r = self
+            .regions
+            .iter()
+            .find(|r| uaddr.wrapping_sub(r.uaddr) < r.size)?;
+        let off = uaddr - r.uaddr;
+        if r.size - off < len {
+            return None;
+        }
+        let off = usize::try_from(off).ok()?;
+        // SAFETY: `off + len <= size`, inside the live mapping.
+        Some(unsafe { r.host.add(off) })
+    }
+
+    /// Guest physical address of a frontend user address (for logs and tests).
+    pub fn uaddr_to_gpa(&self, uaddr: u64) -> Option<u64> {
+        self.regions
+            .iter()
+            .find(|r| uaddr.wrapping_sub(r.uaddr) < r.size)
+            .map(|r| r.gpa + (uaddr - r.uaddr))
+    }
+
+    /// Copies guest `[gpa, gpa + buf.len())` into `buf` (may span regions).
+    /// Returns false, leaving `buf` partly written, if any byte is outside guest memory.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        let mut hint = 0;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let Some(at) = gpa.checked_add(done as u64) else {
+                return false;
+            };
+            let Some((src, avail)) = self.translate_partial(at, &mut hint) else {
+                return false;
+            };
+            let n = (buf.len() - done).min(usize::try_from(avail).unwrap_or(usize::MAX));
+            // SAFETY: `src..src+n` is inside a live mapping (n <= avail); `buf[done..done+n]`
+            // is ours; guest memory never overlaps a Rust buffer.
+            unsafe { crate::access::copy_from_guest(src, &mut buf[done..done + n]) };
+            done += n;
+        }
+        true
+    }
+
+    /// Copies `buf` into guest `[gpa, gpa + buf.len())` (may span regions).
+    /// Returns false if any byte is outside guest memory (nothing is written then).
+    pub fn write(&self, gpa: u64, buf: &[u8]) -> bool {
+        // Check first so a failure writes nothing.
+        let mut hint = 0;
+        let mut done = 0u64;
+        while done < buf.len() as u64 {
+            let Some(at) = gpa.checked_add(done) else {
+                return false;
+            };
+            let Some((_, avail)) = self.translate_partial(at, &mut hint) else {
+                return false;
+            };
+            done = done.saturating_add(avail);
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let Some((dst, avail)) = self.translate_partial(gpa + done as u64, &mut hint) else {
+                return false;
+            };
+            let n = (buf.len() - done).min(usize::try_from(avail).unwrap_or(usize::MAX));
+            // SAFETY: `dst..dst+n` is inside a live mapping (n <= avail).
+            unsafe { crate::access::copy_to_guest(dst, &buf[done..done + n]) };
+            done += n;
+        }
+        true
+    }
+}
+
+fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
+    let os = |op, err| MemError::Os { index, op, err };
+    let needed = s.mmap_offset + s.size;
+    // SAFETY: zeroed `stat` is a valid out-parameter for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `stat`; the fd is owned by `s.file`.
+    if unsafe { libc::fstat(s.file.as_raw_fd(), &mut st) } != 0 {
+        return Err(os("fstat", std::io::Error::last_os_error()));
+    }
+    let file_size = u64::try_from(st.st_size).unwrap_or(0);
+    let is_regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    // A file shorter than the region would SIGBUS us on access: refuse it. (Only regular
+    // files, memfd and hugetlbfs, report a meaningful size.)
+    if is_regular && file_size < needed {
+        return Err(MemError::FileTooSmall {
+            index,
+            file_size,
+            needed,
+        });
+    }
+    // hugetlbfs wants the mapping length aligned to its page size (st_blksize).
+    let align = u64::try_from(st.st_blksize).unwrap_or(4096).max(4096);
+    let map_len = needed
+        .checked_next_multiple_of(align)
+        .and_then(|l| usize::try_from(l).ok())
+        .ok_or(MemError::Overflow { index })?;
+    // SAFETY: a fresh shared mapping of the frontend's fd; the kernel chooses the address,
+    // so no existing mapping is replaced. The result is checked for MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            map_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            s.file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(os("mmap", std::io::Error::last_os_error()));
+    }
+    let map = NonNull::new(p).ok_or_else(|| os("mmap", std::io::Error::other("null")))?;
+    let off = usize::try_from(s.mmap_offset).map_err(|_| MemError::Overflow { index })?;
+    // SAFETY: `mmap_offset + size <= map_len`, so the region start is inside the mapping.
+    let host = unsafe { map.cast::<u8>().add(off) };
+    Ok(Region {
+        gpa: s.gpa,
+        size: s.size,
+        uaddr: s.uaddr,
+        host,
+        map,
+        map_len,
+    })
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `map`/`map_len` are exactly what mmap returned; the region is dropped only
+        // with its GuestMemory, which no queue can outlive (queues hold an Arc to it).
+        unsafe { libc::munmap(self.map.as_ptr(), self.map_len) };
+    }
+}

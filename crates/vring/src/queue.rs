@@ -1,0 +1,460 @@
+//! The device side of a split virtqueue (virtio 1.x §2.7).
+//!
+//! Ordering contract, per burst:
+//! * one Acquire load of `avail.idx` ([`SplitQueue::refresh_avail`]) makes every avail
+//!   entry and descriptor the driver published before it visible;
+//! * used elements go to a shadow list and are published by one Release store of
+//!   `used.idx` ([`SplitQueue::flush_used`]), so the driver never sees an index ahead of the
+//!   elements it covers.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use crate::access::{self, Desc};
+use crate::chain::{Chain, Seg, MAX_CHAIN_SEGS};
+use crate::mem::GuestMemory;
+
+const MAX_CHAIN_SEGS_U32: u32 = 1024;
+const _: () = assert!(MAX_CHAIN_SEGS == MAX_CHAIN_SEGS_U32 as usize);
+
+/// `VIRTQ_DESC_F_NEXT`: the chain continues at `next`.
+pub const DESC_F_NEXT: u16 = 1;
+/// `VIRTQ_DESC_F_WRITE`: device-writable buffer.
+pub const DESC_F_WRITE: u16 = 2;
+/// `VIRTQ_DESC_F_INDIRECT`: the buffer is a table of descriptors (§2.7.5.3).
+pub const DESC_F_INDIRECT: u16 = 4;
+/// `VIRTQ_AVAIL_F_NO_INTERRUPT`: driver asks for no used notifications (no EVENT_IDX).
+pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// `VIRTQ_USED_F_NO_NOTIFY`: device asks for no avail notifications (no EVENT_IDX).
+pub const USED_F_NO_NOTIFY: u16 = 1;
+/// Largest split queue (§2.7: Queue Size up to 32768, a power of 2).
+pub const MAX_QUEUE_SIZE: u16 = 32768;
+
+/// What a guest did wrong. Any of these marks the queue's port broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    /// Queue size 0, above 32768 or not a power of two.
+    #[error("invalid queue size {0}")]
+    BadSize(u32),
+    /// A ring address is not inside guest memory or misaligned.
+    #[error("{part} ring at user address {addr:#x} is not in guest memory or misaligned")]
+    BadRingAddr {
+        /// "desc", "avail" or "used".
+        part: &'static str,
+        /// The frontend's user address.
+        addr: u64,
+    },
+    /// `avail.idx` moved more than the queue size ahead of what we consumed.
+    #[error("avail.idx {avail} is more than the queue size ahead of {next}")]
+    AvailIdxOutOfRange {
+        /// Value read.
+        avail: u16,
+        /// Our next avail index.
+        next: u16,
+    },
+    /// A head or `next` index beyond the table.
+    #[error("descriptor index {index} out of range (table of {size})")]
+    IndexOutOfRange {
+        /// The index.
+        index: u16,
+        /// Table length.
+        size: u32,
+    },
+    /// More descriptors in a chain than the queue (or indirect table) holds: a loop.
+    #[error("descriptor chain longer than {0} (loop?)")]
+    ChainTooLong(u32),
+    /// A buffer outside guest memory.
+    #[error("buffer {addr:#x}+{len} is outside guest memory")]
+    BufferOutOfMemory {
+        /// Guest physical address.
+        addr: u64,
+        /// Length.
+        len: u32,
+    },
+    /// An indirect descriptor where none is allowed (nested, with NEXT, not negotiated).
+    #[error("invalid indirect descriptor (flags {flags:#x}, len {len})")]
+    BadIndirect {
+        /// Flags of the descriptor.
+        flags: u16,
+        /// Its length.
+        len: u32,
+    },
+    /// A device-readable buffer after a device-writable one (§2.7.4.2).
+    #[error("device-readable descriptor after a device-writable one")]
+    ReadableAfterWritable,
+    /// Total chain length over 4 GiB.
+    #[error("chain length overflows u32")]
+    LenOverflow,
+}
+
+/// Where a queue lives and where to resume, as the frontend set it (vhost-user
+/// SET_VRING_NUM / SET_VRING_ADDR / SET_VRING_BASE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Queue size (power of two).
+    pub size: u16,
+    /// Frontend user address of the descriptor table.
+    pub desc_uaddr: u64,
+    /// Frontend user address of the avail ring.
+    pub avail_uaddr: u64,
+    /// Frontend user address of the used ring.
+    pub used_uaddr: u64,
+    /// Next avail index to consume (SET_VRING_BASE).
+    pub next_avail: u16,
+    /// VIRTIO_F_RING_EVENT_IDX negotiated.
+    pub event_idx: bool,
+    /// VIRTIO_F_RING_INDIRECT_DESC negotiated.
+    pub indirect: bool,
+}
+
+/// Device side of one split virtqueue.
+#[derive(Debug)]
+pub struct SplitQueue {
+    mem: Arc<GuestMemory>,
+    size: u16,
+    desc: NonNull<u8>,
+    avail: NonNull<u8>,
+    used: NonNull<u8>,
+    event_idx: bool,
+    indirect: bool,
+    /// Next avail ring slot to consume.
+    next_avail: u16,
+    /// `avail.idx` as of the last acquire load.
+    avail_idx: u16,
+    /// Next used ring slot to fill (= used.idx after a flush).
+    next_used: u16,
+    /// Used elements not yet published.
+    shadow: Vec<(u32, u32)>,
+    /// Region index that answered the last translation.
+    hint: usize,
+}
+
+// SAFETY: the raw pointers point into `mem`, which is Send + Sync and kept alive by the Arc
+// this queue holds; the queue is used by one thread at a time (`&mut self`).
+unsafe impl Send for SplitQueue {}
+
+#[inline]
+fn need_event(event: u16, new: u16, old: u16) -> bool {
+    // §2.7.10.2 / vring_need_event: notify if `event` lies in (old, new].
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+impl SplitQueue {
+    /// Checks `cfg` against `mem` and builds the queue. `used.idx` is read from the ring so
+    /// a restarted backend continues where the guest's view is.
+    pub fn new(mem: Arc<GuestMemory>, cfg: &QueueConfig) -> Result<SplitQueue, RingError> {
+        let size = cfg.size;
+        if size == 0 || size > MAX_QUEUE_SIZE || !size.is_power_of_two() {
+            return Err(RingError::BadSize(u32::from(size)));
+        }
+        let n = u64::from(size);
+        let part = |part: &'static str, addr: u64, len: u64, align: u64| {
+            mem.translate_uaddr(addr, len)
+                .filter(|p| (p.as_ptr() as usize as u64) % align == 0 && addr % align == 0)
+                .ok_or(RingError::BadRingAddr { part, addr })
+        };
+        let desc = part("desc", cfg.desc_uaddr, 16 * n, 16)?;
+        // flags, idx, ring[size], used_event
+        let avail = part("avail", cfg.avail_uaddr, 6 + 2 * n, 2)?;
+        // flags, idx, ring[size] of 8-byte elements, avail_event
+        let used = part("used", cfg.used_uaddr, 6 + 8 * n, 4)?;
+        let mut q = SplitQueue {
+            size,
+            desc,
+            avail,
+            used,
+            event_idx: cfg.event_idx,
+            indirect: cfg.indirect,
+            next_avail: cfg.next_avail,
+            avail_idx: cfg.next_avail,
+            next_used: 0,
+            shadow: Vec::with_capacity(usize::from(size)),
+            hint: 0,
+            mem,
+        };
+        // SAFETY: used ring range checked above; `used+2` is 2-aligned.
+        q.next_used = unsafe { access::load_u16(q.used.add(2)) };
+        Ok(q)
+    }
+
+    /// Queue size.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// The guest memory this queue lives in.
+    pub fn mem(&self) -> &Arc<GuestMemory> {
+        &self.mem
+    }
+
+    /// Next avail index to consume: what GET_VRING_BASE reports.
+    pub fn next_avail(&self) -> u16 {
+        self.next_avail
+    }
+
+    /// Next used index (what `used.idx` is after the next flush with nothing pending).
+    pub fn next_used(&self) -> u16 {
+        self.next_used
+    }
+
+    /// Whether EVENT_IDX is in use.
+    pub fn event_idx(&self) -> bool {
+        self.event_idx
+    }
+
+    /// Loads `avail.idx` (the one Acquire of a burst) and returns how many chains are ready.
+    pub fn refresh_avail(&mut self) -> Result<u16, RingError> {
+        // SAFETY: avail ring checked in `new`; `avail+2` is 2-aligned.
+        // Acquire: orders our later reads of avail.ring[] and descriptors after the driver's
+        // writes that preceded its store of avail.idx.
+        let idx = unsafe { access::load_u16_acquire(self.avail.add(2)) };
+        let pending = idx.wrapping_sub(self.next_avail);
+        if pending > self.size {
+            return Err(RingError::AvailIdxOutOfRange {
+                avail: idx,
+                next: self.next_avail,
+            });
+        }
+        self.avail_idx = idx;
+        Ok(pending)
+    }
+
+    /// Chains ready as of the last [`refresh_avail`](Self::refresh_avail), not yet popped.
+    pub fn pending(&self) -> u16 {
+        self.avail_idx.wrapping_sub(self.next_avail)
+    }
+
+    /// Pops the next chain into `chain` (whose buffers are then translated and checked).
+    /// Returns `Ok(false)` when nothing is pending as of the last refresh.
+    pub fn pop(&mut self, chain: &mut Chain) -> Result<bool, RingError> {
+        if self.next_avail == self.avail_idx {
+            return Ok(false);
+        }
+        let slot = usize::from(self.next_avail & (self.size - 1));
+        // SAFETY: `4 + 2*slot + 2 <= 6 + 2*size`, inside the checked avail ring; 2-aligned.
+        let head = unsafe { access::load_u16(self.avail.add(4 + 2 * slot)) };
+        self.walk_chain(head, chain)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Ok(true)
+    }
+
+    /// Gives back the last `n` popped chains (not yet pushed to used), e.g. when an rx
+    /// frame did not fit: they will be popped again.
+    pub fn unpop(&mut self, n: u16) {
+        self.next_avail = self.next_avail.wrapping_sub(n);
+    }
+
+    fn walk_chain(&mut self, head: u16, chain: &mut Chain) -> Result<(), RingError> {
+        chain.clear(head);
+        let size = u32::from(self.size);
+        let d = self.desc_at(self.desc, size, head)?;
+        if d.flags & DESC_F_INDIRECT != 0 {
+            // §2.7.5.3.1: only with the feature, never with NEXT, len a nonzero multiple of 16.
+            if !self.indirect || d.flags & DESC_F_NEXT != 0 || d.len == 0 || d.len % 16 != 0 {
+                return Err(RingError::BadIndirect {
+                    flags: d.flags,
+                    len: d.len,
+                });
+            }
+            let table = self
+                .mem
+                .translate(d.addr, u64::from(d.len), &mut self.hint)
+                .filter(|p| p.as_ptr() as usize % 8 == 0)
+                .ok_or(RingError::BufferOutOfMemory {
+                    addr: d.addr,
+                    len: d.len,
+                })?;
+            let tlen = d.len / 16;
+            let first = self.desc_at(table, tlen, 0)?;
+            return self.walk_table(table, tlen, first, chain);
+        }
+        self.walk_table(self.desc, size, d, chain)
+    }
+
+    /// Follows `first` through `table` (of `tlen` entries), appending buffers to `chain`.
+    fn walk_table(
+        &mut self,
+        table: NonNull<u8>,
+        tlen: u32,
+        first: Desc,
+        chain: &mut Chain,
+    ) -> Result<(), RingError> {
+        let mut d = first;
+        let mut count = 1u32;
+        loop {
+            if d.flags & DESC_F_INDIRECT != 0 {
+                // Nested or mid-chain indirect descriptors are invalid (§2.7.5.3.1).
+                return Err(RingError::BadIndirect {
+                    flags: d.flags,
+                    len: d.len,
+                });
+            }
+            self.add_buffer(d, chain)?;
+            if d.flags & DESC_F_NEXT == 0 {
+                return Ok(());
+            }
+            count += 1;
+            if count > tlen {
+                return Err(RingError::ChainTooLong(tlen));
+            }
+            d = self.desc_at(table, tlen, d.next)?;
+        }
+    }
+
+    #[inline]
+    fn desc_at(&self, table: NonNull<u8>, tlen: u32, index: u16) -> Result<Desc, RingError> {
+        if u32::from(index) >= tlen {
+            return Err(RingError::IndexOutOfRange { index, size: tlen });
+        }
+        // SAFETY: `index < tlen` and the table's `16 * tlen` bytes were range-checked (desc
+        // table in `new`, indirect tables in `walk_chain`), both 8-aligned.
+        Ok(unsafe { access::read_desc(table.add(16 * usize::from(index))) })
+    }
+
+    #[inline]
+    fn add_buffer(&mut self, d: Desc, chain: &mut Chain) -> Result<(), RingError> {
+        let writable = d.flags & DESC_F_WRITE != 0;
+        if writable {
+            chain.writable_len = chain
+                .writable_len
+                .checked_add(d.len)
+                .ok_or(RingError::LenOverflow)?;
+        } else {
+            if chain.segs.len() > chain.readable_segs {
+                return Err(RingError::ReadableAfterWritable);
+            }
+            chain.readable_len = chain
+                .readable_len
+                .checked_add(d.len)
+                .ok_or(RingError::LenOverflow)?;
+        }
+        // A buffer may span adjacent regions: translate it piecewise.
+        let oom = RingError::BufferOutOfMemory {
+            addr: d.addr,
+            len: d.len,
+        };
+        let mut addr = d.addr;
+        let mut left = u64::from(d.len);
+        while left > 0 {
+            let (p, avail) = self
+                .mem
+                .translate_partial(addr, &mut self.hint)
+                .ok_or(oom)?;
+            let n = avail.min(left);
+            if chain.segs.len() == MAX_CHAIN_SEGS {
+                return Err(RingError::ChainTooLong(MAX_CHAIN_SEGS_U32));
+            }
+            // n <= left <= u32::MAX
+            chain
+                .segs
+                .push(Seg::new(p, u32::try_from(n).unwrap_or(u32::MAX)));
+            if !writable {
+                chain.readable_segs += 1;
+            }
+            left -= n;
+            addr = addr.checked_add(n).ok_or(oom)?;
+        }
+        Ok(())
+    }
+
+    /// Records that the chain with head `head` is done, `len` bytes written into it.
+    /// Published by the next [`flush_used`](Self::flush_used).
+    #[inline]
+    pub fn push_used(&mut self, head: u16, len: u32) {
+        if self.shadow.len() < usize::from(self.size) {
+            self.shadow.push((u32::from(head), len));
+        }
+    }
+
+    /// Used elements waiting for a flush.
+    pub fn shadow_len(&self) -> usize {
+        self.shadow.len()
+    }
+
+    /// Publishes the shadow used elements with one Release store of `used.idx` and says
+    /// whether the driver wants a call (EVENT_IDX `used_event`, or NO_INTERRUPT unset).
+    pub fn flush_used(&mut self) -> bool {
+        if self.shadow.is_empty() {
+            return false;
+        }
+        let old = self.next_used;
+        let mask = self.size - 1;
+        let mut idx = old;
+        for &(id, len) in &self.shadow {
+            let slot = usize::from(idx & mask);
+            // SAFETY: `4 + 8*slot + 8 <= 6 + 8*size` inside the checked used ring, 4-aligned
+            // ring start plus a multiple of 8 (the used ring is 4-aligned; we write 8 bytes as
+            // one u64 only if 8-aligned, else as two halves).
+            unsafe { self.store_used(slot, id, len) };
+            idx = idx.wrapping_add(1);
+        }
+        self.shadow.clear();
+        self.next_used = idx;
+        // SAFETY: used ring checked in `new`; `used+2` is 2-aligned.
+        // Release: the elements written above become visible before the new index.
+        unsafe { access::store_u16_release(self.used.add(2), idx) };
+        self.needs_call(old, idx)
+    }
+
+    /// # Safety
+    /// `slot < size`.
+    #[inline]
+    unsafe fn store_used(&self, slot: usize, id: u32, len: u32) {
+        // SAFETY: the caller guarantees `slot < size`; the used ring is range-checked.
+        let p = unsafe { self.used.add(4 + 8 * slot) };
+        if p.as_ptr() as usize % 8 == 0 {
+            // SAFETY: 8-aligned, 8 bytes inside the used ring.
+            unsafe { access::store_used_elem(p, id, len) }
+        } else {
+            let q = p.as_ptr().cast::<u32>();
+            // SAFETY: 4-aligned (ring is 4-aligned), both halves inside the used ring.
+            unsafe {
+                std::ptr::write_volatile(q, id.to_le());
+                std::ptr::write_volatile(q.add(1), len.to_le());
+            }
+        }
+    }
+
+    fn needs_call(&self, old: u16, new: u16) -> bool {
+        // Full fence: our used.idx store must be globally visible before we read the
+        // driver's used_event / flags, or we may skip a call the driver waits for (§2.7.10).
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let at = 4 + 2 * usize::from(self.size);
+            // SAFETY: used_event sits at avail + 4 + 2*size, inside the checked avail ring.
+            let used_event = unsafe { access::load_u16(self.avail.add(at)) };
+            need_event(used_event, new, old)
+        } else {
+            // SAFETY: avail.flags at offset 0, checked, 2-aligned.
+            let flags = unsafe { access::load_u16(self.avail) };
+            flags & AVAIL_F_NO_INTERRUPT == 0
+        }
+    }
+
+    /// Asks the driver to kick when it adds buffers, then re-checks the ring. Returns the
+    /// number of chains pending (non-zero means: do not sleep, there is work).
+    pub fn enable_notify(&mut self) -> Result<u16, RingError> {
+        if self.event_idx {
+            let at = 4 + 8 * usize::from(self.size);
+            // SAFETY: avail_event sits at used + 4 + 8*size, inside the checked used ring.
+            unsafe { access::store_u16(self.used.add(at), self.next_avail) };
+        } else {
+            // SAFETY: used.flags at offset 0, checked, 2-aligned.
+            unsafe { access::store_u16(self.used, 0) };
+        }
+        // Full fence: the store above must be visible before we re-read avail.idx, or a
+        // driver that added a buffer just before may not kick and we would sleep on it.
+        fence(Ordering::SeqCst);
+        self.refresh_avail()
+    }
+
+    /// Asks the driver not to kick (we are polling this queue anyway).
+    pub fn disable_notify(&mut self) {
+        if !self.event_idx {
+            // SAFETY: used.flags at offset 0, checked, 2-aligned.
+            unsafe { access::store_u16(self.used, USED_F_NO_NOTIFY) };
+        }
+        // With EVENT_IDX, leaving avail_event behind next_avail already suppresses kicks.
+    }
+}
