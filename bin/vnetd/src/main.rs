@@ -1,1 +1,101 @@
-fn main() {}
+//! vnetd: the vnet daemon. A vhost-user virtio-net backend and L2 switch for VMs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use control::config::{Config, PortConfig, TapPort, VhostUserPort};
+use control::Daemon;
+
+/// vhost-user virtio-net backend and L2 virtual switch.
+///
+/// VMs attach with a unix socket each (QEMU `-netdev vhost-user`, Cloud Hypervisor,
+/// DPDK virtio-user); vnetd switches frames between them.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A vhost-user port: name=NAME,socket=PATH[,client][,mac=MAC][,queues=N][,mtu=N].
+    /// `client` makes vnetd connect to the VMM's server socket (and reconnect forever)
+    /// instead of listening.
+    #[arg(long = "vhost-user", value_name = "SPEC")]
+    vhost_user: Vec<String>,
+    /// A TAP port: name=NAME,ifname=IF[,netns=NS][,queues=N][,mac=MAC].
+    #[arg(long = "tap", value_name = "SPEC")]
+    tap: Vec<String>,
+    /// Control socket for vnetctl.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// TOML configuration file; ports given on the command line are added to its ports.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut cfg = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    for spec in &args.vhost_user {
+        let p: VhostUserPort = spec.parse()?;
+        cfg.ports.push(PortConfig::VhostUser(p));
+    }
+    for spec in &args.tap {
+        let p: TapPort = spec.parse()?;
+        cfg.ports.push(PortConfig::Tap(p));
+    }
+    if let Some(c) = &args.control {
+        cfg.control = Some(c.clone());
+    }
+    if cfg.control.is_none() {
+        cfg.control = Some(PathBuf::from(api::DEFAULT_CONTROL_PATH));
+    }
+    cfg.validate()?;
+    if cfg.ports.is_empty() {
+        anyhow::bail!(
+            "no ports configured: give --vhost-user name=...,socket=... or --config FILE"
+        );
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VNET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnetd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let cfg = config(args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let mut daemon = Daemon::new(&cfg)?;
+    tracing::info!(
+        "vnetd {} running with {} port(s); control socket {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.ports.len(),
+        cfg.control
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    daemon.run(&stop)?;
+    tracing::info!("vnetd stopping");
+    Ok(())
+}

@@ -1,1 +1,499 @@
-//! placeholder
+//! The vhost-user backend of a virtio-net port.
+//!
+//! The `vhost` crate parses and validates protocol messages and passes fds; [`VhostUserNet`]
+//! is our request handler. It keeps the per-ring state the frontend sets (size, addresses,
+//! base, kick/call/err fds, enable) and the guest's memory table, and decides when a ring
+//! starts and stops. A started ring is handed to the datapath as a [`ReadyQueue`] through
+//! the [`QueueControl`] trait the datapath implements, so this crate knows nothing of
+//! threads: the control thread calls `handle_request` when the socket is readable.
+//!
+//! Ring lifecycle (vhost-user.rst, "Starting and stopping rings"): a ring starts when its
+//! kick fd arrives and it is enabled (immediately when PROTOCOL_FEATURES was not
+//! negotiated, else on SET_VRING_ENABLE 1), and stops on GET_VRING_BASE, on
+//! SET_VRING_ENABLE 0, on reset and on disconnect. Kicks that arrive before the start are
+//! not lost: the eventfd keeps its count and the datapath processes a ring once when it
+//! starts.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::fs::File;
+use std::sync::Arc;
+
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserSharedMsg,
+    VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
+};
+use vhost::vhost_user::{Error as VuError, GpuBackend, VhostUserBackendReqHandlerMut};
+use virtio_net::config::NetConfig;
+use virtio_net::features as f;
+use vring::{GuestMemory, QueueConfig, RegionSpec};
+
+pub mod server;
+
+type VuResult<T> = std::result::Result<T, VuError>;
+
+/// The virtio features vnetd offers on a vhost-user port. The offload set is what the
+/// switch can deliver to any other port: software segmentation and checksumming cover
+/// receivers that did not accept an offload.
+pub const OFFERED_FEATURES: u64 = f::VERSION_1
+    | f::MAC
+    | f::STATUS
+    | f::MTU
+    | f::MRG_RXBUF
+    | f::CSUM
+    | f::GUEST_CSUM
+    | f::HOST_TSO4
+    | f::HOST_TSO6
+    | f::HOST_ECN
+    | f::GUEST_TSO4
+    | f::GUEST_TSO6
+    | f::GUEST_ECN
+    | f::RING_EVENT_IDX
+    | f::RING_INDIRECT_DESC
+    | f::VHOST_USER_PROTOCOL_FEATURES;
+
+/// Protocol features offered (REPLY_ACK is added by the `vhost` crate).
+pub fn offered_protocol_features() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::MQ
+        | VhostUserProtocolFeatures::REPLY_ACK
+        | VhostUserProtocolFeatures::CONFIG
+        | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+}
+
+/// What the port is, from configuration.
+#[derive(Debug, Clone)]
+pub struct NetDevice {
+    /// MAC address reported in the config space.
+    pub mac: [u8; 6],
+    /// MTU reported in the config space (VIRTIO_NET_F_MTU).
+    pub mtu: u16,
+    /// Queue pairs offered (GET_QUEUE_NUM reports twice this).
+    pub queue_pairs: u16,
+}
+
+/// A ring ready to run, handed to the datapath.
+#[derive(Debug)]
+pub struct ReadyQueue {
+    /// Ring index: even = rxq (device writes), odd = txq (device reads).
+    pub index: u16,
+    /// The guest memory the ring lives in.
+    pub mem: Arc<GuestMemory>,
+    /// Where the ring is and where to resume.
+    pub cfg: QueueConfig,
+    /// The guest kicks this eventfd when it adds buffers (None: the frontend polls, so the
+    /// datapath must poll this ring too).
+    pub kick: Option<File>,
+    /// We signal this eventfd to interrupt the guest (None: never).
+    pub call: Option<File>,
+    /// We signal this eventfd when the ring breaks.
+    pub err: Option<File>,
+    /// The negotiated virtio features.
+    pub features: u64,
+}
+
+/// How the handler drives the datapath. Implemented by the datapath (commands to the
+/// worker that owns the port) and by test doubles.
+pub trait QueueControl: Send {
+    /// Starts processing a ring.
+    fn start_queue(&mut self, q: ReadyQueue);
+    /// Stops a ring and returns its next avail index, or `None` if it was not running.
+    /// Used entries are flushed before this returns.
+    fn stop_queue(&mut self, index: u16) -> Option<u16>;
+    /// Replaces the call eventfd of a running ring.
+    fn set_call(&mut self, index: u16, call: Option<File>);
+}
+
+/// Per-ring state as the frontend set it.
+#[derive(Debug, Default)]
+struct Vring {
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    base: u16,
+    kick: Option<File>,
+    /// SET_VRING_KICK arrived (with or without an fd).
+    kicked: bool,
+    call: Option<File>,
+    err: Option<File>,
+    enabled: bool,
+    running: bool,
+}
+
+/// The vhost-user request handler of one virtio-net port.
+#[derive(Debug)]
+pub struct VhostUserNet<C: QueueControl> {
+    dev: NetDevice,
+    ctl: C,
+    features: u64,
+    protocol: u64,
+    mem: Arc<GuestMemory>,
+    vrings: Vec<Vring>,
+}
+
+impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
+    /// A handler for a freshly connected frontend.
+    pub fn new(dev: NetDevice, ctl: C) -> Self {
+        let n = usize::from(dev.queue_pairs.max(1)) * 2;
+        VhostUserNet {
+            dev,
+            ctl,
+            features: 0,
+            protocol: 0,
+            mem: Arc::new(GuestMemory::empty()),
+            vrings: (0..n).map(|_| Vring::default()).collect(),
+        }
+    }
+
+    /// The features the frontend acked.
+    pub fn acked_features(&self) -> u64 {
+        self.features
+    }
+
+    /// Number of rings currently running.
+    pub fn running_rings(&self) -> usize {
+        self.vrings.iter().filter(|v| v.running).count()
+    }
+
+    /// The datapath side, for the owner.
+    pub fn control(&mut self) -> &mut C {
+        &mut self.ctl
+    }
+
+    /// Stops every ring and forgets the frontend's state (disconnect, RESET_OWNER): the
+    /// guest memory is released once the datapath drops its rings.
+    pub fn reset(&mut self) {
+        for i in 0..self.vrings.len() {
+            self.stop(i);
+        }
+        for v in &mut self.vrings {
+            *v = Vring::default();
+        }
+        self.features = 0;
+        self.protocol = 0;
+        self.mem = Arc::new(GuestMemory::empty());
+    }
+
+    fn vring(&mut self, index: u32) -> VuResult<&mut Vring> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.vrings.get_mut(i))
+            .ok_or(VuError::InvalidParam)
+    }
+
+    fn protocol_features_acked(&self) -> bool {
+        self.features & f::VHOST_USER_PROTOCOL_FEATURES != 0
+    }
+
+    /// Stops ring `i` if it runs, keeping where it stopped as its base.
+    fn stop(&mut self, i: usize) {
+        if self.vrings[i].running {
+            let idx = u16::try_from(i).unwrap_or(u16::MAX);
+            if let Some(base) = self.ctl.stop_queue(idx) {
+                self.vrings[i].base = base;
+            }
+            self.vrings[i].running = false;
+        }
+    }
+
+    /// Starts ring `i` if everything it needs is there.
+    fn maybe_start(&mut self, i: usize) {
+        let v = &self.vrings[i];
+        if v.running || !v.kicked || !v.enabled || v.size == 0 || self.mem.region_count() == 0 {
+            return;
+        }
+        let dup = |f: &Option<File>| f.as_ref().and_then(|f| f.try_clone().ok());
+        let q = ReadyQueue {
+            index: u16::try_from(i).unwrap_or(u16::MAX),
+            mem: self.mem.clone(),
+            cfg: QueueConfig {
+                size: v.size,
+                desc_uaddr: v.desc,
+                avail_uaddr: v.avail,
+                used_uaddr: v.used,
+                next_avail: v.base,
+                event_idx: self.features & f::RING_EVENT_IDX != 0,
+                indirect: self.features & f::RING_INDIRECT_DESC != 0,
+            },
+            kick: dup(&v.kick),
+            call: dup(&v.call),
+            err: dup(&v.err),
+            features: self.features,
+        };
+        self.ctl.start_queue(q);
+        self.vrings[i].running = true;
+    }
+
+    /// Replaces the memory table, restarting running rings on the new one.
+    fn swap_mem(&mut self, mem: GuestMemory) {
+        let running: Vec<usize> = (0..self.vrings.len())
+            .filter(|&i| self.vrings[i].running)
+            .collect();
+        for &i in &running {
+            self.stop(i);
+        }
+        self.mem = Arc::new(mem);
+        for i in running {
+            self.maybe_start(i);
+        }
+    }
+}
+
+fn region_spec(r: &VhostUserMemoryRegion, file: File) -> RegionSpec {
+    RegionSpec {
+        gpa: r.guest_phys_addr,
+        size: r.memory_size,
+        uaddr: r.user_addr,
+        mmap_offset: r.mmap_offset,
+        file,
+    }
+}
+
+fn refuse<T>(what: &'static str) -> VuResult<T> {
+    Err(VuError::InvalidOperation(what))
+}
+
+fn mem_err(e: vring::MemError) -> VuError {
+    tracing::warn!("memory table refused: {e}");
+    VuError::InvalidParam
+}
+
+impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostUserNet<C> {
+    fn set_owner(&mut self) -> VuResult<()> {
+        Ok(())
+    }
+
+    fn reset_owner(&mut self) -> VuResult<()> {
+        self.reset();
+        Ok(())
+    }
+
+    fn reset_device(&mut self) -> VuResult<()> {
+        self.reset();
+        Ok(())
+    }
+
+    fn get_features(&mut self) -> VuResult<u64> {
+        Ok(OFFERED_FEATURES)
+    }
+
+    fn set_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !OFFERED_FEATURES != 0 {
+            tracing::warn!(
+                "frontend acked features we did not offer: {:#x}",
+                features & !OFFERED_FEATURES
+            );
+            return Err(VuError::InvalidParam);
+        }
+        self.features = features;
+        // Without PROTOCOL_FEATURES rings are enabled as soon as they start.
+        if !self.protocol_features_acked() {
+            for v in &mut self.vrings {
+                v.enabled = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_mem_table(&mut self, ctx: &[VhostUserMemoryRegion], files: Vec<File>) -> VuResult<()> {
+        if ctx.len() != files.len() {
+            return Err(VuError::InvalidParam);
+        }
+        let specs = ctx
+            .iter()
+            .zip(files)
+            .map(|(r, file)| region_spec(r, file))
+            .collect();
+        let mem = GuestMemory::map(specs).map_err(mem_err)?;
+        self.swap_mem(mem);
+        Ok(())
+    }
+
+    fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        let size = u16::try_from(num)
+            .ok()
+            .filter(|n| *n != 0 && n.is_power_of_two() && *n <= vring::queue::MAX_QUEUE_SIZE)
+            .ok_or(VuError::InvalidParam)?;
+        self.vring(index)?.size = size;
+        Ok(())
+    }
+
+    fn set_vring_addr(
+        &mut self,
+        index: u32,
+        _flags: VhostUserVringAddrFlags,
+        descriptor: u64,
+        used: u64,
+        available: u64,
+        _log: u64,
+    ) -> VuResult<()> {
+        let v = self.vring(index)?;
+        v.desc = descriptor;
+        v.used = used;
+        v.avail = available;
+        Ok(())
+    }
+
+    fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        let base = u16::try_from(base).map_err(|_| VuError::InvalidParam)?;
+        self.vring(index)?.base = base;
+        Ok(())
+    }
+
+    fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        self.vring(index)?;
+        let i = index as usize;
+        self.stop(i);
+        let v = &mut self.vrings[i];
+        // The ring is stopped until the next SET_VRING_KICK.
+        v.kicked = false;
+        v.kick = None;
+        Ok(VhostUserVringState::new(index, u32::from(v.base)))
+    }
+
+    fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        let i = usize::from(index);
+        self.vring(u32::from(index))?;
+        self.stop(i);
+        let v = &mut self.vrings[i];
+        v.kick = fd;
+        v.kicked = true;
+        self.maybe_start(i);
+        Ok(())
+    }
+
+    fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        let v = self.vring(u32::from(index))?;
+        let running = v.running;
+        let dup = fd.as_ref().and_then(|f| f.try_clone().ok());
+        v.call = fd;
+        if running {
+            self.ctl.set_call(u16::from(index), dup);
+        }
+        Ok(())
+    }
+
+    fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(u32::from(index))?.err = fd;
+        Ok(())
+    }
+
+    fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
+        Ok(offered_protocol_features())
+    }
+
+    fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !offered_protocol_features().bits() != 0 {
+            return Err(VuError::InvalidParam);
+        }
+        self.protocol = features;
+        Ok(())
+    }
+
+    fn get_queue_num(&mut self) -> VuResult<u64> {
+        Ok(u64::from(self.dev.queue_pairs.max(1)) * 2)
+    }
+
+    fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        let i = index as usize;
+        self.vring(index)?.enabled = enable;
+        if enable {
+            self.maybe_start(i);
+        } else {
+            self.stop(i);
+        }
+        Ok(())
+    }
+
+    fn get_config(
+        &mut self,
+        offset: u32,
+        size: u32,
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<Vec<u8>> {
+        let cfg = NetConfig {
+            mac: self.dev.mac,
+            status: f::STATUS_LINK_UP,
+            max_virtqueue_pairs: self.dev.queue_pairs.max(1),
+            mtu: self.dev.mtu,
+        };
+        let bytes = cfg.to_bytes();
+        let start = usize::try_from(offset).map_err(|_| VuError::InvalidParam)?;
+        let end = start
+            .checked_add(usize::try_from(size).map_err(|_| VuError::InvalidParam)?)
+            .ok_or(VuError::InvalidParam)?;
+        bytes
+            .get(start..end)
+            .map(<[u8]>::to_vec)
+            .ok_or(VuError::InvalidParam)
+    }
+
+    fn set_config(
+        &mut self,
+        _offset: u32,
+        _buf: &[u8],
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<()> {
+        // The config space is read-only for the driver (§5.1.4: mac is device-set).
+        Ok(())
+    }
+
+    fn set_gpu_socket(&mut self, _gpu_backend: GpuBackend) -> VuResult<()> {
+        refuse("GPU socket")
+    }
+
+    fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> VuResult<File> {
+        refuse("shared objects")
+    }
+
+    fn get_inflight_fd(
+        &mut self,
+        _inflight: &VhostUserInflight,
+    ) -> VuResult<(VhostUserInflight, File)> {
+        refuse("inflight fd")
+    }
+
+    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
+        refuse("inflight fd")
+    }
+
+    fn get_max_mem_slots(&mut self) -> VuResult<u64> {
+        Ok(vring::mem::MAX_REGIONS as u64)
+    }
+
+    fn add_mem_region(&mut self, region: &VhostUserSingleMemoryRegion, fd: File) -> VuResult<()> {
+        let mem = self
+            .mem
+            .with_region(region_spec(region, fd))
+            .map_err(mem_err)?;
+        self.swap_mem(mem);
+        Ok(())
+    }
+
+    fn remove_mem_region(&mut self, region: &VhostUserSingleMemoryRegion) -> VuResult<()> {
+        let mem = self
+            .mem
+            .without_region(region.guest_phys_addr, region.memory_size)
+            .ok_or(VuError::InvalidParam)?;
+        self.swap_mem(mem);
+        Ok(())
+    }
+
+    fn set_device_state_fd(
+        &mut self,
+        _direction: VhostTransferStateDirection,
+        _phase: VhostTransferStatePhase,
+        _fd: File,
+    ) -> VuResult<Option<File>> {
+        refuse("device state transfer")
+    }
+
+    fn check_device_state(&mut self) -> VuResult<()> {
+        refuse("device state transfer")
+    }
+
+    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
+        refuse("dirty log")
+    }
+}

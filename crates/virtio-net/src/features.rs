@@ -22,6 +22,12 @@ pub const CTRL_VLAN: u64 = 1 << 19;
 pub const GUEST_ANNOUNCE: u64 = 1 << 21;
 pub const MQ: u64 = 1 << 22;
 pub const CTRL_MAC_ADDR: u64 = 1 << 23;
+/// The driver can receive USO (`GSO_UDP_L4`) over IPv4.
+pub const GUEST_USO4: u64 = 1 << 54;
+/// The driver can receive USO over IPv6.
+pub const GUEST_USO6: u64 = 1 << 55;
+/// The device can receive USO (`GSO_UDP_L4`) from the driver.
+pub const HOST_USO: u64 = 1 << 56;
 
 /// Transport bits (§6).
 pub const RING_INDIRECT_DESC: u64 = 1 << 28;
@@ -55,6 +61,9 @@ pub const NAMES: &[(u64, &str)] = &[
     (STATUS, "status"),
     (CTRL_VQ, "ctrl_vq"),
     (MQ, "mq"),
+    (GUEST_USO4, "guest_uso4"),
+    (GUEST_USO6, "guest_uso6"),
+    (HOST_USO, "host_uso"),
     (RING_INDIRECT_DESC, "indirect_desc"),
     (RING_EVENT_IDX, "event_idx"),
     (VHOST_USER_PROTOCOL_FEATURES, "protocol_features"),

@@ -2,13 +2,29 @@
 //!
 //! * [`features`]: the feature bits of virtio 1.x §5.1.3 and the vhost-user transport bits.
 //! * [`NetHdr`]: `struct virtio_net_hdr` (§5.1.6), copied out of guest memory before use.
+//! * [`offload`]: which headers a guest may send ([`offload::validate_tx`], §5.1.6.2) and
+//!   how a frame reaches a port with given receive offloads ([`offload::plan`], §5.1.6.4).
+//! * [`csum`]: completing a partial checksum (`NEEDS_CSUM`) in software.
+//! * [`gso`]: software segmentation of TCP (and USO) GSO frames.
+//! * [`config`]: the device configuration space (§5.1.4) for vhost-user `GET_CONFIG`.
+//! * [`fuzz`]: harnesses for fuzzers and for `cargo test` (proptest).
 //!
 //! Queue directions are named from the guest's view: on an rxq the device writes, on a txq
 //! the device reads.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod csum;
 pub mod features;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod gso;
+pub mod offload;
+
+pub use config::NetConfig;
+pub use gso::{GsoError, SegStats};
+pub use offload::{Delivery, HdrError, RxCaps, TxCaps};
 
 /// Length of `virtio_net_hdr` when `VIRTIO_F_VERSION_1` or `VIRTIO_NET_F_MRG_RXBUF` was
 /// negotiated (it carries `num_buffers`), §5.1.6.

@@ -1,0 +1,163 @@
+//! The forwarding decision for one frame (IEEE 802.1Q-2022 §8.6.3 "Frame filtering",
+//! reduced to a learning bridge without static entries).
+
+use std::time::Instant;
+
+use crate::{is_multicast, DropReason, Fdb, Learn, Mac};
+
+/// What to do with a frame received on an ingress port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<P> {
+    /// Send it to this one port (never the ingress port).
+    Unicast(P),
+    /// Send it to every port of the VLAN except the ingress port: the destination is a group
+    /// address or unknown.
+    Flood,
+    /// Discard it and count `DropReason` on the ingress port.
+    Drop(DropReason),
+}
+
+impl<P: Copy + Eq> Fdb<P> {
+    /// Learns `src` behind `ingress`, then decides where a frame from `src` to `dst` on
+    /// `vlan` goes:
+    ///
+    /// * `src` a group address or all zeros: [`Decision::Drop`] with
+    ///   [`DropReason::InvalidSrcMac`] (no station sends from such an address; forwarding it
+    ///   would let a guest spoof multicast sources).
+    /// * `dst` broadcast or multicast: [`Decision::Flood`].
+    /// * `dst` known on another port: [`Decision::Unicast`].
+    /// * `dst` known on `ingress` itself: [`Decision::Drop`] with [`DropReason::Hairpin`]; a
+    ///   frame never leaves through the port it came in on.
+    /// * `dst` unknown (or expired): [`Decision::Flood`].
+    ///
+    /// A full table does not change the decision: the source simply stays unknown.
+    pub fn decide(
+        &mut self,
+        ingress: P,
+        vlan: u16,
+        src: Mac,
+        dst: Mac,
+        now: Instant,
+    ) -> Decision<P> {
+        if let Learn::InvalidMac = self.learn(src, vlan, ingress, now) {
+            return Decision::Drop(DropReason::InvalidSrcMac);
+        }
+        if is_multicast(&dst) {
+            return Decision::Flood;
+        }
+        match self.lookup(&dst, vlan, now) {
+            Some(port) if port == ingress => Decision::Drop(DropReason::Hairpin),
+            Some(port) => Decision::Unicast(port),
+            None => Decision::Flood,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BROADCAST;
+    use std::time::Duration;
+
+    const A: Mac = [0x52, 0x54, 0, 0, 0, 0xa];
+    const B: Mac = [0x52, 0x54, 0, 0, 0, 0xb];
+    const C: Mac = [0x52, 0x54, 0, 0, 0, 0xc];
+    const MCAST: Mac = [0x01, 0x00, 0x5e, 0, 0, 1];
+
+    #[test]
+    fn unknown_then_unicast() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::<u8>::with_capacity(16);
+        // B is unknown: flood, and A is learned on port 1.
+        assert_eq!(fdb.decide(1, 0, A, B, t0), Decision::Flood);
+        assert_eq!(fdb.lookup(&A, 0, t0), Some(1));
+        // B answers from port 2: A is known, unicast to port 1.
+        assert_eq!(fdb.decide(2, 0, B, A, t0), Decision::Unicast(1));
+        assert_eq!(fdb.decide(1, 0, A, B, t0), Decision::Unicast(2));
+        // C is still unknown.
+        assert_eq!(fdb.decide(1, 0, A, C, t0), Decision::Flood);
+    }
+
+    #[test]
+    fn broadcast_and_multicast_flood_even_when_known() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::<u8>::with_capacity(16);
+        assert_eq!(fdb.decide(1, 0, A, BROADCAST, t0), Decision::Flood);
+        assert_eq!(fdb.decide(2, 0, B, MCAST, t0), Decision::Flood);
+        assert_eq!(fdb.len(), 2, "sources of flooded frames are learned");
+    }
+
+    #[test]
+    fn hairpin_is_dropped() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::<u8>::with_capacity(16);
+        assert_eq!(fdb.decide(1, 0, A, B, t0), Decision::Flood);
+        assert_eq!(
+            fdb.decide(1, 0, B, A, t0),
+            Decision::Drop(DropReason::Hairpin)
+        );
+        // A frame addressed to its own sender is learned, then looks like a hairpin.
+        assert_eq!(
+            fdb.decide(3, 0, C, C, t0),
+            Decision::Drop(DropReason::Hairpin)
+        );
+    }
+
+    #[test]
+    fn invalid_sources_are_dropped_and_not_learned() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::<u8>::with_capacity(16);
+        for src in [BROADCAST, MCAST, [0; 6]] {
+            assert_eq!(
+                fdb.decide(1, 0, src, A, t0),
+                Decision::Drop(DropReason::InvalidSrcMac)
+            );
+        }
+        assert!(fdb.is_empty());
+    }
+
+    #[test]
+    fn vlans_are_separate() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::<u8>::with_capacity(16);
+        fdb.decide(1, 10, A, BROADCAST, t0);
+        assert_eq!(fdb.decide(2, 10, B, A, t0), Decision::Unicast(1));
+        assert_eq!(fdb.decide(2, 20, B, A, t0), Decision::Flood);
+    }
+
+    #[test]
+    fn move_redirects_traffic() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::<u8>::with_capacity(16);
+        fdb.decide(1, 0, A, BROADCAST, t0);
+        assert_eq!(fdb.decide(2, 0, B, A, t0), Decision::Unicast(1));
+        // A migrates to port 3.
+        fdb.decide(3, 0, A, BROADCAST, t0);
+        assert_eq!(fdb.decide(2, 0, B, A, t0), Decision::Unicast(3));
+    }
+
+    #[test]
+    fn expired_destination_floods() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::<u8>::new(16, Duration::from_secs(10));
+        fdb.decide(1, 0, A, BROADCAST, t0);
+        assert_eq!(
+            fdb.decide(2, 0, B, A, t0 + Duration::from_secs(9)),
+            Decision::Unicast(1)
+        );
+        assert_eq!(
+            fdb.decide(2, 0, B, A, t0 + Duration::from_secs(10)),
+            Decision::Flood
+        );
+    }
+
+    #[test]
+    fn full_table_still_forwards() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::<u8>::with_capacity(1);
+        fdb.decide(1, 0, A, BROADCAST, t0);
+        // B cannot be learned, but its frame to A is still delivered.
+        assert_eq!(fdb.decide(2, 0, B, A, t0), Decision::Unicast(1));
+        assert_eq!(fdb.lookup(&B, 0, t0), None);
+    }
+}

@@ -1,0 +1,353 @@
+//! The forwarding database (IEEE 802.1Q-2022 §8.8, "Filtering Database"): dynamic entries
+//! learned from source addresses, keyed by `(MAC, VLAN)`, removed after the ageing time.
+//!
+//! Layout: one open-addressing table with linear probing, allocated in [`Fdb::new`] and never
+//! resized. It has at least twice as many slots as the entry capacity, so a probe always meets
+//! an empty slot and chains stay short. Removal uses backward-shift deletion (no tombstones),
+//! so the table does not degrade however long it runs. Slots are chosen by a keyed hash
+//! (`std`'s randomly seeded SipHash): a guest choosing its source MACs cannot aim them at one
+//! probe chain.
+//!
+//! Time is a parameter: every operation takes `now`, and an entry whose age (`now` minus
+//! the last time its source was seen) has reached the ageing time is treated as absent. Such
+//! entries are physically removed by [`Fdb::age`], by [`Fdb::learn`] when the table is full,
+//! or by re-learning. A `now` earlier than an entry's timestamp counts as age zero.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant};
+
+use crate::{is_valid_source, Mac};
+
+/// Default ageing time, 300 s (IEEE 802.1Q-2022 Table 8-6, recommended value).
+pub const DEFAULT_AGING_TIME: Duration = Duration::from_secs(300);
+
+/// Largest entry capacity [`Fdb::new`] accepts; larger requests are clamped to it.
+pub const MAX_CAPACITY: usize = 1 << 22;
+
+/// The outcome of [`Fdb::learn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn<P> {
+    /// A new entry was created (or an expired one was taken over).
+    New,
+    /// The entry existed on the same port; its age was reset.
+    Refreshed,
+    /// The address moved: it was live on `from` and now points at the new port.
+    Moved {
+        /// The port the address was on before.
+        from: P,
+    },
+    /// The table is full of live entries; nothing was learned.
+    TableFull,
+    /// The address is a group address or all zeros and is never learned.
+    InvalidMac,
+}
+
+/// One live entry, as reported by [`Fdb::entries`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry<P> {
+    /// The station address.
+    pub mac: Mac,
+    /// The VLAN it was learned on.
+    pub vlan: u16,
+    /// The port it was learned on.
+    pub port: P,
+    /// Time since its source was last seen.
+    pub age: Duration,
+}
+
+#[derive(Clone, Copy)]
+struct Slot<P> {
+    mac: Mac,
+    vlan: u16,
+    port: P,
+    last_seen: Instant,
+    /// The slot the key hashes to, kept so deletion does not rehash.
+    home: usize,
+}
+
+enum Probe {
+    Found(usize),
+    Vacant(usize),
+    /// No empty slot on the whole walk; impossible while `len < slots.len()`.
+    Exhausted,
+}
+
+/// A bounded MAC learning table over port ids `P`, keyed by `(MAC, VLAN)`.
+///
+/// One open-addressing table (linear probing, backward-shift deletion, randomly keyed
+/// SipHash) allocated in [`Fdb::new`] and never resized: at least two slots per entry, so
+/// probes stay short and always end. Every operation takes `now`; an entry whose age has
+/// reached the ageing time is treated as absent until [`Fdb::age`], a full-table
+/// [`Fdb::learn`] or re-learning removes or replaces it.
+pub struct Fdb<P> {
+    slots: Box<[Option<Slot<P>>]>,
+    /// `slots.len() - 1`; `slots.len()` is a power of two.
+    mask: usize,
+    len: usize,
+    capacity: usize,
+    aging: Duration,
+    hasher: RandomState,
+    /// A lower bound of the oldest `last_seen` in the table (`None` when empty). While
+    /// `now - oldest < aging` no entry can be expired, so a full table refuses a new address
+    /// without scanning.
+    oldest: Option<Instant>,
+}
+
+impl<P> fmt::Debug for Fdb<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fdb")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .field("aging", &self.aging)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Copy + Eq> Fdb<P> {
+    /// A table holding at most `capacity` entries (clamped to [`MAX_CAPACITY`]) that expire
+    /// after `aging`. This is the only allocation the table ever makes.
+    pub fn new(capacity: usize, aging: Duration) -> Self {
+        let capacity = capacity.min(MAX_CAPACITY);
+        // At least 2 slots per entry: a probe always ends on an empty slot, and the load
+        // factor stays at or below 1/2.
+        let nslots = (capacity * 2).next_power_of_two().max(2);
+        Fdb {
+            slots: vec![None; nslots].into_boxed_slice(),
+            mask: nslots - 1,
+            len: 0,
+            capacity,
+            aging,
+            hasher: RandomState::new(),
+            oldest: None,
+        }
+    }
+
+    /// A table of `capacity` entries with the default ageing time of 300 s.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self::new(capacity, DEFAULT_AGING_TIME)
+    }
+
+    /// Number of stored entries, including expired ones not yet removed by [`Fdb::age`].
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no entry is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The maximum number of entries.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The ageing time.
+    pub fn aging_time(&self) -> Duration {
+        self.aging
+    }
+
+    /// Changes the ageing time; applies to existing entries at once.
+    pub fn set_aging_time(&mut self, aging: Duration) {
+        self.aging = aging;
+    }
+
+    /// Learns that `mac` on `vlan` lives behind `port`, as seen at `now`.
+    ///
+    /// A full table first drops every expired entry (so the oldest expired one, and any
+    /// other, makes room); if none is expired it refuses with [`Learn::TableFull`] and the
+    /// address stays unknown, which only costs flooding.
+    pub fn learn(&mut self, mac: Mac, vlan: u16, port: P, now: Instant) -> Learn<P> {
+        if !is_valid_source(&mac) {
+            return Learn::InvalidMac;
+        }
+        let home = self.home(&mac, vlan);
+        let vacant = match self.probe(home, &mac, vlan) {
+            Probe::Found(i) => {
+                let aging = self.aging;
+                let Some(slot) = self.slots[i].as_mut() else {
+                    return Learn::TableFull; // unreachable: probe found it occupied
+                };
+                let expired = is_expired(slot.last_seen, now, aging);
+                let before = slot.port;
+                slot.port = port;
+                slot.last_seen = now;
+                self.note_seen(now);
+                return if expired {
+                    Learn::New
+                } else if before == port {
+                    Learn::Refreshed
+                } else {
+                    Learn::Moved { from: before }
+                };
+            }
+            Probe::Vacant(i) => i,
+            Probe::Exhausted => return Learn::TableFull,
+        };
+        let vacant = if self.len < self.capacity {
+            vacant
+        } else {
+            if !self.may_have_expired(now) || self.age(now) == 0 {
+                return Learn::TableFull;
+            }
+            // Removal shifted entries: find the key's vacant slot again.
+            match self.probe(home, &mac, vlan) {
+                Probe::Vacant(i) => i,
+                // Unreachable: the key was absent and removal freed slots.
+                Probe::Found(_) | Probe::Exhausted => return Learn::TableFull,
+            }
+        };
+        self.slots[vacant] = Some(Slot {
+            mac,
+            vlan,
+            port,
+            last_seen: now,
+            home,
+        });
+        self.len += 1;
+        self.note_seen(now);
+        Learn::New
+    }
+
+    /// The port `mac` on `vlan` was learned on, unless unknown or expired at `now`.
+    pub fn lookup(&self, mac: &Mac, vlan: u16, now: Instant) -> Option<P> {
+        match self.probe(self.home(mac, vlan), mac, vlan) {
+            Probe::Found(i) => self.slots[i]
+                .as_ref()
+                .filter(|s| !is_expired(s.last_seen, now, self.aging))
+                .map(|s| s.port),
+            Probe::Vacant(_) | Probe::Exhausted => None,
+        }
+    }
+
+    /// Removes one entry; returns its port if it was stored (expired or not).
+    pub fn remove(&mut self, mac: &Mac, vlan: u16) -> Option<P> {
+        match self.probe(self.home(mac, vlan), mac, vlan) {
+            Probe::Found(i) => self.remove_at(i).map(|s| s.port),
+            Probe::Vacant(_) | Probe::Exhausted => None,
+        }
+    }
+
+    /// Removes every entry expired at `now`; returns how many.
+    pub fn age(&mut self, now: Instant) -> usize {
+        let aging = self.aging;
+        self.retain(|s| !is_expired(s.last_seen, now, aging))
+    }
+
+    /// Removes every entry pointing at `port` (the port went down or was removed); returns
+    /// how many.
+    pub fn flush_port(&mut self, port: P) -> usize {
+        self.retain(|s| s.port != port)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
+        self.len = 0;
+        self.oldest = None;
+    }
+
+    /// The entries live at `now`, in table order (unspecified).
+    pub fn entries(&self, now: Instant) -> impl Iterator<Item = FdbEntry<P>> + '_ {
+        let aging = self.aging;
+        self.slots.iter().filter_map(move |s| {
+            s.as_ref()
+                .filter(|s| !is_expired(s.last_seen, now, aging))
+                .map(|s| FdbEntry {
+                    mac: s.mac,
+                    vlan: s.vlan,
+                    port: s.port,
+                    age: now.saturating_duration_since(s.last_seen),
+                })
+        })
+    }
+
+    fn home(&self, mac: &Mac, vlan: u16) -> usize {
+        let h = self.hasher.hash_one((mac, vlan));
+        // `mask` fits in u64 and the masked value fits in usize.
+        usize::try_from(h & self.mask as u64).unwrap_or(0)
+    }
+
+    /// Walks the probe chain from `home`. Ends on the key or on an empty slot; there is always
+    /// one since `len <= capacity < slots.len()`, and the walk is bounded by the table size
+    /// regardless.
+    fn probe(&self, home: usize, mac: &Mac, vlan: u16) -> Probe {
+        let mut i = home & self.mask;
+        for _ in 0..self.slots.len() {
+            match &self.slots[i] {
+                None => return Probe::Vacant(i),
+                Some(s) if s.vlan == vlan && s.mac == *mac => return Probe::Found(i),
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+        Probe::Exhausted
+    }
+
+    /// Empties slot `i` and shifts the rest of its cluster back so every entry stays reachable
+    /// from its home slot (backward-shift deletion for linear probing).
+    fn remove_at(&mut self, i: usize) -> Option<Slot<P>> {
+        let removed = self.slots[i].take()?;
+        self.len -= 1;
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        while let Some(s) = &self.slots[j] {
+            // The entry at `j` may fill the hole if the hole lies on its probe path, i.e.
+            // cyclically within [home, j].
+            let from_home = j.wrapping_sub(s.home) & self.mask;
+            let from_hole = j.wrapping_sub(hole) & self.mask;
+            if from_hole <= from_home {
+                self.slots[hole] = self.slots[j].take();
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        if self.len == 0 {
+            self.oldest = None;
+        }
+        Some(removed)
+    }
+
+    /// Removes the entries for which `keep` is false; returns how many. Recomputes the
+    /// exact `oldest` bound on the way.
+    fn retain(&mut self, mut keep: impl FnMut(&Slot<P>) -> bool) -> usize {
+        let mut removed = 0;
+        let mut oldest: Option<Instant> = None;
+        let mut i = 0;
+        while i < self.slots.len() {
+            match &self.slots[i] {
+                Some(s) if !keep(s) => {
+                    // Backward shift may move a not yet visited entry into `i`: look at
+                    // `i` again. An entry can also wrap around to the end of the table and
+                    // be visited twice, which is harmless.
+                    self.remove_at(i);
+                    removed += 1;
+                }
+                Some(s) => {
+                    oldest = Some(oldest.map_or(s.last_seen, |o| o.min(s.last_seen)));
+                    i += 1;
+                }
+                None => i += 1,
+            }
+        }
+        self.oldest = oldest;
+        removed
+    }
+
+    fn note_seen(&mut self, now: Instant) {
+        self.oldest = Some(self.oldest.map_or(now, |o| o.min(now)));
+    }
+
+    fn may_have_expired(&self, now: Instant) -> bool {
+        self.oldest
+            .is_some_and(|oldest| is_expired(oldest, now, self.aging))
+    }
+}
+
+fn is_expired(last_seen: Instant, now: Instant, aging: Duration) -> bool {
+    now.saturating_duration_since(last_seen) >= aging
+}
+
+#[cfg(test)]
+mod tests;
