@@ -11,8 +11,9 @@ use vring::{Chain, RingError};
 use crate::port::{Port, PortId};
 use crate::worker::Worker;
 
-/// Largest frame a guest may send: a 64 KiB GSO frame plus Ethernet and VLAN headers.
-pub const MAX_FRAME: usize = 65535 + 14 + 4;
+/// Largest frame a guest may send: a 64 KiB IP packet (IPv6: plus its header) behind a
+/// VLAN-tagged Ethernet header.
+pub const MAX_FRAME: usize = gso::MAX_FRAME_LEN;
 /// Most rx chains one frame may take with MRG_RXBUF (64 KiB in 1 KiB buffers, with room).
 const MAX_RX_CHAINS: usize = 80;
 
@@ -31,7 +32,7 @@ impl Scratch {
         Scratch {
             rx: (0..MAX_RX_CHAINS).map(|_| Chain::new()).collect(),
             frame: vec![0; MAX_FRAME],
-            seg: vec![0; MAX_FRAME + 256],
+            seg: vec![0; gso::SCRATCH_LEN],
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 /// Why a region table was refused.
 #[derive(Debug, thiserror::Error)]
@@ -81,16 +82,23 @@ pub struct RegionSpec {
     pub file: File,
 }
 
-/// A mapped region.
+/// One mmap of a frontend's file, unmapped when the last region using it goes.
 #[derive(Debug)]
+struct Mapping {
+    ptr: NonNull<libc::c_void>,
+    len: usize,
+}
+
+/// A mapped region.
+#[derive(Debug, Clone)]
 struct Region {
     gpa: u64,
     size: u64,
     uaddr: u64,
     /// Host address of the region's first byte (inside `map`).
     host: NonNull<u8>,
-    map: NonNull<libc::c_void>,
-    map_len: usize,
+    /// Keeps the mmap alive while any memory table uses this region.
+    _map: Arc<Mapping>,
 }
 
 /// The guest's memory as mapped into vnetd: immutable once built, shared by `Arc` between
@@ -129,16 +137,7 @@ impl GuestMemory {
             });
         }
         for (i, s) in specs.iter().enumerate() {
-            if s.size == 0 {
-                return Err(MemError::EmptyRegion { index: i });
-            }
-            let end_ok = s.gpa.checked_add(s.size).is_some()
-                && s.uaddr.checked_add(s.size).is_some()
-                && s.mmap_offset.checked_add(s.size).is_some()
-                && usize::try_from(s.mmap_offset + s.size).is_ok();
-            if !end_ok {
-                return Err(MemError::Overflow { index: i });
-            }
+            check_spec(i, s)?;
             for (j, t) in specs.iter().enumerate().take(i) {
                 if overlaps(s.gpa, s.size, t.gpa, t.size)
                     || overlaps(s.uaddr, s.size, t.uaddr, t.size)
@@ -155,6 +154,42 @@ impl GuestMemory {
         }
         mem.regions.sort_by_key(|r| r.gpa);
         Ok(mem)
+    }
+
+    /// A copy of this memory with one more region, mapped from `spec` (ADD_MEM_REG).
+    /// Existing mappings are shared, not remapped.
+    pub fn with_region(&self, spec: RegionSpec) -> Result<GuestMemory, MemError> {
+        let index = self.regions.len();
+        if index >= MAX_REGIONS {
+            return Err(MemError::TooManyRegions {
+                count: index + 1,
+                max: MAX_REGIONS,
+            });
+        }
+        check_spec(index, &spec)?;
+        for (j, r) in self.regions.iter().enumerate() {
+            if overlaps(spec.gpa, spec.size, r.gpa, r.size)
+                || overlaps(spec.uaddr, spec.size, r.uaddr, r.size)
+            {
+                return Err(MemError::Overlap { a: j, b: index });
+            }
+        }
+        let mut regions = self.regions.clone();
+        regions.push(map_one(index, &spec)?);
+        regions.sort_by_key(|r| r.gpa);
+        Ok(GuestMemory { regions })
+    }
+
+    /// A copy of this memory without the region at `gpa` of `size` bytes (REM_MEM_REG),
+    /// or `None` if there is no such region.
+    pub fn without_region(&self, gpa: u64, size: u64) -> Option<GuestMemory> {
+        let i = self
+            .regions
+            .iter()
+            .position(|r| r.gpa == gpa && r.size == size)?;
+        let mut regions = self.regions.clone();
+        regions.remove(i);
+        Some(GuestMemory { regions })
     }
 
     /// Number of regions.
@@ -284,6 +319,22 @@ impl GuestMemory {
     }
 }
 
+fn check_spec(index: usize, s: &RegionSpec) -> Result<(), MemError> {
+    if s.size == 0 {
+        return Err(MemError::EmptyRegion { index });
+    }
+    let end_ok = s.gpa.checked_add(s.size).is_some()
+        && s.uaddr.checked_add(s.size).is_some()
+        && s.mmap_offset
+            .checked_add(s.size)
+            .is_some_and(|e| usize::try_from(e).is_ok());
+    if end_ok {
+        Ok(())
+    } else {
+        Err(MemError::Overflow { index })
+    }
+}
+
 fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
     let os = |op, err| MemError::Os { index, op, err };
     let needed = s.mmap_offset + s.size;
@@ -325,24 +376,29 @@ fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
     if p == libc::MAP_FAILED {
         return Err(os("mmap", std::io::Error::last_os_error()));
     }
-    let map = NonNull::new(p).ok_or_else(|| os("mmap", std::io::Error::other("null")))?;
+    let ptr = NonNull::new(p).ok_or_else(|| os("mmap", std::io::Error::other("null")))?;
+    let map = Arc::new(Mapping { ptr, len: map_len });
     let off = usize::try_from(s.mmap_offset).map_err(|_| MemError::Overflow { index })?;
     // SAFETY: `mmap_offset + size <= map_len`, so the region start is inside the mapping.
-    let host = unsafe { map.cast::<u8>().add(off) };
+    let host = unsafe { ptr.cast::<u8>().add(off) };
     Ok(Region {
         gpa: s.gpa,
         size: s.size,
         uaddr: s.uaddr,
         host,
-        map,
-        map_len,
+        _map: map,
     })
 }
 
-impl Drop for Region {
+impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `map`/`map_len` are exactly what mmap returned; the region is dropped only
-        // with its GuestMemory, which no queue can outlive (queues hold an Arc to it).
-        unsafe { libc::munmap(self.map.as_ptr(), self.map_len) };
+        // SAFETY: `ptr`/`len` are exactly what mmap returned; the last region using this
+        // mapping is gone, and no queue outlives its GuestMemory (queues hold an Arc to it).
+        unsafe { libc::munmap(self.ptr.as_ptr(), self.len) };
     }
 }
+
+// SAFETY: a Mapping is an address range owned by this value; unmapping from any thread is fine.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` exposes nothing but the address, which is immutable.
+unsafe impl Sync for Mapping {}

@@ -1,0 +1,202 @@
+//! Test harness: a vnetd process with its own socket directory, and frame builders.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use api::{PortStats, Request, Response};
+use frontend::{Frontend, FrontendConfig};
+use virtio_net::features as f;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A running vnetd, killed (and its directory removed) on drop.
+pub struct Vnetd {
+    child: Child,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Vnetd {
+    /// Starts vnetd with one server-mode vhost-user port per name.
+    pub fn start(ports: &[&str]) -> Vnetd {
+        let dir = std::env::temp_dir().join(format!(
+            "vnet-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args = vec![
+            "--control".to_string(),
+            dir.join("ctl.sock").display().to_string(),
+        ];
+        for p in ports {
+            args.push("--vhost-user".into());
+            args.push(format!(
+                "name={p},socket={}",
+                dir.join(format!("{p}.sock")).display()
+            ));
+        }
+        Self::start_with(
+            dir,
+            &args,
+            ports.iter().map(|p| format!("{p}.sock")).collect(),
+        )
+    }
+
+    /// Starts vnetd with raw arguments and waits for the named socket files in `dir`.
+    pub fn start_with(dir: PathBuf, args: &[String], wait_for: Vec<String>) -> Vnetd {
+        let log = dir.join("vnetd.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vnetd"))
+            .args(args)
+            .env("VNET_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let v = Vnetd { child, dir, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for s in wait_for
+            .iter()
+            .chain(std::iter::once(&"ctl.sock".to_string()))
+        {
+            while !v.dir.join(s).exists() {
+                assert!(
+                    Instant::now() < deadline,
+                    "vnetd did not create {s}:\n{}",
+                    v.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        v
+    }
+
+    pub fn sock(&self, port: &str) -> PathBuf {
+        self.dir.join(format!("{port}.sock"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn call(&self, req: Request) -> Response {
+        api::call(&self.dir.join("ctl.sock"), &req, Duration::from_secs(5)).unwrap()
+    }
+
+    pub fn stats(&self) -> Vec<PortStats> {
+        match self.call(Request::Stats) {
+            Response::Stats(s) => s,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    pub fn port_stats(&self, name: &str) -> PortStats {
+        self.stats().into_iter().find(|s| s.name == name).unwrap()
+    }
+
+    pub fn ports(&self) -> Vec<api::PortInfo> {
+        match self.call(Request::Ports) {
+            Response::Ports(p) => p,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    /// Waits until `cond` holds on the port list.
+    pub fn wait_ports(&self, what: &str, cond: impl Fn(&[api::PortInfo]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if cond(&self.ports()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}\n{}",
+                self.ports(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Vnetd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- vnetd log ---\n{}", self.log_text());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A feature set to run a scenario under.
+#[derive(Debug, Clone, Copy)]
+pub struct Feat {
+    pub mrg: bool,
+    pub event_idx: bool,
+    pub indirect: bool,
+}
+
+impl Feat {
+    pub fn all() -> Vec<Feat> {
+        let mut v = vec![];
+        for mrg in [true, false] {
+            for event_idx in [true, false] {
+                for indirect in [true, false] {
+                    v.push(Feat {
+                        mrg,
+                        event_idx,
+                        indirect,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    pub fn features(&self) -> u64 {
+        let mut x = frontend::DEFAULT_FEATURES;
+        for (on, bit) in [
+            (self.mrg, f::MRG_RXBUF),
+            (self.event_idx, f::RING_EVENT_IDX),
+            (self.indirect, f::RING_INDIRECT_DESC),
+        ] {
+            if !on {
+                x &= !bit;
+            }
+        }
+        x
+    }
+}
+
+pub fn connect(path: &Path, features: u64) -> Frontend {
+    let cfg = FrontendConfig {
+        wanted_features: features,
+        ..FrontendConfig::new(path)
+    };
+    Frontend::connect(cfg).unwrap()
+}
+
+pub fn mac(n: u8) -> [u8; 6] {
+    [0x52, 0x54, 0x00, 0x00, 0x00, n]
+}
+
+/// An Ethernet frame of `len` bytes with a recognizable payload.
+pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u8) -> Vec<u8> {
+    let mut b = vec![0u8; len.max(14)];
+    b[0..6].copy_from_slice(&dst);
+    b[6..12].copy_from_slice(&src);
+    b[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental ethertype
+    for (i, x) in b[14..].iter_mut().enumerate() {
+        *x = tag.wrapping_add(i as u8);
+    }
+    b
+}
