@@ -27,7 +27,10 @@ fn run(spec: FrameSpec, receiver_mrg: bool) {
     let mrg = if receiver_mrg { 0 } else { f::MRG_RXBUF };
     let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES & !mrg);
-    let mut c = connect(&v.sock("c"), frontend::DEFAULT_FEATURES & !NO_GUEST_OFFLOADS & !mrg);
+    let mut c = connect(
+        &v.sock("c"),
+        frontend::DEFAULT_FEATURES & !NO_GUEST_OFFLOADS & !mrg,
+    );
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
     let (hdr, frame) = build_frame(&spec);
     // The destination is unknown: the frame floods to b (offloads on) and c (off).
@@ -37,13 +40,23 @@ fn run(spec: FrameSpec, receiver_mrg: bool) {
     assert_eq!(got_b.len(), 1, "b accepted the offload: one frame");
     let (hb, fb) = &got_b[0];
     assert_eq!(fb, &frame, "b gets the frame untouched");
-    assert_eq!((hb.gso_type, hb.gso_size, hb.flags), (hdr.gso_type, hdr.gso_size, HDR_F_NEEDS_CSUM));
-    assert_eq!((hb.csum_start, hb.csum_offset), (hdr.csum_start, hdr.csum_offset));
+    assert_eq!(
+        (hb.gso_type, hb.gso_size, hb.flags),
+        (hdr.gso_type, hdr.gso_size, HDR_F_NEEDS_CSUM)
+    );
+    assert_eq!(
+        (hb.csum_start, hb.csum_offset),
+        (hdr.csum_start, hdr.csum_offset)
+    );
 
     let got_c = recv_all(&mut c);
     for (h, _) in &got_c {
         assert_eq!(h.gso_type, GSO_NONE, "c did not accept GSO");
-        assert_eq!(h.flags & (HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID), 0, "c did not accept GUEST_CSUM");
+        assert_eq!(
+            h.flags & (HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID),
+            0,
+            "c did not accept GUEST_CSUM"
+        );
     }
     let segs: Vec<Vec<u8>> = got_c.into_iter().map(|(_, s)| s).collect();
     if spec.gso_size == 0 {
@@ -67,18 +80,45 @@ fn run(spec: FrameSpec, receiver_mrg: bool) {
 #[test]
 fn tso4_64k_whole_to_offloading_port_segmented_to_other() {
     for mrg in [true, false] {
-        let spec = FrameSpec { payload_len: 65000, gso_size: 1448, ..FrameSpec::default() };
+        let spec = FrameSpec {
+            payload_len: 65000,
+            gso_size: 1448,
+            ..FrameSpec::default()
+        };
         run(spec, mrg);
     }
 }
 
 #[test]
 fn tso6_and_vlan_segmented() {
-    run(FrameSpec { v6: true, payload_len: 60000, gso_size: 1440, ..FrameSpec::default() }, true);
-    run(FrameSpec { vlan: Some(42), payload_len: 30000, gso_size: 1448, ..FrameSpec::default() }, true);
+    run(
+        FrameSpec {
+            v6: true,
+            payload_len: 60000,
+            gso_size: 1440,
+            ..FrameSpec::default()
+        },
+        true,
+    );
+    run(
+        FrameSpec {
+            vlan: Some(42),
+            payload_len: 30000,
+            gso_size: 1448,
+            ..FrameSpec::default()
+        },
+        true,
+    );
 }
 
 #[test]
 fn partial_checksum_completed_for_port_without_guest_csum() {
-    run(FrameSpec { payload_len: 1000, gso_size: 0, ..FrameSpec::default() }, true);
+    run(
+        FrameSpec {
+            payload_len: 1000,
+            gso_size: 0,
+            ..FrameSpec::default()
+        },
+        true,
+    );
 }

@@ -400,6 +400,11 @@ impl Worker {
             p.status
                 .set_running(u16::try_from(running).unwrap_or(u16::MAX), p.features);
             if running == 0 {
+                // All rings stopped: the frontend reset the device, a broken port is clean.
+                if p.broken {
+                    p.broken = false;
+                    p.status.set_broken(None);
+                }
                 self.fdb.flush_port(id);
             }
         }

@@ -1,0 +1,224 @@
+//! Hostile peers: a guest that corrupts its rings loses only its own port (marked broken,
+//! with a log line and a counter) while the other ports keep forwarding; garbage on a
+//! vhost-user socket never takes vnetd down.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use frontend::{Frontend, RawDesc};
+use virtio_net::NetHdr;
+
+const WAIT: Duration = Duration::from_secs(3);
+
+fn ping(from: &mut Frontend, to: &mut Frontend, dst: [u8; 6], src: [u8; 6], tag: u8) {
+    let x = frame(dst, src, 100, tag);
+    from.send(0, &NetHdr::default(), &x).unwrap();
+    let (_, got) = to.recv(0, WAIT).unwrap().expect("frame");
+    assert_eq!(got, x);
+}
+
+fn broken(v: &Vnetd, name: &str) -> bool {
+    v.ports()
+        .iter()
+        .any(|p| p.name == name && p.state == api::PortState::Broken && p.broken_reason.is_some())
+}
+
+fn three_good_and_evil() -> (Vnetd, Frontend, Frontend, Frontend, Frontend) {
+    let v = Vnetd::start(&["a", "b", "c", "evil"]);
+    let all = frontend::DEFAULT_FEATURES;
+    let mut a = connect(&v.sock("a"), all);
+    let mut b = connect(&v.sock("b"), all);
+    let mut c = connect(&v.sock("c"), all);
+    let mut evil = connect(&v.sock("evil"), all);
+    v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    ping(&mut a, &mut b, mac(2), mac(1), 0);
+    ping(&mut b, &mut a, mac(1), mac(2), 0);
+    // The first ping flooded (b unknown then): clear it from c and evil.
+    for f in [&mut c, &mut evil] {
+        f.recv_all(0, Duration::from_millis(100)).unwrap();
+    }
+    (v, a, b, c, evil)
+}
+
+fn others_still_forward(v: &Vnetd, a: &mut Frontend, b: &mut Frontend, c: &mut Frontend) {
+    for i in 1..20 {
+        ping(a, b, mac(2), mac(1), i);
+        ping(b, a, mac(1), mac(2), i);
+    }
+    ping(c, a, mac(1), mac(3), 99);
+    ping(a, c, mac(3), mac(1), 98);
+    let sb = v.port_stats("b");
+    assert_eq!(
+        sb.drops.get("ring_broken").copied().unwrap_or(0),
+        0,
+        "{sb:?}"
+    );
+}
+
+#[test]
+fn tx_avail_idx_jump_breaks_only_that_port() {
+    let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil();
+    // avail.idx 1000 ahead of what the device consumed: impossible for a real driver.
+    evil.set_avail_idx(1, 1000).unwrap();
+    evil.kick(1).unwrap();
+    v.wait_ports("evil broken", |_| broken(&v, "evil"));
+    let se = v.port_stats("evil");
+    assert_eq!(se.drops.get("ring_broken"), Some(&1), "{se:?}");
+    assert!(
+        v.log_text()
+            .contains("port evil: guest violated the virtqueue rules"),
+        "{}",
+        v.log_text()
+    );
+    others_still_forward(&v, &mut a, &mut b, &mut c);
+}
+
+#[test]
+fn descriptor_loop_and_wild_address_break_only_that_port() {
+    for descs in [
+        // 0 -> 1 -> 0: a loop.
+        vec![
+            RawDesc {
+                addr: 0x1000,
+                len: 64,
+                flags: 1,
+                next: 1,
+            },
+            RawDesc {
+                addr: 0x1000,
+                len: 64,
+                flags: 1,
+                next: 0,
+            },
+        ],
+        // A buffer far outside guest memory.
+        vec![RawDesc {
+            addr: 0xdead_0000_0000,
+            len: 1500,
+            flags: 0,
+            next: 0,
+        }],
+        // next out of range.
+        vec![RawDesc {
+            addr: 0x1000,
+            len: 64,
+            flags: 1,
+            next: 60000,
+        }],
+        // A huge length.
+        vec![RawDesc {
+            addr: 0x1000,
+            len: u32::MAX,
+            flags: 0,
+            next: 0,
+        }],
+    ] {
+        let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil();
+        evil.raw_post_tx(0, &descs, &[0]).unwrap();
+        v.wait_ports("evil broken", |_| broken(&v, "evil"));
+        others_still_forward(&v, &mut a, &mut b, &mut c);
+        // The broken port comes back when its frontend reconnects.
+        drop(evil);
+        v.wait_ports("evil down", |p| {
+            p.iter()
+                .any(|p| p.name == "evil" && p.state == api::PortState::Down)
+        });
+        let mut evil = connect(&v.sock("evil"), frontend::DEFAULT_FEATURES);
+        v.wait_ports("evil up", |p| {
+            p.iter().all(|p| p.state == api::PortState::Up)
+        });
+        ping(&mut evil, &mut a, mac(1), mac(9), 7);
+    }
+}
+
+#[test]
+fn rx_ring_corruption_breaks_receiver_not_sender() {
+    let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil();
+    // Point every rx descriptor of evil far outside its memory.
+    let desc = evil.vring_addrs(0).unwrap().desc;
+    let wild = RawDesc {
+        addr: 0xdead_0000_0000,
+        len: 2048,
+        flags: RawDesc::WRITE,
+        next: 0,
+    };
+    for i in 0..256u64 {
+        evil.write_guest(desc + 16 * i, &wild.encode()).unwrap();
+    }
+    // A broadcast from a reaches b and c; evil's rx ring is found corrupt on delivery.
+    let x = frame([0xff; 6], mac(1), 60, 5);
+    a.send(0, &NetHdr::default(), &x).unwrap();
+    assert_eq!(b.recv(0, WAIT).unwrap().unwrap().1, x);
+    assert_eq!(c.recv(0, WAIT).unwrap().unwrap().1, x);
+    v.wait_ports("evil broken", |_| broken(&v, "evil"));
+    assert!(!broken(&v, "a"));
+    others_still_forward(&v, &mut a, &mut b, &mut c);
+    let _ = evil;
+}
+
+/// A tiny deterministic generator (no extra dependency).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn garbage_vhost_user_messages_never_kill_vnetd() {
+    let mut v = Vnetd::start(&["a", "b", "x"]);
+    let all = frontend::DEFAULT_FEATURES;
+    let mut a = connect(&v.sock("a"), all);
+    let mut b = connect(&v.sock("b"), all);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..300 {
+        let mut s = UnixStream::connect(v.sock("x")).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        // A header (request code 0..=45, flags, size) with a random or fitting body.
+        let code = (rng.next() % 46) as u32;
+        let flags = if rng.next() % 4 == 0 {
+            rng.next() as u32
+        } else {
+            1
+        };
+        let body_len = (rng.next() % 80) as usize;
+        let size = if rng.next() % 3 == 0 {
+            rng.next() as u32
+        } else {
+            body_len as u32
+        };
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&code.to_le_bytes());
+        msg.extend_from_slice(&flags.to_le_bytes());
+        msg.extend_from_slice(&size.to_le_bytes());
+        for _ in 0..body_len {
+            msg.push(rng.next() as u8);
+        }
+        // Several messages per connection sometimes, then hang up.
+        let _ = s.write_all(&msg);
+        if round % 7 == 0 {
+            let _ = s.write_all(&msg);
+        }
+        drop(s);
+    }
+    // Truncated header and a stall: the per-message timeout frees the control thread.
+    let mut s = UnixStream::connect(v.sock("x")).unwrap();
+    s.write_all(&[1, 0, 0]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(v.alive(), "vnetd died:\n{}", v.log_text());
+    ping(&mut a, &mut b, mac(2), mac(1), 1);
+    drop(s);
+    // A real frontend can still use the port that saw all the garbage.
+    let mut x = connect(&v.sock("x"), all);
+    v.wait_ports("x up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    ping(&mut x, &mut a, mac(1), mac(7), 2);
+    assert!(v.alive());
+}
