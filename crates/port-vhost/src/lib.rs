@@ -29,7 +29,11 @@ use virtio_net::config::NetConfig;
 use virtio_net::features as f;
 use vring::{GuestMemory, QueueConfig, RegionSpec};
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod server;
+#[cfg(test)]
+mod tests;
 
 type VuResult<T> = std::result::Result<T, VuError>;
 

@@ -15,6 +15,8 @@
 
 pub(crate) mod access;
 pub mod chain;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod mem;
 pub mod queue;
 

@@ -319,6 +319,21 @@ impl GuestMemory {
     }
 }
 
+/// A new anonymous shared-memory file of `size` bytes (memfd), e.g. for tests, fuzzing and
+/// userspace frontends.
+pub fn memfd(name: &std::ffi::CStr, size: u64) -> std::io::Result<File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create reads a NUL-terminated name and returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let f = unsafe { File::from_raw_fd(fd) };
+    f.set_len(size)?;
+    Ok(f)
+}
+
 fn check_spec(index: usize, s: &RegionSpec) -> Result<(), MemError> {
     if s.size == 0 {
         return Err(MemError::EmptyRegion { index });

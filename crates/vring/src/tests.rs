@@ -3,7 +3,6 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use std::fs::File;
-use std::os::fd::FromRawFd;
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -24,13 +23,7 @@ pub(crate) struct TestMem {
 }
 
 fn memfd(size: usize) -> File {
-    // SAFETY: plain syscalls on a name we own; the fd is checked before use.
-    let fd = unsafe { libc::memfd_create(c"vring-test".as_ptr(), 0) };
-    assert!(fd >= 0);
-    // SAFETY: `fd` is a fresh memfd we own exclusively.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(size as u64).unwrap();
-    f
+    crate::mem::memfd(c"vring-test", size as u64).unwrap()
 }
 
 /// Guest memory mapped twice: by us and by vm-memory, gpa 0, uaddr = gpa + `uoff`.
@@ -502,61 +495,11 @@ fn spanning_buffer_becomes_two_segments() {
     assert_eq!(&got, b"ABCDEFGHIJKLMNOP");
 }
 
-/// Hostile-ring fuzz harness: a random descriptor table, avail ring and index over a small
-/// memory; popping must never panic and every buffer it yields lies in guest memory.
-pub fn fuzz_ring(data: &[u8]) {
-    let m = fuzz_mem();
-    let size = 8u16;
-    let (desc, avail, used) = (0u64, 0x100u64, 0x200u64);
-    let n = data.len().min(16 * 8 + 2 + 16 + 2);
-    assert!(m.write(desc, &data[..n.min(128)]));
-    if n > 128 {
-        assert!(m.write(avail + 2, &data[128..n]));
-    }
-    let c = QueueConfig {
-        size,
-        desc_uaddr: desc,
-        avail_uaddr: avail,
-        used_uaddr: used,
-        event_idx: data.first().is_some_and(|b| b & 1 == 1),
-        indirect: data.first().is_some_and(|b| b & 2 == 2),
-        next_avail: 0,
-    };
-    let mut q = SplitQueue::new(m.clone(), &c).expect("fixed layout is valid");
-    let mut ch = Chain::new();
-    for _ in 0..3 {
-        if q.refresh_avail().is_err() {
-            return;
-        }
-        while let Ok(true) = q.pop(&mut ch) {
-            let mut buf = vec![0u8; ch.readable_len().min(1 << 16) as usize];
-            assert_eq!(ch.read_at(0, &mut buf), buf.len());
-            ch.write_at(0, &[0xaa; 64]);
-            q.push_used(ch.head(), 1);
-        }
-        q.flush_used();
-        let _ = q.enable_notify();
-    }
-}
-
-fn fuzz_mem() -> Arc<GuestMemory> {
-    Arc::new(
-        GuestMemory::map(vec![RegionSpec {
-            gpa: 0,
-            size: 1 << 16,
-            uaddr: 0,
-            mmap_offset: 0,
-            file: memfd(1 << 16),
-        }])
-        .unwrap(),
-    )
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
     fn hostile_rings_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-        fuzz_ring(&data);
+        crate::fuzz::fuzz_ring(&data);
     }
 
     /// Differential: whenever our queue accepts a direct chain, virtio-queue's device-side
