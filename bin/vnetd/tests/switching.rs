@@ -153,3 +153,33 @@ fn port_down_on_disconnect_and_back_on_reconnect() {
     a.send(0, &h, &x).unwrap();
     assert_eq!(recv_one(&mut b), x);
 }
+
+#[test]
+fn multi_region_memory_with_add_mem_reg_and_set_mem_table() {
+    use frontend::{FrontendConfig, MemRegistration};
+    for reg in [MemRegistration::AddMemReg, MemRegistration::SetMemTable] {
+        let v = Vnetd::start(&["a", "b"]);
+        let cfg = |p| FrontendConfig {
+            regions: 3,
+            guest_base: 0x1_0000_0000,
+            mem_registration: reg,
+            ..FrontendConfig::new(v.sock(p))
+        };
+        let mut a = Frontend::connect(cfg("a")).unwrap();
+        let mut b = Frontend::connect(cfg("b")).unwrap();
+        v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+        let h = NetHdr::default();
+        // Enough traffic that buffers in every region are used.
+        for i in 0..300u32 {
+            let x = frame([0xff; 6], mac(1), 60 + (i as usize * 13) % 1400, i as u8);
+            a.send(0, &h, &x).unwrap();
+            assert_eq!(recv_one(&mut b), x, "{reg:?} frame {i}");
+        }
+        assert!(
+            v.log_text()
+                .contains("port a: guest memory now 3 region(s)"),
+            "{}",
+            v.log_text()
+        );
+    }
+}

@@ -68,6 +68,8 @@ fn clippy() -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    // Integration tests run the workspace's binaries (vnetd, vnetctl): build them all first.
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
     run(cargo()
         .args(["test", "--workspace"])
         // Tests that need DPDK fail instead of skipping when it is missing.

@@ -146,6 +146,7 @@ impl Daemon {
             let mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
             let handle = dp.add_port(&vu.name, vu.queue_pairs);
             let dev = NetDevice {
+                name: vu.name.clone(),
                 mac,
                 mtu: vu.mtu.unwrap_or(1500),
                 queue_pairs: vu.queue_pairs,

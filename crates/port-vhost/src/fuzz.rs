@@ -54,6 +54,7 @@ impl QueueControl for RingBuilder {
 
 fn device() -> NetDevice {
     NetDevice {
+        name: "fuzz".into(),
         mac: [0x52, 0x54, 0, 0, 0, 1],
         mtu: 1500,
         queue_pairs: 2,

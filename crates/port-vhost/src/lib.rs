@@ -68,6 +68,8 @@ pub fn offered_protocol_features() -> VhostUserProtocolFeatures {
 /// What the port is, from configuration.
 #[derive(Debug, Clone)]
 pub struct NetDevice {
+    /// Port name, for logs.
+    pub name: String,
     /// MAC address reported in the config space.
     pub mac: [u8; 6],
     /// MTU reported in the config space (VIRTIO_NET_F_MTU).
@@ -237,6 +239,12 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
         for &i in &running {
             self.stop(i);
         }
+        tracing::info!(
+            "port {}: guest memory now {} region(s), {} MiB",
+            self.dev.name,
+            mem.region_count(),
+            mem.total_size() >> 20
+        );
         self.mem = Arc::new(mem);
         for i in running {
             self.maybe_start(i);
@@ -258,8 +266,8 @@ fn refuse<T>(what: &'static str) -> VuResult<T> {
     Err(VuError::InvalidOperation(what))
 }
 
-fn mem_err(e: vring::MemError) -> VuError {
-    tracing::warn!("memory table refused: {e}");
+fn mem_err(name: &str, e: vring::MemError) -> VuError {
+    tracing::warn!("port {name}: memory table refused: {e}");
     VuError::InvalidParam
 }
 
@@ -285,7 +293,8 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
     fn set_features(&mut self, features: u64) -> VuResult<()> {
         if features & !OFFERED_FEATURES != 0 {
             tracing::warn!(
-                "frontend acked features we did not offer: {:#x}",
+                "port {}: frontend acked features we did not offer: {:#x}",
+                self.dev.name,
                 features & !OFFERED_FEATURES
             );
             return Err(VuError::InvalidParam);
@@ -309,7 +318,7 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
             .zip(files)
             .map(|(r, file)| region_spec(r, file))
             .collect();
-        let mem = GuestMemory::map(specs).map_err(mem_err)?;
+        let mem = GuestMemory::map(specs).map_err(|e| mem_err(&self.dev.name, e))?;
         self.swap_mem(mem);
         Ok(())
     }
@@ -470,7 +479,7 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
         let mem = self
             .mem
             .with_region(region_spec(region, fd))
-            .map_err(mem_err)?;
+            .map_err(|e| mem_err(&self.dev.name, e))?;
         self.swap_mem(mem);
         Ok(())
     }

@@ -12,6 +12,7 @@ use crate::*;
 
 fn dev() -> NetDevice {
     NetDevice {
+        name: "fuzz".into(),
         mac: [0x52, 0x54, 0, 0, 0, 9],
         mtu: 9000,
         queue_pairs: 1,

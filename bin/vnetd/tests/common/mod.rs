@@ -200,3 +200,17 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u8) -> Vec<u8> {
     }
     b
 }
+
+/// A binary of another workspace package, built next to this test (`cargo xtask test`
+/// builds all binaries first; `cargo build --bins` does it by hand).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}

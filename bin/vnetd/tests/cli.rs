@@ -1,0 +1,152 @@
+//! vnetd and vnetctl from the command line: clear errors naming what is wrong, and the
+//! control socket answering `vnetctl`.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn vnetd(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vnetd"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_options_name_the_problem() {
+    for (args, needle) in [
+        (
+            vec!["--vhost-user", "name=vm1,socket2=/tmp/x.sock"],
+            "socket2",
+        ),
+        (vec!["--vhost-user", "name=vm1"], "socket"),
+        (
+            vec![
+                "--vhost-user",
+                "name=vm1,socket=/tmp/x.sock,mac=52:54:zz:00:00:01",
+            ],
+            "52:54:zz:00:00:01",
+        ),
+        (
+            vec![
+                "--vhost-user",
+                "name=vm1,socket=/tmp/x.sock,mac=01:00:5e:00:00:01",
+            ],
+            "01:00:5e:00:00:01",
+        ),
+        (
+            vec![
+                "--vhost-user",
+                "name=vm1,socket=/tmp/x.sock",
+                "--vhost-user",
+                "name=vm1,socket=/tmp/y.sock",
+            ],
+            "vm1",
+        ),
+        (
+            vec!["--vhost-user", "name=vm1,socket=/tmp/x.sock,queues=0"],
+            "queue",
+        ),
+        (
+            vec!["--config", "/nonexistent/vnet.toml"],
+            "/nonexistent/vnet.toml",
+        ),
+        (vec!["--bogus"], "--bogus"),
+        (vec![], "no ports"),
+    ] {
+        let (ok, err) = vnetd(&args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            err.contains(needle),
+            "{args:?}: error should name {needle:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn config_file_errors_have_line_numbers() {
+    let dir = std::env::temp_dir().join(format!("vnet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[vhost_user]]\nname = \"vm1\"\nsocket = \"/tmp/a.sock\"\nmac = \"zz\"\n",
+    )
+    .unwrap();
+    let (ok, err) = vnetd(&["--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("bad.toml") && err.contains("zz"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn config_file_starts_ports() {
+    let dir = std::env::temp_dir().join(format!("vnet-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("vnet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "control = \"{d}/ctl.sock\"\n[[vhost_user]]\nname = \"vm1\"\nsocket = \"{d}/vm1.sock\"\nmac = \"52:54:00:00:00:11\"\n[fdb]\ncapacity = 64\naging_secs = 60\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let v = Vnetd::start_with(
+        dir.clone(),
+        &["--config".into(), cfg.display().to_string()],
+        vec!["vm1.sock".into()],
+    );
+    let ports = v.ports();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].mac.as_deref(), Some("52:54:00:00:00:11"));
+    assert_eq!(ports[0].state, api::PortState::Down);
+}
+
+#[test]
+fn vnetctl_shows_ports_stats_and_fdb() {
+    let v = Vnetd::start(&["a", "b"]);
+    let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
+    v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    a.send(0, &Default::default(), &frame([0xff; 6], mac(1), 60, 0))
+        .unwrap();
+    b.recv(0, std::time::Duration::from_secs(3))
+        .unwrap()
+        .unwrap();
+    let ctl = v.dir.join("ctl.sock");
+    let run = |args: &[&str]| {
+        let out = Command::new(workspace_bin("vnetctl"))
+            .arg("--control")
+            .arg(&ctl)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ports = run(&["ports"]);
+    assert!(ports.contains("a") && ports.contains("up"), "{ports}");
+    let stats: serde_json::Value = serde_json::from_str(&run(&["stats", "--json"])).unwrap();
+    let a_stats = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "a")
+        .unwrap();
+    assert_eq!(a_stats["rx_packets"], 1, "{stats}");
+    let fdb = run(&["fdb"]);
+    assert!(fdb.contains("52:54:00:00:00:01"), "{fdb}");
+    let _ = a;
+}
