@@ -121,6 +121,12 @@ impl Vnetd {
         }
     }
 
+    /// Mappings of frontend guest memory (memfd "vnet-frontend-*") in vnetd's address space.
+    pub fn guest_mappings(&self) -> usize {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.child.id())).unwrap();
+        maps.lines().filter(|l| l.contains("memfd:vnet-frontend-")).count()
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
