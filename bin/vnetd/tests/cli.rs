@@ -1,6 +1,8 @@
 //! vnetd and vnetctl from the command line: clear errors naming what is wrong, and the
 //! control socket answering `vnetctl`.
 
+#![allow(clippy::cast_possible_truncation)] // test data is made of deliberate truncations
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! with a log line and a counter) while the other ports keep forwarding; garbage on a
 //! vhost-user socket never takes vnetd down.
 
+#![allow(clippy::cast_possible_truncation)] // test data is made of deliberate truncations
+
 mod common;
 
 use std::io::Write;

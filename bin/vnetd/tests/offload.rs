@@ -2,6 +2,8 @@
 //! accepted the matching GUEST_* feature as-is, and a port that did not as valid,
 //! fully checksummed MSS-sized segments (software GSO in vnetd).
 
+#![allow(clippy::cast_possible_truncation)] // test data is made of deliberate truncations
+
 mod common;
 
 use std::time::Duration;

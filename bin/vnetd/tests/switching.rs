@@ -1,6 +1,8 @@
 //! vnetd switching frames between userspace virtio-net frontends: learning, unicast,
 //! flooding, no hairpin, counters, across ring feature sets.
 
+#![allow(clippy::cast_possible_truncation)] // test data is made of deliberate truncations
+
 mod common;
 
 use std::time::Duration;

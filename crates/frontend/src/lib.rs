@@ -206,7 +206,8 @@ fn acked<T>(
 }
 
 fn connect_socket(path: &Path, timeout: Duration) -> Result<UnixStream, FrontendError> {
-    let deadline = Instant::now() + timeout;
+    // None: too far in the future to represent, i.e. no deadline.
+    let deadline = Instant::now().checked_add(timeout);
     loop {
         match UnixStream::connect(path) {
             Ok(s) => return Ok(s),
@@ -214,7 +215,7 @@ fn connect_socket(path: &Path, timeout: Duration) -> Result<UnixStream, Frontend
                 if matches!(
                     e.kind(),
                     io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                ) && Instant::now() < deadline =>
+                ) && deadline.is_none_or(|d| Instant::now() < d) =>
             {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -454,6 +455,12 @@ impl Frontend {
                 })?;
             }
         }
+        if !reply_ack {
+            // Without REPLY_ACK nothing above was answered: one request with a reply makes
+            // sure the backend has processed all of it before we return (as QEMU does).
+            vu.get_features()
+                .map_err(vhost_err("GET_FEATURES (sync)"))?;
+        }
         // Tell the device about the rx buffers (it may poll and not need this).
         for p in &pairs {
             p.rx_notify.kick()?;
@@ -650,7 +657,8 @@ impl Frontend {
         timeout: Duration,
     ) -> Result<Option<(NetHdr, Vec<u8>)>, FrontendError> {
         let i = self.pair_index(queue_pair)?;
-        let deadline = Instant::now() + timeout;
+        // None: too far in the future to represent, i.e. wait forever.
+        let deadline = Instant::now().checked_add(timeout);
         let busy = self.config.busy_poll;
         let mem = &mut self.mem;
         let pair = &mut self.pairs[i];
@@ -668,7 +676,7 @@ impl Frontend {
                 RxPoll::Empty | RxPoll::Incomplete => {}
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Ok(None);
             }
             if busy {
@@ -677,8 +685,10 @@ impl Frontend {
             }
             let fresh = note_broken(&mut pair.rx_broken, pair.rx.ring.enable_calls(mem))?;
             if !fresh {
-                let ms = (deadline - now).as_micros().div_ceil(1000);
-                let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+                let ms = deadline.map_or(i32::MAX, |d| {
+                    let ms = (d - now).as_micros().div_ceil(1000);
+                    i32::try_from(ms).unwrap_or(i32::MAX)
+                });
                 match pair.epoll.wait(ms, &mut events) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -94,10 +94,18 @@ impl TxQueue {
             TxLayout::Split(n) => slot_size.div_ceil(n as usize),
         }
         .min(usize::from(size));
-        let max_frame = match layout {
-            TxLayout::Split(n) => (n as usize * max_segs).min(slot_size) - hdr_len,
-            _ => slot_size - hdr_len,
+        let capacity = match layout {
+            TxLayout::Split(n) => (n as usize).saturating_mul(max_segs).min(slot_size),
+            _ => slot_size,
         };
+        let max_frame = capacity
+            .min(hdr_len + frame)
+            .checked_sub(hdr_len)
+            .ok_or_else(|| {
+                FrontendError::Config(format!(
+                    "{layout:?} with {size} descriptors cannot carry the {hdr_len}-byte header"
+                ))
+            })?;
         let mut slots = Vec::with_capacity(nslots);
         let mut tables = Vec::new();
         for _ in 0..nslots {

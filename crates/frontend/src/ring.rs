@@ -177,11 +177,13 @@ impl SplitRing {
         self.index
     }
 
+    #[cfg(test)]
     pub(crate) fn size(&self) -> u16 {
         self.addrs.size
     }
 
     /// Free descriptors.
+    #[cfg(test)]
     pub(crate) fn free_count(&self) -> usize {
         self.free.len()
     }

@@ -142,7 +142,7 @@ fn frame(len: usize, seq: u32) -> Vec<u8> {
     let mut x = seq.wrapping_mul(2_654_435_761);
     while v.len() < len {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        v.push((x >> 16) as u8);
+        v.push(x.to_le_bytes()[2]);
     }
     v.truncate(len);
     v

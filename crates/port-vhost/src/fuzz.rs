@@ -133,7 +133,6 @@ fn region(i: &mut Input<'_>) -> VhostUserMemoryRegion {
         memory_size: i.addr(),
         user_addr: i.addr(),
         mmap_offset: i.addr() % 0x1_0000,
-        ..Default::default()
     }
 }
 
@@ -145,7 +144,8 @@ pub fn fuzz_handler(data: &[u8]) {
         if i.0.is_empty() {
             break;
         }
-        let q = u32::from(i.u8() % 6);
+        let q8 = i.u8() % 6;
+        let q = u32::from(q8);
         let _ = match i.u8() % 16 {
             0 => net.set_features(i.u64()),
             1 => {
@@ -181,9 +181,9 @@ pub fn fuzz_handler(data: &[u8]) {
             ),
             6 => net.set_vring_base(q, i.u32()),
             7 => net.get_vring_base(q).map(|_| ()),
-            8 => net.set_vring_kick(q as u8, (i.u8() % 2 == 0).then(eventfd)),
-            9 => net.set_vring_call(q as u8, (i.u8() % 2 == 0).then(eventfd)),
-            10 => net.set_vring_err(q as u8, Some(eventfd())),
+            8 => net.set_vring_kick(q8, (i.u8() % 2 == 0).then(eventfd)),
+            9 => net.set_vring_call(q8, (i.u8() % 2 == 0).then(eventfd)),
+            10 => net.set_vring_err(q8, Some(eventfd())),
             11 => net.set_vring_enable(q, i.u8() % 2 == 0),
             12 => net
                 .get_config(i.u32() % 64, i.u32() % 64, VhostUserConfigFlags::empty())

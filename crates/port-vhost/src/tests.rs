@@ -33,7 +33,6 @@ fn ready(features: u64) -> VhostUserNet<RingBuilder> {
         memory_size: 1 << 20,
         user_addr: 0x1000_0000,
         mmap_offset: 0,
-        ..Default::default()
     };
     n.set_mem_table(&[r], vec![vring::mem::memfd(c"m", 1 << 20).unwrap()])
         .unwrap();
@@ -108,7 +107,7 @@ fn hostile_arguments_are_errors() {
         guest_phys_addr: 0,
         memory_size: 4096,
         user_addr: 0,
-        ..Default::default()
+        mmap_offset: 0,
     };
     assert!(n
         .set_mem_table(&[overlap, overlap], vec![fd(), fd()])

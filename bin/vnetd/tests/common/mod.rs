@@ -124,7 +124,9 @@ impl Vnetd {
     /// Mappings of frontend guest memory (memfd "vnet-frontend-*") in vnetd's address space.
     pub fn guest_mappings(&self) -> usize {
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.child.id())).unwrap();
-        maps.lines().filter(|l| l.contains("memfd:vnet-frontend-")).count()
+        maps.lines()
+            .filter(|l| l.contains("memfd:vnet-frontend-"))
+            .count()
     }
 
     pub fn alive(&mut self) -> bool {
@@ -202,7 +204,7 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u8) -> Vec<u8> {
     b[6..12].copy_from_slice(&src);
     b[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental ethertype
     for (i, x) in b[14..].iter_mut().enumerate() {
-        *x = tag.wrapping_add(i as u8);
+        *x = tag.wrapping_add(u8::try_from(i % 256).unwrap());
     }
     b
 }
