@@ -94,11 +94,22 @@ pub(crate) fn switch_frame(w: &mut Worker, ingress: PortId, chain: &Chain, now: 
         }
         Decision::Flood => {
             let mut linear = Linear::No;
+            let mut reached = 0;
             for i in 0..w.ports.len() {
                 let egress = PortId(u16::try_from(i).unwrap_or(u16::MAX));
                 let up = w.ports[i].as_ref().is_some_and(Port::can_receive);
                 if egress != ingress && up {
                     deliver(w, ingress, egress, &hdr, chain, hl, frame_len, &mut linear);
+                    reached += 1;
+                }
+            }
+            if reached == 0 {
+                if let Some(p) = w
+                    .ports
+                    .get_mut(usize::from(ingress.0))
+                    .and_then(Option::as_mut)
+                {
+                    p.counters.count_drop(DropReason::NoDestination);
                 }
             }
         }

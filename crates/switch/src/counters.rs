@@ -31,11 +31,13 @@ pub enum DropReason {
     TxError = 7,
     /// The port was not up.
     PortDown = 8,
+    /// A flooded frame found no other port able to receive it.
+    NoDestination = 9,
 }
 
 impl DropReason {
     /// Number of reasons, the length of [`PortCounters::drops`].
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     /// Every reason, in discriminant order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
@@ -48,6 +50,7 @@ impl DropReason {
         DropReason::RingBroken,
         DropReason::TxError,
         DropReason::PortDown,
+        DropReason::NoDestination,
     ];
 
     /// Stable snake_case name, used as the key in statistics output.
@@ -62,6 +65,7 @@ impl DropReason {
             DropReason::RingBroken => "ring_broken",
             DropReason::TxError => "tx_error",
             DropReason::PortDown => "port_down",
+            DropReason::NoDestination => "no_destination",
         }
     }
 
@@ -272,7 +276,8 @@ mod tests {
                 "bad_frame",
                 "ring_broken",
                 "tx_error",
-                "port_down"
+                "port_down",
+                "no_destination"
             ]
         );
     }
