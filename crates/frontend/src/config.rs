@@ -87,6 +87,9 @@ pub struct FrontendConfig {
     pub busy_poll: bool,
     /// How long `connect` retries a missing / refusing socket.
     pub connect_timeout: Duration,
+    /// Leave the rings disabled (no SET_VRING_ENABLE) until [`crate::Frontend::enable_rings`]:
+    /// lets a test send and kick before the backend may process the ring.
+    pub defer_enable: bool,
 }
 
 impl FrontendConfig {
@@ -108,6 +111,7 @@ impl FrontendConfig {
             use_indirect: true,
             busy_poll: false,
             connect_timeout: Duration::from_secs(5),
+            defer_enable: false,
         }
     }
 }

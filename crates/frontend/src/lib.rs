@@ -258,6 +258,51 @@ impl Frontend {
     /// Connects to `config.socket` (retrying until `connect_timeout`), negotiates, sets up
     /// guest memory and every queue pair, posts rx buffers and enables the rings.
     pub fn connect(config: FrontendConfig) -> Result<Frontend, FrontendError> {
+        let sock = connect_socket(&config.socket, config.connect_timeout)?;
+        Frontend::over_stream(config, sock)
+    }
+
+    /// Plays the VMM in server mode (QEMU `server=on`): waits up to
+    /// `config.connect_timeout` for the backend to connect to `listener`, then sets up as
+    /// [`Frontend::connect`] does.
+    pub fn accept(
+        config: FrontendConfig,
+        listener: &std::os::unix::net::UnixListener,
+    ) -> Result<Frontend, FrontendError> {
+        let io = |op| move |source| FrontendError::Io { op, source };
+        listener
+            .set_nonblocking(true)
+            .map_err(io("set_nonblocking"))?;
+        let deadline = std::time::Instant::now() + config.connect_timeout;
+        let sock = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(FrontendError::Io {
+                            op: "accept (timed out)",
+                            source: e,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(FrontendError::Io {
+                        op: "accept",
+                        source: e,
+                    })
+                }
+            }
+        };
+        sock.set_nonblocking(false).map_err(io("set_nonblocking"))?;
+        Frontend::over_stream(config, sock)
+    }
+
+    /// Sets up a virtio-net device over an already connected vhost-user socket.
+    pub fn over_stream(
+        config: FrontendConfig,
+        sock: std::os::unix::net::UnixStream,
+    ) -> Result<Frontend, FrontendError> {
         let c = &config;
         if !c.queue_size.is_power_of_two() || c.queue_size > 32768 {
             return Err(FrontendError::Config(format!(
@@ -272,7 +317,6 @@ impl Frontend {
             )));
         }
         let nvrings = 2 * c.queue_pairs;
-        let sock = connect_socket(&c.socket, c.connect_timeout)?;
         let mut vu = VuFrontend::from_stream(sock, u64::from(nvrings));
         vu.set_owner().map_err(vhost_err("SET_OWNER"))?;
         let offered = vu.get_features().map_err(vhost_err("GET_FEATURES"))?;
@@ -448,7 +492,7 @@ impl Frontend {
                 })?;
             }
         }
-        if features & f::VHOST_USER_PROTOCOL_FEATURES != 0 {
+        if features & f::VHOST_USER_PROTOCOL_FEATURES != 0 && !c.defer_enable {
             for q in 0..usize::from(nvrings) {
                 acked(&mut vu, reply_ack, "SET_VRING_ENABLE", |v| {
                     v.set_vring_enable(q, true)
@@ -730,6 +774,23 @@ impl Frontend {
         } else {
             (&p.tx.ring, &p.tx_notify)
         })
+    }
+
+    /// Sends SET_VRING_ENABLE 1 for every ring (after a connect with
+    /// [`FrontendConfig::defer_enable`]); a no-op without PROTOCOL_FEATURES.
+    pub fn enable_rings(&mut self) -> Result<(), FrontendError> {
+        if self.features & f::VHOST_USER_PROTOCOL_FEATURES == 0 {
+            return Ok(());
+        }
+        let n = self.pairs.len() * 2;
+        let reply_ack = self.protocol & VhostUserProtocolFeatures::REPLY_ACK.bits() != 0;
+        let vu = self.vu.as_mut().ok_or(FrontendError::Disconnected)?;
+        for q in 0..n {
+            acked(vu, reply_ack, "SET_VRING_ENABLE", |v| {
+                v.set_vring_enable(q, true)
+            })?;
+        }
+        Ok(())
     }
 
     /// Guest physical addresses of vring `q` (rx of pair p is 2p, tx 2p+1).
