@@ -205,6 +205,23 @@ fn acked<T>(
     r.map_err(vhost_err(op))
 }
 
+/// Checks what can be checked before talking to the backend.
+fn validate(c: &FrontendConfig) -> Result<(), FrontendError> {
+    if !c.queue_size.is_power_of_two() || c.queue_size > 32768 {
+        return Err(FrontendError::Config(format!(
+            "queue_size {} must be a power of two <= 32768",
+            c.queue_size
+        )));
+    }
+    if c.queue_pairs == 0 || c.queue_pairs > 0x7fff {
+        return Err(FrontendError::Config(format!(
+            "queue_pairs {}",
+            c.queue_pairs
+        )));
+    }
+    Ok(())
+}
+
 fn connect_socket(path: &Path, timeout: Duration) -> Result<UnixStream, FrontendError> {
     // None: too far in the future to represent, i.e. no deadline.
     let deadline = Instant::now().checked_add(timeout);
@@ -258,6 +275,7 @@ impl Frontend {
     /// Connects to `config.socket` (retrying until `connect_timeout`), negotiates, sets up
     /// guest memory and every queue pair, posts rx buffers and enables the rings.
     pub fn connect(config: FrontendConfig) -> Result<Frontend, FrontendError> {
+        validate(&config)?;
         let sock = connect_socket(&config.socket, config.connect_timeout)?;
         Frontend::over_stream(config, sock)
     }
@@ -304,18 +322,7 @@ impl Frontend {
         sock: std::os::unix::net::UnixStream,
     ) -> Result<Frontend, FrontendError> {
         let c = &config;
-        if !c.queue_size.is_power_of_two() || c.queue_size > 32768 {
-            return Err(FrontendError::Config(format!(
-                "queue_size {} must be a power of two <= 32768",
-                c.queue_size
-            )));
-        }
-        if c.queue_pairs == 0 || c.queue_pairs > 0x7fff {
-            return Err(FrontendError::Config(format!(
-                "queue_pairs {}",
-                c.queue_pairs
-            )));
-        }
+        validate(c)?;
         let nvrings = 2 * c.queue_pairs;
         let mut vu = VuFrontend::from_stream(sock, u64::from(nvrings));
         vu.set_owner().map_err(vhost_err("SET_OWNER"))?;
