@@ -74,8 +74,7 @@ fn bad_options_name_the_problem() {
 
 #[test]
 fn config_file_errors_have_line_numbers() {
-    let dir = std::env::temp_dir().join(format!("vnet-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("vnet-cli");
     let path = dir.join("bad.toml");
     std::fs::write(
         &path,
@@ -90,8 +89,7 @@ fn config_file_errors_have_line_numbers() {
 
 #[test]
 fn config_file_starts_ports() {
-    let dir = std::env::temp_dir().join(format!("vnet-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("vnet-cfg");
     let cfg = dir.join("vnet.toml");
     std::fs::write(
         &cfg,

@@ -122,25 +122,11 @@ fn cpus() -> Vec<usize> {
 /// vnetd with ports a and b, whose config space MACs match the virtio-user `mac=` devargs
 /// (DPDK releases that read the MAC back from the device then agree with the devarg).
 fn vnetd() -> Vnetd {
-    let dir = std::env::temp_dir().join(format!(
-        "vnet-dpdk-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut args = vec![
-        "--control".to_string(),
-        dir.join("ctl.sock").display().to_string(),
-    ];
-    for (p, m) in [("a", MAC_A), ("b", MAC_B)] {
-        args.push("--vhost-user".into());
-        args.push(format!(
-            "name={p},socket={},mac={}",
-            dir.join(format!("{p}.sock")).display(),
-            fmt_mac(m)
-        ));
-    }
-    Vnetd::start_with(dir, &args, vec!["a.sock".into(), "b.sock".into()])
+    let (ma, mb) = (
+        format!("mac={}", fmt_mac(MAC_A)),
+        format!("mac={}", fmt_mac(MAC_B)),
+    );
+    Vnetd::start_ports(&[("a", &ma), ("b", &mb)])
 }
 
 /// Removes what a testpmd with this `--file-prefix` leaves behind: its runtime directory

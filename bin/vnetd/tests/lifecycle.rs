@@ -24,8 +24,7 @@ fn ping(from: &mut Frontend, to: &mut Frontend, dst: [u8; 6], src: [u8; 6], tag:
 
 #[test]
 fn client_mode_waits_for_the_vmm_and_reconnects() {
-    let dir = std::env::temp_dir().join(format!("vnet-client-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("vnet-client");
     let (sa, sb) = (dir.join("a.sock"), dir.join("b.sock"));
     let args: Vec<String> = vec![
         "--control".into(),

@@ -74,39 +74,7 @@ impl RawDesc {
     }
 }
 
-/// `struct virtio_net_config` (§5.1.4) as read with GET_CONFIG. Fields the negotiated
-/// features do not cover read as 0.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NetConfig {
-    /// `mac` (valid with VIRTIO_NET_F_MAC).
-    pub mac: [u8; 6],
-    /// `status` (valid with VIRTIO_NET_F_STATUS); `virtio_net::features::STATUS_LINK_UP`.
-    pub status: u16,
-    /// `max_virtqueue_pairs` (valid with VIRTIO_NET_F_MQ).
-    pub max_virtqueue_pairs: u16,
-    /// `mtu` (valid with VIRTIO_NET_F_MTU).
-    pub mtu: u16,
-}
-
-impl NetConfig {
-    /// Parses the first bytes of the config space (missing fields are 0).
-    pub fn parse(b: &[u8]) -> NetConfig {
-        let u16_at = |i: usize| match b.get(i..i + 2) {
-            Some(s) => u16::from_le_bytes([s[0], s[1]]),
-            None => 0,
-        };
-        let mut mac = [0u8; 6];
-        if let Some(m) = b.get(..6) {
-            mac.copy_from_slice(m);
-        }
-        NetConfig {
-            mac,
-            status: u16_at(6),
-            max_virtqueue_pairs: u16_at(8),
-            mtu: u16_at(10),
-        }
-    }
-}
+pub use virtio_net::config::NetConfig;
 
 /// Notifier pair of one vring.
 #[derive(Debug)]

@@ -47,6 +47,25 @@ impl NetConfig {
         b
     }
 
+    /// Decodes the first bytes of a config space, as a driver reads it with GET_CONFIG;
+    /// fields beyond the end of `b` read as 0.
+    pub fn parse(b: &[u8]) -> NetConfig {
+        let u16_at = |i: usize| {
+            b.get(i..i + 2)
+                .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+        };
+        let mut mac = [0u8; 6];
+        if let Some(m) = b.get(..6) {
+            mac.copy_from_slice(m);
+        }
+        NetConfig {
+            mac,
+            status: u16_at(6),
+            max_virtqueue_pairs: u16_at(8),
+            mtu: u16_at(10),
+        }
+    }
+
     /// Copies `size` bytes of the encoded space from `offset` into `out`; returns the count,
     /// or `None` if the range is not inside the space or `out` is too short. Convenience for
     /// [`read`] over [`to_bytes`](Self::to_bytes).
@@ -69,6 +88,22 @@ pub fn read(space: &[u8], offset: u32, size: u32) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_inverts_to_bytes() {
+        let c = NetConfig {
+            mac: [2, 0, 0, 0, 0, 1],
+            status: 1,
+            max_virtqueue_pairs: 4,
+            mtu: 9000,
+        };
+        assert_eq!(NetConfig::parse(&c.to_bytes()), c);
+        assert_eq!(
+            NetConfig::parse(&c.to_bytes()[..7]).status,
+            0,
+            "truncated field reads 0"
+        );
+    }
+
     use super::*;
 
     #[test]

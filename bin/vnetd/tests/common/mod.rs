@@ -22,27 +22,28 @@ pub struct Vnetd {
 impl Vnetd {
     /// Starts vnetd with one server-mode vhost-user port per name.
     pub fn start(ports: &[&str]) -> Vnetd {
-        let dir = std::env::temp_dir().join(format!(
-            "vnet-test-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let specs: Vec<(&str, &str)> = ports.iter().map(|p| (*p, "")).collect();
+        Self::start_ports(&specs)
+    }
+
+    /// Starts vnetd with server-mode vhost-user ports `(name, extra options)`, e.g.
+    /// `("a", "mac=52:54:00:00:00:0a")`.
+    pub fn start_ports(ports: &[(&str, &str)]) -> Vnetd {
+        let dir = test_dir("vnet-test");
         let mut args = vec![
             "--control".to_string(),
             dir.join("ctl.sock").display().to_string(),
         ];
-        for p in ports {
+        for (p, extra) in ports {
+            let sock = dir.join(format!("{p}.sock"));
+            let sep = if extra.is_empty() { "" } else { "," };
             args.push("--vhost-user".into());
-            args.push(format!(
-                "name={p},socket={}",
-                dir.join(format!("{p}.sock")).display()
-            ));
+            args.push(format!("name={p},socket={}{sep}{extra}", sock.display()));
         }
         Self::start_with(
             dir,
             &args,
-            ports.iter().map(|p| format!("{p}.sock")).collect(),
+            ports.iter().map(|(p, _)| format!("{p}.sock")).collect(),
         )
     }
 
@@ -150,6 +151,17 @@ impl Drop for Vnetd {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A fresh directory under the system temp dir, unique to this process and call.
+pub fn test_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A feature set to run a scenario under.
