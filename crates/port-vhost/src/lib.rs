@@ -233,10 +233,7 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
 
     /// Replaces the memory table, restarting running rings on the new one.
     fn swap_mem(&mut self, mem: GuestMemory) {
-        let running: Vec<usize> = (0..self.vrings.len())
-            .filter(|&i| self.vrings[i].running)
-            .collect();
-        for &i in &running {
+        for i in 0..self.vrings.len() {
             self.stop(i);
         }
         tracing::info!(
@@ -246,7 +243,9 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
             mem.total_size() >> 20
         );
         self.mem = Arc::new(mem);
-        for i in running {
+        // Every ring that has what it needs runs on the new table (including one that
+        // could not start while the table was empty).
+        for i in 0..self.vrings.len() {
             self.maybe_start(i);
         }
     }

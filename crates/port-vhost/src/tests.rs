@@ -138,3 +138,32 @@ fn message_fuzz_with_valid_prefix() {
     d.extend_from_slice(&[0xff; 40]);
     fuzz_messages(&d);
 }
+
+#[test]
+fn add_and_remove_mem_regions_restart_running_rings() {
+    use vhost::vhost_user::message::VhostUserSingleMemoryRegion;
+    let mut n = ready(features::VERSION_1_ONLY);
+    n.set_vring_kick(1, Some(fd())).unwrap();
+    assert_eq!(n.control().started, 1);
+    // Hot-plug a second region: the running ring restarts on the new table, same base.
+    let extra = VhostUserSingleMemoryRegion::new(1 << 30, 1 << 20, 0x2000_0000, 0);
+    n.add_mem_region(&extra, vring::mem::memfd(c"x", 1 << 20).unwrap())
+        .unwrap();
+    assert_eq!((n.control().started, n.running_rings()), (2, 1));
+    // Overlapping or unknown regions are refused without touching the ring.
+    assert!(n
+        .add_mem_region(&extra, vring::mem::memfd(c"y", 1 << 20).unwrap())
+        .is_err());
+    let unknown = VhostUserSingleMemoryRegion::new(5 << 30, 1 << 20, 0, 0);
+    assert!(n.remove_mem_region(&unknown).is_err());
+    assert_eq!(n.control().started, 2);
+    n.remove_mem_region(&extra).unwrap();
+    assert_eq!((n.control().started, n.running_rings()), (3, 1));
+    // Without memory the ring waits; it runs again once its region is back.
+    let first = VhostUserSingleMemoryRegion::new(0, 1 << 20, 0x1000_0000, 0);
+    n.remove_mem_region(&first).unwrap();
+    assert_eq!(n.running_rings(), 0);
+    n.add_mem_region(&first, vring::mem::memfd(c"z", 1 << 20).unwrap())
+        .unwrap();
+    assert_eq!((n.control().started, n.running_rings()), (4, 1));
+}
