@@ -88,7 +88,7 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
         ("KIND", Align::Left),
         ("STATE", Align::Left),
         ("MODE", Align::Left),
-        ("SOCKET", Align::Left),
+        ("SOCKET/IF", Align::Left),
         ("MAC", Align::Left),
         ("QPAIRS", Align::Right),
         ("MTU", Align::Right),
@@ -104,7 +104,11 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
             p.kind.to_string(),
             state,
             p.mode.to_string(),
-            or_dash(&p.socket),
+            or_dash(if p.socket.is_some() {
+                &p.socket
+            } else {
+                &p.ifname
+            }),
             or_dash(&p.mac),
             p.queue_pairs.to_string(),
             p.mtu.to_string(),
@@ -185,6 +189,7 @@ mod tests {
             name: name.to_string(),
             kind: PortKind::VhostUser,
             socket: Some(format!("/tmp/{name}.sock")),
+            ifname: None,
             mode: PortMode::Server,
             mac: Some("52:54:00:00:00:01".to_string()),
             state: PortState::Up,
@@ -229,6 +234,7 @@ mod tests {
             PortInfo {
                 kind: PortKind::Tap,
                 socket: None,
+                ifname: Some("vnet-host0".to_string()),
                 state: PortState::Down,
                 features: None,
                 ..vm("host0")
@@ -257,12 +263,12 @@ mod tests {
         let out = ports_table(&[vm("vm1")]);
         assert_eq!(
             out,
-            "NAME  KIND        STATE  MODE    SOCKET         MAC                QPAIRS   MTU  FEATURES\n\
+            "NAME  KIND        STATE  MODE    SOCKET/IF      MAC                QPAIRS   MTU  FEATURES\n\
              vm1   vhost-user  up     server  /tmp/vm1.sock  52:54:00:00:00:01       1  1500  VERSION_1,MRG_RXBUF\n"
         );
         assert_eq!(
             ports_table(&[]),
-            "NAME  KIND  STATE  MODE  SOCKET  MAC  QPAIRS  MTU  FEATURES\n"
+            "NAME  KIND  STATE  MODE  SOCKET/IF  MAC  QPAIRS  MTU  FEATURES\n"
         );
     }
 

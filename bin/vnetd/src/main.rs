@@ -25,6 +25,10 @@ struct Args {
     /// A TAP port: name=NAME,ifname=IF[,netns=NS][,queues=N][,mac=MAC].
     #[arg(long = "tap", value_name = "SPEC")]
     tap: Vec<String>,
+    /// How the datapath waits for work: event (sleep on guest kicks, no CPU when idle),
+    /// poll (busy-poll, one core at 100 %), adaptive (poll while traffic flows).
+    #[arg(long, value_name = "MODE")]
+    datapath: Option<control::config::DatapathMode>,
     /// Control socket for vnetctl.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -48,6 +52,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(c) = &args.control {
         cfg.control = Some(c.clone());
+    }
+    if let Some(m) = args.datapath {
+        cfg.datapath = m;
     }
     if cfg.control.is_none() {
         cfg.control = Some(PathBuf::from(api::DEFAULT_CONTROL_PATH));
@@ -89,9 +96,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let mut daemon = Daemon::new(&cfg)?;
     tracing::info!(
-        "vnetd {} running with {} port(s); control socket {}",
+        "vnetd {} running with {} port(s), {:?} datapath; control socket {}",
         env!("CARGO_PKG_VERSION"),
         cfg.ports.len(),
+        cfg.datapath,
         cfg.control
             .as_deref()
             .map(|p| p.display().to_string())

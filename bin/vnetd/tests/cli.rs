@@ -150,3 +150,17 @@ fn vnetctl_shows_ports_stats_and_fdb() {
     assert!(fdb.contains("52:54:00:00:00:01"), "{fdb}");
     let _ = a;
 }
+
+#[test]
+fn readme_config_example_parses() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme
+        .find("```toml\n")
+        .expect("a TOML example in the README")
+        + 8;
+    let len = readme[start..].find("```").unwrap();
+    let cfg =
+        control::config::Config::from_toml_str(&readme[start..start + len], "README.md").unwrap();
+    assert_eq!(cfg.ports.len(), 3);
+}

@@ -30,7 +30,11 @@ fn expect_none(f: &mut Frontend, who: &str) {
 }
 
 fn scenario(feat: Feat) {
-    let v = Vnetd::start(&["a", "b", "c"]);
+    scenario_in(feat, "event");
+}
+
+fn scenario_in(feat: Feat, mode: &str) {
+    let v = Vnetd::start_ports_args(&[("a", ""), ("b", ""), ("c", "")], &["--datapath", mode]);
     let mut a = connect(&v.sock("a"), feat.features());
     let mut b = connect(&v.sock("b"), feat.features());
     let mut c = connect(&v.sock("c"), feat.features());
@@ -127,6 +131,27 @@ fn switching_across_feature_sets() {
     for feat in Feat::all() {
         eprintln!("scenario {feat:?}");
         scenario(feat);
+    }
+}
+
+#[test]
+fn poll_and_adaptive_datapath_modes() {
+    for mode in ["poll", "adaptive"] {
+        for feat in [
+            Feat {
+                mrg: true,
+                event_idx: true,
+                indirect: true,
+            },
+            Feat {
+                mrg: false,
+                event_idx: false,
+                indirect: false,
+            },
+        ] {
+            eprintln!("scenario {mode} {feat:?}");
+            scenario_in(feat, mode);
+        }
     }
 }
 

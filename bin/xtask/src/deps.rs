@@ -37,6 +37,11 @@ const REQUIREMENTS: &[Requirement] = &[
     need("dpdk-testpmd", "dpdk-dev", "dpdk-testpmd drives vnetd as a third-party virtio-user frontend"),
     need("ip", "iproute2", "ip sets up TAP devices and network namespaces in tests"),
     need("ethtool", "ethtool", "ethtool reads and sets offloads of TAP devices in tests"),
+    need("ping", "iputils-ping", "ping from a test network namespace reaches a frontend through a TAP port"),
+    need("python3", "python3-minimal", "a python3 one-liner injects GSO frames with PACKET_VNET_HDR in the TAP tests"),
+    need("qemu-system-x86_64", "qemu-system-x86", "QEMU boots the Linux guests of the end-to-end tests (tests/guests.rs) on vnetd"),
+    need("busybox", "busybox-static", "the static busybox is the guest image's userland (shell, ip, ping, insmod)"),
+    need("iperf3", "iperf3", "iperf3 and its libraries are copied into the guest image for throughput tests"),
 ];
 
 /// DPDK's EAL takes its memory from 2 MiB hugepages; 1024 of them is 2 GiB.

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod deps;
+mod guest_image;
 mod test;
 mod util;
 
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Install the system packages the tests need (apt-get, as root) and reserve hugepages.
     Deps,
+    /// Install dependencies, then build the Linux guest image (kernel + initramfs) the
+    /// end-to-end tests boot, under target/guest/.
+    GuestImage,
     /// Install dependencies, check formatting, run clippy, run the workspace tests.
     Test(test::Args),
     /// What CI runs (.ci/run): the same as `test`.
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Deps => deps::run(),
+        Command::GuestImage => guest_image::run(),
         Command::Test(args) | Command::Ci(args) => test::run_all(args),
     };
     match result {

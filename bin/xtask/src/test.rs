@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::deps;
+use crate::guest_image;
 use crate::util::{cargo, run};
 
 /// Options of `cargo xtask test` (and `cargo xtask ci`).
@@ -35,6 +36,11 @@ pub fn run_all(args: &Args) -> Result<()> {
             action: deps::run,
         });
     }
+    // Cached: a no-op unless the image is missing or its inputs changed.
+    steps.push(Step {
+        name: "guest-image",
+        action: guest_image::build,
+    });
     if !args.quick {
         steps.push(Step {
             name: "fmt",
@@ -74,6 +80,8 @@ fn test() -> Result<()> {
         .args(["test", "--workspace"])
         // Tests that need DPDK fail instead of skipping when it is missing.
         .env("VNET_REQUIRE_DPDK", "1")
+        // The same for the tests that boot Linux guests in QEMU.
+        .env("VNET_REQUIRE_GUESTS", "1")
         .env("RUST_BACKTRACE", "1"))
 }
 

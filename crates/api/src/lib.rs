@@ -123,6 +123,8 @@ pub enum PortMode {
     Server,
     /// vnetd connects (and reconnects) to the frontend's socket.
     Client,
+    /// Not a socket port (TAP).
+    Kernel,
     /// A mode this client does not know.
     #[serde(other)]
     Unknown,
@@ -162,7 +164,7 @@ macro_rules! display_as_wire_name {
 }
 
 display_as_wire_name!(PortKind { VhostUser => "vhost-user", Tap => "tap", Unknown => "unknown" });
-display_as_wire_name!(PortMode { Server => "server", Client => "client", Unknown => "unknown" });
+display_as_wire_name!(PortMode { Server => "server", Client => "client", Kernel => "kernel", Unknown => "unknown" });
 display_as_wire_name!(PortState {
     Down => "down",
     Connected => "connected",
@@ -181,6 +183,9 @@ pub struct PortInfo {
     /// The vhost-user socket path (none for tap ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<String>,
+    /// The TAP interface, as `ifname` or `ifname@netns` (tap ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
     /// Server or client side of the socket.
     pub mode: PortMode,
     /// The MAC address presented to the guest, `aa:bb:cc:dd:ee:ff`.

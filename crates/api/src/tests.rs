@@ -8,6 +8,7 @@ fn port(name: &str) -> PortInfo {
         name: name.to_string(),
         kind: PortKind::VhostUser,
         socket: Some(format!("/tmp/{name}.sock")),
+        ifname: None,
         mode: PortMode::Client,
         mac: Some("52:54:00:00:00:01".to_string()),
         state: PortState::Up,

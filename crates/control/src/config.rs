@@ -42,6 +42,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use datapath::DatapathMode;
+
 /// A MAC address, first octet first.
 pub type Mac = [u8; 6];
 
@@ -85,6 +87,8 @@ pub struct Config {
     pub fdb: FdbConfig,
     /// Number of datapath worker threads.
     pub workers: usize,
+    /// How workers wait for work: `event`, `poll` or `adaptive`.
+    pub datapath: DatapathMode,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             ports: Vec::new(),
             fdb: FdbConfig::default(),
             workers: DEFAULT_WORKERS,
+            datapath: DatapathMode::Event,
         }
     }
 }
@@ -363,6 +368,12 @@ impl Config {
             control: raw.control,
             ..Config::default()
         };
+        if let Some(d) = raw.datapath {
+            let (span, value) = (d.span(), d.into_inner());
+            config.datapath = value
+                .parse()
+                .map_err(|message| at(span, ConfigError::Datapath { message }))?;
+        }
         if let Some(w) = raw.workers {
             let (span, value) = (w.span(), w.into_inner());
             config.workers = usize::try_from(value)
@@ -807,6 +818,12 @@ pub enum ConfigError {
         /// The value given.
         value: u64,
     },
+    /// An unknown datapath mode.
+    #[error("{message}")]
+    Datapath {
+        /// What is wrong.
+        message: String,
+    },
     /// Worker count out of range.
     #[error("workers {value} is outside 1..={MAX_WORKERS}")]
     Workers {
@@ -1028,6 +1045,7 @@ fn mac_for_port(port: &str, value: &str) -> Result<Mac, ConfigError> {
 struct RawConfig {
     control: Option<PathBuf>,
     workers: Option<Spanned<u64>>,
+    datapath: Option<Spanned<String>>,
     fdb: Option<RawFdb>,
     #[serde(default)]
     vhost_user: Vec<Spanned<RawVhostUser>>,
@@ -1602,6 +1620,7 @@ mod tests {
 # vnetd configuration
 control = "/run/vnet/ctl.sock"
 workers = 2
+datapath = "adaptive"
 
 [fdb]
 capacity = 1024
@@ -1628,6 +1647,15 @@ mac = "52:54:00:00:00:02"
 "#;
 
     #[test]
+    fn datapath_mode_errors_name_the_value() {
+        let e = Config::from_toml_str("datapath = \"turbo\"\n", "vnet.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "vnet.toml:1:12: unknown datapath mode `turbo` (expected event, poll or adaptive)"
+        );
+    }
+
+    #[test]
     fn toml_full() {
         let c = Config::from_toml_str(FULL, "vnet.toml").unwrap();
         assert_eq!(
@@ -1635,6 +1663,7 @@ mac = "52:54:00:00:00:02"
             Config {
                 control: Some("/run/vnet/ctl.sock".into()),
                 workers: 2,
+                datapath: DatapathMode::Adaptive,
                 fdb: FdbConfig {
                     capacity: 1024,
                     aging_secs: 60
@@ -1700,7 +1729,7 @@ mac = "52:54:00:00:00:02"
         assert_eq!(
             toml_err("workers = 1\n[switch]\n"),
             "vnet.toml:2:2: unknown field `switch`, expected one of `control`, `workers`, \
-             `fdb`, `vhost_user`, `tap`"
+             `datapath`, `fdb`, `vhost_user`, `tap`"
         );
         assert_eq!(
             toml_err("[fdb]\ncapacity = 1\nage = 3\n"),

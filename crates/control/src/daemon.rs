@@ -14,7 +14,7 @@ use port_vhost::server::{self, Connection, SharedNet};
 use port_vhost::{NetDevice, VhostUserNet};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::config::{Config, PortConfig, VhostUserPort};
+use crate::config::{Config, PortConfig, TapPort, VhostUserPort};
 
 /// How often a client-mode port retries connecting to its VMM's socket. There is no
 /// deadline: the port comes up whenever the VMM does.
@@ -41,9 +41,17 @@ pub enum DaemonError {
         /// Cause.
         err: std::io::Error,
     },
-    /// A TAP port was configured (not supported yet).
-    #[error("port {0}: TAP ports are not supported yet")]
-    TapUnsupported(String),
+    /// A TAP device could not be opened.
+    #[error("port {port}: {err}")]
+    Tap {
+        /// Port name.
+        port: String,
+        /// Cause.
+        err: port_tap::TapError,
+    },
+    /// More than one worker was asked for.
+    #[error("workers = {0}: this vnetd runs one datapath worker (multiple workers are not implemented yet)")]
+    Workers(usize),
     /// Thread, epoll or eventfd creation failed.
     #[error("{0}")]
     Os(#[from] std::io::Error),
@@ -97,11 +105,18 @@ struct Port {
     connect_failures: u64,
 }
 
+struct TapCtl {
+    cfg: TapPort,
+    ifname: String,
+    handle: PortHandle,
+}
+
 /// vnetd's control plane and the worker it drives.
 pub struct Daemon {
     epoll: Epoll,
     control: Option<(UnixListener, PathBuf)>,
     ports: Vec<Port>,
+    taps: Vec<TapCtl>,
     // Declared last: dropped after the ports' handlers, so their stop commands still land.
     dp: Datapath,
 }
@@ -117,79 +132,93 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Starts the worker, binds every server socket and the control socket.
     pub fn new(cfg: &Config) -> Result<Daemon, DaemonError> {
-        let mut dp = Datapath::spawn(DatapathConfig {
+        if cfg.workers != 1 {
+            return Err(DaemonError::Workers(cfg.workers));
+        }
+        let dp = Datapath::spawn(DatapathConfig {
+            mode: cfg.datapath,
             fdb_capacity: cfg.fdb.capacity,
             fdb_aging: cfg.fdb.aging(),
         })?;
-        let epoll = Epoll::new()?;
-        let control = match &cfg.control {
-            Some(path) => {
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let l = server::listen(path).map_err(|err| DaemonError::Control {
-                    path: path.clone(),
-                    err,
-                })?;
-                let ev = EpollEvent::new(EventSet::IN, Token::Control.pack());
-                epoll.ctl(ControlOperation::Add, l.as_raw_fd(), ev)?;
-                Some((l, path.clone()))
-            }
-            None => None,
-        };
-        let mut ports = Vec::new();
-        for pc in &cfg.ports {
-            let vu = match pc {
-                PortConfig::VhostUser(vu) => vu.clone(),
-                PortConfig::Tap(t) => return Err(DaemonError::TapUnsupported(t.name.clone())),
-            };
-            let mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
-            let handle = dp.add_port(&vu.name, vu.queue_pairs);
-            let dev = NetDevice {
-                name: vu.name.clone(),
-                mac,
-                mtu: vu.mtu.unwrap_or(1500),
-                queue_pairs: vu.queue_pairs,
-            };
-            let net = Arc::new(Mutex::new(VhostUserNet::new(
-                dev,
-                dp.vhost_queues(handle.id),
-            )));
-            let i = ports.len();
-            let listener = if vu.client {
-                None
-            } else {
-                let l = server::listen(&vu.socket).map_err(|err| DaemonError::Listen {
-                    port: vu.name.clone(),
-                    path: vu.socket.clone(),
-                    err,
-                })?;
-                let ev = EpollEvent::new(EventSet::IN, Token::Listener(i).pack());
-                epoll.ctl(ControlOperation::Add, l.as_raw_fd(), ev)?;
-                tracing::info!(
-                    "port {}: listening for a vhost-user frontend on {}",
-                    vu.name,
-                    vu.socket.display()
-                );
-                Some(l)
-            };
-            ports.push(Port {
-                cfg: vu,
-                mac,
-                handle,
-                net,
-                listener,
-                conn: None,
-                next_connect: Instant::now(),
-                connect_failures: 0,
-            });
-        }
-        Ok(Daemon {
-            epoll,
-            control,
-            ports,
+        // Built up step by step: if a step fails, dropping `d` closes what was opened and
+        // removes the sockets already created.
+        let mut d = Daemon {
+            epoll: Epoll::new()?,
+            control: None,
+            ports: Vec::new(),
+            taps: Vec::new(),
             dp,
-        })
+        };
+        if let Some(path) = &cfg.control {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let l = server::listen(path).map_err(|err| DaemonError::Control {
+                path: path.clone(),
+                err,
+            })?;
+            d.control = Some((l, path.clone()));
+            let fd = d.control.as_ref().map_or(-1, |(l, _)| l.as_raw_fd());
+            let ev = EpollEvent::new(EventSet::IN, Token::Control.pack());
+            d.epoll.ctl(ControlOperation::Add, fd, ev)?;
+        }
+        for pc in &cfg.ports {
+            match pc {
+                PortConfig::VhostUser(vu) => d.add_vhost_user(vu)?,
+                PortConfig::Tap(t) => {
+                    let tap = open_tap(&mut d.dp, t)?;
+                    d.taps.push(tap);
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    fn add_vhost_user(&mut self, vu: &VhostUserPort) -> Result<(), DaemonError> {
+        let mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
+        let handle = self.dp.add_port(&vu.name, vu.queue_pairs);
+        let dev = NetDevice {
+            name: vu.name.clone(),
+            mac,
+            mtu: vu.mtu.unwrap_or(1500),
+            queue_pairs: vu.queue_pairs,
+        };
+        let net = Arc::new(Mutex::new(VhostUserNet::new(
+            dev,
+            self.dp.vhost_queues(handle.id),
+        )));
+        let i = self.ports.len();
+        let listener = if vu.client {
+            None
+        } else {
+            let l = server::listen(&vu.socket).map_err(|err| DaemonError::Listen {
+                port: vu.name.clone(),
+                path: vu.socket.clone(),
+                err,
+            })?;
+            tracing::info!(
+                "port {}: listening for a vhost-user frontend on {}",
+                vu.name,
+                vu.socket.display()
+            );
+            Some(l)
+        };
+        let fd = listener.as_ref().map(AsRawFd::as_raw_fd);
+        self.ports.push(Port {
+            cfg: vu.clone(),
+            mac,
+            handle,
+            net,
+            listener,
+            conn: None,
+            next_connect: Instant::now(),
+            connect_failures: 0,
+        });
+        if let Some(fd) = fd {
+            let ev = EpollEvent::new(EventSet::IN, Token::Listener(i).pack());
+            self.epoll.ctl(ControlOperation::Add, fd, ev)?;
+        }
+        Ok(())
     }
 
     /// Serves until `stop` becomes true.
@@ -332,10 +361,20 @@ impl Daemon {
     /// Answers one control request.
     pub fn answer(&self, req: &Request) -> Response {
         match req {
-            Request::Ports => {
-                Response::Ports(self.ports.iter().map(|p| self.port_info(p)).collect())
-            }
-            Request::Stats => Response::Stats(self.ports.iter().map(port_stats).collect()),
+            Request::Ports => Response::Ports(
+                self.ports
+                    .iter()
+                    .map(|p| self.port_info(p))
+                    .chain(self.taps.iter().map(tap_info))
+                    .collect(),
+            ),
+            Request::Stats => Response::Stats(
+                self.ports
+                    .iter()
+                    .map(|p| port_stats(&p.cfg.name, &p.handle))
+                    .chain(self.taps.iter().map(|t| port_stats(&t.cfg.name, &t.handle)))
+                    .collect(),
+            ),
             Request::Fdb => Response::Fdb(
                 self.dp
                     .fdb()
@@ -371,6 +410,7 @@ impl Daemon {
             name: p.cfg.name.clone(),
             kind: PortKind::VhostUser,
             socket: Some(p.cfg.socket.display().to_string()),
+            ifname: None,
             mode: if p.cfg.client {
                 PortMode::Client
             } else {
@@ -411,10 +451,66 @@ impl Drop for Daemon {
     }
 }
 
-fn port_stats(p: &Port) -> PortStats {
-    let c = p.handle.counters.snapshot();
+fn open_tap(dp: &mut Datapath, t: &TapPort) -> Result<TapCtl, DaemonError> {
+    let tap = port_tap::Tap::open(&port_tap::TapConfig {
+        ifname: t.ifname.clone(),
+        netns: t.netns.clone(),
+        queues: t.queues,
+        mac: t.mac,
+        mtu: None,
+    })
+    .map_err(|err| DaemonError::Tap {
+        port: t.name.clone(),
+        err,
+    })?;
+    let ifname = tap.ifname.clone();
+    tracing::info!(
+        "port {}: TAP {}{} up with {} queue(s)",
+        t.name,
+        ifname,
+        t.netns
+            .as_deref()
+            .map(|n| format!(" in netns {n}"))
+            .unwrap_or_default(),
+        tap.queues.len()
+    );
+    let handle = dp.add_tap_port(&t.name, tap);
+    Ok(TapCtl {
+        cfg: t.clone(),
+        ifname,
+        handle,
+    })
+}
+
+fn tap_info(t: &TapCtl) -> PortInfo {
+    let st = &t.handle.status;
+    let broken = st.broken_reason();
+    PortInfo {
+        name: t.cfg.name.clone(),
+        kind: PortKind::Tap,
+        socket: None,
+        ifname: Some(match &t.cfg.netns {
+            Some(ns) => format!("{}@{ns}", t.ifname),
+            None => t.ifname.clone(),
+        }),
+        mode: PortMode::Kernel,
+        mac: t.cfg.mac.as_ref().map(fmt_mac),
+        state: if broken.is_some() || st.running_queues() == 0 {
+            PortState::Down
+        } else {
+            PortState::Up
+        },
+        features: None,
+        queue_pairs: t.cfg.queues,
+        mtu: 1500,
+        broken_reason: broken,
+    }
+}
+
+fn port_stats(name: &str, h: &PortHandle) -> PortStats {
+    let c = h.counters.snapshot();
     PortStats {
-        name: p.cfg.name.clone(),
+        name: name.to_string(),
         rx_packets: c.rx_packets,
         rx_bytes: c.rx_bytes,
         tx_packets: c.tx_packets,

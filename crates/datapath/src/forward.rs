@@ -1,21 +1,25 @@
-//! Switching one frame: from a txq chain of the ingress port to the rxq chains of the
-//! egress ports, with offloads applied exactly as each receiver negotiated.
+//! Switching one frame: from the ingress port (a guest's txq chain, or a buffer read from a
+//! TAP fd) to each egress port (a guest's rxq chains, or a `writev` to a TAP fd), with
+//! offloads applied exactly as each receiver accepts them.
 
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use switch::{Decision, DropReason};
-use virtio_net::offload::{self, Delivery, RxCaps, TxCaps};
+use virtio_net::offload::{self, Delivery};
 use virtio_net::{csum, gso, NetHdr, HDR_LEN_V1};
 use vring::{Chain, RingError};
 
 use crate::port::{Port, PortId};
 use crate::worker::Worker;
 
-/// Largest frame a guest may send: a 64 KiB IP packet (IPv6: plus its header) behind a
+/// Largest frame a port may send: a 64 KiB IP packet (IPv6: plus its header) behind a
 /// VLAN-tagged Ethernet header.
 pub const MAX_FRAME: usize = gso::MAX_FRAME_LEN;
 /// Most rx chains one frame may take with MRG_RXBUF (64 KiB in 1 KiB buffers, with room).
 const MAX_RX_CHAINS: usize = 80;
+/// Most iovecs of one `writev` to a TAP fd (header + chain segments).
+const MAX_IOV: usize = vring::MAX_CHAIN_SEGS + 1;
 
 /// Preallocated buffers of a worker: nothing on the per-frame path allocates.
 pub(crate) struct Scratch {
@@ -25,6 +29,8 @@ pub(crate) struct Scratch {
     frame: Vec<u8>,
     /// Room for one segment at a time.
     seg: Vec<u8>,
+    /// iovecs of a `writev` to a TAP fd.
+    iov: Vec<libc::iovec>,
 }
 
 impl Scratch {
@@ -33,96 +39,190 @@ impl Scratch {
             rx: (0..MAX_RX_CHAINS).map(|_| Chain::new()).collect(),
             frame: vec![0; MAX_FRAME],
             seg: vec![0; gso::SCRATCH_LEN],
+            iov: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                MAX_IOV
+            ],
         }
     }
 }
 
-/// Where the bytes of a delivered frame come from.
+/// Where the bytes of a frame come from.
 #[derive(Clone, Copy)]
-enum Src<'a> {
-    /// The sender's tx chain, from this offset: copied guest to guest.
+pub(crate) enum Src<'a> {
+    /// A guest's tx chain, from this offset: copied guest to guest (or to the kernel).
     Chain(&'a Chain, usize),
-    /// A buffer of ours (a completed or segmented frame).
+    /// A buffer of ours (read from a TAP fd, completed or segmented).
     Bytes(&'a [u8]),
 }
 
-/// Handles the frame in `chain` that port `ingress` sent.
-pub(crate) fn switch_frame(w: &mut Worker, ingress: PortId, chain: &Chain, now: Instant) {
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::Chain(c, off) => (c.readable_len() as usize).saturating_sub(*off),
+            Src::Bytes(b) => b.len(),
+        }
+    }
+
+    fn read_at(&self, off: usize, buf: &mut [u8]) -> usize {
+        match self {
+            Src::Chain(c, o) => c.read_at(o + off, buf),
+            Src::Bytes(b) => {
+                let s = b.get(off..).unwrap_or(&[]);
+                let n = s.len().min(buf.len());
+                buf[..n].copy_from_slice(&s[..n]);
+                n
+            }
+        }
+    }
+
+    /// The same frame without its first `n` bytes.
+    fn skip(self, n: usize) -> Self {
+        match self {
+            Src::Chain(c, o) => Src::Chain(c, o + n),
+            Src::Bytes(b) => Src::Bytes(b.get(n..).unwrap_or(&[])),
+        }
+    }
+}
+
+/// What became of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Delivered, or dropped and counted.
+    Done,
+    /// Not delivered: its one destination has no rx buffer now. Only when the caller asked
+    /// to hold (TAP ingress, which can stop reading instead of dropping).
+    Held(PortId),
+}
+
+/// Switches the frame `src` (virtio_net_hdr first) that port `ingress` sent. With `hold`,
+/// a unicast frame whose destination has no rx buffer is left to the caller.
+pub(crate) fn switch_frame(
+    w: &mut Worker,
+    ingress: PortId,
+    src: Src<'_>,
+    now: Instant,
+    hold: bool,
+) -> Outcome {
     let Some(port) = w
         .ports
         .get_mut(usize::from(ingress.0))
         .and_then(Option::as_mut)
     else {
-        return;
+        return Outcome::Done;
     };
     let hl = port.hdr_len;
     let mut head = [0u8; HDR_LEN_V1 + 18];
-    let got = chain.read_at(0, &mut head[..hl + 18]);
-    let total = chain.readable_len() as usize;
+    let got = src.read_at(0, &mut head[..hl + 18]);
+    let total = src.len();
     if got < hl + 14 || total < hl + 14 {
         port.counters.count_drop(DropReason::BadFrame);
-        return;
+        return Outcome::Done;
     }
     let frame_len = total - hl;
     let Some(hdr) = NetHdr::parse(&head[..hl]) else {
         port.counters.count_drop(DropReason::BadHeader);
-        return;
+        return Outcome::Done;
     };
     if frame_len > MAX_FRAME {
         port.counters.count_drop(DropReason::TooBig);
-        return;
+        return Outcome::Done;
     }
-    if offload::validate_tx(&hdr, frame_len, TxCaps::from_guest_features(port.features)).is_err() {
+    if offload::validate_tx(&hdr, frame_len, port.tx_caps).is_err() {
         port.counters.count_drop(DropReason::BadHeader);
-        return;
+        return Outcome::Done;
     }
     let eth = &head[hl..hl + 18];
     let mut dst = [0u8; 6];
-    let mut src = [0u8; 6];
+    let mut smac = [0u8; 6];
     dst.copy_from_slice(&eth[0..6]);
-    src.copy_from_slice(&eth[6..12]);
+    smac.copy_from_slice(&eth[6..12]);
     let vlan = if got >= hl + 18 && eth[12..14] == [0x81, 0x00] {
         u16::from_be_bytes([eth[14], eth[15]]) & 0x0fff
     } else {
         0
     };
-    port.counters.count_rx(frame_len);
-    match w.fdb.decide(ingress, vlan, src, dst, now) {
+    let data = src.skip(hl);
+    let decision = w.fdb.decide(ingress, vlan, smac, dst, now);
+    let mut linear = Linear::No;
+    match decision {
         Decision::Unicast(egress) => {
-            let mut linear = Linear::No;
-            deliver(w, ingress, egress, &hdr, chain, hl, frame_len, &mut linear);
+            let r = deliver(w, ingress, egress, &hdr, data, frame_len, &mut linear);
+            if hold && r == Err(DropReason::NoRxBuffer) {
+                return Outcome::Held(egress);
+            }
+            account(w, ingress, egress, r);
         }
         Decision::Flood => {
-            let mut linear = Linear::No;
             let mut reached = 0;
             for i in 0..w.ports.len() {
                 let egress = PortId(u16::try_from(i).unwrap_or(u16::MAX));
                 let up = w.ports[i].as_ref().is_some_and(Port::can_receive);
                 if egress != ingress && up {
-                    deliver(w, ingress, egress, &hdr, chain, hl, frame_len, &mut linear);
+                    let r = deliver(w, ingress, egress, &hdr, data, frame_len, &mut linear);
+                    account(w, ingress, egress, r);
                     reached += 1;
                 }
             }
             if reached == 0 {
-                if let Some(p) = w
-                    .ports
-                    .get_mut(usize::from(ingress.0))
-                    .and_then(Option::as_mut)
-                {
-                    p.counters.count_drop(DropReason::NoDestination);
-                }
+                count(w, ingress, DropReason::NoDestination);
             }
         }
-        Decision::Drop(reason) => {
-            if let Some(p) = w
-                .ports
-                .get_mut(usize::from(ingress.0))
-                .and_then(Option::as_mut)
-            {
-                p.counters.count_drop(reason);
-            }
-        }
+        Decision::Drop(reason) => count(w, ingress, reason),
     }
+    if let Some(p) = w
+        .ports
+        .get_mut(usize::from(ingress.0))
+        .and_then(Option::as_mut)
+    {
+        p.counters.count_rx(frame_len);
+    }
+    Outcome::Done
+}
+
+fn count(w: &mut Worker, port: PortId, reason: DropReason) {
+    if let Some(p) = w
+        .ports
+        .get_mut(usize::from(port.0))
+        .and_then(Option::as_mut)
+    {
+        p.counters.count_drop(reason);
+    }
+}
+
+/// Counts the result of one delivery where it belongs.
+fn account(w: &mut Worker, ingress: PortId, egress: PortId, r: Result<(), DropReason>) {
+    match r {
+        Ok(()) => {}
+        Err(DropReason::RingBroken) => {
+            // The receiver's ring is corrupt: that port breaks, the sender is fine.
+            let err = w
+                .ports
+                .get_mut(usize::from(egress.0))
+                .and_then(Option::as_mut)
+                .and_then(|p| p.last_rx_error.take());
+            if let Some(e) = err {
+                w.break_port(egress, e);
+            }
+        }
+        Err(DropReason::BadFrame) => count(w, ingress, DropReason::BadFrame),
+        Err(DropReason::PortDown) if is_tap_gone(w, egress) => {
+            count(w, egress, DropReason::PortDown);
+            w.tap_gone(egress, "a write failed");
+        }
+        Err(reason) => count(w, egress, reason),
+    }
+}
+
+fn is_tap_gone(w: &Worker, id: PortId) -> bool {
+    w.ports
+        .get(usize::from(id.0))
+        .and_then(Option::as_ref)
+        .and_then(|p| p.tap.as_ref())
+        .is_some_and(|t| t.gone)
 }
 
 /// Whether the frame has been copied into `Scratch::frame` (done at most once per frame,
@@ -134,90 +234,93 @@ enum Linear {
     Failed,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn deliver(
     w: &mut Worker,
     ingress: PortId,
     egress: PortId,
     hdr: &NetHdr,
-    chain: &Chain,
-    src_hl: usize,
+    data: Src<'_>,
     frame_len: usize,
     linear: &mut Linear,
-) {
-    let Worker { ports, scratch, .. } = w;
+) -> Result<(), DropReason> {
+    let Worker {
+        ports,
+        scratch,
+        epoll,
+        ..
+    } = w;
     let Some(dst) = ports
         .get_mut(usize::from(egress.0))
         .and_then(Option::as_mut)
     else {
-        return;
+        return Err(DropReason::PortDown);
     };
     if !dst.can_receive() {
-        dst.counters.count_drop(DropReason::PortDown);
-        return;
+        return Err(DropReason::PortDown);
     }
-    let rx = RxCaps::from_guest_features(dst.features);
-    let plan = offload::plan(hdr, rx);
-    let out_hdr = offload::rx_hdr(hdr, plan, rx);
-    let res = match plan {
-        Delivery::AsIs => rx_put(
-            dst,
-            &mut scratch.rx,
-            &out_hdr,
-            Src::Chain(chain, src_hl),
-            frame_len,
-        ),
+    let out = Out {
+        epoll,
+        port: egress,
+        hint: usize::from(ingress.0),
+    };
+    let plan = offload::plan(hdr, dst.rx_caps);
+    let out_hdr = offload::rx_hdr(hdr, plan, dst.rx_caps);
+    match plan {
+        Delivery::AsIs => put(dst, scratch, &out, &out_hdr, data),
         Delivery::CompleteCsum | Delivery::Segment => {
             if *linear == Linear::No {
-                let n = chain.read_at(src_hl, &mut scratch.frame[..frame_len]);
+                let n = data.read_at(0, &mut scratch.frame[..frame_len]);
                 let ok = n == frame_len
                     && (plan == Delivery::Segment
                         || csum::complete_hdr(&mut scratch.frame[..frame_len], hdr).is_ok());
-                *linear = if ok { Linear::Yes } else { Linear::Failed };
                 // A completed checksum stays valid for every later receiver; a frame to be
                 // segmented is segmented from the original each time.
+                *linear = if ok { Linear::Yes } else { Linear::Failed };
             }
             if *linear == Linear::Failed {
                 Err(DropReason::BadFrame)
             } else if plan == Delivery::CompleteCsum {
-                let frame = &scratch.frame[..frame_len];
-                rx_put(dst, &mut scratch.rx, &out_hdr, Src::Bytes(frame), frame_len)
+                let Scratch { frame, rx, iov, .. } = scratch;
+                let bytes = Src::Bytes(&frame[..frame_len]);
+                put_parts(dst, rx, iov, &out, &out_hdr, bytes)
             } else {
-                segment_to(dst, scratch, hdr, &out_hdr, frame_len)
-            }
-        }
-    };
-    match res {
-        Ok(()) => {}
-        Err(DropReason::RingBroken) => {
-            // The receiver's ring is corrupt: that port breaks, the sender is fine.
-            drop_broken(w, egress);
-        }
-        Err(reason) => {
-            let attribute_to = if reason == DropReason::BadFrame {
-                ingress
-            } else {
-                egress
-            };
-            if let Some(p) = w
-                .ports
-                .get_mut(usize::from(attribute_to.0))
-                .and_then(Option::as_mut)
-            {
-                p.counters.count_drop(reason);
+                segment_to(dst, scratch, &out, hdr, &out_hdr, frame_len)
             }
         }
     }
 }
 
-fn drop_broken(w: &mut Worker, egress: PortId) {
-    let err = w
-        .ports
-        .get_mut(usize::from(egress.0))
-        .and_then(Option::as_mut)
-        .and_then(|p| p.last_rx_error.take());
-    if let Some(e) = err {
-        w.break_port(egress, e);
+/// Where a delivery's writes to a TAP go and how to ask for EPOLLOUT.
+pub(crate) struct Out<'a> {
+    pub epoll: &'a vmm_sys_util::epoll::Epoll,
+    pub port: PortId,
+    /// Spreads writes over a multiqueue TAP.
+    pub hint: usize,
+}
+
+fn put(
+    dst: &mut Port,
+    scratch: &mut Scratch,
+    out: &Out<'_>,
+    hdr: &NetHdr,
+    data: Src<'_>,
+) -> Result<(), DropReason> {
+    let Scratch { rx, iov, .. } = scratch;
+    put_parts(dst, rx, iov, out, hdr, data)
+}
+
+fn put_parts(
+    dst: &mut Port,
+    rx: &mut [Chain],
+    iov: &mut [libc::iovec],
+    out: &Out<'_>,
+    hdr: &NetHdr,
+    data: Src<'_>,
+) -> Result<(), DropReason> {
+    if dst.tap.is_some() {
+        tap_put(dst, iov, out, hdr, data)
+    } else {
+        rx_put(dst, rx, hdr, data)
     }
 }
 
@@ -225,52 +328,121 @@ fn drop_broken(w: &mut Worker, egress: PortId) {
 fn segment_to(
     dst: &mut Port,
     scratch: &mut Scratch,
+    out: &Out<'_>,
     hdr: &NetHdr,
     out_hdr: &NetHdr,
     frame_len: usize,
 ) -> Result<(), DropReason> {
-    let Scratch { rx, frame, seg } = scratch;
-    let mut result = Ok(());
-    let r = gso::segment(hdr, &frame[..frame_len], seg, &mut |s: &[u8]| match rx_put(
-        dst,
+    let Scratch {
         rx,
-        out_hdr,
-        Src::Bytes(s),
-        s.len(),
-    ) {
-        Ok(()) => true,
-        Err(e) => {
-            result = Err(e);
-            false
-        }
-    });
+        frame,
+        seg,
+        iov,
+    } = scratch;
+    let mut result = Ok(());
+    let r = gso::segment(
+        hdr,
+        &frame[..frame_len],
+        seg,
+        &mut |s: &[u8]| match put_parts(dst, rx, iov, out, out_hdr, Src::Bytes(s)) {
+            Ok(()) => true,
+            Err(e) => {
+                result = Err(e);
+                false
+            }
+        },
+    );
     match r {
         Ok(_) => result,
         Err(_) => Err(DropReason::BadFrame),
     }
 }
 
-/// Writes `hdr` + `len` bytes of `src` into the rx buffers of `dst`: one chain, or with
-/// MRG_RXBUF as many as needed (§5.1.6.4). Chains are given back if the frame does not fit.
+/// Writes `hdr` + `data` to the host with one `writev` (straight from guest memory when
+/// `data` is a chain). When the kernel's queue is full the frame waits in a bounded queue
+/// for EPOLLOUT; when that is full too it is dropped.
+fn tap_put(
+    dst: &mut Port,
+    iov: &mut [libc::iovec],
+    out: &Out<'_>,
+    hdr: &NetHdr,
+    data: Src<'_>,
+) -> Result<(), DropReason> {
+    let Some(tap) = dst.tap.as_mut() else {
+        return Err(DropReason::PortDown);
+    };
+    let n = tap.queues.len();
+    if n == 0 {
+        return Err(DropReason::PortDown);
+    }
+    let qi = out.hint % n;
+    let q = &mut tap.queues[qi];
+    let mut h = *hdr;
+    h.num_buffers = 0;
+    let mut hb = [0u8; HDR_LEN_V1];
+    h.write(&mut hb);
+    let len = data.len();
+    if q.out.is_empty() {
+        iov[0] = libc::iovec {
+            iov_base: hb.as_mut_ptr().cast(),
+            iov_len: hb.len(),
+        };
+        let k = match data {
+            Src::Chain(c, off) => c.readable_iovecs(off, len, &mut iov[1..]),
+            Src::Bytes(b) => {
+                iov[1] = libc::iovec {
+                    iov_base: b.as_ptr().cast_mut().cast(),
+                    iov_len: b.len(),
+                };
+                1
+            }
+        };
+        match crate::io::tap_writev(q.fd.as_raw_fd(), &iov[..=k]) {
+            Ok(_) => {
+                dst.counters.count_tx(len);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if crate::io::is_gone(&e) => {
+                tap.gone = true;
+                return Err(DropReason::PortDown);
+            }
+            Err(_) => return Err(DropReason::TxError),
+        }
+    }
+    // Keep order: once frames wait, new ones wait behind them.
+    let Some(slot) = q.out.push_slot() else {
+        return Err(DropReason::TxError);
+    };
+    slot.extend_from_slice(&hb);
+    let start = slot.len();
+    slot.resize(start + len, 0);
+    data.read_at(0, &mut slot[start..]);
+    if !q.out_armed {
+        q.out_armed = true;
+        crate::worker::set_tap_interest(out.epoll, out.port, qi, q);
+    }
+    dst.counters.count_tx(len);
+    Ok(())
+}
+
+/// Writes `hdr` + `data` into the rx buffers of `dst`: one chain, or with MRG_RXBUF as many
+/// as needed (§5.1.6.4). Chains are given back if the frame does not fit.
 fn rx_put(
     dst: &mut Port,
     chains: &mut [Chain],
     hdr: &NetHdr,
-    src: Src<'_>,
-    len: usize,
+    data: Src<'_>,
 ) -> Result<(), DropReason> {
     let hl = dst.hdr_len;
     let mrg = dst.mrg_rxbuf();
+    let len = data.len();
     let total = hl + len;
     let Some(q) = dst.rx_ring() else {
         return Err(DropReason::PortDown);
     };
     let ring = &mut q.ring;
-    let ring_err = |dst_err: &mut Option<RingError>, e: RingError| {
-        *dst_err = Some(e);
-        DropReason::RingBroken
-    };
-    let mut err_slot = None;
+    let mut failed: Option<RingError> = None;
     let mut n = 0usize;
     let mut cap = 0usize;
     while cap < total {
@@ -286,9 +458,8 @@ fn rx_put(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let r = ring_err(&mut err_slot, e);
-                    dst.last_rx_error = err_slot;
-                    return Err(r);
+                    failed = Some(e);
+                    break;
                 }
             }
         }
@@ -299,13 +470,16 @@ fn rx_put(
                 return Err(DropReason::NoRxBuffer);
             }
             Err(e) => {
-                let r = ring_err(&mut err_slot, e);
-                dst.last_rx_error = err_slot;
-                return Err(r);
+                failed = Some(e);
+                break;
             }
         }
         cap += chains[n].writable_len() as usize;
         n += 1;
+    }
+    if let Some(e) = failed {
+        dst.last_rx_error = Some(e);
+        return Err(DropReason::RingBroken);
     }
     let mut h = *hdr;
     h.num_buffers = u16::try_from(n).unwrap_or(u16::MAX);
@@ -314,9 +488,9 @@ fn rx_put(
     // Fill the chains in order: header, then the frame.
     let mut w = MultiWriter::new(&chains[..n]);
     w.put_bytes(&hb[..hl]);
-    match src {
+    match data {
         Src::Chain(c, off) => w.put_chain(c, off, len),
-        Src::Bytes(b) => w.put_bytes(&b[..len]),
+        Src::Bytes(b) => w.put_bytes(b),
     }
     for (i, c) in chains[..n].iter().enumerate() {
         ring.push_used(c.head(), w.used_len(i));

@@ -14,9 +14,37 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::port::PortId;
 use crate::worker::Worker;
 
+/// How a worker waits for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DatapathMode {
+    /// Sleep in epoll on the guests' kicks: no CPU when idle (the default).
+    #[default]
+    Event,
+    /// Busy-poll every ring, guests' kicks off: lowest latency, one core at 100 %.
+    Poll,
+    /// Poll while traffic flows, sleep on kicks after an idle spell.
+    Adaptive,
+}
+
+impl std::str::FromStr for DatapathMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "event" => Ok(DatapathMode::Event),
+            "poll" => Ok(DatapathMode::Poll),
+            "adaptive" => Ok(DatapathMode::Adaptive),
+            _ => Err(format!(
+                "unknown datapath mode `{s}` (expected event, poll or adaptive)"
+            )),
+        }
+    }
+}
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct DatapathConfig {
+    /// How the worker waits for work.
+    pub mode: DatapathMode,
     /// Forwarding database entries.
     pub fdb_capacity: usize,
     /// How long an unrefreshed FDB entry lives.
@@ -26,6 +54,7 @@ pub struct DatapathConfig {
 impl Default for DatapathConfig {
     fn default() -> Self {
         DatapathConfig {
+            mode: DatapathMode::Event,
             fdb_capacity: 4096,
             fdb_aging: switch::DEFAULT_AGING_TIME,
         }
@@ -93,6 +122,13 @@ pub(crate) enum Command {
         id: PortId,
         name: String,
         queue_pairs: u16,
+        shared: Arc<SharedCounters>,
+        status: Arc<PortStatus>,
+    },
+    AddTap {
+        id: PortId,
+        name: String,
+        tap: port_tap::Tap,
         shared: Arc<SharedCounters>,
         status: Arc<PortStatus>,
     },
@@ -170,10 +206,23 @@ impl Datapath {
     pub fn spawn(cfg: DatapathConfig) -> io::Result<Datapath> {
         let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
         let (tx, rx): (Sender<Command>, Receiver<Command>) = mpsc::channel();
-        let mut worker = Worker::new(cfg, rx, wake.clone())?;
+        let (ready_tx, ready) = mpsc::sync_channel(1);
+        let wake2 = wake.clone();
+        // The worker is built on its own thread: its buffers never cross threads.
         let thread = std::thread::Builder::new()
             .name("vnet-worker0".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || match Worker::new(cfg, rx, wake2) {
+                Ok(mut w) => {
+                    let _ = ready_tx.send(Ok(()));
+                    w.run();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })?;
+        ready
+            .recv()
+            .map_err(|_| io::Error::other("worker thread died while starting"))??;
         Ok(Datapath {
             cmd: CommandTx { tx, wake },
             thread: Some(thread),
@@ -183,22 +232,39 @@ impl Datapath {
 
     /// Adds a port (no rings yet).
     pub fn add_port(&mut self, name: &str, queue_pairs: u16) -> PortHandle {
-        let id = PortId(self.next_id);
-        self.next_id = self.next_id.wrapping_add(1);
-        let h = PortHandle {
-            id,
-            name: name.to_string(),
-            counters: Arc::new(SharedCounters::new()),
-            status: Arc::new(PortStatus::default()),
-        };
+        let h = self.new_handle(name);
         self.cmd.send(Command::AddPort {
-            id,
+            id: h.id,
             name: name.to_string(),
             queue_pairs,
             shared: h.counters.clone(),
             status: h.status.clone(),
         });
         h
+    }
+
+    /// Adds a TAP port: the worker reads and writes its fds from now on.
+    pub fn add_tap_port(&mut self, name: &str, tap: port_tap::Tap) -> PortHandle {
+        let h = self.new_handle(name);
+        self.cmd.send(Command::AddTap {
+            id: h.id,
+            name: name.to_string(),
+            tap,
+            shared: h.counters.clone(),
+            status: h.status.clone(),
+        });
+        h
+    }
+
+    fn new_handle(&mut self, name: &str) -> PortHandle {
+        let id = PortId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        PortHandle {
+            id,
+            name: name.to_string(),
+            counters: Arc::new(SharedCounters::new()),
+            status: Arc::new(PortStatus::default()),
+        }
     }
 
     /// Removes a port, stopping its rings; returns once the worker let go of it.

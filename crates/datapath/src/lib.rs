@@ -15,10 +15,13 @@
 
 mod forward;
 mod handle;
+mod io;
 mod port;
 mod worker;
 
-pub use handle::{Datapath, DatapathConfig, FdbRow, PortHandle, PortStatus, VhostQueues};
+pub use handle::{
+    Datapath, DatapathConfig, DatapathMode, FdbRow, PortHandle, PortStatus, VhostQueues,
+};
 pub use port::PortId;
 
 /// Frames processed per txq per wake-up before other queues get their turn.

@@ -1,4 +1,5 @@
-//! A port as its worker sees it.
+//! A port as its worker sees it: a vhost-user guest (rings in its memory) or a TAP device
+//! (fds to the host kernel).
 
 use std::fs::File;
 use std::io::Write;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 
 use switch::{PortCounters, SharedCounters};
 use virtio_net::features as f;
+use virtio_net::offload::{RxCaps, TxCaps};
 use vring::SplitQueue;
 
 use crate::handle::PortStatus;
@@ -41,18 +43,112 @@ impl Vq {
     }
 }
 
-/// A vhost-user port: its rings, negotiated features and counters.
+/// Frames waiting for a TAP fd to become writable: a bounded queue of preallocated slots.
+#[derive(Debug)]
+pub(crate) struct OutQueue {
+    slots: Vec<Vec<u8>>,
+    head: usize,
+    len: usize,
+}
+
+/// Frames a TAP queue may hold back while the kernel's queue is full.
+pub(crate) const TAP_OUT_SLOTS: usize = 32;
+
+impl OutQueue {
+    fn new() -> OutQueue {
+        OutQueue {
+            slots: Vec::new(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A slot to fill, or None when full. Slots are allocated on first use, then reused.
+    pub fn push_slot(&mut self) -> Option<&mut Vec<u8>> {
+        if self.len == TAP_OUT_SLOTS {
+            return None;
+        }
+        if self.slots.is_empty() {
+            self.slots = (0..TAP_OUT_SLOTS)
+                .map(|_| Vec::with_capacity(crate::forward::MAX_FRAME + port_tap::VNET_HDR_LEN))
+                .collect();
+        }
+        let i = (self.head + self.len) % TAP_OUT_SLOTS;
+        self.len += 1;
+        let s = &mut self.slots[i];
+        s.clear();
+        Some(s)
+    }
+
+    pub fn front(&self) -> Option<&[u8]> {
+        (self.len > 0).then(|| self.slots[self.head].as_slice())
+    }
+
+    pub fn pop(&mut self) {
+        if self.len > 0 {
+            self.head = (self.head + 1) % TAP_OUT_SLOTS;
+            self.len -= 1;
+        }
+    }
+}
+
+/// One queue (fd) of a TAP device.
+#[derive(Debug)]
+pub(crate) struct TapQueue {
+    pub fd: File,
+    /// Frames the kernel would not take yet (EAGAIN), sent on EPOLLOUT.
+    pub out: OutQueue,
+    /// EPOLLOUT is armed.
+    pub out_armed: bool,
+    /// A frame read from the host that waits for its destination's rx buffers
+    /// (header included), and the port it waits on.
+    pub held: Vec<u8>,
+    pub held_for: Option<PortId>,
+}
+
+impl TapQueue {
+    pub fn new(fd: File) -> TapQueue {
+        TapQueue {
+            fd,
+            out: OutQueue::new(),
+            out_armed: false,
+            held: Vec::with_capacity(crate::forward::MAX_FRAME + port_tap::VNET_HDR_LEN),
+            held_for: None,
+        }
+    }
+}
+
+/// A TAP device attached to the switch.
+#[derive(Debug)]
+pub(crate) struct TapIo {
+    pub ifname: String,
+    pub queues: Vec<TapQueue>,
+    /// The device was deleted under us: the port is down for good.
+    pub gone: bool,
+}
+
+/// A port: its rings or TAP fds, offload capabilities and counters.
 #[derive(Debug)]
 pub(crate) struct Port {
     pub name: String,
-    /// Negotiated virtio features (valid while a ring runs).
+    /// Negotiated virtio features (vhost-user; valid while a ring runs).
     pub features: u64,
-    /// virtio_net_hdr length on this port's rings.
+    /// virtio_net_hdr length on this port.
     pub hdr_len: usize,
-    /// rxqs (device writes), by queue pair.
+    /// Offloads frames delivered to this port may carry.
+    pub rx_caps: RxCaps,
+    /// Offloads frames from this port may carry.
+    pub tx_caps: TxCaps,
+    /// rxqs (device writes), by queue pair (vhost-user ports).
     pub rxq: Vec<Option<Vq>>,
-    /// txqs (device reads), by queue pair.
+    /// txqs (device reads), by queue pair (vhost-user ports).
     pub txq: Vec<Option<Vq>>,
+    /// The TAP device (TAP ports).
+    pub tap: Option<TapIo>,
     /// Counters accumulated since the last flush.
     pub counters: PortCounters,
     pub shared: Arc<SharedCounters>,
@@ -63,6 +159,8 @@ pub(crate) struct Port {
     pub rx_dirty: bool,
     /// The ring error that made an rx delivery fail, for `break_port`.
     pub last_rx_error: Option<vring::RingError>,
+    /// TAP queues wait for this port's rx buffers (its rx kicks are wanted).
+    pub rx_waiters: u16,
 }
 
 impl Port {
@@ -77,15 +175,27 @@ impl Port {
             name,
             features: 0,
             hdr_len: virtio_net::HDR_LEN_V1,
+            rx_caps: RxCaps::NONE,
+            tx_caps: TxCaps::from_guest_features(0),
             rxq: (0..n).map(|_| None).collect(),
             txq: (0..n).map(|_| None).collect(),
+            tap: None,
             counters: PortCounters::default(),
             shared,
             status,
             broken: false,
             rx_dirty: false,
             last_rx_error: None,
+            rx_waiters: 0,
         }
+    }
+
+    /// Takes the features a vhost-user frontend negotiated.
+    pub fn set_features(&mut self, features: u64) {
+        self.features = features;
+        self.hdr_len = virtio_net::hdr_len(features);
+        self.rx_caps = RxCaps::from_guest_features(features);
+        self.tx_caps = TxCaps::from_guest_features(features);
     }
 
     /// Whether this port's guest merges rx buffers.
@@ -101,9 +211,15 @@ impl Port {
         self.rxq.iter_mut().flatten().next()
     }
 
-    /// True if some rxq runs: the port can receive.
+    /// True if the port can take frames now.
     pub fn can_receive(&self) -> bool {
-        !self.broken && self.rxq.iter().any(Option::is_some)
+        if self.broken {
+            return false;
+        }
+        match &self.tap {
+            Some(t) => !t.gone,
+            None => self.rxq.iter().any(Option::is_some),
+        }
     }
 
     /// Publishes the used entries of dirty rxqs, calling the guest where it asked.

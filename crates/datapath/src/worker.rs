@@ -12,8 +12,12 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 use vring::{Chain, RingError, SplitQueue};
 
-use crate::forward::Scratch;
-use crate::handle::{Command, DatapathConfig, FdbRow};
+use crate::forward::{Outcome, Scratch, Src};
+use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow};
+
+/// Adaptive mode goes back to sleeping on kicks after this long without a frame.
+const ADAPTIVE_IDLE: std::time::Duration = std::time::Duration::from_micros(200);
+use crate::port::TapQueue;
 use crate::port::{Port, PortId, Vq};
 
 /// What an epoll event is about, packed into its u64.
@@ -23,6 +27,8 @@ pub(crate) enum Token {
     Command,
     /// A guest kicked ring `index` of `port`.
     Kick { port: PortId, index: u16 },
+    /// TAP queue `queue` of `port` is readable / writable / gone.
+    Tap { port: PortId, queue: u16 },
 }
 
 impl Token {
@@ -30,6 +36,7 @@ impl Token {
         match self {
             Token::Command => 0,
             Token::Kick { port, index } => (1 << 32) | (u64::from(port.0) << 16) | u64::from(index),
+            Token::Tap { port, queue } => (2 << 32) | (u64::from(port.0) << 16) | u64::from(queue),
         }
     }
 
@@ -40,13 +47,17 @@ impl Token {
                 port: PortId(((v >> 16) & 0xffff) as u16),
                 index: (v & 0xffff) as u16,
             }),
+            2 => Some(Token::Tap {
+                port: PortId(((v >> 16) & 0xffff) as u16),
+                queue: (v & 0xffff) as u16,
+            }),
             _ => None,
         }
     }
 }
 
 pub(crate) struct Worker {
-    epoll: Epoll,
+    pub(crate) epoll: Epoll,
     cmds: Receiver<Command>,
     wake: Arc<EventFd>,
     pub(crate) ports: Vec<Option<Port>>,
@@ -55,6 +66,14 @@ pub(crate) struct Worker {
     /// Ports with a txq to process: (port, queue pair).
     pending: Vec<(PortId, u16)>,
     tx_chain: Chain,
+    /// How this worker waits for work.
+    mode: DatapathMode,
+    /// Polling right now (always in poll mode, while traffic flows in adaptive mode).
+    polling: bool,
+    /// Frames taken from txqs so far (to see whether a round did anything).
+    work: u64,
+    /// Where frames read from a TAP fd land.
+    tap_buf: Vec<u8>,
     running: bool,
 }
 
@@ -79,6 +98,10 @@ impl Worker {
             scratch: Scratch::new(),
             pending: Vec::with_capacity(256),
             tx_chain: Chain::new(),
+            mode: cfg.mode,
+            polling: cfg.mode == DatapathMode::Poll,
+            work: 0,
+            tap_buf: vec![0; crate::forward::MAX_FRAME + port_tap::VNET_HDR_LEN],
             running: true,
         })
     }
@@ -86,9 +109,15 @@ impl Worker {
     pub fn run(&mut self) {
         let mut events = vec![EpollEvent::default(); 64];
         let mut last_age = Instant::now();
+        let mut last_work = Instant::now();
         while self.running {
-            // Sleep only when no queue has work left over from its last burst.
-            let timeout = if self.pending.is_empty() { 1000 } else { 0 };
+            // Sleep only when no queue has work left over from its last burst and we are
+            // not polling.
+            let timeout = if self.pending.is_empty() && !self.polling {
+                1000
+            } else {
+                0
+            };
             let n = match self.epoll.wait(timeout, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
@@ -101,14 +130,80 @@ impl Worker {
                 match Token::unpack(ev.data()) {
                     Some(Token::Command) => self.commands(),
                     Some(Token::Kick { port, index }) => self.kicked(port, index),
+                    Some(Token::Tap { port, queue }) => self.tap_event(port, queue, ev.event_set()),
                     None => {}
                 }
             }
+            if self.polling {
+                self.schedule_all();
+            }
+            let before = self.work;
             self.process_pending();
             let now = Instant::now();
+            if self.work != before {
+                last_work = now;
+            }
+            if self.mode == DatapathMode::Adaptive {
+                self.adapt(now, last_work);
+            }
             if now.duration_since(last_age).as_secs() >= 1 {
                 self.fdb.age(now);
                 last_age = now;
+            }
+        }
+    }
+
+    /// Adaptive mode: poll while traffic flows; after an idle spell re-enable kicks and
+    /// sleep; a kick (any event) starts polling again.
+    fn adapt(&mut self, now: Instant, last_work: Instant) {
+        if self.polling {
+            if now.duration_since(last_work) >= ADAPTIVE_IDLE {
+                self.polling = false;
+                if self.set_tx_notify(true) {
+                    // Work arrived while we were switching: keep polling.
+                    self.polling = true;
+                    self.set_tx_notify(false);
+                }
+            }
+        } else if now.duration_since(last_work) < ADAPTIVE_IDLE {
+            self.polling = true;
+            self.set_tx_notify(false);
+        }
+    }
+
+    /// Turns guest tx kicks on or off on every running txq; with `on`, returns whether a
+    /// txq already has work (checked after enabling, so nothing is missed).
+    fn set_tx_notify(&mut self, on: bool) -> bool {
+        let mut work = false;
+        for p in self.ports.iter_mut().flatten() {
+            for q in p.txq.iter_mut().flatten() {
+                if on {
+                    work |= q.ring.enable_notify().is_ok_and(|n| n > 0);
+                } else {
+                    q.ring.disable_notify();
+                }
+            }
+        }
+        work
+    }
+
+    /// Polling: every running txq gets a burst this round.
+    fn schedule_all(&mut self) {
+        for (i, p) in self.ports.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if p.broken {
+                continue;
+            }
+            for (qp, q) in p.txq.iter().enumerate() {
+                if q.is_some() {
+                    let id = (
+                        PortId(u16::try_from(i).unwrap_or(u16::MAX)),
+                        u16::try_from(qp).unwrap_or(0),
+                    );
+                    if !self.pending.contains(&id) {
+                        self.pending.push(id);
+                    }
+                }
             }
         }
     }
@@ -135,6 +230,8 @@ impl Worker {
         }
         if index % 2 == 1 {
             self.schedule(id, index / 2);
+        } else {
+            self.rx_buffers_added(id);
         }
     }
 
@@ -196,7 +293,8 @@ impl Worker {
                 break;
             }
             let head = chain.head();
-            crate::forward::switch_frame(self, id, chain, now);
+            self.work += 1;
+            crate::forward::switch_frame(self, id, Src::Chain(chain, 0), now, false);
             if let Some(q) = self.txq(id, qp) {
                 q.ring.push_used(head, 0);
             }
@@ -210,6 +308,13 @@ impl Worker {
         if pending > n {
             return Ok(true);
         }
+        if self.polling {
+            // The next round polls this ring anyway; kicks stay off.
+            return Ok(false);
+        }
+        let Some(q) = self.txq(id, qp) else {
+            return Ok(false);
+        };
         let left = q.ring.enable_notify()?;
         let _ = idx;
         Ok(left > 0)
@@ -272,6 +377,13 @@ impl Worker {
                 }
                 self.ports[i] = Some(Port::new(name, queue_pairs, shared, status));
             }
+            Command::AddTap {
+                id,
+                name,
+                tap,
+                shared,
+                status,
+            } => self.add_tap(id, name, tap, shared, status),
             Command::RemovePort { id, done } => {
                 if let Some(p) = self.ports.get_mut(usize::from(id.0)).and_then(Option::take) {
                     self.drop_port_rings(id, p);
@@ -324,6 +436,7 @@ impl Worker {
     fn start_queue(&mut self, id: PortId, rq: ReadyQueue) {
         let index = rq.index;
         let epoll_fd = rq.kick.as_ref().map(AsRawFd::as_raw_fd);
+        let polling = self.polling;
         let Some(p) = self.port(id) else { return };
         let name = p.name.clone();
         let qp = usize::from(index / 2);
@@ -342,8 +455,7 @@ impl Worker {
             p.broken = false;
             p.status.set_broken(None);
         }
-        p.features = rq.features;
-        p.hdr_len = virtio_net::hdr_len(rq.features);
+        p.set_features(rq.features);
         let list = if index % 2 == 0 {
             &mut p.rxq
         } else {
@@ -359,9 +471,9 @@ impl Worker {
             call: rq.call,
             err: rq.err,
         };
-        if index % 2 == 0 {
-            // Guest rx kicks only say "more buffers"; frames are never queued for a
-            // guest, so it need not kick at all.
+        if index % 2 == 0 || polling {
+            // Guest rx kicks only say "more buffers", wanted only while a TAP frame waits
+            // for them; tx kicks are not needed while we poll.
             vq.ring.disable_notify();
         }
         *slot = Some(vq);
@@ -369,16 +481,21 @@ impl Worker {
         p.status
             .set_running(u16::try_from(running).unwrap_or(u16::MAX), rq.features);
         tracing::info!("port {name}: ring {index} started (size {})", rq.cfg.size);
-        if index % 2 == 1 {
-            if let Some(fd) = epoll_fd {
-                let ev = EpollEvent::new(EventSet::IN, Token::Kick { port: id, index }.pack());
-                if let Err(e) = self.epoll.ctl(ControlOperation::Add, fd, ev) {
-                    tracing::error!("port {name}: cannot watch kick fd of ring {index}: {e}");
-                }
+        if let Some(fd) = epoll_fd {
+            // rx kicks are watched too: they wake TAP queues waiting for rx buffers (the
+            // guest sends them only while such a wait asked for them).
+            let ev = EpollEvent::new(EventSet::IN, Token::Kick { port: id, index }.pack());
+            if let Err(e) = self.epoll.ctl(ControlOperation::Add, fd, ev) {
+                tracing::error!("port {name}: cannot watch kick fd of ring {index}: {e}");
             }
+        }
+        if index % 2 == 1 {
             // Process once now: kicks sent before the start are not lost, and a restarted
             // vnetd resumes what the guest queued meanwhile.
             self.schedule(id, index / 2);
+        } else {
+            // New rx buffers: frames held for this port can go.
+            self.rx_buffers_added(id);
         }
     }
 
@@ -436,7 +553,311 @@ impl Worker {
         for vq in rings {
             self.retire(vq);
         }
+        if let Some(tap) = &p.tap {
+            for q in &tap.queues {
+                let _ = self.epoll.ctl(
+                    ControlOperation::Delete,
+                    q.fd.as_raw_fd(),
+                    EpollEvent::default(),
+                );
+            }
+        }
         self.pending.retain(|&(pid, _)| pid != id);
+    }
+
+    fn add_tap(
+        &mut self,
+        id: PortId,
+        name: String,
+        tap: port_tap::Tap,
+        shared: Arc<switch::SharedCounters>,
+        status: Arc<crate::handle::PortStatus>,
+    ) {
+        let i = usize::from(id.0);
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+        }
+        let mut p = Port::new(name, 1, shared, status);
+        p.hdr_len = port_tap::VNET_HDR_LEN;
+        p.rx_caps = virtio_net::offload::RxCaps::from_guest_features(TAP_GUEST_FEATURES);
+        p.tx_caps = virtio_net::offload::TxCaps::from_guest_features(TAP_HOST_FEATURES);
+        let queues: Vec<TapQueue> = tap.queues.into_iter().map(TapQueue::new).collect();
+        for (qi, q) in queues.iter().enumerate() {
+            set_tap_interest_op(&self.epoll, id, qi, q, ControlOperation::Add);
+        }
+        p.status
+            .set_running(u16::try_from(queues.len()).unwrap_or(u16::MAX), 0);
+        tracing::info!(
+            "port {}: TAP {} attached with {} queue(s)",
+            p.name,
+            tap.ifname,
+            queues.len()
+        );
+        p.tap = Some(crate::port::TapIo {
+            ifname: tap.ifname,
+            queues,
+            gone: false,
+        });
+        self.ports[i] = Some(p);
+    }
+
+    fn tap_event(&mut self, id: PortId, qi: u16, ev: EventSet) {
+        if ev.intersects(EventSet::ERROR | EventSet::HANG_UP) {
+            self.tap_gone(id, "the device reported an error");
+            return;
+        }
+        if ev.contains(EventSet::OUT) {
+            self.tap_flush_out(id, usize::from(qi));
+        }
+        if ev.contains(EventSet::IN) {
+            self.tap_rx(id, usize::from(qi));
+        }
+        self.flush_counters();
+    }
+
+    fn tap_queue(&mut self, id: PortId, qi: usize) -> Option<&mut TapQueue> {
+        self.tap_queue_and_epoll(id, qi).map(|(q, _)| q)
+    }
+
+    fn tap_queue_and_epoll(&mut self, id: PortId, qi: usize) -> Option<(&mut TapQueue, &Epoll)> {
+        let p = self.ports.get_mut(usize::from(id.0))?.as_mut()?;
+        let t = p.tap.as_mut().filter(|t| !t.gone)?;
+        Some((t.queues.get_mut(qi)?, &self.epoll))
+    }
+
+    /// Reads up to a burst of frames from the host and switches them. A frame whose
+    /// destination has no rx buffer is held, and the queue stops reading until that
+    /// guest adds buffers (its rx kick), so the host's queue, not vnetd, absorbs the burst.
+    fn tap_rx(&mut self, id: PortId, qi: usize) {
+        let now = Instant::now();
+        if !self.retry_held(id, qi, now) {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.tap_buf);
+        for _ in 0..crate::BURST {
+            let Some(q) = self.tap_queue(id, qi) else {
+                break;
+            };
+            let n = match port_tap::sys::read(q.fd.as_raw_fd(), &mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if crate::io::is_gone(&e) {
+                        self.tap_gone(id, "reading failed");
+                    } else if let Some(p) = self.port(id) {
+                        tracing::warn!("port {}: TAP read failed: {e}", p.name);
+                    }
+                    break;
+                }
+            };
+            if let Outcome::Held(dst) =
+                crate::forward::switch_frame(self, id, Src::Bytes(&buf[..n]), now, true)
+            {
+                if let Some(q) = self.tap_queue(id, qi) {
+                    q.held.clear();
+                    q.held.extend_from_slice(&buf[..n]);
+                }
+                self.hold_for(id, qi, dst);
+                break;
+            }
+        }
+        self.tap_buf = buf;
+        for p in self.ports.iter_mut().flatten() {
+            p.flush_rx();
+        }
+    }
+
+    /// Tries the held frame of a TAP queue again; true if nothing is held any more.
+    fn retry_held(&mut self, id: PortId, qi: usize, now: Instant) -> bool {
+        let Some(q) = self.tap_queue(id, qi) else {
+            return false;
+        };
+        let Some(waited) = q.held_for else {
+            return true;
+        };
+        let held = std::mem::take(&mut q.held);
+        let r = crate::forward::switch_frame(self, id, Src::Bytes(&held), now, true);
+        if let Some(q) = self.tap_queue(id, qi) {
+            q.held = held;
+        }
+        self.unwait(waited);
+        match r {
+            Outcome::Done => {
+                if let Some((q, epoll)) = self.tap_queue_and_epoll(id, qi) {
+                    q.held_for = None;
+                    set_tap_interest(epoll, id, qi, q);
+                }
+                true
+            }
+            Outcome::Held(dst) => {
+                self.hold_for(id, qi, dst);
+                false
+            }
+        }
+    }
+
+    /// Parks TAP queue `qi` of `id` until port `dst` has rx buffers.
+    fn hold_for(&mut self, id: PortId, qi: usize, dst: PortId) {
+        if let Some((q, epoll)) = self.tap_queue_and_epoll(id, qi) {
+            q.held_for = Some(dst);
+            set_tap_interest(epoll, id, qi, q);
+        }
+        let mut ready = false;
+        if let Some(p) = self.port(dst) {
+            p.rx_waiters += 1;
+            if let Some(vq) = p.rx_ring() {
+                // Ask the guest to kick when it adds rx buffers; it may have already.
+                ready = vq.ring.enable_notify().is_ok_and(|n| n > 0);
+            }
+        }
+        if ready {
+            self.rx_buffers_added(dst);
+        }
+    }
+
+    fn unwait(&mut self, dst: PortId) {
+        if let Some(p) = self.port(dst) {
+            p.rx_waiters = p.rx_waiters.saturating_sub(1);
+            if p.rx_waiters == 0 {
+                if let Some(vq) = p.rx_ring() {
+                    vq.ring.disable_notify();
+                }
+            }
+        }
+    }
+
+    /// Port `dst` has new rx buffers: retry the TAP queues waiting for it.
+    fn rx_buffers_added(&mut self, dst: PortId) {
+        if self.port(dst).is_none_or(|p| p.rx_waiters == 0) {
+            return;
+        }
+        let waiting: Vec<(PortId, usize)> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((PortId(u16::try_from(i).ok()?), p.as_ref()?.tap.as_ref()?)))
+            .flat_map(|(id, t)| {
+                t.queues
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, q)| q.held_for == Some(dst))
+                    .map(move |(qi, _)| (id, qi))
+            })
+            .collect();
+        for (id, qi) in waiting {
+            self.tap_rx(id, qi);
+        }
+    }
+
+    /// Sends the frames that waited for the TAP fd to become writable.
+    fn tap_flush_out(&mut self, id: PortId, qi: usize) {
+        let mut gone = false;
+        let epoll = &self.epoll;
+        let Some(p) = self
+            .ports
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let Some(t) = p.tap.as_mut() else { return };
+        let Some(q) = t.queues.get_mut(qi) else {
+            return;
+        };
+        while let Some(f) = q.out.front() {
+            let iov = [libc::iovec {
+                iov_base: f.as_ptr().cast_mut().cast(),
+                iov_len: f.len(),
+            }];
+            match crate::io::tap_writev(q.fd.as_raw_fd(), &iov) {
+                Ok(_) => q.out.pop(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    gone = crate::io::is_gone(&e);
+                    q.out.pop();
+                    p.counters.count_drop(DropReason::TxError);
+                    if gone {
+                        break;
+                    }
+                }
+            }
+        }
+        if q.out.is_empty() && q.out_armed {
+            q.out_armed = false;
+            set_tap_interest(epoll, id, qi, q);
+        }
+        if gone {
+            self.tap_gone(id, "writing failed");
+        }
+    }
+
+    /// The TAP device vanished (deleted by someone): the port goes down for good.
+    pub(crate) fn tap_gone(&mut self, id: PortId, why: &str) {
+        let epoll = &self.epoll;
+        let Some(p) = self
+            .ports
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let Some(t) = p.tap.as_mut() else { return };
+        if t.gone && t.queues.is_empty() {
+            return; // already taken down
+        }
+        tracing::error!(
+            "port {}: TAP device {} is gone ({why}); port down, the other ports keep running",
+            p.name,
+            t.ifname
+        );
+        t.gone = true;
+        for q in t.queues.drain(..) {
+            let _ = epoll.ctl(
+                ControlOperation::Delete,
+                q.fd.as_raw_fd(),
+                EpollEvent::default(),
+            );
+        }
+        p.status.set_running(0, 0);
+        p.status
+            .set_broken(Some(format!("TAP device {} is gone", t.ifname)));
+        self.fdb.flush_port(id);
+    }
+}
+
+/// What a TAP port accepts, in virtio feature terms: everything the host stack takes
+/// (`virtio_net_hdr_to_skb`): partial checksums and TCP segmentation offload.
+const TAP_GUEST_FEATURES: u64 = virtio_net::features::GUEST_CSUM
+    | virtio_net::features::GUEST_TSO4
+    | virtio_net::features::GUEST_TSO6
+    | virtio_net::features::GUEST_ECN;
+/// What a TAP port may send: what `TUNSETOFFLOAD` enabled.
+const TAP_HOST_FEATURES: u64 = virtio_net::features::CSUM
+    | virtio_net::features::HOST_TSO4
+    | virtio_net::features::HOST_TSO6
+    | virtio_net::features::HOST_ECN;
+
+/// Sets what epoll reports for a TAP queue: readable unless a frame is held, writable
+/// while frames wait.
+pub(crate) fn set_tap_interest(epoll: &Epoll, id: PortId, qi: usize, q: &TapQueue) {
+    set_tap_interest_op(epoll, id, qi, q, ControlOperation::Modify);
+}
+
+fn set_tap_interest_op(epoll: &Epoll, id: PortId, qi: usize, q: &TapQueue, op: ControlOperation) {
+    let mut ev = EventSet::empty();
+    if q.held_for.is_none() {
+        ev |= EventSet::IN;
+    }
+    if q.out_armed {
+        ev |= EventSet::OUT;
+    }
+    let token = Token::Tap {
+        port: id,
+        queue: u16::try_from(qi).unwrap_or(u16::MAX),
+    };
+    if let Err(e) = epoll.ctl(op, q.fd.as_raw_fd(), EpollEvent::new(ev, token.pack())) {
+        tracing::error!("cannot update epoll interest of a TAP queue: {e}");
     }
 }
 
@@ -455,6 +876,10 @@ mod tests {
             Token::Kick {
                 port: PortId(u16::MAX),
                 index: u16::MAX,
+            },
+            Token::Tap {
+                port: PortId(3),
+                queue: 1,
             },
         ] {
             assert_eq!(Token::unpack(t.pack()), Some(t));

@@ -13,13 +13,12 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
 
 use vhost::vhost_user::message::{
     VhostUserConfigFlags, VhostUserMemoryRegion, VhostUserSingleMemoryRegion,
     VhostUserVringAddrFlags,
 };
-use vhost::vhost_user::{BackendReqHandler, VhostUserBackendReqHandlerMut};
+use vhost::vhost_user::VhostUserBackendReqHandlerMut;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::{NetDevice, QueueControl, ReadyQueue, VhostUserNet};
@@ -72,14 +71,10 @@ fn eventfd() -> File {
 
 /// Bytes in, message by message, with an fd attached to some of them.
 pub fn fuzz_messages(data: &[u8]) {
-    let (ours, theirs) = UnixStream::pair().unwrap();
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
     ours.set_read_timeout(Some(std::time::Duration::from_millis(50)))
         .unwrap();
-    let net = Arc::new(Mutex::new(VhostUserNet::new(
-        device(),
-        RingBuilder::default(),
-    )));
-    let mut handler = BackendReqHandler::from_stream(ours, net);
+    let mut net = VhostUserNet::new(device(), RingBuilder::default());
     let fd = small_memfd(1 << 16);
     // Feed the input in pieces; a piece whose first byte is odd carries an fd.
     for piece in data.chunks(64) {
@@ -97,10 +92,11 @@ pub fn fuzz_messages(data: &[u8]) {
     }
     drop(theirs);
     for _ in 0..64 {
-        if handler.handle_request().is_err() {
+        if crate::conn::handle_one(&mut ours, &mut net).is_err() {
             break;
         }
     }
+    net.reset();
 }
 
 /// Reads little-endian values off the input, yielding zeros when it runs out.

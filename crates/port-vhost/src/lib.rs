@@ -13,7 +13,7 @@
 //! SET_VRING_ENABLE 0, on reset and on disconnect. Kicks that arrive before the start are
 //! not lost: the eventfd keeps its count and the datapath processes a ring once when it
 //! starts.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 use std::fs::File;
@@ -29,9 +29,11 @@ use virtio_net::config::NetConfig;
 use virtio_net::features as f;
 use vring::{GuestMemory, QueueConfig, RegionSpec};
 
+pub mod conn;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod server;
+mod sys;
 #[cfg(test)]
 mod tests;
 
@@ -150,6 +152,12 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
             mem: Arc::new(GuestMemory::empty()),
             vrings: (0..n).map(|_| Vring::default()).collect(),
         }
+    }
+
+    /// Whether REPLY_ACK was negotiated (the frontend may then ask for an ack of any
+    /// request without a reply of its own).
+    pub fn reply_ack_negotiated(&self) -> bool {
+        self.protocol & VhostUserProtocolFeatures::REPLY_ACK.bits() != 0
     }
 
     /// The features the frontend acked.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vhost::vhost_user::BackendReqHandler;
+use crate::conn::MsgError;
 
 use crate::{QueueControl, VhostUserNet};
 
@@ -46,13 +46,15 @@ pub type SharedNet<C> = Arc<Mutex<VhostUserNet<C>>>;
 
 /// One live frontend connection.
 pub struct Connection<C: QueueControl + std::fmt::Debug + 'static> {
-    handler: BackendReqHandler<Mutex<VhostUserNet<C>>>,
-    fd: RawFd,
+    stream: UnixStream,
+    net: SharedNet<C>,
 }
 
 impl<C: QueueControl + std::fmt::Debug + 'static> std::fmt::Debug for Connection<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("fd", &self.fd).finish()
+        f.debug_struct("Connection")
+            .field("fd", &self.stream.as_raw_fd())
+            .finish()
     }
 }
 
@@ -64,7 +66,7 @@ pub enum ConnError {
     Disconnected,
     /// The frontend sent something we refuse; the connection is dropped.
     #[error("protocol error: {0}")]
-    Protocol(vhost::vhost_user::Error),
+    Protocol(MsgError),
 }
 
 impl<C: QueueControl + std::fmt::Debug + 'static> Connection<C> {
@@ -73,25 +75,29 @@ impl<C: QueueControl + std::fmt::Debug + 'static> Connection<C> {
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let fd = stream.as_raw_fd();
-        Ok(Connection {
-            handler: BackendReqHandler::from_stream(stream, net),
-            fd,
-        })
+        Ok(Connection { stream, net })
     }
 
     /// The socket fd, to poll for readability.
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.stream.as_raw_fd()
     }
 
     /// Handles one request; call when the socket is readable.
     pub fn handle(&mut self) -> Result<(), ConnError> {
-        use vhost::vhost_user::Error as E;
-        match self.handler.handle_request() {
+        let mut net = match self.net.lock() {
+            Ok(n) => n,
+            Err(p) => p.into_inner(),
+        };
+        match crate::conn::handle_one(&mut self.stream, &mut net) {
             Ok(()) => Ok(()),
-            Err(E::Disconnected | E::PartialMessage) => Err(ConnError::Disconnected),
-            Err(E::SocketError(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+            Err(MsgError::Disconnected) => Err(ConnError::Disconnected),
+            Err(MsgError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
                 Err(ConnError::Disconnected)
             }
             Err(e) => Err(ConnError::Protocol(e)),

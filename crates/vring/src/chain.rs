@@ -111,6 +111,23 @@ impl Chain {
         done
     }
 
+    /// Describes readable bytes `[off, off + len)` as iovecs in `out` (for a `writev`
+    /// straight from guest memory); returns how many entries were filled. Stops early when
+    /// `out` is full or the chain ends.
+    pub fn readable_iovecs(&self, off: usize, len: usize, out: &mut [libc::iovec]) -> usize {
+        let mut n = 0;
+        walk(self.readable(), off, len, |p, l| {
+            if let Some(slot) = out.get_mut(n) {
+                *slot = libc::iovec {
+                    iov_base: p.as_ptr().cast(),
+                    iov_len: l,
+                };
+                n += 1;
+            }
+        });
+        n
+    }
+
     /// Copies up to `len` readable bytes of `self` from `src_off` into the writable buffers
     /// of `dst` at `dst_off`, guest memory to guest memory with no bounce buffer. Returns
     /// bytes copied.

@@ -1,6 +1,8 @@
 //! Test harness: a vnetd process with its own socket directory, and frame builders.
 #![allow(dead_code)]
 
+pub mod responder;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,11 +31,17 @@ impl Vnetd {
     /// Starts vnetd with server-mode vhost-user ports `(name, extra options)`, e.g.
     /// `("a", "mac=52:54:00:00:00:0a")`.
     pub fn start_ports(ports: &[(&str, &str)]) -> Vnetd {
+        Self::start_ports_args(ports, &[])
+    }
+
+    /// [`Vnetd::start_ports`] with more daemon arguments (e.g. `--datapath poll`).
+    pub fn start_ports_args(ports: &[(&str, &str)], extra: &[&str]) -> Vnetd {
         let dir = test_dir("vnet-test");
         let mut args = vec![
             "--control".to_string(),
             dir.join("ctl.sock").display().to_string(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         for (p, extra) in ports {
             let sock = dir.join(format!("{p}.sock"));
             let sep = if extra.is_empty() { "" } else { "," };
@@ -128,6 +136,11 @@ impl Vnetd {
         maps.lines()
             .filter(|l| l.contains("memfd:vnet-frontend-"))
             .count()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM and waits for the exit.

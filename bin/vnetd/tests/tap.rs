@@ -1,0 +1,397 @@
+//! TAP ports: frames between frontends and the host kernel, in a network namespace the
+//! test creates (addresses from 198.18.0.0/15).
+
+#![allow(clippy::cast_possible_truncation)] // test data is made of deliberate truncations
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use frontend::Frontend;
+use virtio_net::features as f;
+use wire::Ipv4Addr;
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("vnet-{tag}-{}", std::process::id());
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns(name);
+        // No IPv6 autoconfiguration chatter on the interfaces we create: the tests count
+        // frames.
+        for k in ["all", "default"] {
+            let key = format!("net.ipv6.conf.{k}.disable_ipv6=1");
+            assert!(ns.exec(&["sysctl", "-qw", &key]).status.success());
+        }
+        ns
+    }
+
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether this machine can run the TAP tests (root, /dev/net/tun, ip).
+fn can_run() -> bool {
+    let ok = std::path::Path::new("/dev/net/tun").exists()
+        && Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        && std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !ok {
+        assert!(
+            std::env::var_os("VNET_REQUIRE_TAP").is_none(),
+            "TAP tests need root, /dev/net/tun and iproute2"
+        );
+        eprintln!("skipping: TAP tests need root, /dev/net/tun and iproute2");
+    }
+    ok
+}
+
+const HOST_IP: &str = "198.18.0.1";
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+fn ifname(tag: &str) -> String {
+    format!("vt{tag}{}", std::process::id() % 100_000)
+}
+
+/// Answers ARP and ping for GUEST_IP on `fe` until `stop`; counts echo requests and
+/// remembers the largest frame seen.
+fn responder(
+    mut fe: Frontend,
+    stop: Arc<AtomicBool>,
+    echoes: Arc<AtomicU64>,
+    largest: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Frontend> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Some((_, fr)) = fe.recv(0, Duration::from_millis(50)).unwrap() else {
+                continue;
+            };
+            largest.fetch_max(fr.len() as u64, Ordering::Relaxed);
+            if let Some(reply) = responder::answer(&fr, mac(2), GUEST_IP) {
+                if reply.get(12..14) == Some(&[0x08, 0x00]) {
+                    echoes.fetch_add(1, Ordering::Relaxed);
+                }
+                fe.send(0, &Default::default(), &reply).unwrap();
+            }
+        }
+        fe
+    })
+}
+
+#[test]
+fn host_pings_a_frontend_through_a_tap_in_a_namespace() {
+    if !can_run() {
+        return;
+    }
+    for queues in [1, 2] {
+        ping_through_tap(queues);
+    }
+}
+
+fn ping_through_tap(queues: u16) {
+    let ns = Netns::new(&format!("tap1q{queues}"));
+    let ifn = ifname(&format!("a{queues}"));
+    let dir = test_dir("vnet-tap");
+    let args: Vec<String> = vec![
+        "--control".into(),
+        dir.join("ctl.sock").display().to_string(),
+        "--tap".into(),
+        format!("name=host0,ifname={ifn},netns={},queues={queues}", ns.0),
+        "--vhost-user".into(),
+        format!("name=a,socket={}", dir.join("a.sock").display()),
+    ];
+    let v = Vnetd::start_with(dir, &args, vec!["a.sock".into()]);
+    assert!(
+        v.log_text().contains(&format!("with {queues} queue(s)")),
+        "{}",
+        v.log_text()
+    );
+    let out = ns.exec(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    let host0 = v.ports().into_iter().find(|p| p.name == "host0").unwrap();
+    assert_eq!(
+        host0.ifname.as_deref(),
+        Some(format!("{ifn}@{}", ns.0).as_str())
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let echoes = Arc::new(AtomicU64::new(0));
+    let largest = Arc::new(AtomicU64::new(0));
+    let t = responder(a, stop.clone(), echoes.clone(), largest.clone());
+    // Small pings, then full-size frames (1472 bytes of ICMP payload: a 1514-byte frame).
+    for size in ["56", "1472"] {
+        let out = ns.exec(&[
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "3",
+            "-s",
+            size,
+            "198.18.0.2",
+        ]);
+        assert!(
+            out.status.success(),
+            "ping -s {size} failed: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            v.log_text()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _a = t.join().unwrap();
+    assert_eq!(echoes.load(Ordering::Relaxed), 6);
+    assert_eq!(
+        largest.load(Ordering::Relaxed),
+        1514,
+        "host-to-guest frames arrive whole"
+    );
+    let s = v.port_stats("host0");
+    assert!(s.rx_packets >= 7 && s.tx_packets >= 7, "{s:?}");
+}
+
+/// Sends `frame` with its virtio_net_hdr out of `ifname` in `ns` through an AF_PACKET
+/// socket with PACKET_VNET_HDR, so the host stack hands the TAP a GSO frame as-is.
+fn inject_with_vnet_hdr(ns: &Netns, ifname: &str, hdr_and_frame: &[u8]) {
+    let path = std::env::temp_dir().join(format!("vnet-inject-{}.bin", std::process::id()));
+    std::fs::write(&path, hdr_and_frame).unwrap();
+    let py = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+         s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR\n\
+         s.bind(('{ifname}', 0))\n\
+         d = open('{}', 'rb').read()\n\
+         n = s.send(d)\n\
+         assert n == len(d), n\n",
+        path.display()
+    );
+    let out = ns.exec(&["python3", "-c", &py]);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "inject: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tso_frame_from_the_host_whole_to_offloading_guest_segmented_to_other() {
+    use virtio_net::fuzz::{build_frame, check_segments, FrameSpec};
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new("tap2");
+    let ifn = ifname("b");
+    let dir = test_dir("vnet-tap");
+    let args: Vec<String> = vec![
+        "--control".into(),
+        dir.join("ctl.sock").display().to_string(),
+        "--tap".into(),
+        format!("name=host0,ifname={ifn},netns={}", ns.0),
+        "--vhost-user".into(),
+        format!("name=b,socket={}", dir.join("b.sock").display()),
+        "--vhost-user".into(),
+        format!("name=c,socket={}", dir.join("c.sock").display()),
+    ];
+    let v = Vnetd::start_with(dir, &args, vec!["b.sock".into(), "c.sock".into()]);
+    let no_offloads = f::GUEST_CSUM | f::GUEST_TSO4 | f::GUEST_TSO6 | f::GUEST_ECN;
+    let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
+    let mut c = connect(&v.sock("c"), frontend::DEFAULT_FEATURES & !no_offloads);
+    v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    let spec = FrameSpec {
+        payload_len: 60000,
+        gso_size: 1448,
+        ..FrameSpec::default()
+    };
+    let (hdr, frame) = build_frame(&spec);
+    let mut raw = vec![0u8; 10];
+    hdr.write(&mut raw);
+    raw.extend_from_slice(&frame);
+    inject_with_vnet_hdr(&ns, &ifn, &raw);
+    let mut got_b = vec![];
+    while let Some(x) = b.recv(0, Duration::from_secs(2)).unwrap() {
+        got_b.push(x);
+    }
+    assert_eq!(got_b.len(), 1, "the offloading guest gets one 60 KB frame");
+    assert_eq!(got_b[0].1, frame);
+    assert_eq!(got_b[0].0.gso_size, 1448);
+    let mut segs = vec![];
+    while let Some((h, s)) = c.recv(0, Duration::from_secs(2)).unwrap() {
+        assert_eq!(h.gso_type, virtio_net::GSO_NONE);
+        segs.push(s);
+    }
+    assert_eq!(segs.len(), 60000usize.div_ceil(1448));
+    check_segments(&hdr, &frame, &segs, true);
+    let s = v.port_stats("host0");
+    assert_eq!(s.rx_packets, 1, "{s:?}");
+}
+
+#[test]
+fn deleted_tap_takes_only_its_port_down() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new("tap3");
+    let ifn = ifname("c");
+    let dir = test_dir("vnet-tap");
+    let args: Vec<String> = vec![
+        "--control".into(),
+        dir.join("ctl.sock").display().to_string(),
+        "--tap".into(),
+        format!("name=host0,ifname={ifn},netns={}", ns.0),
+        "--vhost-user".into(),
+        format!("name=a,socket={}", dir.join("a.sock").display()),
+        "--vhost-user".into(),
+        format!("name=b,socket={}", dir.join("b.sock").display()),
+    ];
+    let mut v = Vnetd::start_with(dir, &args, vec!["a.sock".into(), "b.sock".into()]);
+    let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
+    v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    let out = ns.exec(&["ip", "link", "del", &ifn]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A broadcast makes vnetd write to the TAP; the device is gone.
+    let x = frame([0xff; 6], mac(1), 60, 1);
+    a.send(0, &Default::default(), &x).unwrap();
+    assert_eq!(b.recv(0, Duration::from_secs(3)).unwrap().unwrap().1, x);
+    v.wait_ports("host0 down", |p| {
+        p.iter()
+            .any(|p| p.name == "host0" && p.state == api::PortState::Down)
+    });
+    assert!(v.log_text().contains("is gone"), "{}", v.log_text());
+    for i in 0..10 {
+        let y = frame(mac(2), mac(1), 100, i);
+        a.send(0, &Default::default(), &y).unwrap();
+        b.recv(0, Duration::from_secs(1)).unwrap();
+        let z = frame(mac(1), mac(2), 100, i);
+        b.send(0, &Default::default(), &z).unwrap();
+        assert_eq!(a.recv(0, Duration::from_secs(3)).unwrap().unwrap().1, z);
+    }
+    assert!(v.alive());
+}
+
+/// CPU time (user + system, in clock ticks) vnetd has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn host_traffic_waits_for_guest_rx_buffers_instead_of_dropping() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new("tap4");
+    let ifn = ifname("d");
+    let dir = test_dir("vnet-tap");
+    let args: Vec<String> = vec![
+        "--control".into(),
+        dir.join("ctl.sock").display().to_string(),
+        "--tap".into(),
+        format!("name=host0,ifname={ifn},netns={}", ns.0),
+        "--vhost-user".into(),
+        format!("name=a,socket={}", dir.join("a.sock").display()),
+    ];
+    let v = Vnetd::start_with(dir, &args, vec!["a.sock".into()]);
+    for cmd in [
+        vec!["ip", "addr", "add", "198.18.0.1/24", "dev", &ifn],
+        vec![
+            "ip",
+            "neigh",
+            "add",
+            "198.18.0.2",
+            "lladdr",
+            "52:54:00:00:00:02",
+            "dev",
+            &ifn,
+        ],
+    ] {
+        assert!(ns.exec(&cmd).status.success(), "{cmd:?}");
+    }
+    let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    let rx_chains = a.rx_chains();
+    // Let the switch learn A's MAC, so host frames to it are unicast.
+    a.send(0, &Default::default(), &frame([0xff; 6], mac(2), 60, 0))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // 2000 UDP datagrams to A, which does not read yet: its rx ring fills, then vnetd must
+    // stop reading the TAP (the host's queue absorbs or drops the rest), not spin.
+    let py = "import socket\n\
+              s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+              for i in range(2000):\n    s.sendto(i.to_bytes(4, 'big') * 16, ('198.18.0.2', 9))\n";
+    assert!(ns.exec(&["python3", "-c", py]).status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = v.pid();
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let idle = cpu_ticks(pid) - t0;
+    assert!(
+        idle < 30,
+        "vnetd used {idle} ticks in 1 s while waiting: a busy loop"
+    );
+    // Now drain: every reposted buffer lets held frames through.
+    let mut got = 0usize;
+    while let Some((_, fr)) = a.recv(0, Duration::from_millis(500)).unwrap() {
+        if fr.len() == 14 + 20 + 8 + 64 {
+            got += 1;
+        }
+    }
+    let s = v.port_stats("a");
+    eprintln!("{got} frames through a ring of {rx_chains}; vnetd used {idle} ticks while waiting");
+    assert!(
+        got > rx_chains,
+        "only {got} frames arrived (ring of {rx_chains}): nothing was held"
+    );
+    assert_eq!(
+        s.drops.get("no_rx_buffer").copied().unwrap_or(0),
+        0,
+        "{s:?}"
+    );
+    assert_eq!(s.tx_packets as usize, got, "{s:?}");
+}
