@@ -7,6 +7,20 @@
 //! 2. `guest_reset_pings_again`: the client pings, is reset through the QEMU monitor (its
 //!    driver resets the device and negotiates again with vnetd), boots again and pings
 //!    again.
+//! 3. `iperf_with_offloads`: the client pings the server and runs iperf3 TCP both ways
+//!    (`iperf_tx`, `iperf_rx`) with QEMU's default offloads (checksum, TSO, mergeable RX
+//!    buffers): GSO frames pass through vnetd whole.
+//! 4. `iperf_without_offloads`: the same with every offload off on both guests.
+//! 5. `iperf_offloading_guest_to_non_offloading_guest`: vm1 offloads, vm2 does not; vnetd
+//!    segments vm1's TSO frames and completes their checksums for vm2, which its counters
+//!    show (more frames delivered to vm2 than vm1 sent).
+//! 6. `jumbo_mtu_9000`: ports with `mtu=9000`, QEMU `host_mtu=9000`, guests at MTU 9000: a
+//!    full-size ping (8972 bytes of payload) and iperf3 both ways.
+//! 7. `vnetd_connects_to_listening_qemu`: QEMU listens on the sockets, vnetd's ports are
+//!    `client`s; the guests ping each other.
+//!
+//! The tests take one lock and run one at a time (TCG guests need the CPUs); the
+//! throughput figures are printed (`--nocapture` shows them).
 //!
 //! Without QEMU or what the image is built from (`cargo xtask deps` installs them), the tests
 //! print why and pass, unless `VNET_REQUIRE_GUESTS=1` (which `cargo xtask test` sets).
@@ -15,11 +29,11 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use api::{PortState, Request, Response};
+use api::{PortMode, PortState, Request, Response};
 use common::*;
-use testbed::{mac_string, GuestArgs, GuestImage, Ready, TestResult, Vm, VmConfig};
+use testbed::{mac_string, GuestArgs, GuestImage, Ready, Role, TestResult, Vm, VmConfig};
 
 /// Guests under TCG are CPU-heavy: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -69,6 +83,25 @@ fn ready(vm: &mut Vm, mac: [u8; 6]) -> Ready {
         r.line
     );
     r
+}
+
+/// Waits for `VNET-DONE` of `vm`, failing at once (instead of at the timeout) when vnetd
+/// exits meanwhile, e.g. crashes: the guest's iperf3 would wait for it forever.
+fn wait_done(vm: &Vm, v: &mut Vnetd) -> Vec<TestResult> {
+    let deadline = Instant::now() + DONE;
+    loop {
+        match vm.wait_done(Duration::from_secs(1)) {
+            Ok(results) => return results,
+            Err(testbed::Error::Timeout { .. }) if Instant::now() < deadline => {
+                assert!(
+                    v.alive(),
+                    "vnetd exited while {} ran its tests (see its log below)",
+                    vm.name()
+                );
+            }
+            Err(err) => panic!("{} tests: {err}", vm.name()),
+        }
+    }
 }
 
 /// The named result among `results`, which must have passed.
@@ -172,4 +205,319 @@ fn guest_reset_pings_again() {
     v.wait_ports("both ports up", |ports| {
         ports.iter().all(|p| p.state == PortState::Up)
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Pairs of guests under different device configurations: one helper boots the pair, the
+// tests say what differs.
+
+/// virtio-net-pci properties that turn off every offload vnetd offers (QEMU 7.2 names).
+const NO_OFFLOADS: &str = "csum=off,guest_csum=off,host_tso4=off,guest_tso4=off,\
+                           host_tso6=off,guest_tso6=off,mrg_rxbuf=off";
+
+/// The negotiated features (vnetd's names) a guest has with QEMU's default offloads...
+const OFFLOADS: &[&str] = &["csum", "guest_csum", "host_tso4", "guest_tso4", "mrg_rxbuf"];
+/// ...and those it must not have with [`NO_OFFLOADS`].
+const NO_OFFLOAD_FEATURES: &[&str] = &[
+    "csum",
+    "guest_csum",
+    "host_tso4",
+    "guest_tso4",
+    "host_tso6",
+    "guest_tso6",
+    "mrg_rxbuf",
+];
+
+/// What the client runs in the throughput tests.
+const IPERF_TESTS: &[&str] = &["ping", "iperf_tx", "iperf_rx"];
+
+/// How a pair of guests (vm1 and vm2) is attached.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pair {
+    /// vhost-user options of both vnetd ports, e.g. `mtu=9000`.
+    port_opts: &'static str,
+    /// QEMU listens on the sockets (`server=on,wait=off`) and vnetd connects (`client`).
+    vnetd_connects: bool,
+    /// Extra virtio-net-pci properties of vm1 and vm2.
+    netdev_opts: [&'static str; 2],
+    /// `vnet.mtu` of both guests.
+    mtu: Option<u32>,
+}
+
+/// A pair that ran: the VMs (killed first on drop), vnetd and each guest's results.
+struct Run {
+    vms: [Vm; 2],
+    v: Vnetd,
+    results: [Vec<TestResult>; 2],
+}
+
+impl Run {
+    /// vnetd's negotiated feature names of `port`.
+    fn features(&self, port: &str) -> Vec<String> {
+        let p = self.v.ports().into_iter().find(|p| p.name == port).unwrap();
+        p.features
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Checks that `port` negotiated the offloads or none of them.
+    fn check_offloads(&self, port: &str, offloading: bool) {
+        let feats = self.features(port);
+        if offloading {
+            for f in OFFLOADS {
+                assert!(
+                    feats.iter().any(|x| x == f),
+                    "{port}: {f} not negotiated: {feats:?}"
+                );
+            }
+        } else {
+            for f in NO_OFFLOAD_FEATURES {
+                assert!(
+                    !feats.iter().any(|x| x == f),
+                    "{port}: {f} negotiated with offloads off: {feats:?}"
+                );
+            }
+        }
+    }
+
+    /// One line of counters for both ports.
+    fn stats_line(&self) -> String {
+        let mut s = String::new();
+        for p in ["vm1", "vm2"] {
+            let st = self.v.port_stats(p);
+            s.push_str(&format!(
+                "{p}: from guest {} frames/{} B, to guest {} frames/{} B, drops {:?}; ",
+                st.rx_packets, st.rx_bytes, st.tx_packets, st.tx_bytes, st.drops
+            ));
+        }
+        s
+    }
+}
+
+/// Starts vnetd with ports vm1 and vm2 as `pair` says.
+fn start_vnetd(pair: &Pair) -> Vnetd {
+    if !pair.vnetd_connects {
+        return Vnetd::start_ports(&[("vm1", pair.port_opts), ("vm2", pair.port_opts)]);
+    }
+    // vnetd connects to QEMU's sockets (and retries until they exist): no socket file to
+    // wait for but the control socket.
+    let dir = test_dir("vnet-test");
+    let mut args = vec![
+        "--control".to_string(),
+        dir.join("ctl.sock").display().to_string(),
+    ];
+    for p in ["vm1", "vm2"] {
+        let mut spec = format!(
+            "name={p},socket={},client",
+            dir.join(format!("{p}.sock")).display()
+        );
+        if !pair.port_opts.is_empty() {
+            spec.push(',');
+            spec.push_str(pair.port_opts);
+        }
+        args.push("--vhost-user".into());
+        args.push(spec);
+    }
+    Vnetd::start_with(dir, &args, vec![])
+}
+
+/// Starts vnetd, boots vm1 (198.18.0.1) with `args1` and vm2 (198.18.0.2) with `args2`,
+/// waits until both are ready and every client guest is done. Clients stay up after their
+/// tests, so their ports (and vnetd's counters and FDB) stay as they were.
+fn run_pair(image: &GuestImage, pair: Pair, args1: GuestArgs, args2: GuestArgs) -> Run {
+    let mut v = start_vnetd(&pair);
+    let logs = v.dir.join("guests");
+    let mut cfgs = Vec::new();
+    for (i, (name, mac, args)) in [("vm1", MAC_1, args1), ("vm2", MAC_2, args2)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = VmConfig::new(name, image, v.sock(name), &logs);
+        c.mac = mac;
+        c.server = pair.vnetd_connects;
+        c.netdev_opts = pair.netdev_opts[i].to_string();
+        c.cmdline = GuestArgs {
+            mtu: pair.mtu,
+            wait_secs: PEER_WAIT_SECS,
+            stay: args.role == Role::Client,
+            ..args
+        }
+        .to_cmdline();
+        cfgs.push(c);
+    }
+    // Boot both before waiting for either: the boots overlap.
+    let mut vms = [
+        ok("boot vm1", Vm::boot(&cfgs[0])),
+        ok("boot vm2", Vm::boot(&cfgs[1])),
+    ];
+    for (vm, mac) in vms.iter_mut().zip([MAC_1, MAC_2]) {
+        let r = ready(vm, mac);
+        if let Some(mtu) = pair.mtu {
+            assert_eq!(r.mtu, mtu.to_string(), "{}: {}", vm.name(), r.line);
+        }
+    }
+    let mut results = [Vec::new(), Vec::new()];
+    for (i, cfg) in cfgs.iter().enumerate() {
+        if cfg.cmdline.contains("vnet.role=client") {
+            results[i] = wait_done(&vms[i], &mut v);
+        }
+    }
+    Run { vms, v, results }
+}
+
+/// The server on vm1, the client on vm2 running ping and iperf3 both ways; checks that all
+/// passed and prints the figures under `label`.
+fn iperf_pair(image: &GuestImage, pair: Pair, label: &str) -> Run {
+    let client = GuestArgs::client(&format!("{IP_2}/24"), IP_1, IPERF_TESTS);
+    let run = run_pair(
+        image,
+        pair,
+        GuestArgs::server(&format!("{IP_1}/24")),
+        client,
+    );
+    let results = &run.results[1];
+    let ping = passed(results, "ping");
+    let tx = passed(results, "iperf_tx");
+    let rx = passed(results, "iperf_rx");
+    let gbps = |r: &TestResult| {
+        let g = r.number("gbps").unwrap_or_default();
+        assert!(g > 0.0, "no throughput: {}", r.line);
+        g
+    };
+    eprintln!(
+        "{label}: ping rtt {} ms; iperf3 TCP vm2->vm1 {:.3} Gbit/s (retransmits {}), \
+         vm1->vm2 {:.3} Gbit/s (retransmits {}); boots {:.1} s / {:.1} s",
+        ping.get("rtt_avg_ms").unwrap_or("?"),
+        gbps(tx),
+        tx.get("retransmits").unwrap_or("?"),
+        gbps(rx),
+        rx.get("retransmits").unwrap_or("?"),
+        run.vms[0].boot_time().unwrap_or_default().as_secs_f64(),
+        run.vms[1].boot_time().unwrap_or_default().as_secs_f64(),
+    );
+    eprintln!("{label}: {}", run.stats_line());
+    run
+}
+
+#[test]
+fn iperf_with_offloads() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(image) = guest_image() else { return };
+    let run = iperf_pair(&image, Pair::default(), "offloads on");
+    run.check_offloads("vm1", true);
+    run.check_offloads("vm2", true);
+}
+
+#[test]
+fn iperf_without_offloads() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(image) = guest_image() else { return };
+    let pair = Pair {
+        netdev_opts: [NO_OFFLOADS, NO_OFFLOADS],
+        ..Pair::default()
+    };
+    let run = iperf_pair(&image, pair, "offloads off");
+    run.check_offloads("vm1", false);
+    run.check_offloads("vm2", false);
+}
+
+#[test]
+fn iperf_offloading_guest_to_non_offloading_guest() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(image) = guest_image() else { return };
+    // vm1 (the iperf3 server) offloads, vm2 does not: in iperf_rx vm1 sends TSO frames
+    // that vnetd segments (and checksums) in software for vm2.
+    let pair = Pair {
+        netdev_opts: ["", NO_OFFLOADS],
+        ..Pair::default()
+    };
+    let run = iperf_pair(&image, pair, "vm1 offloads, vm2 not");
+    run.check_offloads("vm1", true);
+    run.check_offloads("vm2", false);
+    // Everything vm2 gets comes from vm1 (the only other port): more frames delivered to
+    // vm2 than vm1 sent means large frames were cut into segments on the way.
+    let from_vm1 = run.v.port_stats("vm1").rx_packets;
+    let to_vm2 = run.v.port_stats("vm2").tx_packets;
+    assert!(
+        to_vm2 > from_vm1,
+        "no segmentation: vm1 sent {from_vm1} frames, vm2 got {to_vm2}: {}",
+        run.stats_line()
+    );
+    eprintln!(
+        "segmentation: vm1 sent {from_vm1} frames, vnetd delivered {to_vm2} to vm2 ({:.1}x)",
+        to_vm2 as f64 / from_vm1.max(1) as f64
+    );
+}
+
+#[test]
+fn jumbo_mtu_9000() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(image) = guest_image() else { return };
+    let pair = Pair {
+        port_opts: "mtu=9000",
+        netdev_opts: ["host_mtu=9000", "host_mtu=9000"],
+        mtu: Some(9000),
+        ..Pair::default()
+    };
+    let client = GuestArgs::client(
+        &format!("{IP_2}/24"),
+        IP_1,
+        &["ping", "ping_big", "iperf_tx", "iperf_rx"],
+    );
+    let run = run_pair(
+        &image,
+        pair,
+        GuestArgs::server(&format!("{IP_1}/24")),
+        client,
+    );
+    let results = &run.results[1];
+    passed(results, "ping");
+    let big = passed(results, "ping_big");
+    assert_eq!(big.get("size"), Some("8972"), "{}", big.line);
+    let tx = passed(results, "iperf_tx");
+    let rx = passed(results, "iperf_rx");
+    for r in [tx, rx] {
+        assert!(r.number("gbps").unwrap_or_default() > 0.0, "{}", r.line);
+    }
+    for p in run.v.ports() {
+        assert_eq!(p.mtu, 9000, "{p:?}");
+    }
+    eprintln!(
+        "mtu 9000: ping_big (8972 B) rtt {} ms; iperf3 TCP vm2->vm1 {} Gbit/s, vm1->vm2 {} \
+         Gbit/s",
+        big.get("rtt_avg_ms").unwrap_or("?"),
+        tx.get("gbps").unwrap_or("?"),
+        rx.get("gbps").unwrap_or("?"),
+    );
+    eprintln!("mtu 9000: {}", run.stats_line());
+}
+
+#[test]
+fn vnetd_connects_to_listening_qemu() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(image) = guest_image() else { return };
+    let pair = Pair {
+        vnetd_connects: true,
+        ..Pair::default()
+    };
+    // Both guests are clients pinging each other.
+    let run = run_pair(
+        &image,
+        pair,
+        GuestArgs::client(&format!("{IP_1}/24"), IP_2, &["ping"]),
+        GuestArgs::client(&format!("{IP_2}/24"), IP_1, &["ping"]),
+    );
+    let p1 = passed(&run.results[0], "ping");
+    let p2 = passed(&run.results[1], "ping");
+    for p in run.v.ports() {
+        assert_eq!(p.mode, PortMode::Client, "{p:?}");
+        assert_eq!(p.state, PortState::Up, "{p:?}");
+    }
+    eprintln!(
+        "vnetd as the vhost-user client: vm1->vm2 rtt {} ms, vm2->vm1 rtt {} ms",
+        p1.get("rtt_avg_ms").unwrap_or("?"),
+        p2.get("rtt_avg_ms").unwrap_or("?")
+    );
 }

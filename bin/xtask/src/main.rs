@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
+mod demo;
 mod deps;
 mod guest_image;
 mod test;
@@ -26,6 +28,10 @@ struct Cli {
 enum Command {
     /// Install the system packages the tests need (apt-get, as root) and reserve hugepages.
     Deps,
+    /// The main job: install what is missing, build vnetd and a guest image, boot two VMs
+    /// on vnetd with a host namespace behind a TAP port, run ping and iperf3, show the
+    /// stats, clean up (as root).
+    Demo,
     /// Install dependencies, then build the Linux guest image (kernel + initramfs) the
     /// end-to-end tests boot, under target/guest/.
     GuestImage,
@@ -33,14 +39,18 @@ enum Command {
     Test(test::Args),
     /// What CI runs (.ci/run): the same as `test`.
     Ci(test::Args),
+    /// VM-to-VM forwarding rate of vnetd against DPDK's vhost (testpmd), as a table and JSON.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Deps => deps::run(),
+        Command::Demo => demo::run(),
         Command::GuestImage => guest_image::run(),
         Command::Test(args) | Command::Ci(args) => test::run_all(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

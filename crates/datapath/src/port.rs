@@ -108,6 +108,8 @@ pub(crate) struct TapQueue {
     /// (header included), and the port it waits on.
     pub held: Vec<u8>,
     pub held_for: Option<PortId>,
+    /// Buffers arrived while the held frame was being parked: try once more.
+    pub retry: bool,
 }
 
 impl TapQueue {
@@ -118,6 +120,7 @@ impl TapQueue {
             out_armed: false,
             held: Vec::with_capacity(crate::forward::MAX_FRAME + port_tap::VNET_HDR_LEN),
             held_for: None,
+            retry: false,
         }
     }
 }

@@ -610,7 +610,7 @@ impl Worker {
             self.tap_flush_out(id, usize::from(qi));
         }
         if ev.contains(EventSet::IN) {
-            self.tap_rx(id, usize::from(qi));
+            self.tap_rx(id, usize::from(qi), false);
         }
         self.flush_counters();
     }
@@ -628,13 +628,16 @@ impl Worker {
     /// Reads up to a burst of frames from the host and switches them. A frame whose
     /// destination has no rx buffer is held, and the queue stops reading until that
     /// guest adds buffers (its rx kick), so the host's queue, not vnetd, absorbs the burst.
-    fn tap_rx(&mut self, id: PortId, qi: usize) {
+    /// `kicked`: the destination just signalled new rx buffers.
+    fn tap_rx(&mut self, id: PortId, qi: usize, kicked: bool) {
         let now = Instant::now();
-        if !self.retry_held(id, qi, now) {
-            return;
-        }
         let mut buf = std::mem::take(&mut self.tap_buf);
+        let mut force = kicked;
         for _ in 0..crate::BURST {
+            // A held frame goes first; while it cannot go, nothing more is read.
+            if !self.retry_held(id, qi, now, std::mem::take(&mut force)) {
+                break;
+            }
             let Some(q) = self.tap_queue(id, qi) else {
                 break;
             };
@@ -658,8 +661,8 @@ impl Worker {
                     q.held.clear();
                     q.held.extend_from_slice(&buf[..n]);
                 }
+                // The next round retries it only if buffers arrived meanwhile.
                 self.hold_for(id, qi, dst);
-                break;
             }
         }
         self.tap_buf = buf;
@@ -668,14 +671,18 @@ impl Worker {
         }
     }
 
-    /// Tries the held frame of a TAP queue again; true if nothing is held any more.
-    fn retry_held(&mut self, id: PortId, qi: usize, now: Instant) -> bool {
+    /// Tries the held frame of a TAP queue again (when `force`d by an rx kick, or when
+    /// buffers arrived while it was being parked); true if nothing is held any more.
+    fn retry_held(&mut self, id: PortId, qi: usize, now: Instant, force: bool) -> bool {
         let Some(q) = self.tap_queue(id, qi) else {
             return false;
         };
         let Some(waited) = q.held_for else {
             return true;
         };
+        if !force && !q.retry {
+            return false;
+        }
         let held = std::mem::take(&mut q.held);
         let r = crate::forward::switch_frame(self, id, Src::Bytes(&held), now, true);
         if let Some(q) = self.tap_queue(id, qi) {
@@ -686,6 +693,7 @@ impl Worker {
             Outcome::Done => {
                 if let Some((q, epoll)) = self.tap_queue_and_epoll(id, qi) {
                     q.held_for = None;
+                    q.retry = false;
                     set_tap_interest(epoll, id, qi, q);
                 }
                 true
@@ -697,22 +705,22 @@ impl Worker {
         }
     }
 
-    /// Parks TAP queue `qi` of `id` until port `dst` has rx buffers.
+    /// Parks TAP queue `qi` of `id` until port `dst` has more rx buffers (its kick, with
+    /// notifications enabled here). If buffers arrived between the failed attempt and
+    /// enabling notifications, the queue is marked for one more try instead.
     fn hold_for(&mut self, id: PortId, qi: usize, dst: PortId) {
-        if let Some((q, epoll)) = self.tap_queue_and_epoll(id, qi) {
-            q.held_for = Some(dst);
-            set_tap_interest(epoll, id, qi, q);
-        }
-        let mut ready = false;
+        let mut arrived = false;
         if let Some(p) = self.port(dst) {
             p.rx_waiters += 1;
             if let Some(vq) = p.rx_ring() {
-                // Ask the guest to kick when it adds rx buffers; it may have already.
-                ready = vq.ring.enable_notify().is_ok_and(|n| n > 0);
+                let seen = vq.ring.pending();
+                arrived = vq.ring.enable_notify_on_more().is_ok_and(|n| n > seen);
             }
         }
-        if ready {
-            self.rx_buffers_added(dst);
+        if let Some((q, epoll)) = self.tap_queue_and_epoll(id, qi) {
+            q.held_for = Some(dst);
+            q.retry = arrived;
+            set_tap_interest(epoll, id, qi, q);
         }
     }
 
@@ -746,7 +754,7 @@ impl Worker {
             })
             .collect();
         for (id, qi) in waiting {
-            self.tap_rx(id, qi);
+            self.tap_rx(id, qi, true);
         }
     }
 

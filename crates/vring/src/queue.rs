@@ -449,6 +449,25 @@ impl SplitQueue {
         self.refresh_avail()
     }
 
+    /// Asks the driver to kick when it adds *more* buffers than it has already made
+    /// available (an rxq waiting for room for a large frame: the buffers pending now are not
+    /// enough). With EVENT_IDX that means `avail_event = avail.idx` as of now, not our next
+    /// index, which the driver has already passed. Returns the chains pending afterwards.
+    pub fn enable_notify_on_more(&mut self) -> Result<u16, RingError> {
+        self.refresh_avail()?;
+        if self.event_idx {
+            let at = 4 + 8 * usize::from(self.size);
+            // SAFETY: avail_event sits at used + 4 + 8*size, inside the checked used ring.
+            unsafe { access::store_u16(self.used.add(at), self.avail_idx) };
+        } else {
+            // SAFETY: used.flags at offset 0, checked, 2-aligned.
+            unsafe { access::store_u16(self.used, 0) };
+        }
+        // Full fence: as in `enable_notify`, the store must be visible before the re-read.
+        fence(Ordering::SeqCst);
+        self.refresh_avail()
+    }
+
     /// Asks the driver not to kick (we are polling this queue anyway).
     pub fn disable_notify(&mut self) {
         if !self.event_idx {

@@ -540,3 +540,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn notify_on_more_asks_for_a_kick_past_what_is_already_available() {
+    let m = test_mem();
+    let mq = MockSplitQueue::create(&m.theirs, GuestAddress(0), 16);
+    mq.add_desc_chains(&[d(BUF, 10, 0, 0), d(BUF, 10, 0, 0)], 0)
+        .unwrap();
+    let c = QueueConfig {
+        event_idx: true,
+        ..cfg(&mq, 16)
+    };
+    let mut q = SplitQueue::new(m.ours.clone(), &c).unwrap();
+    let avail_event = used_of(&mq).unchecked_add(4 + 8 * 16);
+    // Two chains are available but (say) not enough: ask for a kick on the third.
+    assert_eq!(q.enable_notify_on_more().unwrap(), 2);
+    assert_eq!(m.theirs.read_obj::<u16>(avail_event).unwrap(), 2);
+    // Plain enable_notify would have asked for a kick at our next index, already passed.
+    assert_eq!(q.enable_notify().unwrap(), 2);
+    assert_eq!(m.theirs.read_obj::<u16>(avail_event).unwrap(), 0);
+}
