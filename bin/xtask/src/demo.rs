@@ -38,7 +38,10 @@ impl Cleanup {
     fn run(&mut self) {
         for (pid, what, gentle) in self.pids.drain(..).rev() {
             let sig = if gentle { "-TERM" } else { "-KILL" };
-            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
             // Give a gracefully stopping process a moment to clean up (vnetd removes its
             // sockets; the kernel then deletes its TAP device).
             for _ in 0..50 {
