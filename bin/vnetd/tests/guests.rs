@@ -141,21 +141,31 @@ fn two_guests_ping() {
         stay: true,
         ..GuestArgs::client(&format!("{IP_2}/24"), IP_1, &["ping"])
     };
-    let [c1, c2] = configs(&v, &image, client);
+    let [mut c1, c2] = configs(&v, &image, client);
+    // vm1 pings vm2 too: ping both ways, each guest ARPing for the other through the switch.
+    c1.cmdline = GuestArgs {
+        stay: true,
+        wait_secs: PEER_WAIT_SECS,
+        ..GuestArgs::client(&format!("{IP_1}/24"), IP_2, &["ping"])
+    }
+    .to_cmdline();
 
-    // Both boot at once; the client waits until the server answers pings.
+    // Both boot at once; each waits until the other answers pings.
     let mut vm1 = ok("boot vm1", Vm::boot(&c1));
     let mut vm2 = ok("boot vm2", Vm::boot(&c2));
     ready(&mut vm1, MAC_1);
     ready(&mut vm2, MAC_2);
 
-    let results = ok("vm2 tests", vm2.wait_done(DONE));
-    let ping = passed(&results, "ping");
+    let results2 = ok("vm2 tests", vm2.wait_done(DONE));
+    let results1 = ok("vm1 tests", vm1.wait_done(DONE));
+    let ping2 = passed(&results2, "ping");
+    let ping1 = passed(&results1, "ping");
     eprintln!(
-        "guests booted in {:.1} s and {:.1} s; {}",
+        "guests booted in {:.1} s and {:.1} s; vm1 -> vm2: {}; vm2 -> vm1: {}",
         vm1.boot_time().unwrap_or_default().as_secs_f64(),
         vm2.boot_time().unwrap_or_default().as_secs_f64(),
-        ping.line
+        ping1.line,
+        ping2.line
     );
 
     // The switch learned each guest on its own port.

@@ -4,9 +4,10 @@
 //! Layout: one open-addressing table with linear probing, allocated in [`Fdb::new`] and never
 //! resized. It has at least twice as many slots as the entry capacity, so a probe always meets
 //! an empty slot and chains stay short. Removal uses backward-shift deletion (no tombstones),
-//! so the table does not degrade however long it runs. Slots are chosen by a keyed hash
-//! (`std`'s randomly seeded SipHash): a guest choosing its source MACs cannot aim them at one
-//! probe chain.
+//! so the table does not degrade however long it runs. Slots are chosen by a keyed hash (a
+//! 64-bit mixer over the packed key, xor-ed with two secret random keys drawn from `std`'s
+//! randomly seeded hasher): cheap enough to run twice per frame, and a guest that does not
+//! know the keys cannot aim its source MACs at one probe chain.
 //!
 //! Time is a parameter: every operation takes `now`, and an entry whose age (`now` minus
 //! the last time its source was seen) has reached the ageing time is treated as absent. Such
@@ -88,7 +89,8 @@ pub struct Fdb<P> {
     len: usize,
     capacity: usize,
     aging: Duration,
-    hasher: RandomState,
+    /// Secret keys of the slot hash.
+    keys: (u64, u64),
     /// A lower bound of the oldest `last_seen` in the table (`None` when empty). While
     /// `now - oldest < aging` no entry can be expired, so a full table refuses a new address
     /// without scanning.
@@ -119,7 +121,10 @@ impl<P: Copy + Eq> Fdb<P> {
             len: 0,
             capacity,
             aging,
-            hasher: RandomState::new(),
+            keys: {
+                let r = RandomState::new();
+                (r.hash_one(0u8), r.hash_one(1u8))
+            },
             oldest: None,
         }
     }
@@ -265,7 +270,15 @@ impl<P: Copy + Eq> Fdb<P> {
     }
 
     fn home(&self, mac: &Mac, vlan: u16) -> usize {
-        let h = self.hasher.hash_one((mac, vlan));
+        let [a, b, c, d, e, f] = *mac;
+        let key = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]) | u64::from(vlan) << 48;
+        // fmix64 (MurmurHash3's finalizer) over the key xor-ed with the secrets.
+        let mut h = key ^ self.keys.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= (h >> 33) ^ self.keys.1;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
         // `mask` fits in u64 and the masked value fits in usize.
         usize::try_from(h & self.mask as u64).unwrap_or(0)
     }
