@@ -15,6 +15,9 @@ use vring::{Chain, RingError, SplitQueue};
 use crate::forward::{Outcome, Scratch, Src};
 use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow};
 
+/// While polling busy rings, the fds are checked every this many rounds.
+const EPOLL_EVERY: u32 = 32;
+
 /// Adaptive mode goes back to sleeping on kicks after this long without a frame.
 const ADAPTIVE_IDLE: std::time::Duration = std::time::Duration::from_micros(200);
 use crate::port::TapQueue;
@@ -110,20 +113,27 @@ impl Worker {
         let mut events = vec![EpollEvent::default(); 64];
         let mut last_age = Instant::now();
         let mut last_work = Instant::now();
+        let mut busy_rounds = 0u32;
         while self.running {
             // Sleep only when no queue has work left over from its last burst and we are
-            // not polling.
+            // not polling. While polling busy rings, look at the fds (commands, TAPs) only
+            // every EPOLL_EVERY rounds: the syscall costs more than a burst of small frames.
             let timeout = if self.pending.is_empty() && !self.polling {
                 1000
             } else {
                 0
             };
-            let n = match self.epoll.wait(timeout, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-                Err(e) => {
-                    tracing::error!("worker epoll failed: {e}");
-                    return;
+            busy_rounds = busy_rounds.wrapping_add(1);
+            let n = if self.polling && busy_rounds % EPOLL_EVERY != 0 {
+                0
+            } else {
+                match self.epoll.wait(timeout, &mut events) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                    Err(e) => {
+                        tracing::error!("worker epoll failed: {e}");
+                        return;
+                    }
                 }
             };
             for ev in &events[..n] {
@@ -142,6 +152,9 @@ impl Worker {
             let now = Instant::now();
             if self.work != before {
                 last_work = now;
+            } else {
+                // An idle round: check the fds on the next one.
+                busy_rounds = EPOLL_EVERY - 1;
             }
             if self.mode == DatapathMode::Adaptive {
                 self.adapt(now, last_work);
