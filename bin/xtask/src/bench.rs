@@ -14,14 +14,18 @@
 //! cases, so the ratio of the two rates compares the switches.
 //!
 //! Rates come from the generator's port counters (`show port stats all`), sampled after a
-//! warm-up and again `--secs` later; the RX packets of both ports over the time between the
-//! two samples, as measured here, is the rate. The switch's CPU use is its process's
-//! utime + stime over the same window (/proc/PID/stat). Runs of vnetd and of the anchor
-//! alternate, `--runs` times each; the table shows medians. A last check measures vnetd's
-//! CPU with both ports attached and no traffic.
+//! warm-up, half way and `--secs` later; the RX packets of both ports over the time between
+//! the first and last samples, as measured here, is the rate. The switch's CPU use is its
+//! process's utime + stime over the same window (/proc/PID/stat). Runs of vnetd and of the
+//! anchor alternate, `--runs` times each; the table shows medians. The first run of each
+//! switch also measures its CPU with both ports attached and no traffic.
 //!
 //! Measurements wait for a machine without other QEMU or testpmd processes (up to
-//! `--wait-idle` seconds) and report CPU time used by anything else during each window.
+//! `--wait-idle` seconds) and report CPU time used by anything else during each window. On a
+//! VM the host also moves our two vCPUs between cores that share a cache and cores that do
+//! not, which halves the rates for a while: a cache-line ping-pong between the two CPUs
+//! before and after each run, and the rates of the window's two halves, show it. Disturbed
+//! runs are measured again (see docs/bench.md).
 //!
 //! Cleanup: every child is a guard that stops it and removes its sockets, DPDK runtime
 //! directory and hugepage files on drop (errors and panics included). Children stay in our
@@ -89,7 +93,7 @@ const WARMUP: Duration = Duration::from_millis(1500);
 const IDLE_WINDOW: Duration = Duration::from_secs(3);
 /// Memory of each testpmd, MiB (`-m`), and what both need in 2 MiB hugepages.
 const TESTPMD_MEM_MB: u32 = 256;
-const HUGEPAGES_NEEDED: u64 = 2 * 256 / 2;
+const HUGEPAGES_NEEDED: u64 = 2 * TESTPMD_MEM_MB as u64 / 2;
 /// Buffers of each testpmd: all fit in the memory preallocated at start, so the memory
 /// table virtio-user gives the switch does not change while traffic runs.
 const MBUFS: u32 = 16384;
@@ -98,8 +102,16 @@ const MBUFS: u32 = 16384;
 const TAG: &str = "vnet-bench-";
 /// Another process's CPU use above this (% of one CPU) during a window marks it busy.
 const FOREIGN_CPU_LIMIT: f64 = 5.0;
-/// Attempts at a run that other work disturbed.
-const BUSY_RETRIES: u32 = 3;
+/// Attempts at a run that other work or the vCPUs' placement disturbed.
+const RETRIES: u32 = 4;
+/// A core-to-core round trip this many times the best one seen, and above
+/// [`APART_MIN_NS`], means the host runs our two vCPUs on distant cores (no shared cache):
+/// the rings' cache lines then travel further and rates drop by up to half.
+const APART_FACTOR: f64 = 2.5;
+const APART_MIN_NS: f64 = 150.0;
+/// Halves of a window whose rates differ by more than this fraction make the run unstable
+/// (the host moved a vCPU during it).
+const UNSTABLE_FRACTION: f64 = 0.15;
 /// How long to wait for an idle machine once a whole `--wait-idle` did not bring one.
 const BUSY_REWAIT_SECS: u64 = 20;
 
@@ -128,6 +140,12 @@ pub fn run(args: &Args) -> Result<()> {
     fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let ctx = Ctx::new(args, logs)?;
     let info = machine_info(&stamp, &command);
+    // The best placement of our two vCPUs the host gives, as a reference.
+    ctx.wait_idle(args.wait_idle);
+    for _ in 0..5 {
+        ctx.pingpong();
+        sleep(Duration::from_millis(200));
+    }
 
     let modes: Vec<Option<String>> = if ctx.vnetd_has_datapath {
         args.modes.iter().map(|m| Some(m.clone())).collect()
@@ -169,33 +187,7 @@ pub fn run(args: &Args) -> Result<()> {
                 for switch in &switches {
                     let label = switch.label();
                     let idle_check = !idle.iter().any(|(l, _)| *l == label);
-                    let mut attempt = 1;
-                    let result = loop {
-                        let busy_before = ctx.wait_idle(args.wait_idle);
-                        eprintln!(
-                            "--> {label}, {} bytes, devargs {}, run {run_no}/{}",
-                            case.size, case.devargs, args.runs
-                        );
-                        let mut result = ctx.run_switch(switch, &case, idle_check);
-                        result.switch = label.clone();
-                        result.case = case.clone();
-                        result.run = run_no;
-                        if let Some(busy) = &busy_before {
-                            result
-                                .anomalies
-                                .push(format!("machine busy before the run: {busy}"));
-                            result.busy = true;
-                        }
-                        eprintln!("    {}", result.summary());
-                        // Something else started during the window: measure again once the
-                        // machine is idle (unless it never was).
-                        if result.busy && busy_before.is_none() && attempt < BUSY_RETRIES {
-                            attempt += 1;
-                            eprintln!("    the machine got busy during the run: again");
-                            continue;
-                        }
-                        break result;
-                    };
+                    let result = ctx.attempt_run(args, switch, &case, run_no, idle_check);
                     if let Some(cpu) = result.idle_cpu {
                         idle.push((label, cpu));
                     }
@@ -205,6 +197,10 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
 
+    // Judge every run against the best placement seen over the whole bench.
+    for run in &mut runs {
+        run.check_placement(ctx.best_pingpong.get());
+    }
     let report = Report {
         info,
         runs,
@@ -215,6 +211,8 @@ pub fn run(args: &Args) -> Result<()> {
         sizes: args.sizes.clone(),
         devargs: args.devargs.clone(),
         logs: ctx.logs.clone(),
+        best_pingpong: ctx.best_pingpong.get(),
+        cpus: (ctx.cpu_gen, ctx.cpu_switch),
     };
     let text = report.render();
     println!("{text}");
@@ -311,6 +309,8 @@ struct Ctx {
     seq: std::cell::Cell<usize>,
     /// The last wait for an idle machine timed out.
     gave_up: std::cell::Cell<bool>,
+    /// The shortest core-to-core round trip seen, ns: the host's best placement.
+    best_pingpong: std::cell::Cell<f64>,
 }
 
 impl Ctx {
@@ -342,6 +342,7 @@ impl Ctx {
             logs,
             seq: std::cell::Cell::new(0),
             gave_up: std::cell::Cell::new(false),
+            best_pingpong: std::cell::Cell::new(f64::INFINITY),
         })
     }
 
@@ -500,6 +501,63 @@ impl Ctx {
             );
         }
         Ok(gen)
+    }
+
+    /// One run of `switch` on `case`, once the machine is idle, and again (a few times) if
+    /// other work or the host's placement of our vCPUs disturbed it.
+    fn attempt_run(
+        &self,
+        args: &Args,
+        switch: &Switch,
+        case: &Case,
+        run_no: u32,
+        idle_check: bool,
+    ) -> RunResult {
+        let label = switch.label();
+        let mut attempt = 1;
+        loop {
+            let busy_before = self.wait_idle(args.wait_idle);
+            eprintln!(
+                "--> {label}, {} bytes, devargs {}, run {run_no}/{}{}",
+                case.size,
+                case.devargs,
+                args.runs,
+                if attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                }
+            );
+            let before = self.pingpong();
+            let mut result = self.run_switch(switch, case, idle_check);
+            result.pingpong_ns = [before, self.pingpong()];
+            result.switch = label.clone();
+            result.case = case.clone();
+            result.run = run_no;
+            result.attempts = attempt;
+            if let Some(busy) = &busy_before {
+                result
+                    .anomalies
+                    .push(format!("machine busy before the run: {busy}"));
+                result.busy = true;
+            }
+            result.check_placement(self.best_pingpong.get());
+            eprintln!("    {}", result.summary());
+            if attempt >= RETRIES || result.error.is_some() {
+                return result;
+            }
+            // Something else started during the window: again once the machine is idle
+            // (unless it never was).
+            if result.busy && busy_before.is_none() {
+                eprintln!("    the machine got busy during the run: again");
+            } else if result.placed_apart || result.unstable {
+                eprintln!("    the host moved our vCPUs (apart): again in a few seconds");
+                sleep(Duration::from_secs(5));
+            } else {
+                return result;
+            }
+            attempt += 1;
+        }
     }
 
     /// One run of `switch`; a failure is a result too.
@@ -684,13 +742,17 @@ impl Ctx {
         sleep(WARMUP);
         let first = self.snapshot(gen, switch)?;
         let vnetd_first = ctl.map(|c| self.vnetctl(c, "stats")).transpose()?;
-        sleep(Duration::from_secs_f64(self.secs));
+        // A sample half way too: a rate that changes within the window shows.
+        sleep(Duration::from_secs_f64(self.secs / 2.0).saturating_sub(first.at.elapsed()));
+        let mid = self.snapshot(gen, switch)?;
+        sleep(Duration::from_secs_f64(self.secs).saturating_sub(first.at.elapsed()));
         let last = self.snapshot(gen, switch)?;
         let vnetd_last = ctl.map(|c| self.vnetctl(c, "stats")).transpose()?;
         let mut busy = foreign_processes(&[switch.pid(), gen.proc.pid()]);
         busy.sort();
         Ok(Window {
             first,
+            mid,
             last,
             vnetd_drops: match (vnetd_first, vnetd_last) {
                 (Some(a), Some(b)) => vnetd_drop_delta(&a, &b),
@@ -716,6 +778,23 @@ impl Ctx {
         })
     }
 
+    /// Round trip of a cache line between the generator's and the switch's CPU, in ns, or
+    /// None if the probe cannot run. The two CPUs are vCPUs in a VM: the host may place them
+    /// on cores that share a cache or not, and move them; rings bounce their cache lines
+    /// between the two, so forwarding rates follow this figure (bimodal on some hosts).
+    fn pingpong(&self) -> Option<f64> {
+        match pingpong_ns(self.cpu_gen, self.cpu_switch) {
+            Ok(ns) => {
+                self.best_pingpong.set(self.best_pingpong.get().min(ns));
+                Some(ns)
+            }
+            Err(err) => {
+                warn(format!("core-to-core probe: {err:#}"));
+                None
+            }
+        }
+    }
+
     /// CPU use (%) of the switch over [`IDLE_WINDOW`], with the generator attached and
     /// stopped.
     fn idle_cpu(&self, switch: &Proc) -> Result<f64> {
@@ -736,6 +815,7 @@ impl Ctx {
 #[derive(Debug)]
 struct Window {
     first: Snapshot,
+    mid: Snapshot,
     last: Snapshot,
     /// vnetd's drop counters that moved during the window, `port.reason` -> frames.
     vnetd_drops: BTreeMap<String, u64>,
@@ -780,6 +860,16 @@ struct RunResult {
     foreign_cpu: f64,
     steal_cpu: f64,
     idle_cpu: Option<f64>,
+    /// Core-to-core round trip (ns) just before and just after the run.
+    pingpong_ns: [Option<f64>; 2],
+    /// A probe found the vCPUs apart (see [`APART_FACTOR`]).
+    placed_apart: bool,
+    /// Which attempt this is (earlier ones were disturbed).
+    attempts: u32,
+    /// Mpps of the first and the second half of the window.
+    half_mpps: [f64; 2],
+    /// The two halves differ by more than [`UNSTABLE_FRACTION`].
+    unstable: bool,
     /// Frames the anchor dropped over the whole run, warm-up included.
     anchor_drops: Option<u64>,
     features: String,
@@ -810,10 +900,28 @@ impl RunResult {
             let rx = delta(BlockKind::Nic, port, "RX-packets");
             total += rx;
             self.port_mpps[port] = rx as f64 / self.secs / 1e6;
+            // Since the previous `show port stats`: the second half.
             self.testpmd_mpps += w.last.figure(BlockKind::Nic, port, "Rx-pps") as f64 / 1e6;
         }
         let mpps = total as f64 / self.secs / 1e6;
         self.mpps = Some(mpps);
+        let half_rate = |a: &Snapshot, b: &Snapshot| {
+            let rx: u64 = (0..2)
+                .map(|port| {
+                    b.figure(BlockKind::Nic, port, "RX-packets")
+                        .saturating_sub(a.figure(BlockKind::Nic, port, "RX-packets"))
+                })
+                .sum();
+            rx as f64 / (b.at - a.at).as_secs_f64() / 1e6
+        };
+        self.half_mpps = [half_rate(&w.first, &w.mid), half_rate(&w.mid, &w.last)];
+        let [h1, h2] = self.half_mpps;
+        if (h1 - h2).abs() > UNSTABLE_FRACTION * h1.max(h2) {
+            self.unstable = true;
+            self.anomalies.push(format!(
+                "the rate changed within the window: {h1:.3} Mpps, then {h2:.3}"
+            ));
+        }
         self.switch_cpu = ctx.percent(
             w.last.switch_ticks.saturating_sub(w.first.switch_ticks),
             wall,
@@ -856,9 +964,9 @@ impl RunResult {
             self.anomalies
                 .push(format!("vnetd drops in the window: {}", list.join(", ")));
         }
-        if self.testpmd_mpps > 0.0 && (self.testpmd_mpps - mpps).abs() / mpps > 0.02 {
+        if self.testpmd_mpps > 0.0 && (self.testpmd_mpps - h2).abs() / h2 > 0.02 {
             self.anomalies.push(format!(
-                "testpmd's own Rx-pps says {:.3} Mpps, the counters {mpps:.3}",
+                "testpmd's own Rx-pps says {:.3} Mpps for the second half, the counters {h2:.3}",
                 self.testpmd_mpps
             ));
         }
@@ -884,15 +992,40 @@ impl RunResult {
         }
     }
 
+    /// Neither other work nor the host's placement of our vCPUs disturbed it.
+    fn clean(&self) -> bool {
+        !self.busy && !self.placed_apart && !self.unstable
+    }
+
+    /// Flags the run if a core-to-core probe around it was slow against `best` (ns).
+    fn check_placement(&mut self, best: f64) {
+        if self.placed_apart {
+            return;
+        }
+        let apart = self
+            .pingpong_ns
+            .iter()
+            .flatten()
+            .any(|&ns| ns > APART_MIN_NS && ns > best * APART_FACTOR);
+        if apart {
+            self.placed_apart = true;
+            let [a, b] = self.pingpong_ns.map(|ns| ns.unwrap_or(f64::NAN));
+            self.anomalies.push(format!(
+                "vCPUs placed apart by the host around this run: core-to-core round trip \
+                 {a:.0} ns before, {b:.0} ns after (best {best:.0} ns)"
+            ));
+        }
+    }
+
     fn summary(&self) -> String {
         let Some(mpps) = self.mpps else {
             return format!("failed: {}", self.error.as_deref().unwrap_or("?"));
         };
         let mut s = format!(
-            "{mpps:.3} Mpps ({:.3} + {:.3}), {:.2} Gbit/s, switch CPU {:.1} %, generator {:.1} %, \
-             others {:.1} % over {:.2} s",
-            self.port_mpps[0],
-            self.port_mpps[1],
+            "{mpps:.3} Mpps (halves {:.3}, {:.3}), {:.2} Gbit/s, switch CPU {:.1} %, generator \
+             {:.1} %, others {:.1} % over {:.2} s",
+            self.half_mpps[0],
+            self.half_mpps[1],
             gbits(mpps, self.case.size),
             self.switch_cpu,
             self.gen_cpu,
@@ -901,6 +1034,9 @@ impl RunResult {
         );
         if let Some(idle) = self.idle_cpu {
             s += &format!("; idle CPU {idle:.1} %");
+        }
+        if let [Some(a), Some(b)] = self.pingpong_ns {
+            s += &format!("; CPU{{gen}}<->CPU{{switch}} round trip {a:.0} / {b:.0} ns");
         }
         for a in &self.anomalies {
             s += &format!("\n    ! {a}");
@@ -924,6 +1060,11 @@ impl RunResult {
             "other_cpu_pct": self.foreign_cpu,
             "steal_cpu_pct": self.steal_cpu,
             "idle_cpu_pct": self.idle_cpu,
+            "core_to_core_round_trip_ns": self.pingpong_ns,
+            "vcpus_placed_apart": self.placed_apart,
+            "half_window_mpps": self.half_mpps,
+            "unstable": self.unstable,
+            "attempt": self.attempts,
             "anchor_drops_whole_run": self.anchor_drops,
             "features": self.features,
             "busy": self.busy,
@@ -938,12 +1079,15 @@ fn gbits(mpps: f64, size: u32) -> f64 {
     mpps * f64::from(size) * 8.0 / 1000.0
 }
 
-/// Medians of one switch's successful runs of one case.
+/// Medians of one switch's successful runs of one case: of its clean runs (machine idle,
+/// vCPUs close), or of all when none was clean.
 #[derive(Debug, Clone, Copy)]
 struct Medians {
     mpps: f64,
     cpu: f64,
     runs: usize,
+    /// Only clean runs went in.
+    clean: bool,
 }
 
 fn medians(runs: &[RunResult], switch: &str, case: &Case) -> Option<Medians> {
@@ -951,13 +1095,20 @@ fn medians(runs: &[RunResult], switch: &str, case: &Case) -> Option<Medians> {
         .iter()
         .filter(|r| r.switch == switch && r.case == *case && r.mpps.is_some())
         .collect();
-    if ok.is_empty() {
+    let clean: Vec<&RunResult> = ok.iter().copied().filter(|r| r.clean()).collect();
+    let (used, all_clean) = if clean.is_empty() {
+        (ok, false)
+    } else {
+        (clean, true)
+    };
+    if used.is_empty() {
         return None;
     }
     Some(Medians {
-        mpps: median(ok.iter().filter_map(|r| r.mpps).collect()),
-        cpu: median(ok.iter().map(|r| r.switch_cpu).collect()),
-        runs: ok.len(),
+        mpps: median(used.iter().filter_map(|r| r.mpps).collect()),
+        cpu: median(used.iter().map(|r| r.switch_cpu).collect()),
+        runs: used.len(),
+        clean: all_clean,
     })
 }
 
@@ -983,6 +1134,10 @@ struct Report {
     sizes: Vec<u32>,
     devargs: Vec<String>,
     logs: PathBuf,
+    /// The shortest core-to-core round trip seen, ns.
+    best_pingpong: f64,
+    /// Generator's and switch's CPUs.
+    cpus: (usize, usize),
 }
 
 /// One row of the table: a case and a vnetd mode (or the anchor alone).
@@ -1065,7 +1220,7 @@ impl Report {
         for row in self.rows() {
             let (vm, vg, vc) = match row.vnetd {
                 Some(m) => (
-                    format!("{:.3}", m.mpps),
+                    format!("{:.3}{}", m.mpps, if m.clean { "" } else { "*" }),
                     format!("{:.2}", gbits(m.mpps, row.size)),
                     format!("{:.0}", m.cpu),
                 ),
@@ -1073,7 +1228,7 @@ impl Report {
             };
             let (dm, dg, dc) = match row.dpdk {
                 Some(m) => (
-                    format!("{:.3}", m.mpps),
+                    format!("{:.3}{}", m.mpps, if m.clean { "" } else { "*" }),
                     format!("{:.2}", gbits(m.mpps, row.size)),
                     format!("{:.0}", m.cpu),
                 ),
@@ -1156,6 +1311,26 @@ impl Report {
             out += "\nmachine idle: no other QEMU or testpmd, other CPU use below 5 % in every \
                     window\n";
         }
+        let apart = self.runs.iter().filter(|r| r.placed_apart).count();
+        let unstable = self.runs.iter().filter(|r| r.unstable).count();
+        let (a, b) = self.cpus;
+        out += &format!(
+            "CPU {a} <-> CPU {b} cache-line round trip: best {:.0} ns; in the runs kept, {apart} \
+             had the vCPUs placed apart by the host (round trip > {APART_FACTOR} x best: \
+             slower), {unstable} changed rate within the window\n",
+            self.best_pingpong
+        );
+        let repeated: u32 = self.runs.iter().map(|r| r.attempts.saturating_sub(1)).sum();
+        if repeated > 0 {
+            out += &format!("{repeated} disturbed attempt(s) were measured again and left out\n");
+        }
+        if self
+            .rows()
+            .iter()
+            .any(|r| [r.vnetd, r.dpdk].iter().flatten().any(|m| !m.clean))
+        {
+            out += "* no clean run: the median of disturbed runs\n";
+        }
         let odd: Vec<&RunResult> = self
             .runs
             .iter()
@@ -1188,6 +1363,7 @@ impl Report {
                             "gbits": gbits(m.mpps, row.size),
                             "cpu_pct": m.cpu,
                             "runs": m.runs,
+                            "clean_runs_only": m.clean,
                         })
                     })
                 };
@@ -1211,6 +1387,7 @@ impl Report {
             .collect();
         json!({
             "info": self.info,
+            "best_core_to_core_round_trip_ns": self.best_pingpong,
             "method": {
                 "generator": "dpdk-testpmd -i, 2 net_virtio_user ports, --forward-mode=mac \
                               --port-topology=paired, eth-peers crossed, start tx_first",
@@ -1627,6 +1804,79 @@ fn vnetd_drop_delta(a: &Value, b: &Value) -> BTreeMap<String, u64> {
             (d > 0).then_some((k, d))
         })
         .collect()
+}
+
+/// Measures the round trip of a cache line between two CPUs: two threads, each pinned to
+/// one CPU (`taskset -p` on its thread id), take turns incrementing a shared counter.
+/// Returns ns per round trip.
+fn pingpong_ns(cpu_a: usize, cpu_b: usize) -> Result<f64> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const ROUNDS: u64 = 100_000;
+    const GIVE_UP: Duration = Duration::from_secs(2);
+
+    let counter = Arc::new(AtomicU64::new(0));
+    let abort = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(std::sync::Barrier::new(2));
+    // Player `me` (0 or 1) moves the counter from odd/even to the next value.
+    let player = |cpu: usize, me: u64| {
+        let (counter, abort, ready) = (counter.clone(), abort.clone(), ready.clone());
+        std::thread::spawn(move || -> Result<Duration> {
+            let pinned = pin_this_thread(cpu);
+            if pinned.is_err() {
+                abort.store(true, Ordering::Relaxed);
+            }
+            ready.wait();
+            pinned?;
+            let started = Instant::now();
+            let mut spins = 0u32;
+            for round in 0..ROUNDS {
+                let mine = 2 * round + me;
+                while counter.load(Ordering::Acquire) != mine {
+                    std::hint::spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins % 4096 == 0
+                        && (abort.load(Ordering::Relaxed) || started.elapsed() > GIVE_UP)
+                    {
+                        abort.store(true, Ordering::Relaxed);
+                        bail!("the other CPU does not answer");
+                    }
+                }
+                counter.store(mine + 1, Ordering::Release);
+            }
+            Ok(started.elapsed())
+        })
+    };
+    let a = player(cpu_a, 0);
+    let b = player(cpu_b, 1);
+    let a = a
+        .join()
+        .map_err(|_| anyhow::anyhow!("probe thread panicked"))?;
+    let b = b
+        .join()
+        .map_err(|_| anyhow::anyhow!("probe thread panicked"))?;
+    let elapsed = a?.max(b?);
+    Ok(elapsed.as_secs_f64() * 1e9 / ROUNDS as f64)
+}
+
+/// Pins the calling thread to `cpu`, with `taskset -p` on its thread id.
+fn pin_this_thread(cpu: usize) -> Result<()> {
+    // /proc/thread-self -> "<pid>/task/<tid>"
+    let link = fs::read_link("/proc/thread-self").context("cannot read /proc/thread-self")?;
+    let tid = link
+        .file_name()
+        .context("unexpected /proc/thread-self")?
+        .to_string_lossy()
+        .into_owned();
+    let status = Command::new("taskset")
+        .args(["-p", "-c", &cpu.to_string(), &tid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run taskset")?;
+    if !status.success() {
+        bail!("taskset -p -c {cpu} {tid} failed: {status}");
+    }
+    Ok(())
 }
 
 /// utime + stime of a process (all its threads), in clock ticks.
@@ -2058,6 +2308,15 @@ testpmd> ";
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!((gbits(1.0, 1514) - 12.112).abs() < 1e-9);
+    }
+
+    #[test]
+    #[ignore = "spins two CPUs; run by hand"]
+    fn pingpong_runs() {
+        let cpus = allowed_cpus();
+        let ns = pingpong_ns(cpus[0], cpus[cpus.len() - 1]).unwrap();
+        eprintln!("round trip {ns:.0} ns");
+        assert!(ns > 1.0 && ns < 100_000.0, "{ns}");
     }
 
     #[test]

@@ -17,6 +17,18 @@ pub enum Decision<P> {
     Drop(DropReason),
 }
 
+/// A decision remembered for the next frame with the same addresses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cached<P> {
+    now: Instant,
+    gen: u64,
+    ingress: P,
+    vlan: u16,
+    src: Mac,
+    dst: Mac,
+    decision: Decision<P>,
+}
+
 impl<P: Copy + Eq> Fdb<P> {
     /// Learns `src` behind `ingress`, then decides where a frame from `src` to `dst` on
     /// `vlan` goes:
@@ -32,6 +44,40 @@ impl<P: Copy + Eq> Fdb<P> {
     ///
     /// A full table does not change the decision: the source simply stays unknown.
     pub fn decide(
+        &mut self,
+        ingress: P,
+        vlan: u16,
+        src: Mac,
+        dst: Mac,
+        now: Instant,
+    ) -> Decision<P> {
+        // Frames of one burst share `now`: the same addresses on the same ingress, with
+        // the table unchanged since, decide (and learn) exactly as the previous frame did.
+        if let Some(c) = &self.last {
+            if c.gen == self.gen
+                && c.ingress == ingress
+                && c.vlan == vlan
+                && c.src == src
+                && c.dst == dst
+                && c.now == now
+            {
+                return c.decision;
+            }
+        }
+        let decision = self.decide_uncached(ingress, vlan, src, dst, now);
+        self.last = Some(Cached {
+            now,
+            gen: self.gen,
+            ingress,
+            vlan,
+            src,
+            dst,
+            decision,
+        });
+        decision
+    }
+
+    fn decide_uncached(
         &mut self,
         ingress: P,
         vlan: u16,
@@ -159,5 +205,37 @@ mod tests {
         // B cannot be learned, but its frame to A is still delivered.
         assert_eq!(fdb.decide(2, 0, B, A, t0), Decision::Unicast(1));
         assert_eq!(fdb.lookup(&B, 0, t0), None);
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use std::time::Duration;
+
+    const X: Mac = [0x52, 0, 0, 0, 0, 1];
+    const Y: Mac = [0x52, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn cached_decisions_follow_table_changes() {
+        let mut f: Fdb<u8> = Fdb::new(16, Duration::from_secs(300));
+        let now = Instant::now();
+        assert_eq!(f.decide(1, 0, X, Y, now), Decision::Flood);
+        assert_eq!(f.decide(2, 0, Y, X, now), Decision::Unicast(1));
+        // The same frame again at the same instant: served from the cache, same answer.
+        assert_eq!(f.decide(2, 0, Y, X, now), Decision::Unicast(1));
+        // X moves to port 3: the cached answer must not survive.
+        assert_eq!(f.decide(3, 0, X, Y, now), Decision::Unicast(2));
+        assert_eq!(f.decide(2, 0, Y, X, now), Decision::Unicast(3));
+        // X's port goes down.
+        f.flush_port(3);
+        assert_eq!(f.decide(2, 0, Y, X, now), Decision::Flood);
+        // Hairpin is cached like any decision, and recomputed after a removal.
+        assert_eq!(
+            f.decide(2, 0, Y, Y, now),
+            Decision::Drop(DropReason::Hairpin)
+        );
+        f.remove(&Y, 0);
+        assert_eq!(f.decide(1, 0, X, Y, now), Decision::Flood);
     }
 }

@@ -91,6 +91,11 @@ pub struct Fdb<P> {
     aging: Duration,
     /// Secret keys of the slot hash.
     keys: (u64, u64),
+    /// Bumped by every change that can alter a decision (entry added, moved or removed).
+    pub(crate) gen: u64,
+    /// The last decision, reused for the same frame addresses at the same `now` (a burst
+    /// of frames of one flow): see [`Fdb::decide`].
+    pub(crate) last: Option<crate::decide::Cached<P>>,
     /// A lower bound of the oldest `last_seen` in the table (`None` when empty). While
     /// `now - oldest < aging` no entry can be expired, so a full table refuses a new address
     /// without scanning.
@@ -126,6 +131,8 @@ impl<P: Copy + Eq> Fdb<P> {
                 (r.hash_one(0u8), r.hash_one(1u8))
             },
             oldest: None,
+            gen: 0,
+            last: None,
         }
     }
 
@@ -177,6 +184,9 @@ impl<P: Copy + Eq> Fdb<P> {
                 };
                 let expired = is_expired(slot.last_seen, now, aging);
                 let before = slot.port;
+                if expired || before != port {
+                    self.gen = self.gen.wrapping_add(1);
+                }
                 slot.port = port;
                 slot.last_seen = now;
                 self.note_seen(now);
@@ -212,6 +222,7 @@ impl<P: Copy + Eq> Fdb<P> {
             home,
         });
         self.len += 1;
+        self.gen = self.gen.wrapping_add(1);
         self.note_seen(now);
         Learn::New
     }
@@ -251,6 +262,7 @@ impl<P: Copy + Eq> Fdb<P> {
     pub fn clear(&mut self) {
         self.slots.iter_mut().for_each(|s| *s = None);
         self.len = 0;
+        self.gen = self.gen.wrapping_add(1);
         self.oldest = None;
     }
 
@@ -303,6 +315,7 @@ impl<P: Copy + Eq> Fdb<P> {
     fn remove_at(&mut self, i: usize) -> Option<Slot<P>> {
         let removed = self.slots[i].take()?;
         self.len -= 1;
+        self.gen = self.gen.wrapping_add(1);
         let mut hole = i;
         let mut j = (i + 1) & self.mask;
         while let Some(s) = &self.slots[j] {
