@@ -29,9 +29,10 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::{PortMode, PortState, Request, Response};
+use common::guest::*;
 use common::*;
 use testbed::{mac_string, GuestArgs, GuestImage, Ready, Role, TestResult, Vm, VmConfig};
 
@@ -41,7 +42,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// From starting QEMU to `VNET-READY` (a few seconds when the machine is idle).
 const BOOT: Duration = Duration::from_secs(120);
 /// From `VNET-READY` to `VNET-DONE` of a client.
-const DONE: Duration = Duration::from_secs(120);
 /// How long a client waits for its peer to answer a ping.
 const PEER_WAIT_SECS: u32 = 60;
 
@@ -49,28 +49,6 @@ const IP_1: &str = "198.18.0.1";
 const IP_2: &str = "198.18.0.2";
 const MAC_1: [u8; 6] = [0x52, 0x54, 0x00, 0x18, 0x00, 0x01];
 const MAC_2: [u8; 6] = [0x52, 0x54, 0x00, 0x18, 0x00, 0x02];
-
-/// The guest image, or None (with a message) when the tests should be skipped.
-fn guest_image() -> Option<GuestImage> {
-    let required = std::env::var("VNET_REQUIRE_GUESTS").is_ok_and(|v| v == "1");
-    let missing = testbed::missing_prerequisites();
-    let why = if missing.is_empty() {
-        match testbed::ensure_image(&testbed::default_target_dir()) {
-            Ok(image) => return Some(image),
-            Err(err) => format!("the guest image cannot be built: {err}"),
-        }
-    } else {
-        format!("missing {}", missing.join(", "))
-    };
-    assert!(!required, "VNET_REQUIRE_GUESTS=1 but {why}");
-    eprintln!("skipping the guest test: {why} (run `cargo xtask guest-image`)");
-    None
-}
-
-/// Unwraps a testbed result; the panic makes the VMs and vnetd print their logs on drop.
-fn ok<T>(what: &str, r: testbed::Result<T>) -> T {
-    r.unwrap_or_else(|err| panic!("{what}: {err}"))
-}
 
 /// Waits for a guest's `VNET-READY` and checks its MAC and link.
 fn ready(vm: &mut Vm, mac: [u8; 6]) -> Ready {
@@ -82,35 +60,6 @@ fn ready(vm: &mut Vm, mac: [u8; 6]) -> Ready {
         vm.name(),
         r.line
     );
-    r
-}
-
-/// Waits for `VNET-DONE` of `vm`, failing at once (instead of at the timeout) when vnetd
-/// exits meanwhile, e.g. crashes: the guest's iperf3 would wait for it forever.
-fn wait_done(vm: &Vm, v: &mut Vnetd) -> Vec<TestResult> {
-    let deadline = Instant::now() + DONE;
-    loop {
-        match vm.wait_done(Duration::from_secs(1)) {
-            Ok(results) => return results,
-            Err(testbed::Error::Timeout { .. }) if Instant::now() < deadline => {
-                assert!(
-                    v.alive(),
-                    "vnetd exited while {} ran its tests (see its log below)",
-                    vm.name()
-                );
-            }
-            Err(err) => panic!("{} tests: {err}", vm.name()),
-        }
-    }
-}
-
-/// The named result among `results`, which must have passed.
-fn passed<'a>(results: &'a [TestResult], name: &str) -> &'a TestResult {
-    let r = results
-        .iter()
-        .find(|r| r.name == name)
-        .unwrap_or_else(|| panic!("no {name} result: {results:?}"));
-    assert!(r.ok, "{}", r.line);
     r
 }
 

@@ -11,19 +11,20 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use api::PortState;
+use common::guest::*;
+use common::netns::*;
 use common::*;
-use testbed::{mac_string, GuestArgs, GuestImage, TestResult, Vm, VmConfig};
+use testbed::{mac_string, GuestArgs, Vm, VmConfig};
 
 /// Guests under TCG are CPU-heavy: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const BOOT: Duration = Duration::from_secs(120);
-const DONE: Duration = Duration::from_secs(120);
 const PEER_WAIT_SECS: u32 = 60;
 
 const HOST_IP: &str = "198.18.0.1";
@@ -33,147 +34,6 @@ const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x18, 0x00, 0x02];
 /// virtio-net-pci properties that turn off every offload vnetd offers.
 const NO_OFFLOADS: &str = "csum=off,guest_csum=off,host_tso4=off,guest_tso4=off,\
                            host_tso6=off,guest_tso6=off,mrg_rxbuf=off";
-
-/// A network namespace (IPv6 off, so nothing chatters), deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("vnet-{tag}-{}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = Netns(name);
-        for k in ["all", "default"] {
-            ns.run(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{k}.disable_ipv6=1"),
-            ]);
-        }
-        ns
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs `args` in the namespace; it must succeed.
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        assert!(
-            out.status.success(),
-            "{args:?} in {}: {}{}",
-            self.0,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A process in the namespace (`ip netns exec` execs it, so the child is the process
-/// itself), killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Whether we are root with /dev/net/tun and iproute2; if not, skip (or fail under
-/// `VNET_REQUIRE_TAP`).
-fn can_use_tap() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    let ok = root
-        && std::path::Path::new("/dev/net/tun").exists()
-        && Command::new("ip")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("VNET_REQUIRE_TAP").is_none(),
-            "the guest TAP tests need root, /dev/net/tun and iproute2"
-        );
-        eprintln!("skipping: the guest TAP tests need root, /dev/net/tun and iproute2");
-    }
-    ok
-}
-
-/// The guest image, or None (with a message) when the tests should be skipped.
-fn guest_image() -> Option<GuestImage> {
-    let required = std::env::var("VNET_REQUIRE_GUESTS").is_ok_and(|v| v == "1");
-    let missing = testbed::missing_prerequisites();
-    let why = if missing.is_empty() {
-        match testbed::ensure_image(&testbed::default_target_dir()) {
-            Ok(image) => return Some(image),
-            Err(err) => format!("the guest image cannot be built: {err}"),
-        }
-    } else {
-        format!("missing {}", missing.join(", "))
-    };
-    assert!(!required, "VNET_REQUIRE_GUESTS=1 but {why}");
-    eprintln!("skipping the guest test: {why} (run `cargo xtask guest-image`)");
-    None
-}
-
-/// Unwraps a testbed result; the panic makes the VM and vnetd print their logs on drop.
-fn ok<T>(what: &str, r: testbed::Result<T>) -> T {
-    r.unwrap_or_else(|err| panic!("{what}: {err}"))
-}
-
-/// Waits for `VNET-DONE` of `vm`, failing at once (instead of at the timeout) when vnetd
-/// exits meanwhile, e.g. crashes: the guest's iperf3 would wait for it forever.
-fn wait_done(vm: &Vm, v: &mut Vnetd) -> Vec<TestResult> {
-    let deadline = Instant::now() + DONE;
-    loop {
-        match vm.wait_done(Duration::from_secs(1)) {
-            Ok(results) => return results,
-            Err(testbed::Error::Timeout { .. }) if Instant::now() < deadline => {
-                assert!(
-                    v.alive(),
-                    "vnetd exited while {} ran its tests (see its log below)",
-                    vm.name()
-                );
-            }
-            Err(err) => panic!("{} tests: {err}", vm.name()),
-        }
-    }
-}
-
-/// The named result among `results`, which must have passed.
-fn passed<'a>(results: &'a [TestResult], name: &str) -> &'a TestResult {
-    let r = results
-        .iter()
-        .find(|r| r.name == name)
-        .unwrap_or_else(|| panic!("no {name} result: {results:?}"));
-    assert!(r.ok, "{}", r.line);
-    r
-}
 
 /// Starts `iperf3 -s` on HOST_IP in `ns` and waits until it listens.
 fn iperf3_server(ns: &Netns) -> Process {

@@ -5,76 +5,39 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::netns::*;
 use common::*;
 use frontend::Frontend;
 use virtio_net::features as f;
 use wire::Ipv4Addr;
 
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("vnet-{tag}-{}", std::process::id());
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        // No IPv6 autoconfiguration chatter on the interfaces we create: the tests count
-        // frames.
-        for k in ["all", "default"] {
-            let key = format!("net.ipv6.conf.{k}.disable_ipv6=1");
-            assert!(ns.exec(&["sysctl", "-qw", &key]).status.success());
-        }
-        ns
+/// vnetd with a TAP port `host0` (interface `ifn` in `ns`, `extra` options) and
+/// server-mode vhost-user ports.
+fn vnetd_with_tap(ns: &Netns, ifn: &str, extra: &str, ports: &[&str]) -> Vnetd {
+    let dir = test_dir("vnet-tap");
+    let sep = if extra.is_empty() { "" } else { "," };
+    let mut args = vec![
+        "--control".to_string(),
+        dir.join("ctl.sock").display().to_string(),
+        "--tap".into(),
+        format!("name=host0,ifname={ifn},netns={}{sep}{extra}", ns.0),
+    ];
+    for p in ports {
+        args.push("--vhost-user".into());
+        args.push(format!(
+            "name={p},socket={}",
+            dir.join(format!("{p}.sock")).display()
+        ));
     }
-
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Whether this machine can run the TAP tests (root, /dev/net/tun, ip).
-fn can_run() -> bool {
-    let ok = std::path::Path::new("/dev/net/tun").exists()
-        && Command::new("ip")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        && std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !ok {
-        assert!(
-            std::env::var_os("VNET_REQUIRE_TAP").is_none(),
-            "TAP tests need root, /dev/net/tun and iproute2"
-        );
-        eprintln!("skipping: TAP tests need root, /dev/net/tun and iproute2");
-    }
-    ok
+    Vnetd::start_with(
+        dir,
+        &args,
+        ports.iter().map(|p| format!("{p}.sock")).collect(),
+    )
 }
 
 const HOST_IP: &str = "198.18.0.1";
@@ -111,7 +74,7 @@ fn responder(
 
 #[test]
 fn host_pings_a_frontend_through_a_tap_in_a_namespace() {
-    if !can_run() {
+    if !can_use_tap() {
         return;
     }
     for queues in [1, 2] {
@@ -122,16 +85,7 @@ fn host_pings_a_frontend_through_a_tap_in_a_namespace() {
 fn ping_through_tap(queues: u16) {
     let ns = Netns::new(&format!("tap1q{queues}"));
     let ifn = ifname(&format!("a{queues}"));
-    let dir = test_dir("vnet-tap");
-    let args: Vec<String> = vec![
-        "--control".into(),
-        dir.join("ctl.sock").display().to_string(),
-        "--tap".into(),
-        format!("name=host0,ifname={ifn},netns={},queues={queues}", ns.0),
-        "--vhost-user".into(),
-        format!("name=a,socket={}", dir.join("a.sock").display()),
-    ];
-    let v = Vnetd::start_with(dir, &args, vec!["a.sock".into()]);
+    let v = vnetd_with_tap(&ns, &ifn, &format!("queues={queues}"), &["a"]);
     assert!(
         v.log_text().contains(&format!("with {queues} queue(s)")),
         "{}",
@@ -216,23 +170,12 @@ fn inject_with_vnet_hdr(ns: &Netns, ifname: &str, hdr_and_frame: &[u8]) {
 #[test]
 fn tso_frame_from_the_host_whole_to_offloading_guest_segmented_to_other() {
     use virtio_net::fuzz::{build_frame, check_segments, FrameSpec};
-    if !can_run() {
+    if !can_use_tap() {
         return;
     }
     let ns = Netns::new("tap2");
     let ifn = ifname("b");
-    let dir = test_dir("vnet-tap");
-    let args: Vec<String> = vec![
-        "--control".into(),
-        dir.join("ctl.sock").display().to_string(),
-        "--tap".into(),
-        format!("name=host0,ifname={ifn},netns={}", ns.0),
-        "--vhost-user".into(),
-        format!("name=b,socket={}", dir.join("b.sock").display()),
-        "--vhost-user".into(),
-        format!("name=c,socket={}", dir.join("c.sock").display()),
-    ];
-    let v = Vnetd::start_with(dir, &args, vec!["b.sock".into(), "c.sock".into()]);
+    let v = vnetd_with_tap(&ns, &ifn, "", &["b", "c"]);
     let no_offloads = f::GUEST_CSUM | f::GUEST_TSO4 | f::GUEST_TSO6 | f::GUEST_ECN;
     let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
     let mut c = connect(&v.sock("c"), frontend::DEFAULT_FEATURES & !no_offloads);
@@ -267,23 +210,12 @@ fn tso_frame_from_the_host_whole_to_offloading_guest_segmented_to_other() {
 
 #[test]
 fn deleted_tap_takes_only_its_port_down() {
-    if !can_run() {
+    if !can_use_tap() {
         return;
     }
     let ns = Netns::new("tap3");
     let ifn = ifname("c");
-    let dir = test_dir("vnet-tap");
-    let args: Vec<String> = vec![
-        "--control".into(),
-        dir.join("ctl.sock").display().to_string(),
-        "--tap".into(),
-        format!("name=host0,ifname={ifn},netns={}", ns.0),
-        "--vhost-user".into(),
-        format!("name=a,socket={}", dir.join("a.sock").display()),
-        "--vhost-user".into(),
-        format!("name=b,socket={}", dir.join("b.sock").display()),
-    ];
-    let mut v = Vnetd::start_with(dir, &args, vec!["a.sock".into(), "b.sock".into()]);
+    let mut v = vnetd_with_tap(&ns, &ifn, "", &["a", "b"]);
     let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
@@ -323,21 +255,12 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn host_traffic_waits_for_guest_rx_buffers_instead_of_dropping() {
-    if !can_run() {
+    if !can_use_tap() {
         return;
     }
     let ns = Netns::new("tap4");
     let ifn = ifname("d");
-    let dir = test_dir("vnet-tap");
-    let args: Vec<String> = vec![
-        "--control".into(),
-        dir.join("ctl.sock").display().to_string(),
-        "--tap".into(),
-        format!("name=host0,ifname={ifn},netns={}", ns.0),
-        "--vhost-user".into(),
-        format!("name=a,socket={}", dir.join("a.sock").display()),
-    ];
-    let v = Vnetd::start_with(dir, &args, vec!["a.sock".into()]);
+    let v = vnetd_with_tap(&ns, &ifn, "", &["a"]);
     for cmd in [
         vec!["ip", "addr", "add", "198.18.0.1/24", "dev", &ifn],
         vec![

@@ -633,9 +633,15 @@ impl Worker {
     }
 
     fn tap_queue_and_epoll(&mut self, id: PortId, qi: usize) -> Option<(&mut TapQueue, &Epoll)> {
-        let p = self.ports.get_mut(usize::from(id.0))?.as_mut()?;
+        let (p, epoll) = self.port_and_epoll(id)?;
         let t = p.tap.as_mut().filter(|t| !t.gone)?;
-        Some((t.queues.get_mut(qi)?, &self.epoll))
+        Some((t.queues.get_mut(qi)?, epoll))
+    }
+
+    /// A port together with the epoll set (disjoint borrows of the worker).
+    fn port_and_epoll(&mut self, id: PortId) -> Option<(&mut Port, &Epoll)> {
+        let p = self.ports.get_mut(usize::from(id.0))?.as_mut()?;
+        Some((p, &self.epoll))
     }
 
     /// Reads up to a burst of frames from the host and switches them. A frame whose
@@ -774,12 +780,7 @@ impl Worker {
     /// Sends the frames that waited for the TAP fd to become writable.
     fn tap_flush_out(&mut self, id: PortId, qi: usize) {
         let mut gone = false;
-        let epoll = &self.epoll;
-        let Some(p) = self
-            .ports
-            .get_mut(usize::from(id.0))
-            .and_then(Option::as_mut)
-        else {
+        let Some((p, epoll)) = self.port_and_epoll(id) else {
             return;
         };
         let Some(t) = p.tap.as_mut() else { return };
@@ -815,12 +816,7 @@ impl Worker {
 
     /// The TAP device vanished (deleted by someone): the port goes down for good.
     pub(crate) fn tap_gone(&mut self, id: PortId, why: &str) {
-        let epoll = &self.epoll;
-        let Some(p) = self
-            .ports
-            .get_mut(usize::from(id.0))
-            .and_then(Option::as_mut)
-        else {
+        let Some((p, epoll)) = self.port_and_epoll(id) else {
             return;
         };
         let Some(t) = p.tap.as_mut() else { return };

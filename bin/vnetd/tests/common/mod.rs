@@ -1,6 +1,8 @@
 //! Test harness: a vnetd process with its own socket directory, and frame builders.
 #![allow(dead_code)]
 
+pub mod guest;
+pub mod netns;
 pub mod responder;
 
 use std::path::{Path, PathBuf};
