@@ -318,3 +318,35 @@ fn host_traffic_waits_for_guest_rx_buffers_instead_of_dropping() {
     );
     assert_eq!(s.tx_packets as usize, got, "{s:?}");
 }
+
+#[test]
+fn attaches_to_an_existing_persistent_tap() {
+    if !can_use_tap() {
+        return;
+    }
+    let ns = Netns::new("tap5");
+    let ifn = ifname("e");
+    // A persistent device made beforehand, as an administrator (or libvirt) would.
+    ns.run(&[
+        "ip", "tuntap", "add", "dev", &ifn, "mode", "tap", "vnet_hdr",
+    ]);
+    let v = vnetd_with_tap(&ns, &ifn, "", &["a"]);
+    ns.run(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn]);
+    let a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    let stop = Arc::new(AtomicBool::new(false));
+    let echoes = Arc::new(AtomicU64::new(0));
+    let t = responder(a, stop.clone(), echoes.clone(), Arc::new(AtomicU64::new(0)));
+    let out = ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "3", "198.18.0.2"]);
+    stop.store(true, Ordering::Relaxed);
+    let _a = t.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(echoes.load(Ordering::Relaxed), 2);
+    // The device outlives vnetd: it was not vnetd's to delete.
+    drop(v);
+    assert!(ns.exec(&["ip", "link", "show", &ifn]).status.success());
+}
