@@ -28,15 +28,15 @@ const IPERF_SECS: u32 = 3;
 /// handler on Ctrl-C).
 #[derive(Default)]
 struct Cleanup {
-    /// Processes to stop: (pid, what, SIGTERM first?).
-    pids: Vec<(u32, &'static str, bool)>,
+    /// Processes to stop: (pid, SIGTERM first?).
+    pids: Vec<(u32, bool)>,
     netns: bool,
     dir: Option<PathBuf>,
 }
 
 impl Cleanup {
     fn run(&mut self) {
-        for (pid, what, gentle) in self.pids.drain(..).rev() {
+        for (pid, gentle) in self.pids.drain(..).rev() {
             let sig = if gentle { "-TERM" } else { "-KILL" };
             let _ = Command::new("kill")
                 .args([sig, &pid.to_string()])
@@ -50,7 +50,6 @@ impl Cleanup {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = what;
         }
         if std::mem::take(&mut self.netns) {
             let _ = Command::new("ip")
@@ -156,7 +155,7 @@ pub fn run() -> Result<()> {
                 .stderr(log)
                 .spawn()
                 .context("cannot start vnetd")?;
-            lock(&cleanup).pids.push((child.id(), "vnetd", true));
+            lock(&cleanup).pids.push((child.id(), true));
             wait_path(&ctl, Duration::from_secs(10)).context("vnetd did not start; see its log")?;
             sh(&[
                 "ip",
@@ -203,7 +202,7 @@ pub fn run() -> Result<()> {
             cfg.mac = [0x52, 0x54, 0x00, 0x18, 0x00, mac];
             cfg.cmdline = args.to_cmdline();
             let vm = Vm::boot(&cfg)?;
-            lock(&cleanup).pids.push((vm.pid(), "qemu", false));
+            lock(&cleanup).pids.push((vm.pid(), false));
             println!("    {name}: {ip}/24, mac {}", testbed::mac_string(cfg.mac));
             vms.push(vm);
         }

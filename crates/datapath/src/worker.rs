@@ -294,7 +294,6 @@ impl Worker {
         now: Instant,
         chain: &mut Chain,
     ) -> Result<bool, RingError> {
-        let idx = usize::from(id.0);
         let pending = match self.txq(id, qp) {
             Some(q) => q.ring.refresh_avail()?,
             None => return Ok(false),
@@ -312,6 +311,7 @@ impl Worker {
                 q.ring.push_used(head, 0);
             }
         }
+        let polling = self.polling;
         let Some(q) = self.txq(id, qp) else {
             return Ok(false);
         };
@@ -321,15 +321,11 @@ impl Worker {
         if pending > n {
             return Ok(true);
         }
-        if self.polling {
+        if polling {
             // The next round polls this ring anyway; kicks stay off.
             return Ok(false);
         }
-        let Some(q) = self.txq(id, qp) else {
-            return Ok(false);
-        };
         let left = q.ring.enable_notify()?;
-        let _ = idx;
         Ok(left > 0)
     }
 
