@@ -115,8 +115,20 @@ pub(crate) fn switch_frame(
         return Outcome::Done;
     };
     let hl = port.hdr_len;
+    // The virtio_net_hdr and Ethernet header (with a VLAN tag), in one inlined copy when
+    // they lie in one buffer.
     let mut head = [0u8; HDR_LEN_V1 + 18];
-    let got = src.read_at(0, &mut head[..hl + 18]);
+    let fast = match src {
+        Src::Chain(c, off) if hl == HDR_LEN_V1 => c.read_array::<{ HDR_LEN_V1 + 18 }>(off),
+        _ => None,
+    };
+    let got = match fast {
+        Some(h) => {
+            head = h;
+            head.len()
+        }
+        None => src.read_at(0, &mut head[..hl + 18]),
+    };
     let total = src.len();
     if got < hl + 14 || total < hl + 14 {
         port.counters.count_drop(DropReason::BadFrame);
@@ -485,6 +497,19 @@ fn rx_put(
     h.num_buffers = u16::try_from(n).unwrap_or(u16::MAX);
     let mut hb = [0u8; HDR_LEN_V1];
     h.write(&mut hb[..hl]);
+    // The common case first: the header in one inlined copy, the frame with one copy.
+    if n == 1 && hl == HDR_LEN_V1 {
+        if let Src::Chain(c, off) = data {
+            let mut h12 = [0u8; HDR_LEN_V1];
+            h12.copy_from_slice(&hb[..HDR_LEN_V1]);
+            if chains[0].write_array(0, &h12) && c.copy_to(off, &chains[0], hl, len) == len {
+                ring.push_used(chains[0].head(), u32::try_from(total).unwrap_or(u32::MAX));
+                dst.rx_dirty = true;
+                dst.counters.count_tx(len);
+                return Ok(());
+            }
+        }
+    }
     // Fill the chains in order: header, then the frame.
     let mut w = MultiWriter::new(&chains[..n]);
     w.put_bytes(&hb[..hl]);

@@ -68,7 +68,8 @@ pub(crate) struct Worker {
     pub(crate) scratch: Scratch,
     /// Ports with a txq to process: (port, queue pair).
     pending: Vec<(PortId, u16)>,
-    tx_chain: Chain,
+    /// The chain being switched (an Option only to lend it out without allocating).
+    tx_chain: Option<Chain>,
     /// How this worker waits for work.
     mode: DatapathMode,
     /// Polling right now (always in poll mode, while traffic flows in adaptive mode).
@@ -100,7 +101,7 @@ impl Worker {
             fdb: Fdb::new(cfg.fdb_capacity, cfg.fdb_aging),
             scratch: Scratch::new(),
             pending: Vec::with_capacity(256),
-            tx_chain: Chain::new(),
+            tx_chain: Some(Chain::new()),
             mode: cfg.mode,
             polling: cfg.mode == DatapathMode::Poll,
             work: 0,
@@ -148,8 +149,8 @@ impl Worker {
                 self.schedule_all();
             }
             let before = self.work;
-            self.process_pending();
             let now = Instant::now();
+            self.process_pending(now);
             if self.work != before {
                 last_work = now;
             } else {
@@ -255,11 +256,11 @@ impl Worker {
     }
 
     /// One burst for each pending txq; those with work left stay pending.
-    fn process_pending(&mut self) {
+    fn process_pending(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.pending.len() {
             let (id, qp) = self.pending[i];
-            let more = self.process_tx(id, qp);
+            let more = self.process_tx(id, qp, now);
             if more {
                 i += 1;
             } else {
@@ -270,11 +271,10 @@ impl Worker {
     }
 
     /// Runs one burst of txq `qp` of `id`. Returns true if more work is waiting.
-    fn process_tx(&mut self, id: PortId, qp: u16) -> bool {
-        let now = Instant::now();
-        let mut chain = std::mem::take(&mut self.tx_chain);
+    fn process_tx(&mut self, id: PortId, qp: u16, now: Instant) -> bool {
+        let mut chain = self.tx_chain.take().unwrap_or_default();
         let res = self.tx_burst(id, qp, now, &mut chain);
-        self.tx_chain = chain;
+        self.tx_chain = Some(chain);
         for p in self.ports.iter_mut().flatten() {
             p.flush_rx();
         }
@@ -755,21 +755,16 @@ impl Worker {
         if self.port(dst).is_none_or(|p| p.rx_waiters == 0) {
             return;
         }
-        let waiting: Vec<(PortId, usize)> = self
-            .ports
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| Some((PortId(u16::try_from(i).ok()?), p.as_ref()?.tap.as_ref()?)))
-            .flat_map(|(id, t)| {
-                t.queues
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, q)| q.held_for == Some(dst))
-                    .map(move |(qi, _)| (id, qi))
-            })
-            .collect();
-        for (id, qi) in waiting {
-            self.tap_rx(id, qi, true);
+        for i in 0..self.ports.len() {
+            let Ok(i) = u16::try_from(i) else { break };
+            let id = PortId(i);
+            let mut qi = 0;
+            while let Some(q) = self.tap_queue(id, qi) {
+                if q.held_for == Some(dst) {
+                    self.tap_rx(id, qi, true);
+                }
+                qi += 1;
+            }
         }
     }
 

@@ -42,6 +42,27 @@ pub(crate) unsafe fn copy_guest_to_guest(src: NonNull<u8>, dst: NonNull<u8>, n: 
     unsafe { std::ptr::copy(src.as_ptr(), dst.as_ptr(), n) }
 }
 
+/// Copies `N` bytes out of guest memory with a fixed-size (inlined) copy.
+///
+/// # Safety
+/// `src..src+N` lies inside a live guest mapping.
+#[inline(always)]
+pub(crate) unsafe fn read_array<const N: usize>(src: NonNull<u8>) -> [u8; N] {
+    // SAFETY: the caller guarantees the range is mapped; an unaligned read of a byte array
+    // has no alignment requirement and copies the bytes once.
+    unsafe { std::ptr::read_unaligned(src.as_ptr().cast::<[u8; N]>()) }
+}
+
+/// Copies `N` bytes into guest memory with a fixed-size (inlined) copy.
+///
+/// # Safety
+/// `dst..dst+N` lies inside a live, writable guest mapping.
+#[inline(always)]
+pub(crate) unsafe fn write_array<const N: usize>(dst: NonNull<u8>, v: &[u8; N]) {
+    // SAFETY: the caller guarantees the range is mapped and writable.
+    unsafe { std::ptr::write_unaligned(dst.as_ptr().cast::<[u8; N]>(), *v) }
+}
+
 /// Loads a little-endian u16 with Acquire ordering.
 ///
 /// # Safety

@@ -59,6 +59,23 @@ impl Chain {
         self.writable_len = 0;
     }
 
+    /// Makes this the chain of one buffer `seg` (device-writable with `writable`).
+    #[inline]
+    pub(crate) fn set_single(&mut self, head: u16, seg: Seg, writable: bool) {
+        self.head = head;
+        self.segs.clear();
+        self.segs.push(seg);
+        if writable {
+            self.readable_segs = 0;
+            self.readable_len = 0;
+            self.writable_len = seg.len;
+        } else {
+            self.readable_segs = 1;
+            self.readable_len = seg.len;
+            self.writable_len = 0;
+        }
+    }
+
     /// Head descriptor index (the id that goes into the used ring).
     pub fn head(&self) -> u16 {
         self.head
@@ -85,6 +102,33 @@ impl Chain {
 
     fn writable(&self) -> &[Seg] {
         &self.segs[self.readable_segs..]
+    }
+
+    /// The first `N` device-readable bytes from offset `off` when they lie in one buffer
+    /// (the common case: a frame's headers), copied with an inlined fixed-size copy.
+    /// `None` when they do not (use [`read_at`](Self::read_at)).
+    #[inline]
+    pub fn read_array<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let (p, room) = locate(self.readable(), off)?;
+        if room < N {
+            return None;
+        }
+        // SAFETY: `p..p+N` lies inside one checked readable segment (room >= N).
+        Some(unsafe { access::read_array::<N>(p) })
+    }
+
+    /// Writes `v` into the device-writable buffers at `off` when the range lies in one
+    /// buffer, with an inlined fixed-size copy; false (nothing written) when it does not.
+    #[inline]
+    pub fn write_array<const N: usize>(&self, off: usize, v: &[u8; N]) -> bool {
+        match locate(self.writable(), off) {
+            Some((p, room)) if room >= N => {
+                // SAFETY: `p..p+N` lies inside one checked writable segment.
+                unsafe { access::write_array::<N>(p, v) };
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Copies device-readable bytes from offset `off` into `buf`; returns bytes copied
@@ -132,6 +176,18 @@ impl Chain {
     /// of `dst` at `dst_off`, guest memory to guest memory with no bounce buffer. Returns
     /// bytes copied.
     pub fn copy_to(&self, src_off: usize, dst: &Chain, dst_off: usize, len: usize) -> usize {
+        // Fast path: both ranges inside one buffer each (small frames, large buffers).
+        if let (Some((sp, sroom)), Some((dp, droom))) = (
+            locate(self.readable(), src_off),
+            locate(dst.writable(), dst_off),
+        ) {
+            if sroom >= len && droom >= len {
+                // SAFETY: `sp..sp+len` lies in one checked readable segment and
+                // `dp..dp+len` in one checked writable one.
+                unsafe { access::copy_guest_to_guest(sp, dp, len) };
+                return len;
+            }
+        }
         let mut done = 0usize;
         walk(self.readable(), src_off, len, |sp, sn| {
             let mut sdone = 0usize;
@@ -145,6 +201,20 @@ impl Chain {
         });
         done
     }
+}
+
+/// The address of byte `off` of `segs` and how many bytes of its segment follow it.
+#[inline]
+fn locate(segs: &[Seg], mut off: usize) -> Option<(NonNull<u8>, usize)> {
+    for s in segs {
+        let slen = s.len as usize;
+        if off < slen {
+            // SAFETY: `off < slen`, so the address stays inside the segment.
+            return Some((unsafe { s.ptr.add(off) }, slen - off));
+        }
+        off -= slen;
+    }
+    None
 }
 
 /// Calls `f(ptr, n)` for the pieces of `segs` covering `[off, off + len)`, stopping at the

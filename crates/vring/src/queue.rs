@@ -231,12 +231,29 @@ impl SplitQueue {
         if self.next_avail == self.avail_idx {
             return Ok(false);
         }
-        let slot = usize::from(self.next_avail & (self.size - 1));
-        // SAFETY: `4 + 2*slot + 2 <= 6 + 2*size`, inside the checked avail ring; 2-aligned.
-        let head = unsafe { access::load_u16(self.avail.add(4 + 2 * slot)) };
-        self.walk_chain(head, chain)?;
+        let head = self.avail_head(self.next_avail);
+        let d = self.desc_at(self.desc, u32::from(self.size), head)?;
+        // The common case first: one direct buffer inside one region (what DPDK and Linux
+        // use for small frames and mergeable rx buffers). The same checks as the general
+        // walk, with less bookkeeping.
+        let single = d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) == 0 && d.len != 0;
+        match single
+            .then(|| self.mem.translate(d.addr, u64::from(d.len), &mut self.hint))
+            .flatten()
+        {
+            Some(p) => chain.set_single(head, Seg::new(p, d.len), d.flags & DESC_F_WRITE != 0),
+            None => self.walk_chain(head, d, chain)?,
+        }
         self.next_avail = self.next_avail.wrapping_add(1);
         Ok(true)
+    }
+
+    /// The head index in avail ring slot `slot`.
+    #[inline]
+    fn avail_head(&self, slot: u16) -> u16 {
+        let slot = usize::from(slot & (self.size - 1));
+        // SAFETY: `4 + 2*slot + 2 <= 6 + 2*size`, inside the checked avail ring; 2-aligned.
+        unsafe { access::load_u16(self.avail.add(4 + 2 * slot)) }
     }
 
     /// Gives back the last `n` popped chains (not yet pushed to used), e.g. when an rx
@@ -245,10 +262,10 @@ impl SplitQueue {
         self.next_avail = self.next_avail.wrapping_sub(n);
     }
 
-    fn walk_chain(&mut self, head: u16, chain: &mut Chain) -> Result<(), RingError> {
+    /// Walks the chain whose head descriptor `d` (at index `head`) was read already.
+    fn walk_chain(&mut self, head: u16, d: Desc, chain: &mut Chain) -> Result<(), RingError> {
         chain.clear(head);
         let size = u32::from(self.size);
-        let d = self.desc_at(self.desc, size, head)?;
         if d.flags & DESC_F_INDIRECT != 0 {
             // §2.7.5.3.1: only with the feature, never with NEXT, len a nonzero multiple of 16.
             if !self.indirect || d.flags & DESC_F_NEXT != 0 || d.len == 0 || d.len % 16 != 0 {

@@ -157,6 +157,33 @@ fn chain_copies_in_out_and_guest_to_guest() {
     // Readable side only of tx, writable side only of rx.
     assert_eq!(tx.write_at(0, b"x"), 0);
     assert_eq!(rx.read_at(0, &mut tail), 0);
+    // Fixed-size copies only inside one buffer: the fast path, or None / false.
+    assert_eq!(
+        tx.read_array::<4>(996),
+        Some([payload[996], payload[997], payload[998], payload[999]])
+    );
+    assert_eq!(tx.read_array::<8>(996), None, "spans two buffers");
+    assert_eq!(tx.read_array::<8>(2995), None, "past the end");
+    assert!(rx.write_array(2, b"AB"));
+    assert!(!rx.write_array(8, b"ABCD"), "spans two buffers");
+    assert!(rx.write_array(10, b"ABCD"));
+    m.theirs
+        .read_slice(&mut back[..16], GuestAddress(BUF + 0x20000))
+        .unwrap();
+    assert_eq!(&back[..10], b"01AB456789");
+    let mut head = [0u8; 4];
+    m.theirs
+        .read_slice(&mut head, GuestAddress(BUF + 0x30000))
+        .unwrap();
+    assert_eq!(&head, b"ABCD");
+    // A copy inside one buffer on both sides (the fast path) and one that is not.
+    assert_eq!(tx.copy_to(0, &rx, 100, 64), 64);
+    assert_eq!(tx.copy_to(990, &rx, 100, 20), 20);
+    let mut mid = [0u8; 20];
+    m.theirs
+        .read_slice(&mut mid, GuestAddress(BUF + 0x30000 + 90))
+        .unwrap();
+    assert_eq!(&mid[..], &payload[990..1010]);
 }
 
 #[test]
