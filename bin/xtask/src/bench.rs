@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: VM-to-VM forwarding rate of vnetd, against DPDK's own vhost as the
-//! anchor, with the method DPDK uses for its vhost numbers (no VM, one core each).
+//! anchor, with the method DPDK uses for its vhost numbers (no VM, one core each). The
+//! VM-to-host scenario through a TAP port lives in [`tap`] (`--scenarios`).
 //!
 //! One `dpdk-testpmd`, the generator, plays both VMs: it holds two `net_virtio_user` ports,
 //! A and B, and forwards in `mac` mode with `--port-topology=paired`, each port addressing the
@@ -46,9 +47,15 @@ use serde_json::{json, Value};
 use crate::deps;
 use crate::util::{self, cargo, has_command, warn};
 
+pub mod tap;
+
 /// Options of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Scenarios: `vm2vm` (two guests through the switch) and `tap` (a guest and the host
+    /// through a TAP port, both directions, with DPDK's net_tap and a bare TAP loop as anchors).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "vm2vm,tap")]
+    scenarios: Vec<Scenario>,
     /// Runs of each switch per frame size and generator variant; the table shows medians.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
@@ -74,7 +81,16 @@ pub struct Args {
     wait_idle: u64,
 }
 
-/// Which switch `--only` keeps.
+/// A scenario of `--scenarios`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// VM to VM: two virtio-user ports of one generator through the switch.
+    Vm2vm,
+    /// VM to host through a TAP port, both directions (bench/tap.rs).
+    Tap,
+}
+
+/// Which switch `--only` keeps (in the TAP scenario `dpdk` keeps the bare loop too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Only {
     Vnetd,
@@ -177,7 +193,8 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let mut runs: Vec<RunResult> = Vec::new();
     let mut idle: Vec<(String, f64)> = Vec::new();
-    for devargs in &args.devargs {
+    let vm2vm = args.scenarios.contains(&Scenario::Vm2vm);
+    for devargs in args.devargs.iter().filter(|_| vm2vm) {
         for &size in &args.sizes {
             let case = Case {
                 devargs: devargs.clone(),
@@ -197,9 +214,17 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
 
+    let mut tap = args
+        .scenarios
+        .contains(&Scenario::Tap)
+        .then(|| tap::run(&ctx, args, &modes));
+
     // Judge every run against the best placement seen over the whole bench.
     for run in &mut runs {
         run.check_placement(ctx.best_pingpong.get());
+    }
+    if let Some(tap) = &mut tap {
+        tap.check_placement(ctx.best_pingpong.get());
     }
     let report = Report {
         info,
@@ -213,6 +238,8 @@ pub fn run(args: &Args) -> Result<()> {
         logs: ctx.logs.clone(),
         best_pingpong: ctx.best_pingpong.get(),
         cpus: (ctx.cpu_gen, ctx.cpu_switch),
+        vm2vm,
+        tap,
     };
     let text = report.render();
     println!("{text}");
@@ -1138,6 +1165,10 @@ struct Report {
     best_pingpong: f64,
     /// Generator's and switch's CPUs.
     cpus: (usize, usize),
+    /// The VM-to-VM scenario ran.
+    vm2vm: bool,
+    /// The TAP scenario's results, when it ran.
+    tap: Option<tap::TapReport>,
 }
 
 /// One row of the table: a case and a vnetd mode (or the anchor alone).
@@ -1191,13 +1222,31 @@ impl Report {
     fn render(&self) -> String {
         let mut out = String::new();
         let i = &self.info;
-        out += "\nvnet bench: VM-to-VM, one dpdk-testpmd generator (2 virtio-user ports, mac \
-                forwarding) on one CPU, the switch under test alone on the other\n";
+        if self.vm2vm {
+            out += "\nvnet bench: VM-to-VM, one dpdk-testpmd generator (2 virtio-user ports, mac \
+                    forwarding) on one CPU, the switch under test alone on the other\n";
+        } else {
+            out += "\nvnet bench: the generator on one CPU, the switch under test alone on the \
+                    other\n";
+        }
         out += &format!(
             "date {}  kernel {}  cpu {} ({} CPUs)  dpdk {}  vnetd {}\n",
             i["date"], i["kernel"], i["cpu"], i["cpus"], i["dpdk"], i["commit"]
         );
         out += &format!("command: {}\n", i["command"]);
+        if self.vm2vm {
+            out += &self.render_vm2vm();
+        }
+        if let Some(tap) = &self.tap {
+            out += &tap.render();
+        }
+        out += &format!("logs: {}", self.logs.display());
+        out
+    }
+
+    /// The VM-to-VM table and its notes.
+    fn render_vm2vm(&self) -> String {
+        let mut out = String::new();
         out += &format!(
             "medians of {} run(s) x {} s; Gbit/s = Mpps x frame bytes x 8 (no FCS, preamble or \
              gap); CPU % of one CPU; DPDK = testpmd io between 2 net_vhost ports\n\n",
@@ -1347,7 +1396,6 @@ impl Report {
                 }
             }
         }
-        out += &format!("logs: {}", self.logs.display());
         out
     }
 
@@ -1403,6 +1451,8 @@ impl Report {
             "rows": rows,
             "idle_cpu_pct": idle,
             "runs": self.runs.iter().map(RunResult::json).collect::<Vec<_>>(),
+            "vm2vm": self.vm2vm,
+            "tap": self.tap.as_ref().map(tap::TapReport::json),
             "logs": self.logs.display().to_string(),
         })
     }

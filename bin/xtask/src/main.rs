@@ -3,7 +3,8 @@
 //! One module per command; a new command is a module with a `run` function and a variant of
 //! [`Command`]. Helpers shared by commands live in [`util`].
 
-#![forbid(unsafe_code)]
+// `unsafe` only in the bench's TAP helpers (`bench::tap::sys`: TUNSETIFF, AF_PACKET).
+#![deny(unsafe_code)]
 
 mod bench;
 mod demo;
@@ -39,8 +40,13 @@ enum Command {
     Test(test::Args),
     /// What CI runs (.ci/run): the same as `test`.
     Ci(test::Args),
-    /// VM-to-VM forwarding rate of vnetd against DPDK's vhost (testpmd), as a table and JSON.
+    /// VM-to-VM and VM-to-host (TAP) forwarding rates of vnetd against DPDK (testpmd), as a
+    /// table and JSON.
     Bench(bench::Args),
+    /// The bench's traffic helpers (a bare TAP loop, a host-side sender), started by
+    /// `cargo xtask bench` itself.
+    #[command(hide = true)]
+    BenchHelper(bench::tap::HelperArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
         Command::GuestImage => guest_image::run(),
         Command::Test(args) | Command::Ci(args) => test::run_all(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchHelper(args) => bench::tap::helper(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

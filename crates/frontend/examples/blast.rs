@@ -19,8 +19,10 @@ fn main() {
     let (a, b) = (&args[1], &args[2]);
     let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let size: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(64);
+    // One descriptor per frame, header included, as DPDK and Linux (ANY_LAYOUT) send.
     let mut fa = Frontend::connect(FrontendConfig {
         busy_poll: true,
+        tx_layout: vnet_frontend::TxLayout::Contiguous,
         ..FrontendConfig::new(a)
     })
     .unwrap();
