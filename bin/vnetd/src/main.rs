@@ -29,6 +29,9 @@ struct Args {
     /// poll (busy-poll, one core at 100 %), adaptive (poll while traffic flows).
     #[arg(long, value_name = "MODE")]
     datapath: Option<control::config::DatapathMode>,
+    /// Datapath worker threads (1..=64): ports and their queue pairs are spread over them.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Control socket for vnetctl.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -55,6 +58,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(m) = args.datapath {
         cfg.datapath = m;
+    }
+    if let Some(n) = args.workers {
+        cfg.workers = n;
     }
     if cfg.control.is_none() {
         cfg.control = Some(PathBuf::from(api::DEFAULT_CONTROL_PATH));
@@ -96,10 +102,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let mut daemon = Daemon::new(&cfg)?;
     tracing::info!(
-        "vnetd {} running with {} port(s), {:?} datapath; control socket {}",
+        "vnetd {} running with {} port(s), {:?} datapath, {} worker(s); control socket {}",
         env!("CARGO_PKG_VERSION"),
         cfg.ports.len(),
         cfg.datapath,
+        cfg.workers,
         cfg.control
             .as_deref()
             .map(|p| p.display().to_string())

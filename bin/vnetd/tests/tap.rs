@@ -18,6 +18,16 @@ use wire::Ipv4Addr;
 /// vnetd with a TAP port `host0` (interface `ifn` in `ns`, `extra` options) and
 /// server-mode vhost-user ports.
 fn vnetd_with_tap(ns: &Netns, ifn: &str, extra: &str, ports: &[&str]) -> Vnetd {
+    vnetd_with_tap_workers(ns, ifn, extra, ports, 1)
+}
+
+fn vnetd_with_tap_workers(
+    ns: &Netns,
+    ifn: &str,
+    extra: &str,
+    ports: &[&str],
+    workers: usize,
+) -> Vnetd {
     let dir = test_dir("vnet-tap");
     let sep = if extra.is_empty() { "" } else { "," };
     let mut args = vec![
@@ -25,6 +35,8 @@ fn vnetd_with_tap(ns: &Netns, ifn: &str, extra: &str, ports: &[&str]) -> Vnetd {
         dir.join("ctl.sock").display().to_string(),
         "--tap".into(),
         format!("name=host0,ifname={ifn},netns={}{sep}{extra}", ns.0),
+        "--workers".into(),
+        workers.to_string(),
     ];
     for p in ports {
         args.push("--vhost-user".into());
@@ -78,19 +90,32 @@ fn host_pings_a_frontend_through_a_tap_in_a_namespace() {
         return;
     }
     for queues in [1, 2] {
-        ping_through_tap(queues);
+        ping_through_tap(queues, 1);
+    }
+    // Two workers: the TAP's queue 0 is read by worker 0, port a runs on worker 1, so
+    // host-to-guest frames cross workers; with 2 queues each worker reads one.
+    for queues in [1, 2] {
+        ping_through_tap(queues, 2);
     }
 }
 
-fn ping_through_tap(queues: u16) {
-    let ns = Netns::new(&format!("tap1q{queues}"));
-    let ifn = ifname(&format!("a{queues}"));
-    let v = vnetd_with_tap(&ns, &ifn, &format!("queues={queues}"), &["a"]);
-    assert!(
-        v.log_text().contains(&format!("with {queues} queue(s)")),
-        "{}",
-        v.log_text()
-    );
+fn ping_through_tap(queues: u16, workers: usize) {
+    let ns = Netns::new(&format!("tap1q{queues}w{workers}"));
+    let ifn = ifname(&format!("a{queues}{workers}"));
+    let v = vnetd_with_tap_workers(&ns, &ifn, &format!("queues={queues}"), &["a"], workers);
+    let log = v.log_text();
+    if workers == 1 {
+        assert!(log.contains(&format!("with {queues} queue(s)")), "{log}");
+    } else {
+        // Port a (id 0) runs on worker 0; the TAP (id 1) queue q on worker (1 + q) % 2.
+        for q in 0..usize::from(queues) {
+            let w = (1 + q) % 2;
+            assert!(
+                log.contains(&format!("with 1 queue(s) on worker {w}")),
+                "{log}"
+            );
+        }
+    }
     let out = ns.exec(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn]);
     assert!(
         out.status.success(),
@@ -99,6 +124,10 @@ fn ping_through_tap(queues: u16) {
     );
     let a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    if workers == 2 {
+        let log = v.log_text();
+        assert!(log.contains("port a: ring 0 started on worker 0"), "{log}");
+    }
     let host0 = v.ports().into_iter().find(|p| p.name == "host0").unwrap();
     assert_eq!(
         host0.ifname.as_deref(),

@@ -58,7 +58,7 @@ pub const AGING_SECS_RANGE: std::ops::RangeInclusive<u64> = 10..=1_000_000;
 /// Default number of datapath worker threads.
 pub const DEFAULT_WORKERS: usize = 1;
 /// Most datapath worker threads accepted.
-pub const MAX_WORKERS: usize = 256;
+pub const MAX_WORKERS: usize = datapath::MAX_WORKERS;
 /// Most queue pairs per port.
 pub const MAX_QUEUE_PAIRS: u16 = 16;
 /// Smallest MTU accepted (the IPv4 minimum, RFC 791).

@@ -49,8 +49,8 @@ pub enum DaemonError {
         /// Cause.
         err: port_tap::TapError,
     },
-    /// More than one worker was asked for.
-    #[error("workers = {0}: this vnetd runs one datapath worker (multiple workers are not implemented yet)")]
+    /// The worker count is out of range.
+    #[error("workers = {0}: must be in 1..={max}", max = datapath::MAX_WORKERS)]
     Workers(usize),
     /// Thread, epoll or eventfd creation failed.
     #[error("{0}")]
@@ -132,13 +132,14 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Starts the worker, binds every server socket and the control socket.
     pub fn new(cfg: &Config) -> Result<Daemon, DaemonError> {
-        if cfg.workers != 1 {
+        if !(1..=datapath::MAX_WORKERS).contains(&cfg.workers) {
             return Err(DaemonError::Workers(cfg.workers));
         }
         let dp = Datapath::spawn(DatapathConfig {
             mode: cfg.datapath,
             fdb_capacity: cfg.fdb.capacity,
             fdb_aging: cfg.fdb.aging(),
+            workers: cfg.workers,
         })?;
         // Built up step by step: if a step fails, dropping `d` closes what was opened and
         // removes the sockets already created.
@@ -474,7 +475,7 @@ fn open_tap(dp: &mut Datapath, t: &TapPort) -> Result<TapCtl, DaemonError> {
             .unwrap_or_default(),
         tap.queues.len()
     );
-    let handle = dp.add_tap_port(&t.name, tap);
+    let handle = dp.add_tap_port(&t.name, tap)?;
     Ok(TapCtl {
         cfg: t.clone(),
         ifname,

@@ -162,8 +162,14 @@ pub(crate) fn switch_frame(
     let mut linear = Linear::No;
     match decision {
         Decision::Unicast(egress) => {
-            let r = deliver(w, ingress, egress, &hdr, data, frame_len, &mut linear);
-            if hold && r == Err(DropReason::NoRxBuffer) {
+            let r = deliver(w, ingress, egress, &hdr, data, frame_len, &mut linear, true);
+            // Hold only for a ring of this worker: its rx kick comes here.
+            let local = w
+                .ports
+                .get(usize::from(egress.0))
+                .and_then(Option::as_ref)
+                .is_some_and(Port::can_receive);
+            if hold && local && r == Err(DropReason::NoRxBuffer) {
                 return Outcome::Held(egress);
             }
             account(w, ingress, egress, r);
@@ -172,9 +178,11 @@ pub(crate) fn switch_frame(
             let mut reached = 0;
             for i in 0..w.ports.len() {
                 let egress = PortId(u16::try_from(i).unwrap_or(u16::MAX));
-                let up = w.ports[i].as_ref().is_some_and(Port::can_receive);
+                let up = w.ports[i]
+                    .as_ref()
+                    .is_some_and(|p| p.can_receive() || remote_worker(w.index, p).is_some());
                 if egress != ingress && up {
-                    let r = deliver(w, ingress, egress, &hdr, data, frame_len, &mut linear);
+                    let r = deliver(w, ingress, egress, &hdr, data, frame_len, &mut linear, true);
                     account(w, ingress, egress, r);
                     reached += 1;
                 }
@@ -203,6 +211,43 @@ fn count(w: &mut Worker, port: PortId, reason: DropReason) {
     {
         p.counters.count_drop(reason);
     }
+}
+
+/// Delivers a frame another worker handed over (`bytes`: virtio_net_hdr v1, then the
+/// frame) to `egress`, which runs an rxq here, learning its source on the way.
+pub(crate) fn deliver_mail(
+    w: &mut Worker,
+    ingress: PortId,
+    egress: PortId,
+    bytes: &[u8],
+    now: Instant,
+) {
+    let Some(hdr) = bytes.get(..HDR_LEN_V1).and_then(NetHdr::parse) else {
+        return;
+    };
+    let frame = &bytes[HDR_LEN_V1..];
+    if frame.len() >= 14 {
+        let mut smac = [0u8; 6];
+        smac.copy_from_slice(&frame[6..12]);
+        let vlan = if frame.len() >= 18 && frame[12..14] == [0x81, 0x00] {
+            u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff
+        } else {
+            0
+        };
+        w.fdb.learn(smac, vlan, ingress, now);
+    }
+    let mut linear = Linear::No;
+    let r = deliver(
+        w,
+        ingress,
+        egress,
+        &hdr,
+        Src::Bytes(frame),
+        frame.len(),
+        &mut linear,
+        false,
+    );
+    account(w, ingress, egress, r);
 }
 
 /// Counts the result of one delivery where it belongs.
@@ -246,6 +291,19 @@ enum Linear {
     Failed,
 }
 
+/// A worker other than `me` that runs an rxq of `p` (a vhost-user port whose rxqs all
+/// run elsewhere), if any.
+fn remote_worker(me: usize, p: &Port) -> Option<usize> {
+    if p.tap.is_some() || p.is_broken() {
+        return None;
+    }
+    let others = p.status.rx_workers() & !(1u64 << (me % 64));
+    (others != 0).then(|| others.trailing_zeros() as usize)
+}
+
+/// Delivers one frame to `egress`. With `remote`, a port whose rxqs run on other workers
+/// gets the frame through a mailbox (never for frames that came through one).
+#[allow(clippy::too_many_arguments)]
 fn deliver(
     w: &mut Worker,
     ingress: PortId,
@@ -254,11 +312,15 @@ fn deliver(
     data: Src<'_>,
     frame_len: usize,
     linear: &mut Linear,
+    remote: bool,
 ) -> Result<(), DropReason> {
     let Worker {
         ports,
         scratch,
         epoll,
+        outbox,
+        mailed,
+        index,
         ..
     } = w;
     let Some(dst) = ports
@@ -268,7 +330,26 @@ fn deliver(
         return Err(DropReason::PortDown);
     };
     if !dst.can_receive() {
-        return Err(DropReason::PortDown);
+        let target = if remote {
+            remote_worker(*index, dst)
+        } else {
+            None
+        };
+        let Some((mb, _)) = target.and_then(|t| outbox.get(t)).and_then(Option::as_ref) else {
+            return Err(DropReason::PortDown);
+        };
+        // The frame as it came, header first: the other worker applies the receiver's
+        // offloads itself. A full mailbox is a receiver that cannot keep up.
+        let pushed = mb.push(ingress, egress, HDR_LEN_V1 + frame_len, |b| {
+            let (h, f) = b.split_at_mut(HDR_LEN_V1);
+            hdr.write(h);
+            data.read_at(0, f);
+        });
+        if !pushed {
+            return Err(DropReason::NoRxBuffer);
+        }
+        *mailed |= 1u64 << (target.unwrap_or(0) % 64);
+        return Ok(());
     }
     let out = Out {
         epoll,

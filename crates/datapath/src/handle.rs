@@ -1,7 +1,7 @@
 //! The control plane's side of a worker: commands in, counters and status out.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -11,6 +11,7 @@ use port_vhost::{QueueControl, ReadyQueue};
 use switch::SharedCounters;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::mailbox::Mailbox;
 use crate::port::PortId;
 use crate::worker::Worker;
 
@@ -49,6 +50,8 @@ pub struct DatapathConfig {
     pub fdb_capacity: usize,
     /// How long an unrefreshed FDB entry lives.
     pub fdb_aging: Duration,
+    /// Worker threads (1..=[`MAX_WORKERS`]); ports and queue pairs are spread over them.
+    pub workers: usize,
 }
 
 impl Default for DatapathConfig {
@@ -57,23 +60,69 @@ impl Default for DatapathConfig {
             mode: DatapathMode::Event,
             fdb_capacity: 4096,
             fdb_aging: switch::DEFAULT_AGING_TIME,
+            workers: 1,
         }
     }
 }
 
-/// What the control plane can see of a port without asking the worker.
+/// Most workers a datapath runs (one bit each in [`PortStatus`]'s rx map).
+pub const MAX_WORKERS: usize = 64;
+
+/// What the control plane (and the other workers) can see of a port without asking the
+/// workers that run its rings.
 #[derive(Debug, Default)]
 pub struct PortStatus {
-    running_queues: AtomicU16,
+    /// Rings (or TAP queues) each worker runs for this port.
+    running: Vec<AtomicU16>,
+    /// Bit `w`: worker `w` runs an rxq of this port (or can write to its TAP).
+    rx_workers: AtomicU64,
     broken: AtomicBool,
     broken_reason: Mutex<Option<String>>,
-    features: std::sync::atomic::AtomicU64,
+    features: AtomicU64,
 }
 
 impl PortStatus {
-    /// Rings currently processed.
+    pub(crate) fn new(workers: usize) -> PortStatus {
+        PortStatus {
+            running: (0..workers.max(1)).map(|_| AtomicU16::new(0)).collect(),
+            ..PortStatus::default()
+        }
+    }
+
+    /// Rings currently processed, over all workers.
     pub fn running_queues(&self) -> u16 {
-        self.running_queues.load(Ordering::Relaxed)
+        self.running
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .fold(0u16, u16::saturating_add)
+    }
+
+    /// Workers that can deliver frames to this port (bit per worker).
+    pub(crate) fn rx_workers(&self) -> u64 {
+        self.rx_workers.load(Ordering::Relaxed)
+    }
+
+    /// Whether any worker marked the port broken (checked by the others every burst).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Worker `worker` now runs `n` rings of this port, `rx` of them rxqs (or TAP queues).
+    pub(crate) fn set_running(&self, worker: usize, n: u16, rx: bool, features: u64) {
+        if let Some(c) = self.running.get(worker) {
+            c.store(n, Ordering::Relaxed);
+        }
+        let bit = 1u64 << (worker % MAX_WORKERS);
+        if rx {
+            self.rx_workers.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.rx_workers.fetch_and(!bit, Ordering::Relaxed);
+        }
+        if n > 0 {
+            self.features.store(features, Ordering::Relaxed);
+        } else if self.running_queues() == 0 {
+            self.features.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Why the port is broken, if it is.
@@ -87,12 +136,6 @@ impl PortStatus {
     /// Negotiated features of the running rings (0 when none runs).
     pub fn features(&self) -> u64 {
         self.features.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_running(&self, n: u16, features: u64) {
-        self.running_queues.store(n, Ordering::Relaxed);
-        self.features
-            .store(if n == 0 { 0 } else { features }, Ordering::Relaxed);
     }
 
     pub(crate) fn set_broken(&self, reason: Option<String>) {
@@ -129,6 +172,8 @@ pub(crate) enum Command {
         id: PortId,
         name: String,
         tap: port_tap::Tap,
+        /// The worker reads these queues (else it only writes to the first one).
+        read: bool,
         shared: Arc<SharedCounters>,
         status: Arc<PortStatus>,
     },
@@ -180,80 +225,186 @@ impl CommandTx {
     }
 }
 
-/// A running worker thread.
+/// The datapath: its worker threads.
+///
+/// Ports are spread over the workers: every worker knows every port (its counters, status
+/// and offloads), and runs the rings of some of its queue pairs: pair `q` of port `p` runs
+/// on worker `(p + q) % workers`, so a multiqueue guest's pairs are served by different
+/// workers. A worker delivers a frame into a port's rxq it runs itself, or, when it runs
+/// none of that port's rxqs, hands the frame to a worker that does (see `mailbox`).
+/// TAP queues are spread the same way; every worker may write to a TAP.
 #[derive(Debug)]
 pub struct Datapath {
+    workers: Vec<WorkerHandle>,
+    next_id: u16,
+}
+
+#[derive(Debug)]
+struct WorkerHandle {
     cmd: CommandTx,
     thread: Option<JoinHandle<()>>,
-    next_id: u16,
 }
 
 /// The control plane's handle on one port of a worker.
 #[derive(Debug, Clone)]
 pub struct PortHandle {
-    /// Worker-local id.
+    /// Datapath-wide port id.
     pub id: PortId,
     /// Port name.
     pub name: String,
-    /// Counters the worker flushes each burst.
+    /// Counters the workers flush each burst.
     pub counters: Arc<SharedCounters>,
-    /// Status the worker updates.
+    /// Status the workers update.
     pub status: Arc<PortStatus>,
 }
 
+/// What one worker is wired to: its commands, and the mailboxes to and from the others.
+pub(crate) struct Links {
+    pub index: usize,
+    pub cmds: Receiver<Command>,
+    pub wake: Arc<EventFd>,
+    /// Frames other workers hand to this one, and the eventfd they write when they do.
+    pub inbox: Vec<Arc<Mailbox>>,
+    pub mail_wake: Arc<EventFd>,
+    /// By worker index: the mailbox to it (None for this worker) and its mail eventfd.
+    pub outbox: Vec<Option<(Arc<Mailbox>, Arc<EventFd>)>>,
+}
+
+/// Bytes of each worker-to-worker mailbox: room for a few hundred large frames.
+const MAILBOX_BYTES: usize = 4 << 20;
+
 impl Datapath {
-    /// Starts a worker thread.
+    /// Starts the worker threads.
     pub fn spawn(cfg: DatapathConfig) -> io::Result<Datapath> {
-        let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
-        let (tx, rx): (Sender<Command>, Receiver<Command>) = mpsc::channel();
-        let (ready_tx, ready) = mpsc::sync_channel(1);
-        let wake2 = wake.clone();
-        // The worker is built on its own thread: its buffers never cross threads.
-        let thread = std::thread::Builder::new()
-            .name("vnet-worker0".into())
-            .spawn(move || match Worker::new(cfg, rx, wake2) {
-                Ok(mut w) => {
-                    let _ = ready_tx.send(Ok(()));
-                    w.run();
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })?;
-        ready
-            .recv()
-            .map_err(|_| io::Error::other("worker thread died while starting"))??;
+        let n = cfg.workers;
+        if !(1..=MAX_WORKERS).contains(&n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("workers = {n}: must be in 1..={MAX_WORKERS}"),
+            ));
+        }
+        let mail_wakes: Vec<Arc<EventFd>> = (0..n)
+            .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
+            .collect::<io::Result<_>>()?;
+        // boxes[from][to]
+        let boxes: Vec<Vec<Option<Arc<Mailbox>>>> = (0..n)
+            .map(|from| {
+                (0..n)
+                    .map(|to| (from != to).then(|| Arc::new(Mailbox::new(MAILBOX_BYTES))))
+                    .collect()
+            })
+            .collect();
+        let mut workers = Vec::with_capacity(n);
+        for index in 0..n {
+            let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
+            let (tx, rx): (Sender<Command>, Receiver<Command>) = mpsc::channel();
+            let links = Links {
+                index,
+                cmds: rx,
+                wake: wake.clone(),
+                inbox: (0..n)
+                    .filter_map(|from| boxes[from][index].clone())
+                    .collect(),
+                mail_wake: mail_wakes[index].clone(),
+                outbox: (0..n)
+                    .map(|to| {
+                        boxes[index][to]
+                            .clone()
+                            .map(|b| (b, mail_wakes[to].clone()))
+                    })
+                    .collect(),
+            };
+            let (ready_tx, ready) = mpsc::sync_channel(1);
+            let wcfg = cfg.clone();
+            // The worker is built on its own thread: its buffers never cross threads.
+            let thread = std::thread::Builder::new()
+                .name(format!("vnet-worker{index}"))
+                .spawn(move || match Worker::new(wcfg, links) {
+                    Ok(mut w) => {
+                        let _ = ready_tx.send(Ok(()));
+                        w.run();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                })?;
+            ready
+                .recv()
+                .map_err(|_| io::Error::other("worker thread died while starting"))??;
+            workers.push(WorkerHandle {
+                cmd: CommandTx { tx, wake },
+                thread: Some(thread),
+            });
+        }
         Ok(Datapath {
-            cmd: CommandTx { tx, wake },
-            thread: Some(thread),
+            workers,
             next_id: 0,
         })
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The worker that runs queue pair `qp` of port `id`.
+    fn worker_of(&self, id: PortId, qp: u16) -> usize {
+        worker_of(id, qp, self.workers.len())
     }
 
     /// Adds a port (no rings yet).
     pub fn add_port(&mut self, name: &str, queue_pairs: u16) -> PortHandle {
         let h = self.new_handle(name);
-        self.cmd.send(Command::AddPort {
-            id: h.id,
-            name: name.to_string(),
-            queue_pairs,
-            shared: h.counters.clone(),
-            status: h.status.clone(),
-        });
+        for w in &self.workers {
+            w.cmd.send(Command::AddPort {
+                id: h.id,
+                name: name.to_string(),
+                queue_pairs,
+                shared: h.counters.clone(),
+                status: h.status.clone(),
+            });
+        }
         h
     }
 
-    /// Adds a TAP port: the worker reads and writes its fds from now on.
-    pub fn add_tap_port(&mut self, name: &str, tap: port_tap::Tap) -> PortHandle {
+    /// Adds a TAP port: the workers read and write its fds from now on (queue `q` is read
+    /// by worker `(port + q) % workers`; a worker reading none writes to the first queue).
+    pub fn add_tap_port(&mut self, name: &str, tap: port_tap::Tap) -> io::Result<PortHandle> {
         let h = self.new_handle(name);
-        self.cmd.send(Command::AddTap {
-            id: h.id,
-            name: name.to_string(),
-            tap,
-            shared: h.counters.clone(),
-            status: h.status.clone(),
-        });
-        h
+        let n = self.workers.len();
+        let mut split: Vec<Vec<std::fs::File>> = (0..n).map(|_| Vec::new()).collect();
+        let first = match tap.queues.first() {
+            Some(f) => Some(f.try_clone()?),
+            None => None,
+        };
+        for (q, fd) in tap.queues.into_iter().enumerate() {
+            let qp = u16::try_from(q).unwrap_or(u16::MAX);
+            split[self.worker_of(h.id, qp)].push(fd);
+        }
+        for (w, fds) in self.workers.iter().zip(split) {
+            let read = !fds.is_empty();
+            let queues = if read {
+                fds
+            } else {
+                match &first {
+                    Some(f) => vec![f.try_clone()?],
+                    None => Vec::new(),
+                }
+            };
+            w.cmd.send(Command::AddTap {
+                id: h.id,
+                name: name.to_string(),
+                tap: port_tap::Tap {
+                    ifname: tap.ifname.clone(),
+                    queues,
+                    offloads: tap.offloads,
+                },
+                read,
+                shared: h.counters.clone(),
+                status: h.status.clone(),
+            });
+        }
+        Ok(h)
     }
 
     fn new_handle(&mut self, name: &str) -> PortHandle {
@@ -263,15 +414,17 @@ impl Datapath {
             id,
             name: name.to_string(),
             counters: Arc::new(SharedCounters::new()),
-            status: Arc::new(PortStatus::default()),
+            status: Arc::new(PortStatus::new(self.workers.len())),
         }
     }
 
-    /// Removes a port, stopping its rings; returns once the worker let go of it.
+    /// Removes a port, stopping its rings; returns once every worker let go of it.
     pub fn remove_port(&self, id: PortId) {
-        let (done, wait) = mpsc::sync_channel(1);
-        if self.cmd.send(Command::RemovePort { id, done }) {
-            let _ = wait.recv();
+        for w in &self.workers {
+            let (done, wait) = mpsc::sync_channel(1);
+            if w.cmd.send(Command::RemovePort { id, done }) {
+                let _ = wait.recv();
+            }
         }
     }
 
@@ -279,47 +432,76 @@ impl Datapath {
     pub fn vhost_queues(&self, id: PortId) -> VhostQueues {
         VhostQueues {
             id,
-            cmd: self.cmd.clone(),
+            cmds: self.workers.iter().map(|w| w.cmd.clone()).collect(),
         }
     }
 
-    /// The forwarding database.
+    /// The forwarding database: each worker's entries, merged (the youngest entry of an
+    /// address wins).
     pub fn fdb(&self) -> Vec<FdbRow> {
-        let (reply, wait) = mpsc::sync_channel(1);
-        if !self.cmd.send(Command::Fdb { reply }) {
-            return Vec::new();
+        let mut rows: Vec<FdbRow> = Vec::new();
+        for w in &self.workers {
+            let (reply, wait) = mpsc::sync_channel(1);
+            if !w.cmd.send(Command::Fdb { reply }) {
+                continue;
+            }
+            for r in wait.recv().unwrap_or_default() {
+                match rows.iter_mut().find(|x| x.mac == r.mac && x.vlan == r.vlan) {
+                    Some(x) if r.age < x.age => *x = r,
+                    Some(_) => {}
+                    None => rows.push(r),
+                }
+            }
         }
-        wait.recv().unwrap_or_default()
+        rows
     }
+}
+
+/// The worker that runs queue pair `qp` of port `id` among `n`.
+pub(crate) fn worker_of(id: PortId, qp: u16, n: usize) -> usize {
+    (usize::from(id.0) + usize::from(qp)) % n.max(1)
 }
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        self.cmd.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        for w in &self.workers {
+            w.cmd.send(Command::Shutdown);
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
 
-/// Forwards a vhost-user handler's ring starts and stops to the port's worker.
+/// Forwards a vhost-user handler's ring starts and stops to the worker of each ring.
 #[derive(Debug)]
 pub struct VhostQueues {
     id: PortId,
-    cmd: CommandTx,
+    cmds: Vec<CommandTx>,
+}
+
+impl VhostQueues {
+    fn cmd(&self, index: u16) -> Option<&CommandTx> {
+        self.cmds
+            .get(worker_of(self.id, index / 2, self.cmds.len()))
+    }
 }
 
 impl QueueControl for VhostQueues {
     fn start_queue(&mut self, q: ReadyQueue) {
-        self.cmd.send(Command::StartQueue {
-            id: self.id,
-            q: Box::new(q),
-        });
+        if let Some(c) = self.cmd(q.index) {
+            c.send(Command::StartQueue {
+                id: self.id,
+                q: Box::new(q),
+            });
+        }
     }
 
     fn stop_queue(&mut self, index: u16) -> Option<u16> {
         let (reply, wait) = mpsc::sync_channel(1);
-        if !self.cmd.send(Command::StopQueue {
+        if !self.cmd(index)?.send(Command::StopQueue {
             id: self.id,
             index,
             reply,
@@ -330,7 +512,8 @@ impl QueueControl for VhostQueues {
     }
 
     fn set_call(&mut self, index: u16, call: Option<std::fs::File>) {
-        self.cmd.send(Command::SetCall {
+        let Some(c) = self.cmd(index) else { return };
+        c.send(Command::SetCall {
             id: self.id,
             index,
             call,

@@ -16,11 +16,13 @@
 mod forward;
 mod handle;
 mod io;
+mod mailbox;
 mod port;
 mod worker;
 
 pub use handle::{
     Datapath, DatapathConfig, DatapathMode, FdbRow, PortHandle, PortStatus, VhostQueues,
+    MAX_WORKERS,
 };
 pub use port::PortId;
 

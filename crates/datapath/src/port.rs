@@ -110,11 +110,14 @@ pub(crate) struct TapQueue {
     pub held_for: Option<PortId>,
     /// Buffers arrived while the held frame was being parked: try once more.
     pub retry: bool,
+    /// This worker reads the queue (else it only writes to it: another worker reads it).
+    pub read: bool,
 }
 
 impl TapQueue {
-    pub fn new(fd: File) -> TapQueue {
+    pub fn new(fd: File, read: bool) -> TapQueue {
         TapQueue {
+            read,
             fd,
             out: OutQueue::new(),
             out_armed: false,
@@ -206,17 +209,34 @@ impl Port {
         self.features & f::MRG_RXBUF != 0
     }
 
-    /// The rxq frames to this port go to, if one runs.
+    /// Broken here, or by another worker that runs some of its rings.
+    pub fn is_broken(&self) -> bool {
+        self.broken || self.status.is_broken()
+    }
+
+    /// Tells the control plane and the other workers which rings worker `worker` runs.
+    pub fn publish_running(&self, worker: usize) {
+        let n = self.rxq.iter().chain(self.txq.iter()).flatten().count();
+        let rx = self.rxq.iter().any(Option::is_some);
+        self.status.set_running(
+            worker,
+            u16::try_from(n).unwrap_or(u16::MAX),
+            rx,
+            self.features,
+        );
+    }
+
+    /// The rxq frames to this port go to, if one runs on this worker.
     pub fn rx_ring(&mut self) -> Option<&mut Vq> {
-        if self.broken {
+        if self.is_broken() {
             return None;
         }
         self.rxq.iter_mut().flatten().next()
     }
 
-    /// True if the port can take frames now.
+    /// True if the port can take frames from this worker now.
     pub fn can_receive(&self) -> bool {
-        if self.broken {
+        if self.is_broken() {
             return false;
         }
         match &self.tap {

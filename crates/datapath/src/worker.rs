@@ -13,7 +13,8 @@ use vmm_sys_util::eventfd::EventFd;
 use vring::{Chain, RingError, SplitQueue};
 
 use crate::forward::{Outcome, Scratch, Src};
-use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow};
+use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow, Links};
+use crate::mailbox::Mailbox;
 
 /// While polling busy rings, the fds are checked every this many rounds.
 const EPOLL_EVERY: u32 = 32;
@@ -32,6 +33,8 @@ pub(crate) enum Token {
     Kick { port: PortId, index: u16 },
     /// TAP queue `queue` of `port` is readable / writable / gone.
     Tap { port: PortId, queue: u16 },
+    /// Another worker handed this one frames.
+    Mail,
 }
 
 impl Token {
@@ -40,6 +43,7 @@ impl Token {
             Token::Command => 0,
             Token::Kick { port, index } => (1 << 32) | (u64::from(port.0) << 16) | u64::from(index),
             Token::Tap { port, queue } => (2 << 32) | (u64::from(port.0) << 16) | u64::from(queue),
+            Token::Mail => 3 << 32,
         }
     }
 
@@ -54,6 +58,7 @@ impl Token {
                 port: PortId(((v >> 16) & 0xffff) as u16),
                 queue: (v & 0xffff) as u16,
             }),
+            3 => Some(Token::Mail),
             _ => None,
         }
     }
@@ -79,24 +84,34 @@ pub(crate) struct Worker {
     /// Where frames read from a TAP fd land.
     tap_buf: Vec<u8>,
     running: bool,
+    /// This worker's index in the datapath.
+    pub(crate) index: usize,
+    /// Frames from other workers, and the eventfd they write to wake us.
+    inbox: Vec<Arc<Mailbox>>,
+    mail_wake: Arc<EventFd>,
+    /// By worker index: the mailbox to that worker and its eventfd (None for us).
+    pub(crate) outbox: Vec<Option<(Arc<Mailbox>, Arc<EventFd>)>>,
+    /// Bit per worker that got mail since we last woke it.
+    pub(crate) mailed: u64,
 }
 
 impl Worker {
-    pub fn new(
-        cfg: DatapathConfig,
-        cmds: Receiver<Command>,
-        wake: Arc<EventFd>,
-    ) -> std::io::Result<Worker> {
+    pub fn new(cfg: DatapathConfig, links: Links) -> std::io::Result<Worker> {
         let epoll = Epoll::new()?;
         epoll.ctl(
             ControlOperation::Add,
-            wake.as_raw_fd(),
+            links.wake.as_raw_fd(),
             EpollEvent::new(EventSet::IN, Token::Command.pack()),
+        )?;
+        epoll.ctl(
+            ControlOperation::Add,
+            links.mail_wake.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, Token::Mail.pack()),
         )?;
         Ok(Worker {
             epoll,
-            cmds,
-            wake,
+            cmds: links.cmds,
+            wake: links.wake,
             ports: Vec::new(),
             fdb: Fdb::new(cfg.fdb_capacity, cfg.fdb_aging),
             scratch: Scratch::new(),
@@ -107,6 +122,11 @@ impl Worker {
             work: 0,
             tap_buf: vec![0; crate::forward::MAX_FRAME + port_tap::VNET_HDR_LEN],
             running: true,
+            index: links.index,
+            inbox: links.inbox,
+            mail_wake: links.mail_wake,
+            outbox: links.outbox,
+            mailed: 0,
         })
     }
 
@@ -119,7 +139,7 @@ impl Worker {
             // Sleep only when no queue has work left over from its last burst and we are
             // not polling. While polling busy rings, look at the fds (commands, TAPs) only
             // every EPOLL_EVERY rounds: the syscall costs more than a burst of small frames.
-            let timeout = if self.pending.is_empty() && !self.polling {
+            let timeout = if self.pending.is_empty() && !self.polling && self.inbox_empty() {
                 1000
             } else {
                 0
@@ -142,6 +162,9 @@ impl Worker {
                     Some(Token::Command) => self.commands(),
                     Some(Token::Kick { port, index }) => self.kicked(port, index),
                     Some(Token::Tap { port, queue }) => self.tap_event(port, queue, ev.event_set()),
+                    Some(Token::Mail) => {
+                        let _ = self.mail_wake.read();
+                    }
                     None => {}
                 }
             }
@@ -150,7 +173,9 @@ impl Worker {
             }
             let before = self.work;
             let now = Instant::now();
+            self.process_mail(now);
             self.process_pending(now);
+            self.wake_mailed();
             if self.work != before {
                 last_work = now;
             } else {
@@ -205,7 +230,7 @@ impl Worker {
     fn schedule_all(&mut self) {
         for (i, p) in self.ports.iter().enumerate() {
             let Some(p) = p else { continue };
-            if p.broken {
+            if p.is_broken() {
                 continue;
             }
             for (qp, q) in p.txq.iter().enumerate() {
@@ -329,9 +354,60 @@ impl Worker {
         Ok(left > 0)
     }
 
+    fn inbox_empty(&self) -> bool {
+        self.inbox.iter().all(|m| m.is_empty())
+    }
+
+    /// Delivers the frames other workers handed us (a bounded number per mailbox), and
+    /// learns their sources: this worker's table then knows stations on ports whose
+    /// queues other workers run.
+    fn process_mail(&mut self, now: Instant) {
+        if self.inbox.is_empty() {
+            return;
+        }
+        let mut got = false;
+        for i in 0..self.inbox.len() {
+            let mb = self.inbox[i].clone();
+            for _ in 0..4 * usize::from(crate::BURST) {
+                let popped = mb.pop(|ingress, egress, bytes| {
+                    crate::forward::deliver_mail(self, ingress, egress, bytes, now);
+                });
+                if !popped {
+                    break;
+                }
+                got = true;
+                self.work += 1;
+            }
+        }
+        if got {
+            for p in self.ports.iter_mut().flatten() {
+                p.flush_rx();
+            }
+            self.flush_counters();
+        }
+    }
+
+    /// Wakes the workers we handed frames to this round (they may be asleep in epoll).
+    fn wake_mailed(&mut self) {
+        if self.mailed == 0 {
+            return;
+        }
+        if self.mode != DatapathMode::Poll {
+            for (i, o) in self.outbox.iter().enumerate() {
+                if self.mailed & (1u64 << (i % 64)) != 0 {
+                    if let Some((_, ev)) = o {
+                        // The counter cannot overflow with one write per round.
+                        let _ = ev.write(1);
+                    }
+                }
+            }
+        }
+        self.mailed = 0;
+    }
+
     fn txq(&mut self, id: PortId, qp: u16) -> Option<&mut Vq> {
         let p = self.port(id)?;
-        if p.broken {
+        if p.is_broken() {
             return None;
         }
         p.txq.get_mut(usize::from(qp))?.as_mut()
@@ -390,9 +466,10 @@ impl Worker {
                 id,
                 name,
                 tap,
+                read,
                 shared,
                 status,
-            } => self.add_tap(id, name, tap, shared, status),
+            } => self.add_tap(id, name, tap, read, shared, status),
             Command::RemovePort { id, done } => {
                 if let Some(p) = self.ports.get_mut(usize::from(id.0)).and_then(Option::take) {
                     self.drop_port_rings(id, p);
@@ -446,6 +523,7 @@ impl Worker {
         let index = rq.index;
         let epoll_fd = rq.kick.as_ref().map(AsRawFd::as_raw_fd);
         let polling = self.polling;
+        let me = self.index;
         let Some(p) = self.port(id) else { return };
         let name = p.name.clone();
         let qp = usize::from(index / 2);
@@ -486,10 +564,11 @@ impl Worker {
             vq.ring.disable_notify();
         }
         *slot = Some(vq);
-        let running = p.rxq.iter().chain(p.txq.iter()).flatten().count();
-        p.status
-            .set_running(u16::try_from(running).unwrap_or(u16::MAX), rq.features);
-        tracing::info!("port {name}: ring {index} started (size {})", rq.cfg.size);
+        p.publish_running(me);
+        tracing::info!(
+            "port {name}: ring {index} started on worker {me} (size {})",
+            rq.cfg.size
+        );
         if let Some(fd) = epoll_fd {
             // rx kicks are watched too: they wake TAP queues waiting for rx buffers (the
             // guest sends them only while such a wait asked for them).
@@ -521,11 +600,10 @@ impl Worker {
         let base = self.retire(vq);
         self.pending
             .retain(|&(p, qp)| !(p == id && index % 2 == 1 && qp == index / 2));
+        let me = self.index;
         if let Some(p) = self.port(id) {
-            let running = p.rxq.iter().chain(p.txq.iter()).flatten().count();
-            p.status
-                .set_running(u16::try_from(running).unwrap_or(u16::MAX), p.features);
-            if running == 0 {
+            p.publish_running(me);
+            if p.rxq.iter().chain(p.txq.iter()).all(Option::is_none) {
                 // All rings stopped: the frontend reset the device, a broken port is clean.
                 if p.broken {
                     p.broken = false;
@@ -579,6 +657,7 @@ impl Worker {
         id: PortId,
         name: String,
         tap: port_tap::Tap,
+        read: bool,
         shared: Arc<switch::SharedCounters>,
         status: Arc<crate::handle::PortStatus>,
     ) {
@@ -590,18 +669,29 @@ impl Worker {
         p.hdr_len = port_tap::VNET_HDR_LEN;
         p.rx_caps = virtio_net::offload::RxCaps::from_guest_features(TAP_GUEST_FEATURES);
         p.tx_caps = virtio_net::offload::TxCaps::from_guest_features(TAP_HOST_FEATURES);
-        let queues: Vec<TapQueue> = tap.queues.into_iter().map(TapQueue::new).collect();
+        let queues: Vec<TapQueue> = tap
+            .queues
+            .into_iter()
+            .map(|fd| TapQueue::new(fd, read))
+            .collect();
         for (qi, q) in queues.iter().enumerate() {
             set_tap_interest_op(&self.epoll, id, qi, q, ControlOperation::Add);
         }
-        p.status
-            .set_running(u16::try_from(queues.len()).unwrap_or(u16::MAX), 0);
-        tracing::info!(
-            "port {}: TAP {} attached with {} queue(s)",
-            p.name,
-            tap.ifname,
-            queues.len()
+        p.status.set_running(
+            self.index,
+            u16::try_from(queues.len()).unwrap_or(u16::MAX),
+            !queues.is_empty(),
+            0,
         );
+        if read {
+            tracing::info!(
+                "port {}: TAP {} attached with {} queue(s) on worker {}",
+                p.name,
+                tap.ifname,
+                queues.len(),
+                self.index
+            );
+        }
         p.tap = Some(crate::port::TapIo {
             ifname: tap.ifname,
             queues,
@@ -807,6 +897,7 @@ impl Worker {
 
     /// The TAP device vanished (deleted by someone): the port goes down for good.
     pub(crate) fn tap_gone(&mut self, id: PortId, why: &str) {
+        let me = self.index;
         let Some((p, epoll)) = self.port_and_epoll(id) else {
             return;
         };
@@ -827,7 +918,7 @@ impl Worker {
                 EpollEvent::default(),
             );
         }
-        p.status.set_running(0, 0);
+        p.status.set_running(me, 0, false, 0);
         p.status
             .set_broken(Some(format!("TAP device {} is gone", t.ifname)));
         self.fdb.flush_port(id);
@@ -854,7 +945,7 @@ pub(crate) fn set_tap_interest(epoll: &Epoll, id: PortId, qi: usize, q: &TapQueu
 
 fn set_tap_interest_op(epoll: &Epoll, id: PortId, qi: usize, q: &TapQueue, op: ControlOperation) {
     let mut ev = EventSet::empty();
-    if q.held_for.is_none() {
+    if q.read && q.held_for.is_none() {
         ev |= EventSet::IN;
     }
     if q.out_armed {
@@ -889,6 +980,7 @@ mod tests {
                 port: PortId(3),
                 queue: 1,
             },
+            Token::Mail,
         ] {
             assert_eq!(Token::unpack(t.pack()), Some(t));
         }

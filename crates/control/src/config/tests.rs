@@ -456,10 +456,10 @@ fn validate_globals() {
         f(&mut c);
         c.validate().unwrap_err().to_string()
     };
-    assert_eq!(check(&|c| c.workers = 0), "workers 0 is outside 1..=256");
+    assert_eq!(check(&|c| c.workers = 0), "workers 0 is outside 1..=64");
     assert_eq!(
         check(&|c| c.workers = 1000),
-        "workers 1000 is outside 1..=256"
+        "workers 1000 is outside 1..=64"
     );
     assert_eq!(
         check(&|c| c.fdb.capacity = 0),
@@ -688,7 +688,7 @@ fn toml_port_errors_point_at_the_port() {
 fn toml_global_range_errors_point_at_the_value() {
     assert_eq!(
         toml_err("workers = 0\n"),
-        "vnet.toml:1:11: workers 0 is outside 1..=256"
+        "vnet.toml:1:11: workers 0 is outside 1..=64"
     );
     assert_eq!(
         toml_err("[fdb]\ncapacity = 0\n"),
@@ -732,7 +732,7 @@ fn load_from_file() {
     std::fs::write(&path, "workers = 0\n").unwrap();
     assert_eq!(
         Config::load(&path).unwrap_err().to_string(),
-        format!("{}:1:11: workers 0 is outside 1..=256", path.display())
+        format!("{}:1:11: workers 0 is outside 1..=64", path.display())
     );
     std::fs::remove_file(&path).unwrap();
     let e = Config::load(&path).unwrap_err().to_string();
