@@ -160,6 +160,27 @@ pub(crate) fn switch_frame(
     let data = src.skip(hl);
     let decision = w.fdb.decide(ingress, vlan, smac, dst, now);
     let mut linear = Linear::No;
+    // The common case on its own short path: a frame without offloads (flags and gso_type
+    // zero) from a guest to one guest whose rxq runs here.
+    if let (Decision::Unicast(egress), Src::Chain(c, off), true) = (
+        decision,
+        src,
+        got == head.len() && hdr.flags == 0 && hdr.gso_type == 0,
+    ) {
+        let mut sender = [0u8; HDR_LEN_V1];
+        sender.copy_from_slice(&head[..HDR_LEN_V1]);
+        if let Some(r) = unicast_plain(w, egress, c, off + hl, frame_len, &sender) {
+            account(w, ingress, egress, r);
+            if let Some(p) = w
+                .ports
+                .get_mut(usize::from(ingress.0))
+                .and_then(Option::as_mut)
+            {
+                p.counters.count_rx(frame_len);
+            }
+            return Outcome::Done;
+        }
+    }
     match decision {
         Decision::Unicast(egress) => {
             let r = deliver(w, ingress, egress, &hdr, data, frame_len, &mut linear, true);
@@ -289,6 +310,55 @@ enum Linear {
     No,
     Yes,
     Failed,
+}
+
+/// Delivers a frame without offloads from the chain `src` (frame at `off`, `len` bytes,
+/// sent with the virtio_net_hdr v1 `sender`) into one rx buffer of `egress`, when `egress`
+/// is a guest with a running rxq here, a 12-byte header and a first buffer that takes the
+/// whole frame. `None` leaves everything as it was, for the general path.
+///
+/// The header delivered is what [`offload::rx_hdr`] makes of a plain one (the sender's,
+/// flags zero) with `num_buffers` 1.
+fn unicast_plain(
+    w: &mut Worker,
+    egress: PortId,
+    src: &Chain,
+    off: usize,
+    len: usize,
+    sender: &[u8; HDR_LEN_V1],
+) -> Option<Result<(), DropReason>> {
+    let Worker { ports, scratch, .. } = w;
+    let dst = ports.get_mut(usize::from(egress.0))?.as_mut()?;
+    if dst.tap.is_some() || dst.hdr_len != HDR_LEN_V1 {
+        return None;
+    }
+    let ring = &mut dst.rx_ring()?.ring;
+    if ring.pending() == 0 {
+        match ring.refresh_avail() {
+            Ok(0) => return Some(Err(DropReason::NoRxBuffer)),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    let chain = scratch.rx.first_mut()?;
+    if !matches!(ring.pop(chain), Ok(true)) {
+        return None;
+    }
+    let total = HDR_LEN_V1 + len;
+    let mut h = *sender;
+    h[10..12].copy_from_slice(&1u16.to_le_bytes());
+    if chain.writable_len() as usize >= total
+        && chain.write_array(0, &h)
+        && src.copy_to(off, chain, HDR_LEN_V1, len) == len
+    {
+        ring.push_used(chain.head(), u32::try_from(total).unwrap_or(u32::MAX));
+        dst.rx_dirty = true;
+        dst.counters.count_tx(len);
+        Some(Ok(()))
+    } else {
+        ring.unpop(1);
+        None
+    }
 }
 
 /// A worker other than `me` that runs an rxq of `p` (a vhost-user port whose rxqs all
