@@ -161,15 +161,15 @@ pub(crate) fn switch_frame(
     let decision = w.fdb.decide(ingress, vlan, smac, dst, now);
     let mut linear = Linear::No;
     // The common case on its own short path: a frame without offloads (flags and gso_type
-    // zero) from a guest to one guest whose rxq runs here.
+    // zero) from a guest to one guest whose rxq runs here, or to a TAP.
     if let (Decision::Unicast(egress), Src::Chain(c, off), true) = (
         decision,
         src,
-        got == head.len() && hdr.flags == 0 && hdr.gso_type == 0,
+        hl == HDR_LEN_V1 && got == head.len() && hdr.flags == 0 && hdr.gso_type == 0,
     ) {
         let mut sender = [0u8; HDR_LEN_V1];
         sender.copy_from_slice(&head[..HDR_LEN_V1]);
-        if let Some(r) = unicast_plain(w, egress, c, off + hl, frame_len, &sender) {
+        if let Some(r) = unicast_plain(w, ingress, egress, c, off + hl, frame_len, &sender) {
             account(w, ingress, egress, r);
             if let Some(p) = w
                 .ports
@@ -313,14 +313,16 @@ enum Linear {
 }
 
 /// Delivers a frame without offloads from the chain `src` (frame at `off`, `len` bytes,
-/// sent with the virtio_net_hdr v1 `sender`) into one rx buffer of `egress`, when `egress`
-/// is a guest with a running rxq here, a 12-byte header and a first buffer that takes the
-/// whole frame. `None` leaves everything as it was, for the general path.
+/// sent with the virtio_net_hdr v1 `sender` right before it) to `egress`: into one rx
+/// buffer of a guest with a running rxq here, a 12-byte header and a first buffer that
+/// takes the whole frame; or to a TAP with one `writev`, header included, straight from
+/// the chain. `None` leaves everything as it was, for the general path.
 ///
 /// The header delivered is what [`offload::rx_hdr`] makes of a plain one (the sender's,
-/// flags zero) with `num_buffers` 1.
+/// flags zero) with `num_buffers` 1 (a TAP ignores `num_buffers`).
 fn unicast_plain(
     w: &mut Worker,
+    ingress: PortId,
     egress: PortId,
     src: &Chain,
     off: usize,
@@ -329,8 +331,24 @@ fn unicast_plain(
 ) -> Option<Result<(), DropReason>> {
     let Worker { ports, scratch, .. } = w;
     let dst = ports.get_mut(usize::from(egress.0))?.as_mut()?;
-    if dst.tap.is_some() || dst.hdr_len != HDR_LEN_V1 {
+    if dst.hdr_len != HDR_LEN_V1 || dst.is_broken() {
         return None;
+    }
+    if let Some(tap) = dst.tap.as_mut() {
+        let n = tap.queues.len();
+        if tap.gone || n == 0 {
+            return None;
+        }
+        let q = &mut tap.queues[usize::from(ingress.0) % n];
+        if !q.out.is_empty() {
+            return None;
+        }
+        let k = src.readable_iovecs(off - HDR_LEN_V1, HDR_LEN_V1 + len, &mut scratch.iov);
+        // EAGAIN, a vanished device, any error: the general path tries again and deals
+        // with it.
+        crate::io::tap_writev(q.fd.as_raw_fd(), &scratch.iov[..k]).ok()?;
+        dst.counters.count_tx(len);
+        return Some(Ok(()));
     }
     let ring = &mut dst.rx_ring()?.ring;
     if ring.pending() == 0 {

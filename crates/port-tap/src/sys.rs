@@ -165,9 +165,16 @@ pub fn enter_netns(ns: &File) -> io::Result<()> {
 /// Every `iov[i].iov_base .. + iov_len` is readable memory of this process for the duration
 /// of the call (the kernel reads it; it may be guest memory mapped into vnetd).
 pub unsafe fn writev(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    let n = libc::c_int::try_from(iov.len()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `iov` describes readable memory (caller); writev only reads it.
-    let r = unsafe { libc::writev(fd, iov.as_ptr(), n) };
+    let r = if let [one] = iov {
+        // One buffer (a frame contiguous with its header): plain `write` spares the kernel
+        // importing an iovec array.
+        // SAFETY: `one` describes readable memory (caller); write only reads it.
+        unsafe { libc::write(fd, one.iov_base, one.iov_len) }
+    } else {
+        let n = libc::c_int::try_from(iov.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `iov` describes readable memory (caller); writev only reads it.
+        unsafe { libc::writev(fd, iov.as_ptr(), n) }
+    };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
