@@ -103,18 +103,23 @@ fn ping_through_tap(queues: u16, workers: usize) {
     let ns = Netns::new(&format!("tap1q{queues}w{workers}"));
     let ifn = ifname(&format!("a{queues}{workers}"));
     let v = vnetd_with_tap_workers(&ns, &ifn, &format!("queues={queues}"), &["a"], workers);
-    let log = v.log_text();
-    if workers == 1 {
-        assert!(log.contains(&format!("with {queues} queue(s)")), "{log}");
+    // The workers log the queues they took as they get them: wait for the lines.
+    let wanted: Vec<String> = if workers == 1 {
+        vec![format!("with {queues} queue(s)")]
     } else {
         // Port a (id 0) runs on worker 0; the TAP (id 1) queue q on worker (1 + q) % 2.
-        for q in 0..usize::from(queues) {
-            let w = (1 + q) % 2;
-            assert!(
-                log.contains(&format!("with 1 queue(s) on worker {w}")),
-                "{log}"
-            );
-        }
+        (0..usize::from(queues))
+            .map(|q| format!("with 1 queue(s) on worker {}", (1 + q) % 2))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !wanted.iter().all(|w| v.log_text().contains(w.as_str())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{wanted:?} not all in the log:\n{}",
+            v.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     let out = ns.exec(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn]);
     assert!(

@@ -98,14 +98,20 @@ pub(crate) enum Outcome {
     Held(PortId),
 }
 
+/// Bytes of a frame's start that switching looks at: a virtio_net_hdr v1 and an Ethernet
+/// header with a VLAN tag.
+pub(crate) const HEAD_LEN: usize = HDR_LEN_V1 + 18;
+
 /// Switches the frame `src` (virtio_net_hdr first) that port `ingress` sent. With `hold`,
-/// a unicast frame whose destination has no rx buffer is left to the caller.
+/// a unicast frame whose destination has no rx buffer is left to the caller. `pre`: the
+/// first [`HEAD_LEN`] bytes of `src`, when the caller read them already.
 pub(crate) fn switch_frame(
     w: &mut Worker,
     ingress: PortId,
     src: Src<'_>,
     now: Instant,
     hold: bool,
+    pre: Option<&[u8; HEAD_LEN]>,
 ) -> Outcome {
     let Some(port) = w
         .ports
@@ -117,9 +123,10 @@ pub(crate) fn switch_frame(
     let hl = port.hdr_len;
     // The virtio_net_hdr and Ethernet header (with a VLAN tag), in one inlined copy when
     // they lie in one buffer.
-    let mut head = [0u8; HDR_LEN_V1 + 18];
-    let fast = match src {
-        Src::Chain(c, off) if hl == HDR_LEN_V1 => c.read_array::<{ HDR_LEN_V1 + 18 }>(off),
+    let mut head = [0u8; HEAD_LEN];
+    let fast = match (src, pre) {
+        (_, Some(p)) if hl == HDR_LEN_V1 => Some(*p),
+        (Src::Chain(c, off), _) if hl == HDR_LEN_V1 => c.read_array::<HEAD_LEN>(off),
         _ => None,
     };
     let got = match fast {

@@ -12,7 +12,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 use vring::{Chain, RingError, SplitQueue};
 
-use crate::forward::{Outcome, Scratch, Src};
+use crate::forward::{Outcome, Scratch, Src, HEAD_LEN};
 use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow, Links};
 use crate::mailbox::Mailbox;
 
@@ -73,8 +73,8 @@ pub(crate) struct Worker {
     pub(crate) scratch: Scratch,
     /// Ports with a txq to process: (port, queue pair).
     pending: Vec<(PortId, u16)>,
-    /// The chain being switched (an Option only to lend it out without allocating).
-    tx_chain: Option<Chain>,
+    /// The chains of one tx burst (lent out during the burst).
+    tx_chains: Vec<Chain>,
     /// How this worker waits for work.
     mode: DatapathMode,
     /// Polling right now (always in poll mode, while traffic flows in adaptive mode).
@@ -116,7 +116,7 @@ impl Worker {
             fdb: Fdb::new(cfg.fdb_capacity, cfg.fdb_aging),
             scratch: Scratch::new(),
             pending: Vec::with_capacity(256),
-            tx_chain: Some(Chain::new()),
+            tx_chains: (0..crate::BURST).map(|_| Chain::new()).collect(),
             mode: cfg.mode,
             polling: cfg.mode == DatapathMode::Poll,
             work: 0,
@@ -297,9 +297,33 @@ impl Worker {
 
     /// Runs one burst of txq `qp` of `id`. Returns true if more work is waiting.
     fn process_tx(&mut self, id: PortId, qp: u16, now: Instant) -> bool {
-        let mut chain = self.tx_chain.take().unwrap_or_default();
-        let res = self.tx_burst(id, qp, now, &mut chain);
-        self.tx_chain = Some(chain);
+        let res = match self.txq(id, qp).map(|slot| slot.ring.refresh_avail()) {
+            None => Ok(false),
+            Some(Err(e)) => Err(e),
+            Some(Ok(0)) if self.polling => Ok(false),
+            Some(Ok(_)) => {
+                // The ring and the chains leave the worker for the burst, so frames can be
+                // switched with `&mut self` while they are borrowed; both come back after.
+                let vq = self
+                    .port(id)
+                    .and_then(|p| p.txq.get_mut(usize::from(qp)))
+                    .and_then(Option::take);
+                match vq {
+                    Some(mut vq) => {
+                        let mut chains = std::mem::take(&mut self.tx_chains);
+                        let r = self.tx_burst(&mut vq, id, now, &mut chains);
+                        self.tx_chains = chains;
+                        if let Some(slot) =
+                            self.port(id).and_then(|p| p.txq.get_mut(usize::from(qp)))
+                        {
+                            *slot = Some(vq);
+                        }
+                        r
+                    }
+                    None => Ok(false),
+                }
+            }
+        };
         for p in self.ports.iter_mut().flatten() {
             p.flush_rx();
         }
@@ -312,45 +336,48 @@ impl Worker {
         }
     }
 
+    /// One burst of `vq`, a txq of port `id` taken out of it, in three passes so that the
+    /// cache misses of different frames overlap instead of queueing up one after another:
+    /// pop the chains (descriptor reads), read their headers (the first line of each frame),
+    /// then switch each frame.
     fn tx_burst(
         &mut self,
+        vq: &mut Vq,
         id: PortId,
-        qp: u16,
         now: Instant,
-        chain: &mut Chain,
+        chains: &mut [Chain],
     ) -> Result<bool, RingError> {
-        let pending = match self.txq(id, qp) {
-            Some(q) => q.ring.refresh_avail()?,
-            None => return Ok(false),
-        };
-        let n = pending.min(crate::BURST);
-        for _ in 0..n {
-            let Some(q) = self.txq(id, qp) else { break };
-            if !q.ring.pop(chain)? {
-                break;
-            }
-            let head = chain.head();
-            self.work += 1;
-            crate::forward::switch_frame(self, id, Src::Chain(chain, 0), now, false);
-            if let Some(q) = self.txq(id, qp) {
-                q.ring.push_used(head, 0);
+        let pending = vq.ring.pending();
+        let n = usize::from(pending.min(crate::BURST)).min(chains.len());
+        let mut popped = 0;
+        while popped < n && vq.ring.pop(&mut chains[popped])? {
+            popped += 1;
+        }
+        let mut heads = [[0u8; HEAD_LEN]; crate::BURST as usize];
+        let mut have: u64 = 0;
+        for (i, (c, h)) in chains[..popped].iter().zip(heads.iter_mut()).enumerate() {
+            if let Some(x) = c.read_array::<HEAD_LEN>(0) {
+                *h = x;
+                have |= 1 << i;
             }
         }
-        let polling = self.polling;
-        let Some(q) = self.txq(id, qp) else {
-            return Ok(false);
-        };
-        if q.ring.flush_used() {
-            q.call();
+        for (i, c) in chains[..popped].iter().enumerate() {
+            let pre = (have >> i & 1 == 1).then_some(&heads[i]);
+            crate::forward::switch_frame(self, id, Src::Chain(c, 0), now, false, pre);
+            vq.ring.push_used(c.head(), 0);
         }
-        if pending > n {
+        self.work += popped as u64;
+        if vq.ring.flush_used() {
+            vq.call();
+        }
+        if vq.ring.pending() > 0 {
             return Ok(true);
         }
-        if polling {
+        if self.polling {
             // The next round polls this ring anyway; kicks stay off.
             return Ok(false);
         }
-        let left = q.ring.enable_notify()?;
+        let left = vq.ring.enable_notify()?;
         Ok(left > 0)
     }
 
@@ -760,7 +787,7 @@ impl Worker {
                 }
             };
             if let Outcome::Held(dst) =
-                crate::forward::switch_frame(self, id, Src::Bytes(&buf[..n]), now, true)
+                crate::forward::switch_frame(self, id, Src::Bytes(&buf[..n]), now, true, None)
             {
                 if let Some(q) = self.tap_queue(id, qi) {
                     q.held.clear();
@@ -789,7 +816,7 @@ impl Worker {
             return false;
         }
         let held = std::mem::take(&mut q.held);
-        let r = crate::forward::switch_frame(self, id, Src::Bytes(&held), now, true);
+        let r = crate::forward::switch_frame(self, id, Src::Bytes(&held), now, true, None);
         if let Some(q) = self.tap_queue(id, qi) {
             q.held = held;
         }
