@@ -14,6 +14,10 @@
 //! same CPU. The generator's lcores share the other CPU. The generator is the same in both
 //! cases, so the ratio of the two rates compares the switches.
 //!
+//! `vm2vm-2q` is the same with two queue pairs on every port: the generator's virtio-user
+//! ports `queues=2` with `--rxq=2 --txq=2`, vnetd's ports `queues=2`, the anchor's
+//! `net_vhost` ports `queues=2` with `--rxq=2 --txq=2`.
+//!
 //! Rates come from the generator's port counters (`show port stats all`), sampled after a
 //! warm-up, half way and `--secs` later; the RX packets of both ports over the time between
 //! the first and last samples, as measured here, is the rate. The switch's CPU use is its
@@ -52,7 +56,8 @@ pub mod tap;
 /// Options of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Scenarios: `vm2vm` (two guests through the switch) and `tap` (a guest and the host
+    /// Scenarios: `vm2vm` (two guests through the switch), `vm2vm-2q` (the same with two
+    /// queue pairs per port; not in the default set) and `tap` (a guest and the host
     /// through a TAP port, both directions, with DPDK's net_tap and a bare TAP loop as anchors).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "vm2vm,tap")]
     scenarios: Vec<Scenario>,
@@ -86,8 +91,22 @@ pub struct Args {
 enum Scenario {
     /// VM to VM: two virtio-user ports of one generator through the switch.
     Vm2vm,
+    /// VM to VM with two queue pairs on every port (generator, vnetd and anchor).
+    #[value(name = "vm2vm-2q")]
+    Vm2vm2q,
     /// VM to host through a TAP port, both directions (bench/tap.rs).
     Tap,
+}
+
+impl Scenario {
+    /// Queue pairs per port of a VM-to-VM scenario; None for the others.
+    fn vm2vm_queue_pairs(self) -> Option<u16> {
+        match self {
+            Scenario::Vm2vm => Some(1),
+            Scenario::Vm2vm2q => Some(2),
+            Scenario::Tap => None,
+        }
+    }
 }
 
 /// Which switch `--only` keeps (in the TAP scenario `dpdk` keeps the bare loop too).
@@ -193,22 +212,31 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let mut runs: Vec<RunResult> = Vec::new();
     let mut idle: Vec<(String, f64)> = Vec::new();
-    let vm2vm = args.scenarios.contains(&Scenario::Vm2vm);
-    for devargs in args.devargs.iter().filter(|_| vm2vm) {
-        for &size in &args.sizes {
-            let case = Case {
-                devargs: devargs.clone(),
-                size,
-            };
-            for run_no in 1..=args.runs {
-                for switch in &switches {
-                    let label = switch.label();
-                    let idle_check = !idle.iter().any(|(l, _)| *l == label);
-                    let result = ctx.attempt_run(args, switch, &case, run_no, idle_check);
-                    if let Some(cpu) = result.idle_cpu {
-                        idle.push((label, cpu));
+    // Queue pairs of each VM-to-VM scenario asked for, in the order given.
+    let mut vm2vm: Vec<u16> = Vec::new();
+    for q in args.scenarios.iter().filter_map(|s| s.vm2vm_queue_pairs()) {
+        if !vm2vm.contains(&q) {
+            vm2vm.push(q);
+        }
+    }
+    for &queues in &vm2vm {
+        for devargs in &args.devargs {
+            for &size in &args.sizes {
+                let case = Case {
+                    devargs: devargs.clone(),
+                    size,
+                    queues,
+                };
+                for run_no in 1..=args.runs {
+                    for switch in &switches {
+                        let label = switch.label();
+                        let idle_check = !idle.iter().any(|(l, _)| *l == label);
+                        let result = ctx.attempt_run(args, switch, &case, run_no, idle_check);
+                        if let Some(cpu) = result.idle_cpu {
+                            idle.push((label, cpu));
+                        }
+                        runs.push(result);
                     }
-                    runs.push(result);
                 }
             }
         }
@@ -281,14 +309,45 @@ fn ensure_system() -> Result<()> {
     Ok(())
 }
 
-/// One cell of the table: generator devargs and frame size.
+/// One cell of the table: generator devargs, frame size and queue pairs per port.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Case {
     devargs: String,
     size: u32,
+    /// Queue pairs of every port: generator, vnetd and anchor (`vm2vm-2q`: 2).
+    queues: u16,
 }
 
 impl Case {
+    /// Queue pairs per port (at least one).
+    fn queue_pairs(&self) -> u16 {
+        self.queues.max(1)
+    }
+
+    /// The scenario's name in the table: `VM-to-VM in_order=0`, `VM-to-VM 2q default`.
+    fn scenario(&self) -> String {
+        match self.queue_pairs() {
+            1 => format!("VM-to-VM {}", self.devargs),
+            q => format!("VM-to-VM {q}q {}", self.devargs),
+        }
+    }
+
+    /// Devargs and queue pairs, for run lines: `in_order=0` or `2q in_order=0`.
+    fn label(&self) -> String {
+        match self.queue_pairs() {
+            1 => self.devargs.clone(),
+            q => format!("{q}q {}", self.devargs),
+        }
+    }
+
+    /// testpmd's `--rxq=N --txq=N` for more than one queue pair (none for one).
+    fn queue_args(&self) -> Vec<String> {
+        match self.queue_pairs() {
+            1 => Vec::new(),
+            q => vec![format!("--rxq={q}"), format!("--txq={q}")],
+        }
+    }
+
     /// Devargs appended to each virtio-user port (empty for DPDK's defaults).
     fn extra_devargs(&self) -> &str {
         if self.devargs == "default" {
@@ -432,9 +491,10 @@ impl Ctx {
         Ok(self.percent(b.busy.saturating_sub(a.busy), t1 - t0))
     }
 
-    /// The vnetd command line of one run: ports a and b with their sockets in `dir`, pinned
-    /// to the switch CPU. The one place that says how vnetd runs; a mode is a table row.
-    fn vnetd_command(&self, dir: &Path, mode: Option<&str>) -> Command {
+    /// The vnetd command line of one run: ports a and b with their sockets in `dir` and
+    /// `queues` queue pairs each, pinned to the switch CPU. The one place that says how vnetd
+    /// runs; a mode is a table row.
+    fn vnetd_command(&self, dir: &Path, mode: Option<&str>, queues: u16) -> Command {
         let mut cmd = Command::new("taskset");
         cmd.arg("-c")
             .arg(self.cpu_switch.to_string())
@@ -442,10 +502,14 @@ impl Ctx {
             .arg("--control")
             .arg(dir.join("ctl.sock"));
         for (name, mac) in [("a", MAC_A), ("b", MAC_B)] {
-            cmd.arg("--vhost-user").arg(format!(
+            let mut spec = format!(
                 "name={name},socket={},mac={mac}",
                 dir.join(format!("{name}.sock")).display()
-            ));
+            );
+            if queues > 1 {
+                spec += &format!(",queues={queues}");
+            }
+            cmd.arg("--vhost-user").arg(spec);
         }
         if let Some(mode) = mode {
             cmd.args(["--datapath", mode]);
@@ -486,8 +550,9 @@ impl Ctx {
             .enumerate()
             .map(|(i, (sock, mac))| {
                 let mut spec = format!(
-                    "net_virtio_user{i},path={},queues=1,mac={mac}",
-                    sock.display()
+                    "net_virtio_user{i},path={},queues={},mac={mac}",
+                    sock.display(),
+                    case.queue_pairs()
                 );
                 if !case.extra_devargs().is_empty() {
                     spec.push(',');
@@ -499,19 +564,17 @@ impl Ctx {
         let peer0 = format!("--eth-peer=0,{MAC_B}");
         let peer1 = format!("--eth-peer=1,{MAC_A}");
         let txpkts = format!("--txpkts={}", case.size);
-        let cmd = self.testpmd_command(
-            self.cpu_gen,
-            &prefix,
-            &vdevs,
-            &[
-                "-i",
-                "--forward-mode=mac",
-                "--port-topology=paired",
-                &peer0,
-                &peer1,
-                &txpkts,
-            ],
-        );
+        let queue_args = case.queue_args();
+        let mut app = vec![
+            "-i",
+            "--forward-mode=mac",
+            "--port-topology=paired",
+            &peer0,
+            &peer1,
+            &txpkts,
+        ];
+        app.extend(queue_args.iter().map(String::as_str));
+        let cmd = self.testpmd_command(self.cpu_gen, &prefix, &vdevs, &app);
         let log = self.logs.join(format!("{name}.log"));
         let proc = Proc::spawn(name, cmd, &log, Some(prefix))?;
         let mut gen = Generator { proc };
@@ -545,9 +608,10 @@ impl Ctx {
         loop {
             let busy_before = self.wait_idle(args.wait_idle);
             eprintln!(
-                "--> {label}, {} bytes, devargs {}, run {run_no}/{}{}",
+                "--> {label}, {} bytes, devargs {}, {} queue pair(s), run {run_no}/{}{}",
                 case.size,
                 case.devargs,
+                case.queue_pairs(),
                 args.runs,
                 if attempt > 1 {
                     format!(" (attempt {attempt})")
@@ -607,7 +671,8 @@ impl Ctx {
             dir.0.join("ctl.sock"),
         );
         let vlog = self.logs.join(format!("{name}.log"));
-        let mut vnetd = Proc::spawn("vnetd", self.vnetd_command(&dir.0, mode), &vlog, None)?;
+        let cmd = self.vnetd_command(&dir.0, mode, case.queue_pairs());
+        let mut vnetd = Proc::spawn("vnetd", cmd, &vlog, None)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while ![&sa, &sb, &ctl].iter().all(|p| p.exists()) {
             vnetd.check_alive()?;
@@ -659,16 +724,15 @@ impl Ctx {
         let dir = TempDir::create(self.sock_dir.0.join(&name))?;
         let (sa, sb) = (dir.0.join("a.sock"), dir.0.join("b.sock"));
         let prefix = format!("{TAG}{}-{name}", std::process::id());
+        let q = case.queue_pairs();
         let vdevs = [
-            format!("net_vhost0,iface={},queues=1", sa.display()),
-            format!("net_vhost1,iface={},queues=1", sb.display()),
+            format!("net_vhost0,iface={},queues={q}", sa.display()),
+            format!("net_vhost1,iface={},queues={q}", sb.display()),
         ];
-        let cmd = self.testpmd_command(
-            self.cpu_switch,
-            &prefix,
-            &vdevs,
-            &["--forward-mode=io", "--port-topology=paired"],
-        );
+        let queue_args = case.queue_args();
+        let mut app = vec!["--forward-mode=io", "--port-topology=paired"];
+        app.extend(queue_args.iter().map(String::as_str));
+        let cmd = self.testpmd_command(self.cpu_switch, &prefix, &vdevs, &app);
         let alog = self.logs.join(format!("{name}.log"));
         let mut anchor = Proc::spawn("anchor testpmd", cmd, &alog, Some(prefix))?;
         anchor.wait_output(0, Duration::from_secs(60), "anchor forwarding", |out| {
@@ -1075,6 +1139,7 @@ impl RunResult {
         json!({
             "switch": self.switch,
             "devargs": self.case.devargs,
+            "queue_pairs": self.case.queue_pairs(),
             "size": self.case.size,
             "run": self.run,
             "mpps": self.mpps,
@@ -1165,8 +1230,8 @@ struct Report {
     best_pingpong: f64,
     /// Generator's and switch's CPUs.
     cpus: (usize, usize),
-    /// The VM-to-VM scenario ran.
-    vm2vm: bool,
+    /// Queue pairs of the VM-to-VM scenarios that ran (`vm2vm`: 1, `vm2vm-2q`: 2).
+    vm2vm: Vec<u16>,
     /// The TAP scenario's results, when it ran.
     tap: Option<tap::TapReport>,
 }
@@ -1175,6 +1240,7 @@ struct Report {
 #[derive(Debug)]
 struct Row {
     scenario: String,
+    queues: u16,
     size: u32,
     mode: String,
     vnetd: Option<Medians>,
@@ -1190,29 +1256,33 @@ impl Report {
             .map(Switch::label)
             .collect();
         let mut rows = Vec::new();
-        for devargs in &self.devargs {
-            for &size in &self.sizes {
-                let case = Case {
-                    devargs: devargs.clone(),
-                    size,
-                };
-                let scenario = format!("VM-to-VM {devargs}");
-                let dpdk = medians(&self.runs, "dpdk", &case);
-                let labels = if vnetd_labels.is_empty() {
-                    vec![String::new()]
-                } else {
-                    vnetd_labels.clone()
-                };
-                for label in labels {
-                    rows.push(Row {
-                        scenario: scenario.clone(),
+        for &queues in &self.vm2vm {
+            for devargs in &self.devargs {
+                for &size in &self.sizes {
+                    let case = Case {
+                        devargs: devargs.clone(),
                         size,
-                        mode: label.strip_prefix("vnetd").unwrap_or("").trim().to_string(),
-                        vnetd: (!label.is_empty())
-                            .then(|| medians(&self.runs, &label, &case))
-                            .flatten(),
-                        dpdk,
-                    });
+                        queues,
+                    };
+                    let scenario = case.scenario();
+                    let dpdk = medians(&self.runs, "dpdk", &case);
+                    let labels = if vnetd_labels.is_empty() {
+                        vec![String::new()]
+                    } else {
+                        vnetd_labels.clone()
+                    };
+                    for label in labels {
+                        rows.push(Row {
+                            scenario: scenario.clone(),
+                            queues: case.queue_pairs(),
+                            size,
+                            mode: label.strip_prefix("vnetd").unwrap_or("").trim().to_string(),
+                            vnetd: (!label.is_empty())
+                                .then(|| medians(&self.runs, &label, &case))
+                                .flatten(),
+                            dpdk,
+                        });
+                    }
                 }
             }
         }
@@ -1222,7 +1292,7 @@ impl Report {
     fn render(&self) -> String {
         let mut out = String::new();
         let i = &self.info;
-        if self.vm2vm {
+        if !self.vm2vm.is_empty() {
             out += "\nvnet bench: VM-to-VM, one dpdk-testpmd generator (2 virtio-user ports, mac \
                     forwarding) on one CPU, the switch under test alone on the other\n";
         } else {
@@ -1234,7 +1304,7 @@ impl Report {
             i["date"], i["kernel"], i["cpu"], i["cpus"], i["dpdk"], i["commit"]
         );
         out += &format!("command: {}\n", i["command"]);
-        if self.vm2vm {
+        if !self.vm2vm.is_empty() {
             out += &self.render_vm2vm();
         }
         if let Some(tap) = &self.tap {
@@ -1249,8 +1319,15 @@ impl Report {
         let mut out = String::new();
         out += &format!(
             "medians of {} run(s) x {} s; Gbit/s = Mpps x frame bytes x 8 (no FCS, preamble or \
-             gap); CPU % of one CPU; DPDK = testpmd io between 2 net_vhost ports\n\n",
-            self.args_runs, self.secs
+             gap); CPU % of one CPU; DPDK = testpmd io between 2 net_vhost ports{}\n\n",
+            self.args_runs,
+            self.secs,
+            if self.vm2vm.iter().any(|q| *q > 1) {
+                "; Nq = N queue pairs on every port (generator --rxq/--txq N, vnetd queues=N, \
+                 anchor net_vhost queues=N)"
+            } else {
+                ""
+            }
         );
         let header = [
             "scenario",
@@ -1343,7 +1420,7 @@ impl Report {
                     "  {} {} B {} run {}: {}\n",
                     r.switch,
                     r.case.size,
-                    r.case.devargs,
+                    r.case.label(),
                     r.run,
                     r.error.as_deref().unwrap_or("")
                 );
@@ -1391,7 +1468,10 @@ impl Report {
                 for a in &r.anomalies {
                     out += &format!(
                         "  {} {} B {} run {}: {a}\n",
-                        r.switch, r.case.size, r.case.devargs, r.run
+                        r.switch,
+                        r.case.size,
+                        r.case.label(),
+                        r.run
                     );
                 }
             }
@@ -1417,6 +1497,7 @@ impl Report {
                 };
                 json!({
                     "scenario": row.scenario,
+                    "queue_pairs": row.queues,
                     "size": row.size,
                     "vnetd_mode": row.mode,
                     "vnetd": side(row.vnetd),
@@ -1446,12 +1527,16 @@ impl Report {
                 "sizes": self.sizes,
                 "devargs": self.devargs,
                 "anchor": "dpdk-testpmd, 2 net_vhost ports, --forward-mode=io",
+                "queue_pairs": self.vm2vm,
+                "queue_pairs_note": "N > 1: generator virtio-user queues=N with --rxq=N --txq=N, \
+                                     vnetd ports queues=N, anchor net_vhost queues=N with \
+                                     --rxq=N --txq=N",
                 "rate": "sum of both generator ports' RX-packets deltas / wall time between samples",
             },
             "rows": rows,
             "idle_cpu_pct": idle,
             "runs": self.runs.iter().map(RunResult::json).collect::<Vec<_>>(),
-            "vm2vm": self.vm2vm,
+            "vm2vm": !self.vm2vm.is_empty(),
             "tap": self.tap.as_ref().map(tap::TapReport::json),
             "logs": self.logs.display().to_string(),
         })
@@ -2351,6 +2436,30 @@ testpmd> ";
                 ("b.no_rx_buffer".to_string(), 2)
             ]
         );
+    }
+
+    #[test]
+    fn two_queue_pair_scenario() {
+        use clap::ValueEnum;
+        assert_eq!(Scenario::from_str("vm2vm-2q", false), Ok(Scenario::Vm2vm2q));
+        assert_eq!(Scenario::Vm2vm2q.vm2vm_queue_pairs(), Some(2));
+        assert_eq!(Scenario::Vm2vm.vm2vm_queue_pairs(), Some(1));
+        assert_eq!(Scenario::Tap.vm2vm_queue_pairs(), None);
+        let two = Case {
+            devargs: "in_order=0".into(),
+            size: 64,
+            queues: 2,
+        };
+        assert_eq!(two.scenario(), "VM-to-VM 2q in_order=0");
+        assert_eq!(two.label(), "2q in_order=0");
+        assert_eq!(two.queue_args(), ["--rxq=2", "--txq=2"]);
+        let one = Case {
+            queues: 1,
+            ..two.clone()
+        };
+        assert_eq!(one.scenario(), "VM-to-VM in_order=0");
+        assert!(one.queue_args().is_empty());
+        assert_ne!(one, two, "rows and medians keep the two apart");
     }
 
     #[test]

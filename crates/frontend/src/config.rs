@@ -57,11 +57,15 @@ pub enum MemRegistration {
 pub struct FrontendConfig {
     /// vhost-user socket of the backend (which listens).
     pub socket: PathBuf,
-    /// Virtio feature bits wanted; the negotiated set is `offered & wanted`.
+    /// Virtio feature bits wanted; the negotiated set is `offered & wanted` (see
+    /// `queue_pairs` for MQ; `VIRTIO_NET_F_CTRL_VQ` is never acked to the backend, as the
+    /// control queue is the VMM's with vhost-user and this driver has none).
     pub wanted_features: u64,
     /// Descriptors per ring (a power of two, at most 32768).
     pub queue_size: u16,
-    /// Queue pairs (rx `2p`, tx `2p + 1`). More than one needs the MQ protocol feature.
+    /// Queue pairs (rx `2p`, tx `2p + 1`). More than one needs the MQ protocol feature,
+    /// a backend offering `VIRTIO_NET_F_MQ` (which is then negotiated whatever
+    /// `wanted_features` says) and a GET_QUEUE_NUM answer of at least this many pairs.
     pub queue_pairs: u16,
     /// Guest memory in bytes (split evenly over `regions`, page aligned).
     pub mem_size: u64,

@@ -173,6 +173,68 @@ fn acked<T>(
     r.map_err(vhost_err(op))
 }
 
+/// The virtio features to ack: `offered & wanted`, plus `VIRTIO_NET_F_MQ` when more than
+/// one queue pair is configured (without it the device uses pair 0 only; DPDK's vhost
+/// library even drops the other pairs), minus `VIRTIO_NET_F_CTRL_VQ`.
+///
+/// CTRL_VQ is the VMM's business with vhost-user: QEMU and DPDK's virtio-user emulate the
+/// control queue themselves, turn `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` into SET_VRING_ENABLE
+/// of each ring and never ack CTRL_VQ to the backend. This driver has no control queue
+/// and enables the rings of every configured pair directly, as virtio-user does after
+/// the guest's VQ_PAIRS_SET.
+fn negotiate(c: &FrontendConfig, offered: u64) -> Result<u64, FrontendError> {
+    let mut wanted = c.wanted_features & !f::CTRL_VQ;
+    if c.queue_pairs > 1 {
+        if offered & f::MQ == 0 {
+            return Err(FrontendError::Unsupported(format!(
+                "{} queue pairs (the backend does not offer VIRTIO_NET_F_MQ)",
+                c.queue_pairs
+            )));
+        }
+        wanted |= f::MQ;
+    }
+    Ok(offered & wanted)
+}
+
+/// Sends GET_QUEUE_NUM and returns the answer: the number of queue PAIRS, as QEMU's
+/// vhost-user net reads it (it compares the answer with its `queues=`) and DPDK's vhost
+/// library gives it (`rte_vhost_driver_get_queue_num`). Backends built on the rust-vmm
+/// `vhost-user-backend` crate answer the number of rings, which passes the same check.
+///
+/// Not through the `vhost` crate: its `get_queue_num` also makes the answer the bound on
+/// every later vring index, which would refuse ring `n..2n` of an `n`-pair device. The
+/// request goes out on a second handle of the same socket while no other request is in
+/// flight (the crate reads exactly one message per reply and buffers nothing), so the
+/// crate's view of the stream is unchanged.
+fn get_queue_num(sock: &UnixStream) -> Result<u64, FrontendError> {
+    use std::io::{Read, Write};
+    const GET_QUEUE_NUM: u32 = 17;
+    const VERSION_1: u32 = 0x1;
+    const REPLY: u32 = 0x4;
+    let io = |source| FrontendError::Io {
+        op: "GET_QUEUE_NUM",
+        source,
+    };
+    let mut req = [0u8; 12];
+    req[..4].copy_from_slice(&GET_QUEUE_NUM.to_ne_bytes());
+    req[4..8].copy_from_slice(&VERSION_1.to_ne_bytes());
+    let mut s = sock;
+    s.write_all(&req).map_err(io)?;
+    let mut reply = [0u8; 20];
+    s.read_exact(&mut reply).map_err(io)?;
+    let word = |i: usize| u32::from_ne_bytes([reply[i], reply[i + 1], reply[i + 2], reply[i + 3]]);
+    let (code, flags, size) = (word(0), word(4), word(8));
+    if code != GET_QUEUE_NUM || flags & 0x3 != VERSION_1 || flags & REPLY == 0 || size != 8 {
+        return Err(io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("reply with request {code}, flags {flags:#x}, size {size}"),
+        )));
+    }
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&reply[12..]);
+    Ok(u64::from_ne_bytes(v))
+}
+
 /// Checks what can be checked before talking to the backend.
 fn validate(c: &FrontendConfig) -> Result<(), FrontendError> {
     if !c.queue_size.is_power_of_two() || c.queue_size > 32768 {
@@ -292,10 +354,15 @@ impl Frontend {
         let c = &config;
         validate(c)?;
         let nvrings = 2 * c.queue_pairs;
+        // A second handle on the socket for GET_QUEUE_NUM (see `get_queue_num`).
+        let raw = sock.try_clone().map_err(|source| FrontendError::Io {
+            op: "dup vhost-user socket",
+            source,
+        })?;
         let mut vu = VuFrontend::from_stream(sock, u64::from(nvrings));
         vu.set_owner().map_err(vhost_err("SET_OWNER"))?;
         let offered = vu.get_features().map_err(vhost_err("GET_FEATURES"))?;
-        let features = offered & c.wanted_features;
+        let features = negotiate(c, offered)?;
 
         let mut offered_protocol = 0;
         let mut protocol = 0;
@@ -324,24 +391,15 @@ impl Frontend {
                     c.queue_pairs
                 )));
             }
-            // GET_QUEUE_NUM counts queue pairs for net devices (QEMU and DPDK read it so).
-            // The vhost crate also uses it as the bound for vring indexes, which is why it
-            // is asked only when more than one pair is wanted.
-            let n = vu.get_queue_num().map_err(vhost_err("GET_QUEUE_NUM"))?;
+            let n = get_queue_num(&raw)?;
             if n < u64::from(c.queue_pairs) {
                 return Err(FrontendError::Unsupported(format!(
-                    "{} queue pairs (backend has {n})",
-                    c.queue_pairs
-                )));
-            }
-            if n < u64::from(nvrings) {
-                return Err(FrontendError::Unsupported(format!(
-                    "{} queue pairs: the backend reports {n} queues, and the vhost crate \
-                     rejects vring indexes beyond that",
+                    "{} queue pairs (the backend has {n})",
                     c.queue_pairs
                 )));
             }
         }
+        drop(raw);
         acked(&mut vu, reply_ack, "SET_FEATURES", |v| {
             v.set_features(features)
         })?;
@@ -528,7 +586,8 @@ impl Frontend {
         self.offered_features
     }
 
-    /// Negotiated virtio feature bits (`offered & wanted`).
+    /// Negotiated virtio feature bits (`offered & wanted`, see
+    /// [`FrontendConfig::wanted_features`]).
     pub fn negotiated_features(&self) -> u64 {
         self.features
     }

@@ -371,6 +371,12 @@ fn dpdk_reconnect_and_two_queue_pairs() {
         f::describe(fe.negotiated_features()),
         fe.protocol_features()
     );
+    assert_ne!(fe.negotiated_features() & f::MQ, 0, "MQ negotiated");
+    assert_eq!(
+        fe.negotiated_features() & f::CTRL_VQ,
+        0,
+        "CTRL_VQ never acked"
+    );
     for round in 0..3 {
         for qp in 0..2 {
             roundtrip(

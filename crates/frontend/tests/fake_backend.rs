@@ -91,7 +91,9 @@ struct State {
     acked: u64,
     acked_protocol: u64,
     regions: Regions,
-    vrings: [Vring; 2],
+    vrings: [Vring; 4],
+    /// GET_QUEUE_NUM answer.
+    queue_num: u64,
     /// Request to refuse (NACK).
     nack: Option<&'static str>,
 }
@@ -195,7 +197,7 @@ impl VhostUserBackendReqHandlerMut for Fake {
     }
     fn get_queue_num(&mut self) -> VuResult<u64> {
         self.note("GET_QUEUE_NUM")?;
-        Ok(1)
+        Ok(self.0.lock().unwrap().queue_num)
     }
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
         self.note("SET_VRING_ENABLE")?;
@@ -280,6 +282,7 @@ impl Server {
         let state = Arc::new(Mutex::new(State {
             features,
             protocol: protocol.bits(),
+            queue_num: 1,
             ..State::default()
         }));
         let mut listener = Listener::new(&path, true).unwrap();
@@ -424,13 +427,22 @@ enum DevMode {
 /// Moves tx frames into rx buffers (MRG_RXBUF-aware) on its own thread, polling the
 /// avail rings every millisecond and signalling calls as the driver asks.
 fn spawn_device(server: &Server, mode: DevMode) -> (Arc<AtomicBool>, JoinHandle<usize>) {
+    spawn_device_on(server, mode, 0)
+}
+
+/// [`spawn_device`] on queue pair `qp` (rings `2qp` and `2qp + 1`).
+fn spawn_device_on(
+    server: &Server,
+    mode: DevMode,
+    qp: usize,
+) -> (Arc<AtomicBool>, JoinHandle<usize>) {
     let s = server.state.lock().unwrap();
     let m = s.regions.clone_files();
     let event_idx = s.acked & f::RING_EVENT_IDX != 0;
     let mrg = s.acked & f::MRG_RXBUF != 0;
     let hdr_len = virtio_net::hdr_len(s.acked);
-    let mut rx = DevRing::new(&m, &s.vrings[0], event_idx);
-    let mut tx = DevRing::new(&m, &s.vrings[1], event_idx);
+    let mut rx = DevRing::new(&m, &s.vrings[2 * qp], event_idx);
+    let mut tx = DevRing::new(&m, &s.vrings[2 * qp + 1], event_idx);
     drop(s);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -531,13 +543,17 @@ fn frame(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn loopback(fe: &mut Frontend, server: &Server, sizes: &[usize]) {
-    let (stop, dev) = spawn_device(server, DevMode::Loopback);
+    loopback_on(fe, server, 0, sizes);
+}
+
+fn loopback_on(fe: &mut Frontend, server: &Server, qp: u16, sizes: &[usize]) {
+    let (stop, dev) = spawn_device_on(server, DevMode::Loopback, usize::from(qp));
     for (k, &len) in sizes.iter().enumerate() {
         let fr = frame(len, k.to_le_bytes()[0]);
-        fe.send(0, &NetHdr::default(), &fr).unwrap();
+        fe.send(qp, &NetHdr::default(), &fr).unwrap();
         let t = Instant::now();
         let (_, got) = fe
-            .recv(0, Duration::from_secs(5))
+            .recv(qp, Duration::from_secs(5))
             .unwrap()
             .expect("frame back");
         assert!(t.elapsed() < Duration::from_secs(4));
@@ -580,7 +596,8 @@ fn add_mem_reg_with_three_regions_and_loopback() {
             gpas[1] > gpas[0] + s.regions.0[0].0.memory_size,
             "gap between regions"
         );
-        assert!(s.vrings.iter().all(|v| v.enabled && v.num == 256));
+        assert!(s.vrings[..2].iter().all(|v| v.enabled && v.num == 256));
+        assert!(s.vrings[2..].iter().all(|v| !v.enabled && v.num == 0));
         assert_eq!(s.acked, FEATURES & fe.config().wanted_features);
     }
     assert_eq!(fe.mac().unwrap(), Some(MAC));
@@ -762,4 +779,72 @@ fn raw_post_and_guest_helpers() {
     assert!(fe.vring_addrs(2).is_err());
     fe.kick(1).unwrap();
     assert!(fe.call_fd(0).unwrap() >= 0);
+}
+
+#[test]
+fn two_queue_pairs_negotiate_mq_and_use_rings_2_and_3() {
+    let server = Server::start(FEATURES | f::MQ | f::CTRL_VQ, all_protocol());
+    // DPDK's vhost and vnetd answer GET_QUEUE_NUM in queue pairs.
+    server.state.lock().unwrap().queue_num = 2;
+    let cfg = FrontendConfig {
+        queue_pairs: 2,
+        ..server.config()
+    };
+    let mut fe = Frontend::connect(cfg).unwrap();
+    assert_eq!(fe.queue_pairs(), 2);
+    let log = server.log();
+    assert_eq!(log.iter().filter(|m| **m == "GET_QUEUE_NUM").count(), 1);
+    assert_eq!(log.iter().filter(|m| **m == "SET_VRING_ENABLE").count(), 4);
+    {
+        let s = server.state.lock().unwrap();
+        assert_ne!(s.acked & f::MQ, 0, "MQ negotiated for two pairs");
+        assert_eq!(s.acked & f::CTRL_VQ, 0, "the control queue is the VMM's");
+        assert_eq!(fe.negotiated_features(), s.acked);
+        assert!(s.vrings.iter().all(|v| v.enabled && v.num == 256));
+    }
+    loopback_on(&mut fe, &server, 1, &[60, 1514, 9000]);
+    loopback_on(&mut fe, &server, 0, &[60, 1514]);
+}
+
+#[test]
+fn queue_num_read_as_pairs_or_rings() {
+    // vhost-user-backend style: the answer counts rings (4 for 2 pairs); enough too.
+    let server = Server::start(FEATURES | f::MQ, all_protocol());
+    server.state.lock().unwrap().queue_num = 4;
+    let cfg = FrontendConfig {
+        queue_pairs: 2,
+        ..server.config()
+    };
+    let mut fe = Frontend::connect(cfg).unwrap();
+    loopback_on(&mut fe, &server, 1, &[100]);
+
+    // One pair only: refused before any ring is set up.
+    let server = Server::start(FEATURES | f::MQ, all_protocol());
+    let cfg = FrontendConfig {
+        queue_pairs: 2,
+        ..server.config()
+    };
+    let e = Frontend::connect(cfg).unwrap_err();
+    assert!(matches!(e, FrontendError::Unsupported(_)), "{e}");
+    assert!(!server.log().contains(&"SET_VRING_NUM"));
+
+    // MQ protocol feature but no VIRTIO_NET_F_MQ: the device would use pair 0 only.
+    let server = Server::start(FEATURES, all_protocol());
+    server.state.lock().unwrap().queue_num = 2;
+    let cfg = FrontendConfig {
+        queue_pairs: 2,
+        ..server.config()
+    };
+    let e = Frontend::connect(cfg).unwrap_err();
+    assert!(matches!(e, FrontendError::Unsupported(_)), "{e}");
+
+    // One pair never asks, and never acks MQ even when offered.
+    let server = Server::start(FEATURES | f::MQ | f::CTRL_VQ, all_protocol());
+    let cfg = FrontendConfig {
+        wanted_features: FEATURES | f::CTRL_VQ,
+        ..server.config()
+    };
+    let fe = Frontend::connect(cfg).unwrap();
+    assert!(!server.log().contains(&"GET_QUEUE_NUM"));
+    assert_eq!(fe.negotiated_features() & (f::MQ | f::CTRL_VQ), 0);
 }

@@ -31,6 +31,13 @@ pub struct RingBuilder {
     pub refused: usize,
 }
 
+impl RingBuilder {
+    /// Indexes of the rings running now, in start order.
+    pub fn running(&self) -> Vec<u16> {
+        self.rings.iter().map(|(i, _)| *i).collect()
+    }
+}
+
 impl QueueControl for RingBuilder {
     fn start_queue(&mut self, q: ReadyQueue) {
         match vring::SplitQueue::new(q.mem, &q.cfg) {

@@ -39,7 +39,7 @@ mod tests;
 
 type VuResult<T> = std::result::Result<T, VuError>;
 
-/// The virtio features vnetd offers on a vhost-user port. The offload set is what the
+/// The virtio features vnetd offers on every vhost-user port. The offload set is what the
 /// switch can deliver to any other port: software segmentation and checksumming cover
 /// receivers that did not accept an offload.
 pub const OFFERED_FEATURES: u64 = f::VERSION_1
@@ -57,14 +57,67 @@ pub const OFFERED_FEATURES: u64 = f::VERSION_1
     | f::GUEST_ECN
     | f::RING_EVENT_IDX
     | f::RING_INDIRECT_DESC
+    // The datapath uses chains in the order they were made available on every ring (tx
+    // chains complete in pop order within a burst; rx chains are filled in pop order and
+    // ones a frame did not need are given back, not skipped), which is all IN_ORDER asks;
+    // drivers then take their cheaper in-order paths.
+    | f::IN_ORDER
     | f::VHOST_USER_PROTOCOL_FEATURES;
 
-/// Protocol features offered (REPLY_ACK is added by the `vhost` crate).
-pub fn offered_protocol_features() -> VhostUserProtocolFeatures {
-    VhostUserProtocolFeatures::MQ
-        | VhostUserProtocolFeatures::REPLY_ACK
+/// Added to [`OFFERED_FEATURES`] on a port with more than one queue pair.
+///
+/// `VIRTIO_NET_F_MQ`: without it the guest never learns `max_virtqueue_pairs` and drives
+/// one pair. QEMU lists MQ in `user_feature_bits` (hw/net/vhost_net.c), so the guest gets
+/// it only if the backend offers it; DPDK's virtio-user (virtio_user_dev.c) takes it from
+/// the backend's GET_FEATURES and drops it when PROTOCOL_F_MQ was not negotiated.
+///
+/// `VIRTIO_NET_F_CTRL_VQ`: MQ depends on it (virtio 1.x §5.1.3.1) because the driver
+/// switches pairs on with `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` on the control virtqueue.
+/// With vhost-user that queue never reaches the backend: the frontend emulates it and
+/// turns the command into SET_VRING_ENABLE of each ring (QEMU's virtio-net device;
+/// DPDK's `virtio_user_handle_mq`; cloud-hypervisor's `NetCtrlEpollHandler`). Whether
+/// the backend must offer the bit depends on the frontend:
+/// * QEMU today does not list CTRL_VQ in `user_feature_bits`: the guest gets it
+///   whatever the backend offers, and it is never acked to the backend. The 2.x-era
+///   vhost_net.c listed it next to MQ, so there the guest got CTRL_VQ (and a Linux
+///   guest, which refuses MQ without CTRL_VQ, got MQ) only if the backend offered it.
+/// * DPDK's virtio-user adds it on its own side (`frontend_features`, "device does not
+///   really need to know anything about CQ") and strips it from SET_FEATURES.
+/// * cloud-hypervisor masks its own feature set, CTRL_VQ included, with the backend's and
+///   passes the acked bit on in SET_FEATURES, while running the control queue itself.
+///
+/// So it is offered with MQ, as DPDK's vhost library does (CTRL_VQ and MQ are in its
+/// `VIRTIO_NET_SUPPORTED_FEATURES`), and accepted in SET_FEATURES; it changes nothing
+/// here. The control queue itself stays the frontend's: its ring index (`2 *
+/// queue_pairs`) is past the data rings and refused like any other index out of range.
+pub const MQ_FEATURES: u64 = f::MQ | f::CTRL_VQ;
+
+/// The virtio features offered on a port of `queue_pairs` queue pairs.
+pub fn offered_features(queue_pairs: u16) -> u64 {
+    if queue_pairs > 1 {
+        OFFERED_FEATURES | MQ_FEATURES
+    } else {
+        OFFERED_FEATURES
+    }
+}
+
+/// Protocol features offered on a port of `queue_pairs` queue pairs (REPLY_ACK is
+/// handled by our message loop).
+///
+/// `PROTOCOL_F_MQ` (and with it GET_QUEUE_NUM) only with more than one pair: frontends
+/// built on the rust-vmm `vhost` crate (cloud-hypervisor among them) take the answer to
+/// GET_QUEUE_NUM as a count of rings and refuse ring indexes at or past it, so a
+/// one-pair port answering "1 pair" would lose its txq there. Without the protocol
+/// feature they assume one pair, as QEMU and DPDK's virtio-user do.
+pub fn offered_protocol_features(queue_pairs: u16) -> VhostUserProtocolFeatures {
+    let base = VhostUserProtocolFeatures::REPLY_ACK
         | VhostUserProtocolFeatures::CONFIG
-        | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+    if queue_pairs > 1 {
+        base | VhostUserProtocolFeatures::MQ
+    } else {
+        base
+    }
 }
 
 /// What the port is, from configuration.
@@ -76,7 +129,8 @@ pub struct NetDevice {
     pub mac: [u8; 6],
     /// MTU reported in the config space (VIRTIO_NET_F_MTU).
     pub mtu: u16,
-    /// Queue pairs offered (GET_QUEUE_NUM reports twice this).
+    /// Queue pairs offered: rings `0..2 * queue_pairs` (rxq `2p`, txq `2p + 1`).
+    /// GET_QUEUE_NUM and `max_virtqueue_pairs` report this number.
     pub queue_pairs: u16,
 }
 
@@ -189,11 +243,32 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
         self.mem = Arc::new(GuestMemory::empty());
     }
 
+    /// Queue pairs of this port (at least one).
+    pub fn queue_pairs(&self) -> u16 {
+        self.dev.queue_pairs.max(1)
+    }
+
+    /// The virtio features offered to this port's frontend.
+    pub fn offered_features(&self) -> u64 {
+        offered_features(self.queue_pairs())
+    }
+
+    /// Ring `index`, or an error for an index past the port's queue pairs (including the
+    /// control queue at `2 * queue_pairs`, which the frontend handles itself).
     fn vring(&mut self, index: u32) -> VuResult<&mut Vring> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.vrings.get_mut(i))
-            .ok_or(VuError::InvalidParam)
+        let n = self.vrings.len();
+        match usize::try_from(index).ok().filter(|i| *i < n) {
+            Some(i) => Ok(&mut self.vrings[i]),
+            None => {
+                tracing::warn!(
+                    "port {}: ring index {index} refused: the port has {} queue pair(s), \
+                     rings 0..{n}",
+                    self.dev.name,
+                    self.queue_pairs()
+                );
+                Err(VuError::InvalidParam)
+            }
+        }
     }
 
     fn protocol_features_acked(&self) -> bool {
@@ -294,15 +369,16 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
     }
 
     fn get_features(&mut self) -> VuResult<u64> {
-        Ok(OFFERED_FEATURES)
+        Ok(self.offered_features())
     }
 
     fn set_features(&mut self, features: u64) -> VuResult<()> {
-        if features & !OFFERED_FEATURES != 0 {
+        let offered = self.offered_features();
+        if features & !offered != 0 {
             tracing::warn!(
                 "port {}: frontend acked features we did not offer: {:#x}",
                 self.dev.name,
-                features & !OFFERED_FEATURES
+                features & !offered
             );
             return Err(VuError::InvalidParam);
         }
@@ -400,19 +476,28 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
     }
 
     fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
-        Ok(offered_protocol_features())
+        Ok(offered_protocol_features(self.queue_pairs()))
     }
 
     fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
-        if features & !offered_protocol_features().bits() != 0 {
+        if features & !offered_protocol_features(self.queue_pairs()).bits() != 0 {
+            tracing::warn!(
+                "port {}: frontend acked protocol features we did not offer: {:#x}",
+                self.dev.name,
+                features & !offered_protocol_features(self.queue_pairs()).bits()
+            );
             return Err(VuError::InvalidParam);
         }
         self.protocol = features;
         Ok(())
     }
 
+    /// The number of queue PAIRS, as DPDK's vhost library answers
+    /// (`rte_vhost_driver_get_queue_num`) and as QEMU's vhost-user net reads it: it
+    /// compares the answer with its `queues=`, which counts pairs ("you are asking more
+    /// queues than supported", net/vhost-user.c). vhost-user.rst only says "queues".
     fn get_queue_num(&mut self) -> VuResult<u64> {
-        Ok(u64::from(self.dev.queue_pairs.max(1)) * 2)
+        Ok(u64::from(self.queue_pairs()))
     }
 
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
@@ -435,7 +520,7 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
         let cfg = NetConfig {
             mac: self.dev.mac,
             status: f::STATUS_LINK_UP,
-            max_virtqueue_pairs: self.dev.queue_pairs.max(1),
+            max_virtqueue_pairs: self.queue_pairs(),
             mtu: self.dev.mtu,
         };
         let bytes = cfg.to_bytes();

@@ -10,12 +10,12 @@ use vhost::vhost_user::VhostUserBackendReqHandlerMut;
 use crate::fuzz::{fuzz_handler, fuzz_messages, RingBuilder};
 use crate::*;
 
-fn dev() -> NetDevice {
+fn dev_with_pairs(queue_pairs: u16) -> NetDevice {
     NetDevice {
         name: "fuzz".into(),
         mac: [0x52, 0x54, 0, 0, 0, 9],
         mtu: 9000,
-        queue_pairs: 1,
+        queue_pairs,
     }
 }
 
@@ -26,7 +26,13 @@ fn fd() -> File {
 /// A handler with 1 MiB of guest memory at gpa 0 (uaddr 0x1000_0000) and ring 1 set up
 /// (size 256, rings at uaddr 0x1000_0000.. ), not yet kicked.
 fn ready(features: u64) -> VhostUserNet<RingBuilder> {
-    let mut n = VhostUserNet::new(dev(), RingBuilder::default());
+    ready_pairs(1, features, &[1])
+}
+
+/// A handler with `queue_pairs` pairs, 1 MiB of guest memory and the rings in `rings`
+/// set up (each at its own 16 KiB slot of guest memory, base 5), not yet kicked.
+fn ready_pairs(queue_pairs: u16, features: u64, rings: &[u32]) -> VhostUserNet<RingBuilder> {
+    let mut n = VhostUserNet::new(dev_with_pairs(queue_pairs), RingBuilder::default());
     n.set_features(features).unwrap();
     let r = VhostUserMemoryRegion {
         guest_phys_addr: 0,
@@ -36,17 +42,21 @@ fn ready(features: u64) -> VhostUserNet<RingBuilder> {
     };
     n.set_mem_table(&[r], vec![vring::mem::memfd(c"m", 1 << 20).unwrap()])
         .unwrap();
-    n.set_vring_num(1, 256).unwrap();
-    n.set_vring_addr(
-        1,
-        VhostUserVringAddrFlags::empty(),
-        0x1000_0000,
-        0x1000_2000,
-        0x1000_1000,
-        0,
-    )
-    .unwrap();
-    n.set_vring_base(1, 5).unwrap();
+    for &q in rings {
+        // Ring 1 keeps the layout the tests below were written for (uaddr 0x1000_0000).
+        let at = 0x1000_0000 + u64::from(q.saturating_sub(1)) * 0x4000;
+        n.set_vring_num(q, 256).unwrap();
+        n.set_vring_addr(
+            q,
+            VhostUserVringAddrFlags::empty(),
+            at,
+            at + 0x2000,
+            at + 0x1000,
+            0,
+        )
+        .unwrap();
+        n.set_vring_base(q, 5).unwrap();
+    }
     n
 }
 
@@ -166,4 +176,170 @@ fn add_and_remove_mem_regions_restart_running_rings() {
     n.add_mem_region(&first, vring::mem::memfd(c"z", 1 << 20).unwrap())
         .unwrap();
     assert_eq!((n.control().started, n.running_rings()), (4, 1));
+}
+
+// ---- multiqueue ----
+
+const PROTO: u64 = virtio_net::features::VHOST_USER_PROTOCOL_FEATURES;
+
+#[test]
+fn get_queue_num_counts_queue_pairs() {
+    for pairs in [1u16, 2, 4, 16] {
+        let mut n = VhostUserNet::new(dev_with_pairs(pairs), RingBuilder::default());
+        assert_eq!(
+            n.get_queue_num().unwrap(),
+            u64::from(pairs),
+            "{pairs} pairs"
+        );
+        let cfg = n.get_config(0, 12, VhostUserConfigFlags::empty()).unwrap();
+        assert_eq!(
+            u16::from_le_bytes([cfg[8], cfg[9]]),
+            pairs,
+            "max_virtqueue_pairs"
+        );
+    }
+    // Zero pairs in the configuration means one.
+    let mut n = VhostUserNet::new(dev_with_pairs(0), RingBuilder::default());
+    assert_eq!(n.get_queue_num().unwrap(), 1);
+}
+
+#[test]
+fn get_queue_num_on_the_wire_counts_queue_pairs() {
+    use std::io::{Read, Write};
+    let (mut ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut n = VhostUserNet::new(dev_with_pairs(2), RingBuilder::default());
+    // GET_QUEUE_NUM (17), version 1, no body.
+    let mut msg = 17u32.to_ne_bytes().to_vec();
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    theirs.write_all(&msg).unwrap();
+    crate::conn::handle_one(&mut ours, &mut n).unwrap();
+    let mut reply = [0u8; 20];
+    theirs.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..4], &17u32.to_ne_bytes());
+    assert_eq!(&reply[8..12], &8u32.to_ne_bytes());
+    assert_eq!(u64::from_ne_bytes(reply[12..].try_into().unwrap()), 2);
+}
+
+#[test]
+fn mq_is_offered_only_with_more_than_one_pair() {
+    use vhost::vhost_user::message::VhostUserProtocolFeatures as P;
+    use virtio_net::features::{CTRL_VQ, MQ};
+
+    let mut one = VhostUserNet::new(dev_with_pairs(1), RingBuilder::default());
+    let f1 = one.get_features().unwrap();
+    assert_eq!(f1, OFFERED_FEATURES);
+    assert_eq!(f1 & (MQ | CTRL_VQ), 0, "one pair: no MQ, no CTRL_VQ");
+    assert!(!one.get_protocol_features().unwrap().contains(P::MQ));
+    assert!(
+        one.set_features(OFFERED_FEATURES | MQ).is_err(),
+        "MQ never offered"
+    );
+    assert!(one.set_protocol_features(P::MQ.bits()).is_err());
+
+    let mut two = VhostUserNet::new(dev_with_pairs(2), RingBuilder::default());
+    let f2 = two.get_features().unwrap();
+    assert_eq!(
+        f2 & (MQ | CTRL_VQ),
+        MQ | CTRL_VQ,
+        "MQ and the CTRL_VQ it depends on"
+    );
+    assert_eq!(
+        f2 & !(MQ | CTRL_VQ),
+        OFFERED_FEATURES,
+        "nothing else changes"
+    );
+    assert!(two.get_protocol_features().unwrap().contains(P::MQ));
+    two.set_protocol_features((P::MQ | P::REPLY_ACK).bits())
+        .unwrap();
+    // cloud-hypervisor acks CTRL_VQ to the backend; DPDK's virtio-user and QEMU strip it.
+    two.set_features(f2).unwrap();
+    assert_eq!(two.acked_features(), f2);
+    two.set_features(f2 & !CTRL_VQ).unwrap();
+    assert_eq!(offered_features(16), f2);
+}
+
+#[test]
+fn ring_indexes_past_the_queue_pairs_are_refused() {
+    for pairs in [1u16, 2] {
+        let mut n = ready_pairs(pairs, PROTO, &[]);
+        let rings = u32::from(pairs) * 2;
+        // The control queue (index 2 * pairs) belongs to the frontend, like any index past it.
+        for q in [rings, rings + 1, 255, 256, u32::MAX] {
+            assert!(n.set_vring_num(q, 256).is_err(), "{pairs} pairs, ring {q}");
+            let addr = n.set_vring_addr(q, VhostUserVringAddrFlags::empty(), 0, 0, 0, 0);
+            assert!(addr.is_err());
+            assert!(n.set_vring_base(q, 0).is_err());
+            assert!(n.get_vring_base(q).is_err());
+            assert!(n.set_vring_enable(q, true).is_err());
+            if let Ok(q8) = u8::try_from(q) {
+                assert!(n.set_vring_kick(q8, Some(fd())).is_err());
+                assert!(n.set_vring_call(q8, Some(fd())).is_err());
+                assert!(n.set_vring_err(q8, Some(fd())).is_err());
+            }
+        }
+        for q in 0..rings {
+            n.set_vring_num(q, 256).unwrap();
+        }
+        assert_eq!(n.running_rings(), 0);
+    }
+}
+
+#[test]
+fn out_of_range_ring_on_the_wire_is_a_refusal() {
+    use std::io::Write;
+    let (mut ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut n = VhostUserNet::new(dev_with_pairs(2), RingBuilder::default());
+    // SET_VRING_NUM (8) of ring 4 on a 2-pair port: body {index, num}.
+    let mut msg = 8u32.to_ne_bytes().to_vec();
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&8u32.to_ne_bytes());
+    msg.extend_from_slice(&4u32.to_ne_bytes());
+    msg.extend_from_slice(&256u32.to_ne_bytes());
+    theirs.write_all(&msg).unwrap();
+    let e = crate::conn::handle_one(&mut ours, &mut n).unwrap_err();
+    assert!(matches!(e, crate::conn::MsgError::Refused { .. }), "{e}");
+    // SET_VRING_KICK (12) of ring 7 without an fd (bit 8).
+    let mut msg = 12u32.to_ne_bytes().to_vec();
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&8u32.to_ne_bytes());
+    msg.extend_from_slice(&(7u64 | 0x100).to_ne_bytes());
+    theirs.write_all(&msg).unwrap();
+    let e = crate::conn::handle_one(&mut ours, &mut n).unwrap_err();
+    assert!(matches!(e, crate::conn::MsgError::Refused { .. }), "{e}");
+}
+
+#[test]
+fn set_vring_enable_starts_and_stops_the_second_pair() {
+    let mut n = ready_pairs(2, PROTO | virtio_net::features::MQ, &[0, 1, 2, 3]);
+    for q in 0..4u8 {
+        n.set_vring_kick(q, Some(fd())).unwrap();
+    }
+    assert_eq!(n.running_rings(), 0, "nothing enabled yet");
+    // What a frontend does at start: pair 0 only...
+    n.set_vring_enable(0, true).unwrap();
+    n.set_vring_enable(1, true).unwrap();
+    assert_eq!(n.control().running(), vec![0, 1]);
+    // ...then VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET 2, translated by the frontend.
+    n.set_vring_enable(2, true).unwrap();
+    n.set_vring_enable(3, true).unwrap();
+    assert_eq!(n.running_rings(), 4);
+    let mut running = n.control().running();
+    running.sort_unstable();
+    assert_eq!(running, vec![0, 1, 2, 3]);
+    assert_eq!(n.control().refused, 0);
+    // VQ_PAIRS_SET 1: pair 1 stops and keeps its base; pair 0 runs on.
+    n.set_vring_enable(2, false).unwrap();
+    n.set_vring_enable(3, false).unwrap();
+    assert_eq!(n.control().running(), vec![0, 1]);
+    let base = { n.get_vring_base(3).unwrap().num };
+    assert_eq!(base, 5);
+    // GET_VRING_BASE stopped ring 3 until its next kick; ring 2 comes back on enable.
+    n.set_vring_enable(2, true).unwrap();
+    n.set_vring_enable(3, true).unwrap();
+    assert_eq!(n.running_rings(), 3);
+    n.set_vring_kick(3, Some(fd())).unwrap();
+    assert_eq!(n.running_rings(), 4);
+    n.reset();
+    assert_eq!(n.running_rings(), 0);
 }

@@ -4,6 +4,7 @@
 pub mod guest;
 pub mod netns;
 pub mod responder;
+pub mod testpmd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,455 @@
+//! Driving `dpdk-testpmd` with `net_virtio_user` ports against vnetd: finding DPDK and
+//! hugepages, starting testpmd non-interactively, stopping it and parsing its per-port
+//! report, and the checks the DPDK tests share.
+//!
+//! testpmd runs non-interactively: it forwards until it reads a line (or EOF) on stdin, then
+//! stops and prints its per-port `RX-packets`/`TX-packets`. (`--stats-period` is not used:
+//! with it testpmd ignores stdin and only stops on a signal.)
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use api::{PortState, PortStats, Request, Response};
+
+use super::Vnetd;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub fn which(prog: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Mount points of hugetlbfs file systems.
+pub fn hugetlbfs_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fs) = (f.next()?, f.next()?, f.next()?);
+            (fs == "hugetlbfs").then(|| PathBuf::from(dir))
+        })
+        .collect()
+}
+
+pub fn free_hugepages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The testpmd binary, or None (with a message) when the tests should be skipped.
+pub fn dpdk() -> Option<PathBuf> {
+    let required = std::env::var("VNET_REQUIRE_DPDK").is_ok_and(|v| v == "1");
+    let why = match which("dpdk-testpmd") {
+        None => "dpdk-testpmd is not on PATH".to_string(),
+        Some(_) if hugetlbfs_mounts().is_empty() => "no hugetlbfs is mounted".to_string(),
+        // Two testpmds with -m 256 each, in 2 MiB pages.
+        Some(_) if free_hugepages() < 256 => {
+            format!("only {} hugepages are free", free_hugepages())
+        }
+        Some(p) => return Some(p),
+    };
+    assert!(!required, "VNET_REQUIRE_DPDK=1 but {why}");
+    eprintln!("skipping the DPDK test: {why} (run `cargo xtask deps`)");
+    None
+}
+
+/// CPUs this process may run on.
+pub fn cpus() -> Vec<usize> {
+    let list = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(str::to_string))
+        .unwrap_or_default();
+    let mut v = vec![];
+    for part in list.trim().split(',').filter(|s| !s.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+            v.extend(a..=b);
+        }
+    }
+    if v.is_empty() {
+        v.push(0);
+    }
+    v
+}
+
+/// Removes what a testpmd with this `--file-prefix` leaves behind: its runtime directory
+/// and its hugepage files (which keep the pages reserved until deleted).
+pub fn remove_dpdk_files(prefix: &str) {
+    let mut runtime = vec![PathBuf::from("/var/run/dpdk"), PathBuf::from("/tmp/dpdk")];
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        runtime.push(PathBuf::from(x).join("dpdk"));
+    }
+    for d in runtime {
+        let _ = std::fs::remove_dir_all(d.join(prefix));
+    }
+    let map = format!("{prefix}map_");
+    for m in hugetlbfs_mounts() {
+        for e in std::fs::read_dir(&m).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&map) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// One virtio-user port of a testpmd: `net_virtio_user<n>` on `sock`.
+pub struct Vdev<'a> {
+    pub sock: &'a Path,
+    pub mac: [u8; 6],
+    /// Queue pairs (`queues=`; more than one also needs testpmd's `--rxq` / `--txq`).
+    pub queues: u16,
+    /// Extra devargs, e.g. `mrg_rxbuf=0`.
+    pub extra: &'a str,
+}
+
+/// A running testpmd. Dropping it stops it (EOF on stdin, then SIGKILL), prints its output
+/// if the test is panicking, and removes its runtime and hugepage files.
+pub struct Testpmd {
+    name: String,
+    prefix: String,
+    out: PathBuf,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+}
+
+/// Per-port figures testpmd prints when it stops.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PortFigures {
+    pub rx: u64,
+    pub tx: u64,
+}
+
+/// What a stopped testpmd reported.
+#[derive(Debug)]
+pub struct Report {
+    /// MAC address of each port, in port order.
+    pub macs: Vec<[u8; 6]>,
+    /// Final forward statistics of each port, in port order.
+    pub ports: Vec<PortFigures>,
+}
+
+impl Testpmd {
+    /// Starts testpmd with the main lcore on CPU `cpu_main` and one forwarding lcore on
+    /// `cpu_fwd`; its output goes to `<dir>/testpmd-<name>.log`.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        (cpu_main, cpu_fwd): (usize, usize),
+        vdevs: &[Vdev],
+        app_args: &[&str],
+    ) -> Testpmd {
+        let prefix = format!(
+            "vnet-dpdk-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut args: Vec<String> = vec![
+            format!("--lcores=0@{cpu_main},1@{cpu_fwd}"),
+            "--no-pci".into(),
+            "--no-telemetry".into(),
+            "--single-file-segments".into(),
+            "-m".into(),
+            "256".into(),
+            format!("--file-prefix={prefix}"),
+        ];
+        for (i, d) in vdevs.iter().enumerate() {
+            let mut spec = format!(
+                "net_virtio_user{i},path={},queues={},mac={}",
+                d.sock.display(),
+                d.queues,
+                fmt_mac(d.mac)
+            );
+            if !d.extra.is_empty() {
+                spec.push(',');
+                spec.push_str(d.extra);
+            }
+            args.push(format!("--vdev={spec}"));
+        }
+        args.push("--".into());
+        // All allocations fit in the -m 256 preallocated at start, so the memory table
+        // virtio-user gives vnetd does not change while traffic runs.
+        args.push("--total-num-mbufs=16384".into());
+        args.extend(app_args.iter().map(|s| s.to_string()));
+
+        let out = dir.join(format!("testpmd-{name}.log"));
+        let mut f = File::create(&out).unwrap();
+        writeln!(f, "$ {} {}", bin.display(), args.join(" ")).unwrap();
+        // Line-buffered stdout, so that the output of a testpmd that must be killed is not
+        // lost in its stdio buffer.
+        let mut cmd = match which("stdbuf") {
+            Some(s) => {
+                let mut c = Command::new(s);
+                c.arg("-oL").arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        Testpmd {
+            name: name.to_string(),
+            prefix,
+            out,
+            child: Some(child),
+            stdin,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Panics (printing the output, from drop) if testpmd exited.
+    pub fn check_running(&mut self) {
+        let child = self.child.as_mut().unwrap();
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("testpmd {} exited early: {st}", self.name);
+        }
+    }
+
+    /// Tells testpmd to stop forwarding and exit, waits for it and parses its report.
+    pub fn stop(&mut self) -> Report {
+        if let Some(mut s) = self.stdin.take() {
+            // testpmd may be gone already (EPIPE); the exit status tells.
+            let _ = s.write_all(b"\n");
+        }
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let st = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "testpmd {} does not exit",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.child = None;
+        let out = self.output();
+        assert!(st.success(), "testpmd {} failed: {st}", self.name);
+        let r = parse_report(&out);
+        assert!(
+            !r.ports.is_empty() && r.ports.len() == r.macs.len(),
+            "testpmd {}: cannot parse its report: {r:?}",
+            self.name
+        );
+        r
+    }
+}
+
+impl Drop for Testpmd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            drop(self.stdin.take()); // EOF: testpmd stops and exits cleanly.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- testpmd {} output ({}) ---\n{}",
+                self.name,
+                self.out.display(),
+                self.output()
+            );
+        }
+        remove_dpdk_files(&self.prefix);
+    }
+}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let mut parts = s.trim().split(':');
+    for b in &mut m {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
+}
+
+/// The number after `key` on `line`.
+pub fn figure(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Parses `Port N: MAC` lines and the `Forward statistics for port N` blocks.
+pub fn parse_report(out: &str) -> Report {
+    let mut macs = vec![];
+    let mut ports: Vec<PortFigures> = vec![];
+    let mut current: Option<usize> = None;
+    for line in out.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("Port ") {
+            if let Some((n, m)) = rest.split_once(": ") {
+                if let (Ok(n), Some(m)) = (n.parse::<usize>(), parse_mac(m)) {
+                    if n == macs.len() {
+                        macs.push(m);
+                    }
+                }
+            }
+        }
+        if let Some(i) = t.find("Forward statistics for port ") {
+            current = t[i + "Forward statistics for port ".len()..]
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok());
+            if let Some(n) = current {
+                if ports.len() <= n {
+                    ports.resize(n + 1, PortFigures::default());
+                }
+            }
+        } else if t.contains("Accumulated forward statistics") {
+            current = None;
+        } else if let Some(n) = current {
+            if let Some(x) = figure(t, "RX-packets:") {
+                ports[n].rx = x;
+            }
+            if let Some(x) = figure(t, "TX-packets:") {
+                ports[n].tx = x;
+            }
+        }
+    }
+    Report { macs, ports }
+}
+
+/// Polls until `cond` holds, failing early if a testpmd exits.
+pub fn wait_until(what: &str, v: &Vnetd, pmds: &mut [&mut Testpmd], cond: impl Fn(&Vnetd) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond(v) {
+        for p in pmds.iter_mut() {
+            p.check_running();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?} {:?}",
+            v.ports(),
+            v.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn port_up(v: &Vnetd, name: &str) -> bool {
+    v.ports()
+        .iter()
+        .any(|p| p.name == name && p.state == PortState::Up)
+}
+
+/// Negotiated features of a port, as vnetd names them.
+pub fn features(v: &Vnetd, name: &str) -> String {
+    v.ports()
+        .into_iter()
+        .find(|p| p.name == name)
+        .and_then(|p| p.features)
+        .unwrap_or_default()
+}
+
+pub fn has_feature(features: &str, name: &str) -> bool {
+    features
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .any(|f| f.eq_ignore_ascii_case(name))
+}
+
+/// Asserts that the FDB has `mac` on `port`.
+pub fn assert_learned(v: &Vnetd, mac: [u8; 6], port: &str) {
+    let Response::Fdb(fdb) = v.call(Request::Fdb) else {
+        panic!("unexpected response to fdb")
+    };
+    let m = fmt_mac(mac);
+    assert!(
+        fdb.iter().any(|e| e.mac == m && e.port == port),
+        "{m} not learned on {port}: {fdb:?}"
+    );
+}
+
+/// Counters once they no longer move (workers publish them per burst).
+pub fn settled_stats(v: &Vnetd) -> (PortStats, PortStats) {
+    let mut last = None;
+    for _ in 0..50 {
+        let s = (v.port_stats("a"), v.port_stats("b"));
+        if last.as_ref() == Some(&s) {
+            break;
+        }
+        last = Some(s);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    last.unwrap()
+}
+
+/// After the frontends are gone, vnetd is alive with both ports down, none broken.
+pub fn assert_ports_released(v: &mut Vnetd) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !v
+        .ports()
+        .iter()
+        .all(|p| p.state == PortState::Down || p.state == PortState::Connected)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "ports not released: {:?}",
+            v.ports()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(v.alive(), "vnetd died");
+    let log = v.log_text();
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains("ERROR "))
+        .collect();
+    assert!(bad.is_empty(), "vnetd complained:\n{}", bad.join("\n"));
+}
+
+/// Non-zero drop counters, `reason=n,...` (or `none`).
+pub fn drops(s: &PortStats) -> String {
+    let v: Vec<String> = s
+        .drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(",")
+    }
+}
+
+/// `a` <= `b` <= `a` + `slack`.
+pub fn assert_close(what: &str, a: u64, b: u64, slack: u64) {
+    assert!(
+        a <= b && b - a <= slack,
+        "{what}: expected {a} <= {b} <= {a} + {slack}"
+    );
+}
