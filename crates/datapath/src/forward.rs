@@ -336,7 +336,12 @@ fn unicast_plain(
     len: usize,
     sender: &[u8; HDR_LEN_V1],
 ) -> Option<Result<(), DropReason>> {
-    let Worker { ports, scratch, .. } = w;
+    let Worker {
+        ports,
+        scratch,
+        rx_hint,
+        ..
+    } = w;
     let dst = ports.get_mut(usize::from(egress.0))?.as_mut()?;
     if dst.hdr_len != HDR_LEN_V1 || dst.is_broken() {
         return None;
@@ -357,7 +362,7 @@ fn unicast_plain(
         dst.counters.count_tx(len);
         return Some(Ok(()));
     }
-    let ring = &mut dst.rx_ring()?.ring;
+    let ring = &mut dst.rx_ring_for(*rx_hint)?.ring;
     if ring.pending() == 0 {
         match ring.refresh_avail() {
             Ok(0) => return Some(Err(DropReason::NoRxBuffer)),
@@ -416,6 +421,7 @@ fn deliver(
         outbox,
         mailed,
         index,
+        rx_hint,
         ..
     } = w;
     let Some(dst) = ports
@@ -450,6 +456,7 @@ fn deliver(
         epoll,
         port: egress,
         hint: usize::from(ingress.0),
+        qp: *rx_hint,
     };
     let plan = offload::plan(hdr, dst.rx_caps);
     let out_hdr = offload::rx_hdr(hdr, plan, dst.rx_caps);
@@ -484,6 +491,8 @@ pub(crate) struct Out<'a> {
     pub port: PortId,
     /// Spreads writes over a multiqueue TAP.
     pub hint: usize,
+    /// The queue pair the frame came in on: a guest gets it on the same pair.
+    pub qp: u16,
 }
 
 fn put(
@@ -508,7 +517,7 @@ fn put_parts(
     if dst.tap.is_some() {
         tap_put(dst, iov, out, hdr, data)
     } else {
-        rx_put(dst, rx, hdr, data)
+        rx_put(dst, rx, out.qp, hdr, data)
     }
 }
 
@@ -619,6 +628,7 @@ fn tap_put(
 fn rx_put(
     dst: &mut Port,
     chains: &mut [Chain],
+    qp: u16,
     hdr: &NetHdr,
     data: Src<'_>,
 ) -> Result<(), DropReason> {
@@ -626,7 +636,7 @@ fn rx_put(
     let mrg = dst.mrg_rxbuf();
     let len = data.len();
     let total = hl + len;
-    let Some(q) = dst.rx_ring() else {
+    let Some(q) = dst.rx_ring_for(qp) else {
         return Err(DropReason::PortDown);
     };
     let ring = &mut q.ring;

@@ -234,6 +234,20 @@ impl Port {
         self.rxq.iter_mut().flatten().next()
     }
 
+    /// The rxq for frames that came in on queue pair `qp` of their port: the same pair
+    /// when it runs here (so a multiqueue guest's flows stay on their pair), else the
+    /// first rxq that runs here.
+    pub fn rx_ring_for(&mut self, qp: u16) -> Option<&mut Vq> {
+        if self.is_broken() {
+            return None;
+        }
+        let i = usize::from(qp);
+        if self.rxq.get(i).is_some_and(Option::is_some) {
+            return self.rxq.get_mut(i).and_then(Option::as_mut);
+        }
+        self.rxq.iter_mut().flatten().next()
+    }
+
     /// True if the port can take frames from this worker now.
     pub fn can_receive(&self) -> bool {
         if self.is_broken() {

@@ -93,6 +93,9 @@ pub(crate) struct Worker {
     pub(crate) outbox: Vec<Option<(Arc<Mailbox>, Arc<EventFd>)>>,
     /// Bit per worker that got mail since we last woke it.
     pub(crate) mailed: u64,
+    /// The queue pair the frames being switched came in on (0 for TAP and mailbox
+    /// frames, whose held-frame bookkeeping watches a port's first rxq).
+    pub(crate) rx_hint: u16,
 }
 
 impl Worker {
@@ -127,6 +130,7 @@ impl Worker {
             mail_wake: links.mail_wake,
             outbox: links.outbox,
             mailed: 0,
+            rx_hint: 0,
         })
     }
 
@@ -311,7 +315,9 @@ impl Worker {
                 match vq {
                     Some(mut vq) => {
                         let mut chains = std::mem::take(&mut self.tx_chains);
+                        self.rx_hint = qp;
                         let r = self.tx_burst(&mut vq, id, now, &mut chains);
+                        self.rx_hint = 0;
                         self.tx_chains = chains;
                         if let Some(slot) =
                             self.port(id).and_then(|p| p.txq.get_mut(usize::from(qp)))
