@@ -148,24 +148,29 @@ fn switching_across_feature_sets() {
     }
 }
 
+/// The richest and the plainest ring feature sets.
+fn extremes() -> [Feat; 2] {
+    [
+        Feat {
+            mrg: true,
+            event_idx: true,
+            indirect: true,
+        },
+        Feat {
+            mrg: false,
+            event_idx: false,
+            indirect: false,
+        },
+    ]
+}
+
 /// Two workers: ports a and c run on worker 0, b on worker 1, so frames between b and the
 /// others cross workers (through a mailbox) and a <-> c stays on one. Everything the
 /// one-worker scenario checks holds: delivery, flooding, hairpin, counters, the FDB.
 #[test]
 fn two_workers() {
     for mode in ["event", "poll"] {
-        for feat in [
-            Feat {
-                mrg: true,
-                event_idx: true,
-                indirect: true,
-            },
-            Feat {
-                mrg: false,
-                event_idx: false,
-                indirect: false,
-            },
-        ] {
+        for feat in extremes() {
             eprintln!("scenario 2 workers {mode} {feat:?}");
             scenario_with(feat, &["--workers", "2", "--datapath", mode]);
         }
@@ -175,18 +180,7 @@ fn two_workers() {
 #[test]
 fn poll_and_adaptive_datapath_modes() {
     for mode in ["poll", "adaptive"] {
-        for feat in [
-            Feat {
-                mrg: true,
-                event_idx: true,
-                indirect: true,
-            },
-            Feat {
-                mrg: false,
-                event_idx: false,
-                indirect: false,
-            },
-        ] {
+        for feat in extremes() {
             eprintln!("scenario {mode} {feat:?}");
             scenario_in(feat, mode);
         }
