@@ -282,47 +282,7 @@ fn testpmd_two_queue_pairs() {
         "testpmd port 1 received only {}",
         p1.rx
     );
-    // Each port's frames come out of the other, but for the rings' contents at the stop.
-    assert_close(
-        "vnetd a.rx vs testpmd port 0 TX",
-        sa.rx_packets,
-        p0.tx,
-        RINGS,
-    );
-    assert_close(
-        "vnetd b.rx vs testpmd port 1 TX",
-        sb.rx_packets,
-        p1.tx,
-        RINGS,
-    );
-    assert_close(
-        "testpmd port 0 RX vs vnetd a.tx",
-        p0.rx,
-        sa.tx_packets,
-        RINGS,
-    );
-    assert_close(
-        "testpmd port 1 RX vs vnetd b.tx",
-        p1.rx,
-        sb.tx_packets,
-        RINGS,
-    );
-    // Every frame from one port went to the other: delivered, dropped at egress, or (once
-    // testpmd closed the other port) counted as `no_destination` at ingress. Exact.
-    let dropped = |s: &api::PortStats, r: &str| s.drops.get(r).copied().unwrap_or(0);
-    let egress_drops = |s: &api::PortStats| {
-        dropped(s, "no_rx_buffer") + dropped(s, "port_down") + dropped(s, "too_big")
-    };
-    assert_eq!(
-        sb.tx_packets + egress_drops(&sb) + dropped(&sa, "no_destination"),
-        sa.rx_packets,
-        "frames from a: {sa:?} {sb:?}"
-    );
-    assert_eq!(
-        sa.tx_packets + egress_drops(&sa) + dropped(&sb, "no_destination"),
-        sb.rx_packets,
-        "frames from b: {sa:?} {sb:?}"
-    );
+    assert_forwarded(p0, p1, &sa, &sb, RINGS);
 
     drop(t);
     assert_ports_released(&mut v);

@@ -453,3 +453,55 @@ pub fn assert_close(what: &str, a: u64, b: u64, slack: u64) {
         "{what}: expected {a} <= {b} <= {a} + {slack}"
     );
 }
+
+/// testpmd forwarded between its ports 0 and 1 through vnetd ports a and b: each port's
+/// frames came out of the other, but for what `slack` frames the rings held at the stop,
+/// and every frame vnetd took is accounted for exactly (delivered, dropped at egress, or,
+/// once testpmd closed the other port and its FDB entry was flushed, flooded to nobody:
+/// `no_destination` at ingress).
+pub fn assert_forwarded(
+    p0: PortFigures,
+    p1: PortFigures,
+    sa: &api::PortStats,
+    sb: &api::PortStats,
+    slack: u64,
+) {
+    assert_close(
+        "vnetd a.rx vs testpmd port 0 TX",
+        sa.rx_packets,
+        p0.tx,
+        slack,
+    );
+    assert_close(
+        "vnetd b.rx vs testpmd port 1 TX",
+        sb.rx_packets,
+        p1.tx,
+        slack,
+    );
+    assert_close(
+        "testpmd port 0 RX vs vnetd a.tx",
+        p0.rx,
+        sa.tx_packets,
+        slack,
+    );
+    assert_close(
+        "testpmd port 1 RX vs vnetd b.tx",
+        p1.rx,
+        sb.tx_packets,
+        slack,
+    );
+    let dropped = |s: &api::PortStats, r: &str| s.drops.get(r).copied().unwrap_or(0);
+    let egress_drops = |s: &api::PortStats| {
+        dropped(s, "no_rx_buffer") + dropped(s, "port_down") + dropped(s, "too_big")
+    };
+    assert_eq!(
+        sb.tx_packets + egress_drops(sb) + dropped(sa, "no_destination"),
+        sa.rx_packets,
+        "frames from a: {sa:?} {sb:?}"
+    );
+    assert_eq!(
+        sa.tx_packets + egress_drops(sa) + dropped(sb, "no_destination"),
+        sb.rx_packets,
+        "frames from b: {sa:?} {sb:?}"
+    );
+}
