@@ -137,6 +137,34 @@ fn descriptor_loop_and_wild_address_break_only_that_port() {
     }
 }
 
+/// A frontend that shrinks its memory file after sharing it would make vnetd's next access
+/// to that memory raise SIGBUS: vnetd survives it, marks that port broken, and the others
+/// keep forwarding.
+#[test]
+fn truncated_guest_memory_breaks_only_that_port() {
+    let (v, mut a, mut b, mut c, evil) = three_good_and_evil();
+    evil.truncate_memory().unwrap();
+    // A broadcast reaches evil's rx ring: vnetd touches the truncated memory.
+    let x = frame([0xff; 6], mac(1), 60, 7);
+    a.send(0, &NetHdr::default(), &x).unwrap();
+    for f in [&mut b, &mut c] {
+        assert_eq!(f.recv(0, WAIT).unwrap().expect("broadcast").1, x);
+    }
+    v.wait_ports("evil broken", |_| broken(&v, "evil"));
+    let reason = v
+        .ports()
+        .into_iter()
+        .find(|p| p.name == "evil")
+        .and_then(|p| p.broken_reason)
+        .unwrap_or_default();
+    assert!(reason.contains("truncated"), "{reason}");
+    others_still_forward(&v, &mut a, &mut b, &mut c);
+    let mut v = v;
+    assert!(v.alive(), "vnetd died:\n{}", v.log_text());
+    // Its mapping is gone for the test process too: never touch or drop it.
+    std::mem::forget(evil);
+}
+
 #[test]
 fn rx_ring_corruption_breaks_receiver_not_sender() {
     let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil();

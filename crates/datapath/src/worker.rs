@@ -93,6 +93,8 @@ pub(crate) struct Worker {
     pub(crate) outbox: Vec<Option<(Arc<Mailbox>, Arc<EventFd>)>>,
     /// Bit per worker that got mail since we last woke it.
     pub(crate) mailed: u64,
+    /// [`vring::sigbus::hits`] as of the last look.
+    sigbus_seen: u64,
     /// The queue pair the frames being switched came in on (0 for TAP and mailbox
     /// frames, whose held-frame bookkeeping watches a port's first rxq).
     pub(crate) rx_hint: u16,
@@ -131,6 +133,7 @@ impl Worker {
             outbox: links.outbox,
             mailed: 0,
             rx_hint: 0,
+            sigbus_seen: vring::sigbus::hits(),
         })
     }
 
@@ -174,6 +177,11 @@ impl Worker {
             }
             if self.polling {
                 self.schedule_all();
+            }
+            let hits = vring::sigbus::hits();
+            if hits != self.sigbus_seen {
+                self.sigbus_seen = hits;
+                self.break_truncated();
             }
             let before = self.work;
             let now = Instant::now();
@@ -385,6 +393,24 @@ impl Worker {
         }
         let left = vq.ring.enable_notify()?;
         Ok(left > 0)
+    }
+
+    /// A frontend truncated a guest memory file (the SIGBUS handler replaced the mapping
+    /// with zero pages): the ports whose rings live in it break.
+    fn break_truncated(&mut self) {
+        for i in 0..self.ports.len() {
+            let Ok(i) = u16::try_from(i) else { break };
+            let hit = self.port(PortId(i)).is_some_and(|p| {
+                p.rxq
+                    .iter()
+                    .chain(p.txq.iter())
+                    .flatten()
+                    .any(|q| q.ring.mem().truncated())
+            });
+            if hit {
+                self.break_port(PortId(i), RingError::MemoryTruncated);
+            }
+        }
     }
 
     fn inbox_empty(&self) -> bool {

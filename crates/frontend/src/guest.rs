@@ -99,6 +99,11 @@ impl GuestMemory {
         self.total
     }
 
+    /// Truncates every region's memfd (hostile tests).
+    pub(crate) fn truncate_all(&self) -> std::io::Result<()> {
+        self.regions.iter().try_for_each(|r| r.map.truncate())
+    }
+
     /// Describes the regions for SET_MEM_TABLE / ADD_MEM_REG.
     pub(crate) fn region_infos(&self) -> Vec<VhostUserMemoryRegionInfo> {
         self.regions

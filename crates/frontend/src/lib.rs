@@ -837,6 +837,13 @@ impl Frontend {
         Ok(self.vring(q)?.1.call.as_raw_fd())
     }
 
+    /// Hostile-test helper: truncates the memory files shared with the backend to zero
+    /// bytes, as a frontend may do at any time. This frontend must not be used afterwards,
+    /// nor dropped (its own accesses would fault): `std::mem::forget` it.
+    pub fn truncate_memory(&self) -> std::io::Result<()> {
+        self.mem.truncate_all()
+    }
+
     /// Hostile-test helper: writes `descs` verbatim into the txq descriptor table of pair
     /// `qp` at ids `0..descs.len()` (which must not be in flight: completed chains are
     /// reclaimed first), appends `heads` (unchecked, may be out of range) to the avail

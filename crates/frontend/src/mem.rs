@@ -74,6 +74,12 @@ impl MmapRegion {
         self.file.as_raw_fd()
     }
 
+    /// Shrinks the memfd to nothing: its pages are gone for every process mapping it
+    /// (touching the mapping afterwards raises SIGBUS, here too).
+    pub(crate) fn truncate(&self) -> io::Result<()> {
+        self.file.set_len(0)
+    }
+
     /// Address of the mapping in this process (the vhost-user "userspace address").
     pub(crate) fn host_addr(&self) -> u64 {
         self.ptr.as_ptr() as u64

@@ -19,6 +19,7 @@ pub mod chain;
 pub mod fuzz;
 pub mod mem;
 pub mod queue;
+pub mod sigbus;
 
 pub use access::Desc;
 pub use chain::{Chain, MAX_CHAIN_SEGS};

@@ -87,6 +87,8 @@ pub struct RegionSpec {
 struct Mapping {
     ptr: NonNull<libc::c_void>,
     len: usize,
+    /// Registration with the SIGBUS handler (see [`crate::sigbus`]).
+    guard: crate::sigbus::Guard,
 }
 
 /// A mapped region.
@@ -190,6 +192,12 @@ impl GuestMemory {
         let mut regions = self.regions.clone();
         regions.remove(i);
         Some(GuestMemory { regions })
+    }
+
+    /// Whether the frontend truncated a file under one of the regions after it was mapped:
+    /// that region now reads zeros (see [`crate::sigbus`]) and the port must stop.
+    pub fn truncated(&self) -> bool {
+        self.regions.iter().any(|r| r._map.guard.hit())
     }
 
     /// Number of regions.
@@ -392,7 +400,12 @@ fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
         return Err(os("mmap", std::io::Error::last_os_error()));
     }
     let ptr = NonNull::new(p).ok_or_else(|| os("mmap", std::io::Error::other("null")))?;
-    let map = Arc::new(Mapping { ptr, len: map_len });
+    let guard = crate::sigbus::Guard::register(ptr.as_ptr() as usize, map_len);
+    let map = Arc::new(Mapping {
+        ptr,
+        len: map_len,
+        guard,
+    });
     let off = usize::try_from(s.mmap_offset).map_err(|_| MemError::Overflow { index })?;
     // SAFETY: `mmap_offset + size <= map_len`, so the region start is inside the mapping.
     let host = unsafe { ptr.cast::<u8>().add(off) };
@@ -407,6 +420,7 @@ fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        self.guard.release();
         // SAFETY: `ptr`/`len` are exactly what mmap returned; the last region using this
         // mapping is gone, and no queue outlives its GuestMemory (queues hold an Arc to it).
         unsafe { libc::munmap(self.ptr.as_ptr(), self.len) };

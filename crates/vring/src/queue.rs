@@ -86,6 +86,9 @@ pub enum RingError {
     /// Total chain length over 4 GiB.
     #[error("chain length overflows u32")]
     LenOverflow,
+    /// The frontend truncated the file behind its guest memory after sharing it.
+    #[error("the frontend truncated its guest memory file (the mapping now reads zeros)")]
+    MemoryTruncated,
 }
 
 /// Where a queue lives and where to resume, as the frontend set it (vhost-user
