@@ -17,7 +17,8 @@ use control::Daemon;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// A vhost-user port: name=NAME,socket=PATH[,client][,mac=MAC][,queues=N][,mtu=N].
+    /// A vhost-user port:
+    /// name=NAME,socket=PATH[,client][,mac=MAC][,queues=N][,mtu=N][,datapath=MODE].
     /// `client` makes vnetd connect to the VMM's server socket (and reconnect forever)
     /// instead of listening.
     #[arg(long = "vhost-user", value_name = "SPEC")]

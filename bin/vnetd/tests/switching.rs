@@ -38,7 +38,12 @@ fn scenario_in(feat: Feat, mode: &str) {
 }
 
 fn scenario_with(feat: Feat, args: &[&str]) {
-    let v = Vnetd::start_ports_args(&[("a", ""), ("b", ""), ("c", "")], args);
+    scenario_ports(feat, ["", "", ""], args);
+}
+
+/// The scenario with port options `opts` for a, b and c.
+fn scenario_ports(feat: Feat, opts: [&str; 3], args: &[&str]) {
+    let v = Vnetd::start_ports_args(&[("a", opts[0]), ("b", opts[1]), ("c", opts[2])], args);
     let mut a = connect(&v.sock("a"), feat.features());
     let mut b = connect(&v.sock("b"), feat.features());
     let mut c = connect(&v.sock("c"), feat.features());
@@ -128,7 +133,7 @@ fn scenario_with(feat: Feat, args: &[&str]) {
             "{m} on {p}: {fdb:?}"
         );
     }
-    if args.contains(&"--workers") {
+    if args.windows(2).any(|w| w == ["--workers", "2"]) {
         // The rings ran where the test says they did.
         let log = v.log_text();
         for (port, worker) in [("a", 0), ("b", 1), ("c", 0)] {
@@ -173,6 +178,19 @@ fn two_workers() {
         for feat in extremes() {
             eprintln!("scenario 2 workers {mode} {feat:?}");
             scenario_with(feat, &["--workers", "2", "--datapath", mode]);
+        }
+    }
+}
+
+/// Each port in its own mode (`datapath=` on the port): a polled, b kick-driven, c
+/// adaptive, on one worker and spread over two.
+#[test]
+fn per_port_datapath_modes() {
+    let opts = ["datapath=poll", "datapath=event", "datapath=adaptive"];
+    for workers in ["1", "2"] {
+        for feat in extremes() {
+            eprintln!("scenario per-port modes, {workers} worker(s), {feat:?}");
+            scenario_ports(feat, opts, &["--workers", workers]);
         }
     }
 }

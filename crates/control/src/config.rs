@@ -73,7 +73,9 @@ pub const VHOST_USER_FLAG: &str = "--vhost-user";
 /// The command-line flag of a tap port, as named in error messages.
 pub const TAP_FLAG: &str = "--tap";
 
-const VHOST_USER_KEYS: &[&str] = &["name", "socket", "client", "mac", "queues", "mtu"];
+const VHOST_USER_KEYS: &[&str] = &[
+    "name", "socket", "client", "mac", "queues", "mtu", "datapath",
+];
 const TAP_KEYS: &[&str] = &["name", "ifname", "netns", "queues", "mac"];
 
 /// The whole daemon configuration.
@@ -178,6 +180,8 @@ pub struct VhostUserPort {
     pub queue_pairs: u16,
     /// MTU offered to the guest (VIRTIO_NET_F_MTU).
     pub mtu: Option<u16>,
+    /// How this port's rings are served, if not the daemon's `datapath` (key `datapath`).
+    pub datapath: Option<DatapathMode>,
 }
 
 impl VhostUserPort {
@@ -226,6 +230,14 @@ impl FromStr for VhostUserPort {
             .number("mtu")?
             .map(|n| check_mtu(&name, n))
             .transpose()?;
+        let datapath = items
+            .value("datapath")?
+            .map(|m| {
+                m.parse().map_err(|message: String| ConfigError::Datapath {
+                    message: format!("port {name}: {message}"),
+                })
+            })
+            .transpose()?;
         let port = VhostUserPort {
             name,
             socket,
@@ -233,6 +245,7 @@ impl FromStr for VhostUserPort {
             mac,
             queue_pairs,
             mtu,
+            datapath,
         };
         port.validate()?;
         Ok(port)
@@ -252,6 +265,9 @@ impl fmt::Display for VhostUserPort {
         write!(f, ",queues={}", self.queue_pairs)?;
         if let Some(mtu) = self.mtu {
             write!(f, ",mtu={mtu}")?;
+        }
+        if let Some(m) = self.datapath {
+            write!(f, ",datapath={m}")?;
         }
         Ok(())
     }
@@ -1071,6 +1087,7 @@ struct RawVhostUser {
     #[serde(alias = "queue_pairs")]
     queues: Option<u64>,
     mtu: Option<u64>,
+    datapath: Option<String>,
 }
 
 impl RawVhostUser {
@@ -1089,6 +1106,14 @@ impl RawVhostUser {
         let mac = self.mac.map(|m| mac_for_port(&name, &m)).transpose()?;
         let queue_pairs = self.queues.map_or(Ok(1), |q| check_queues(&name, q))?;
         let mtu = self.mtu.map(|m| check_mtu(&name, m)).transpose()?;
+        let datapath = self
+            .datapath
+            .map(|m| {
+                m.parse().map_err(|message: String| ConfigError::Datapath {
+                    message: format!("port {name}: {message}"),
+                })
+            })
+            .transpose()?;
         Ok(VhostUserPort {
             name,
             socket,
@@ -1096,6 +1121,7 @@ impl RawVhostUser {
             mac,
             queue_pairs,
             mtu,
+            datapath,
         })
     }
 }

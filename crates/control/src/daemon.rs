@@ -177,7 +177,7 @@ impl Daemon {
 
     fn add_vhost_user(&mut self, vu: &VhostUserPort) -> Result<(), DaemonError> {
         let mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
-        let handle = self.dp.add_port(&vu.name, vu.queue_pairs);
+        let handle = self.dp.add_port(&vu.name, vu.queue_pairs, vu.datapath);
         let dev = NetDevice {
             name: vu.name.clone(),
             mac,

@@ -27,6 +27,16 @@ pub enum DatapathMode {
     Adaptive,
 }
 
+impl std::fmt::Display for DatapathMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DatapathMode::Event => "event",
+            DatapathMode::Poll => "poll",
+            DatapathMode::Adaptive => "adaptive",
+        })
+    }
+}
+
 impl std::str::FromStr for DatapathMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -165,6 +175,8 @@ pub(crate) enum Command {
         id: PortId,
         name: String,
         queue_pairs: u16,
+        /// The port's own datapath mode (None: the worker's).
+        mode: Option<DatapathMode>,
         shared: Arc<SharedCounters>,
         status: Arc<PortStatus>,
     },
@@ -266,8 +278,19 @@ pub(crate) struct Links {
     /// Frames other workers hand to this one, and the eventfd they write when they do.
     pub inbox: Vec<Arc<Mailbox>>,
     pub mail_wake: Arc<EventFd>,
-    /// By worker index: the mailbox to it (None for this worker) and its mail eventfd.
-    pub outbox: Vec<Option<(Arc<Mailbox>, Arc<EventFd>)>>,
+    /// Set while this worker sleeps in epoll.
+    pub asleep: Arc<AtomicBool>,
+    /// By worker index: how to hand frames to it (None for this worker).
+    pub outbox: Vec<Option<Peer>>,
+}
+
+/// Another worker as one that hands it frames sees it.
+pub(crate) struct Peer {
+    pub mailbox: Arc<Mailbox>,
+    /// Its mail eventfd, written to wake it...
+    pub wake: Arc<EventFd>,
+    /// ...only while it sleeps.
+    pub asleep: Arc<AtomicBool>,
 }
 
 /// Bytes of each worker-to-worker mailbox: room for a few hundred large frames.
@@ -286,6 +309,8 @@ impl Datapath {
         let mail_wakes: Vec<Arc<EventFd>> = (0..n)
             .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
             .collect::<io::Result<_>>()?;
+        let asleep: Vec<Arc<AtomicBool>> =
+            (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect();
         // boxes[from][to]
         let boxes: Vec<Vec<Option<Arc<Mailbox>>>> = (0..n)
             .map(|from| {
@@ -306,11 +331,14 @@ impl Datapath {
                     .filter_map(|from| boxes[from][index].clone())
                     .collect(),
                 mail_wake: mail_wakes[index].clone(),
+                asleep: asleep[index].clone(),
                 outbox: (0..n)
                     .map(|to| {
-                        boxes[index][to]
-                            .clone()
-                            .map(|b| (b, mail_wakes[to].clone()))
+                        boxes[index][to].clone().map(|mailbox| Peer {
+                            mailbox,
+                            wake: mail_wakes[to].clone(),
+                            asleep: asleep[to].clone(),
+                        })
                     })
                     .collect(),
             };
@@ -352,14 +380,20 @@ impl Datapath {
         worker_of(id, qp, self.workers.len())
     }
 
-    /// Adds a port (no rings yet).
-    pub fn add_port(&mut self, name: &str, queue_pairs: u16) -> PortHandle {
+    /// Adds a port (no rings yet), served in `mode` (None: the datapath's mode).
+    pub fn add_port(
+        &mut self,
+        name: &str,
+        queue_pairs: u16,
+        mode: Option<DatapathMode>,
+    ) -> PortHandle {
         let h = self.new_handle(name);
         for w in &self.workers {
             w.cmd.send(Command::AddPort {
                 id: h.id,
                 name: name.to_string(),
                 queue_pairs,
+                mode,
                 shared: h.counters.clone(),
                 status: h.status.clone(),
             });

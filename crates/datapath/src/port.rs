@@ -167,6 +167,8 @@ pub(crate) struct Port {
     pub last_rx_error: Option<vring::RingError>,
     /// TAP queues wait for this port's rx buffers (its rx kicks are wanted).
     pub rx_waiters: u16,
+    /// How this port's txqs are served (TAP ports: always by their fds' events).
+    pub mode: crate::DatapathMode,
 }
 
 impl Port {
@@ -193,6 +195,7 @@ impl Port {
             rx_dirty: false,
             last_rx_error: None,
             rx_waiters: 0,
+            mode: crate::DatapathMode::Event,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vring::{Chain, RingError, SplitQueue};
 
 use crate::forward::{Outcome, Scratch, Src, HEAD_LEN};
-use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow, Links};
+use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow, Links, Peer};
 use crate::mailbox::Mailbox;
 
 /// While polling busy rings, the fds are checked every this many rounds.
@@ -89,8 +90,16 @@ pub(crate) struct Worker {
     /// Frames from other workers, and the eventfd they write to wake us.
     inbox: Vec<Arc<Mailbox>>,
     mail_wake: Arc<EventFd>,
-    /// By worker index: the mailbox to that worker and its eventfd (None for us).
-    pub(crate) outbox: Vec<Option<(Arc<Mailbox>, Arc<EventFd>)>>,
+    /// By worker index: the mailbox to that worker, its eventfd and sleep flag (None for
+    /// us).
+    pub(crate) outbox: Vec<Option<Peer>>,
+    /// Set while this worker sleeps in epoll (other workers then write `mail_wake`).
+    asleep: Arc<AtomicBool>,
+    /// Ports here in poll and in adaptive mode.
+    poll_ports: usize,
+    adaptive_ports: usize,
+    /// Adaptive ports are being polled (traffic flowed recently).
+    adaptive_active: bool,
     /// Bit per worker that got mail since we last woke it.
     pub(crate) mailed: u64,
     /// [`vring::sigbus::hits`] as of the last look.
@@ -123,7 +132,7 @@ impl Worker {
             pending: Vec::with_capacity(256),
             tx_chains: (0..crate::BURST).map(|_| Chain::new()).collect(),
             mode: cfg.mode,
-            polling: cfg.mode == DatapathMode::Poll,
+            polling: false,
             work: 0,
             tap_buf: vec![0; crate::forward::MAX_FRAME + port_tap::VNET_HDR_LEN],
             running: true,
@@ -131,6 +140,10 @@ impl Worker {
             inbox: links.inbox,
             mail_wake: links.mail_wake,
             outbox: links.outbox,
+            asleep: links.asleep,
+            poll_ports: 0,
+            adaptive_ports: 0,
+            adaptive_active: false,
             mailed: 0,
             rx_hint: 0,
             sigbus_seen: vring::sigbus::hits(),
@@ -146,16 +159,28 @@ impl Worker {
             // Sleep only when no queue has work left over from its last burst and we are
             // not polling. While polling busy rings, look at the fds (commands, TAPs) only
             // every EPOLL_EVERY rounds: the syscall costs more than a burst of small frames.
-            let timeout = if self.pending.is_empty() && !self.polling && self.inbox_empty() {
+            let mut timeout = if self.pending.is_empty() && !self.polling && self.inbox_empty() {
                 1000
             } else {
                 0
             };
+            if timeout > 0 {
+                // Other workers wake us (mail eventfd) only when they see this flag; set it,
+                // then look at the mailboxes once more, so a frame handed over just before
+                // is not left waiting for the timeout.
+                self.asleep.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if !self.inbox_empty() {
+                    timeout = 0;
+                }
+            }
             busy_rounds = busy_rounds.wrapping_add(1);
             let n = if self.polling && busy_rounds % EPOLL_EVERY != 0 {
                 0
             } else {
-                match self.epoll.wait(timeout, &mut events) {
+                let r = self.epoll.wait(timeout, &mut events);
+                self.asleep.store(false, Ordering::Relaxed);
+                match r {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
                     Err(e) => {
@@ -194,7 +219,7 @@ impl Worker {
                 // An idle round: check the fds on the next one.
                 busy_rounds = EPOLL_EVERY - 1;
             }
-            if self.mode == DatapathMode::Adaptive {
+            if self.adaptive_ports > 0 {
                 self.adapt(now, last_work);
             }
             if now.duration_since(last_age).as_secs() >= 1 {
@@ -204,29 +229,64 @@ impl Worker {
         }
     }
 
-    /// Adaptive mode: poll while traffic flows; after an idle spell re-enable kicks and
-    /// sleep; a kick (any event) starts polling again.
+    /// Adaptive ports: polled while traffic flows; after an idle spell their kicks are
+    /// re-enabled and the worker may sleep; a kick (any event) starts polling again.
     fn adapt(&mut self, now: Instant, last_work: Instant) {
-        if self.polling {
+        if self.adaptive_active {
             if now.duration_since(last_work) >= ADAPTIVE_IDLE {
-                self.polling = false;
+                self.adaptive_active = false;
                 if self.set_tx_notify(true) {
                     // Work arrived while we were switching: keep polling.
-                    self.polling = true;
+                    self.adaptive_active = true;
                     self.set_tx_notify(false);
                 }
             }
         } else if now.duration_since(last_work) < ADAPTIVE_IDLE {
-            self.polling = true;
+            self.adaptive_active = true;
             self.set_tx_notify(false);
+        }
+        self.update_polling();
+    }
+
+    /// Whether the loop busy-polls: some port here is in poll mode, or in adaptive mode
+    /// while traffic flows.
+    fn update_polling(&mut self) {
+        self.polling = self.poll_ports > 0 || (self.adaptive_ports > 0 && self.adaptive_active);
+    }
+
+    /// Recounts the ports by mode (after a port came or went).
+    fn count_modes(&mut self) {
+        let modes = self.ports.iter().flatten().map(|p| p.mode);
+        self.poll_ports = modes.clone().filter(|m| *m == DatapathMode::Poll).count();
+        self.adaptive_ports = modes.filter(|m| *m == DatapathMode::Adaptive).count();
+        self.update_polling();
+    }
+
+    /// Whether port `p`'s txqs are polled now (their kicks off), by its mode.
+    fn polled(&self, p: &Port) -> bool {
+        match p.mode {
+            DatapathMode::Poll => true,
+            DatapathMode::Adaptive => self.adaptive_active,
+            DatapathMode::Event => false,
         }
     }
 
-    /// Turns guest tx kicks on or off on every running txq; with `on`, returns whether a
-    /// txq already has work (checked after enabling, so nothing is missed).
+    fn port_polled(&self, id: PortId) -> bool {
+        self.ports
+            .get(usize::from(id.0))
+            .and_then(Option::as_ref)
+            .is_some_and(|p| self.polled(p))
+    }
+
+    /// Turns guest tx kicks on or off on every running txq of the adaptive ports; with
+    /// `on`, returns whether a txq already has work (checked after enabling, so nothing is
+    /// missed).
     fn set_tx_notify(&mut self, on: bool) -> bool {
         let mut work = false;
         for p in self.ports.iter_mut().flatten() {
+            if p.mode != DatapathMode::Adaptive {
+                continue;
+            }
             for q in p.txq.iter_mut().flatten() {
                 if on {
                     work |= q.ring.enable_notify().is_ok_and(|n| n > 0);
@@ -238,11 +298,11 @@ impl Worker {
         work
     }
 
-    /// Polling: every running txq gets a burst this round.
+    /// Polling: every running txq of a polled port gets a burst this round.
     fn schedule_all(&mut self) {
         for (i, p) in self.ports.iter().enumerate() {
             let Some(p) = p else { continue };
-            if p.is_broken() {
+            if p.is_broken() || !self.polled(p) {
                 continue;
             }
             for (qp, q) in p.txq.iter().enumerate() {
@@ -312,7 +372,7 @@ impl Worker {
         let res = match self.txq(id, qp).map(|slot| slot.ring.refresh_avail()) {
             None => Ok(false),
             Some(Err(e)) => Err(e),
-            Some(Ok(0)) if self.polling => Ok(false),
+            Some(Ok(0)) if self.port_polled(id) => Ok(false),
             Some(Ok(_)) => {
                 // The ring and the chains leave the worker for the burst, so frames can be
                 // switched with `&mut self` while they are borrowed; both come back after.
@@ -387,7 +447,7 @@ impl Worker {
         if vq.ring.pending() > 0 {
             return Ok(true);
         }
-        if self.polling {
+        if self.port_polled(id) {
             // The next round polls this ring anyway; kicks stay off.
             return Ok(false);
         }
@@ -451,12 +511,16 @@ impl Worker {
         if self.mailed == 0 {
             return;
         }
-        if self.mode != DatapathMode::Poll {
-            for (i, o) in self.outbox.iter().enumerate() {
-                if self.mailed & (1u64 << (i % 64)) != 0 {
-                    if let Some((_, ev)) = o {
+        // Full fence: the frames pushed must be visible before we read whether their worker
+        // sleeps (it sets the flag, fences, then looks at its mailboxes: one of us sees the
+        // other).
+        fence(Ordering::SeqCst);
+        for (i, o) in self.outbox.iter().enumerate() {
+            if self.mailed & (1u64 << (i % 64)) != 0 {
+                if let Some(peer) = o {
+                    if peer.asleep.load(Ordering::SeqCst) {
                         // The counter cannot overflow with one write per round.
-                        let _ = ev.write(1);
+                        let _ = peer.wake.write(1);
                     }
                 }
             }
@@ -512,6 +576,7 @@ impl Worker {
                 id,
                 name,
                 queue_pairs,
+                mode,
                 shared,
                 status,
             } => {
@@ -519,7 +584,10 @@ impl Worker {
                 if self.ports.len() <= i {
                     self.ports.resize_with(i + 1, || None);
                 }
-                self.ports[i] = Some(Port::new(name, queue_pairs, shared, status));
+                let mut p = Port::new(name, queue_pairs, shared, status);
+                p.mode = mode.unwrap_or(self.mode);
+                self.ports[i] = Some(p);
+                self.count_modes();
             }
             Command::AddTap {
                 id,
@@ -533,6 +601,7 @@ impl Worker {
                 if let Some(p) = self.ports.get_mut(usize::from(id.0)).and_then(Option::take) {
                     self.drop_port_rings(id, p);
                 }
+                self.count_modes();
                 self.fdb.flush_port(id);
                 let _ = done.send(());
             }
@@ -581,7 +650,7 @@ impl Worker {
     fn start_queue(&mut self, id: PortId, rq: ReadyQueue) {
         let index = rq.index;
         let epoll_fd = rq.kick.as_ref().map(AsRawFd::as_raw_fd);
-        let polling = self.polling;
+        let polled = self.port_polled(id);
         let me = self.index;
         let Some(p) = self.port(id) else { return };
         let name = p.name.clone();
@@ -617,7 +686,7 @@ impl Worker {
             call: rq.call,
             err: rq.err,
         };
-        if index % 2 == 0 || polling {
+        if index % 2 == 0 || polled {
             // Guest rx kicks only say "more buffers", wanted only while a TAP frame waits
             // for them; tx kicks are not needed while we poll.
             vq.ring.disable_notify();

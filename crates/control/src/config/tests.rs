@@ -24,6 +24,7 @@ fn vm(name: &str, socket: &str) -> PortConfig {
         mac: None,
         queue_pairs: 1,
         mtu: None,
+        datapath: None,
     })
 }
 
@@ -103,6 +104,7 @@ fn vhost_user_full() {
             mac: Some(VM1_MAC),
             queue_pairs: 2,
             mtu: Some(9000),
+            datapath: None,
         }
     );
     assert_eq!(
@@ -110,6 +112,29 @@ fn vhost_user_full() {
         "name=vm1,socket=/tmp/vm1.sock,client,mac=52:54:00:00:00:01,queues=2,mtu=9000"
     );
     assert_eq!(vhost(&p.to_string()).unwrap(), p);
+}
+
+#[test]
+fn vhost_user_datapath_per_port() {
+    let p = vhost("name=vm1,socket=/s,datapath=poll").unwrap();
+    assert_eq!(p.datapath, Some(DatapathMode::Poll));
+    assert_eq!(p.to_string(), "name=vm1,socket=/s,queues=1,datapath=poll");
+    assert_eq!(vhost(&p.to_string()).unwrap(), p);
+    assert_eq!(
+        vhost("name=vm1,socket=/s,datapath=turbo").unwrap_err(),
+        "port vm1: unknown datapath mode `turbo` (expected event, poll or adaptive)"
+    );
+    let text = "[[vhost_user]]\nname = \"a\"\nsocket = \"/a\"\ndatapath = \"adaptive\"\n";
+    let c = Config::from_toml_str(text, "vnet.toml").unwrap();
+    let PortConfig::VhostUser(a) = &c.ports[0] else {
+        panic!("{c:?}")
+    };
+    assert_eq!(a.datapath, Some(DatapathMode::Adaptive));
+    assert_eq!(
+        c.datapath,
+        DatapathMode::Event,
+        "the daemon's own mode is unchanged"
+    );
 }
 
 #[test]
@@ -124,6 +149,7 @@ fn vhost_user_defaults_and_forms() {
             mac: None,
             queue_pairs: 1,
             mtu: None,
+            datapath: None,
         }
     );
     assert_eq!(vhost(&p.to_string()).unwrap(), p);
@@ -151,12 +177,12 @@ fn vhost_user_unknown_key() {
     assert_eq!(
         vhost("name=vm1,socket2=/tmp/vm1.sock").unwrap_err(),
         "unknown key `socket2` in `--vhost-user name=vm1,socket2=/tmp/vm1.sock` \
-         (known keys: name, socket, client, mac, queues, mtu)"
+         (known keys: name, socket, client, mac, queues, mtu, datapath)"
     );
     assert_eq!(
         vhost("name=vm1,socket=/s,server").unwrap_err(),
         "unknown key `server` in `--vhost-user name=vm1,socket=/s,server` \
-         (known keys: name, socket, client, mac, queues, mtu)"
+         (known keys: name, socket, client, mac, queues, mtu, datapath)"
     );
 }
 
@@ -427,6 +453,7 @@ fn validate_ports_built_in_code() {
         mac: None,
         queue_pairs: 0,
         mtu: None,
+        datapath: None,
     };
     c.ports = vec![PortConfig::VhostUser(p.clone())];
     assert_eq!(
@@ -541,6 +568,7 @@ fn toml_full() {
                     mac: Some(VM1_MAC),
                     queue_pairs: 2,
                     mtu: Some(9000),
+                    datapath: None,
                 }),
                 vm("vm2", "/tmp/vm2.sock"),
                 PortConfig::Tap(TapPort {
@@ -589,7 +617,7 @@ fn toml_unknown_keys_with_location() {
     assert_eq!(
         toml_err("[[vhost_user]]\nname = \"vm1\"\nsocket2 = \"/x\"\n"),
         "vnet.toml:3:1: unknown field `socket2`, expected one of `name`, `socket`, \
-         `client`, `mac`, `queue_pairs`, `queues`, `mtu`"
+         `client`, `mac`, `queue_pairs`, `queues`, `mtu`, `datapath`"
     );
     assert_eq!(
         toml_err("workers = 1\n[switch]\n"),
