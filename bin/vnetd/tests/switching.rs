@@ -220,8 +220,18 @@ fn port_down_on_disconnect_and_back_on_reconnect() {
         p.iter()
             .any(|p| p.name == "b" && p.state == api::PortState::Down)
     });
-    // Frames to the absent port are dropped quietly; A still works.
+    // Frames to the absent port are dropped quietly; A still works. (Wait until vnetd took
+    // the frame, so it cannot reach the next b.)
     a.send(0, &h, &frame(mac(2), mac(1), 60, 1)).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while v.port_stats("a").rx_packets < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            v.port_stats("a")
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut b = connect(&v.sock("b"), all);
     v.wait_ports("b up again", |p| {
         p.iter().all(|p| p.state == api::PortState::Up)
