@@ -29,7 +29,9 @@ pub enum L4 {
 /// What the L4 checksum field holds in a built frame (`NEEDS_CSUM` seeding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Seed {
-    /// Pseudo-header sum with the L4 length for plain frames, without it for GSO frames.
+    /// What Linux stores (`__tcp_v4_send_check`, `udp4_hwcsum`): the pseudo-header sum
+    /// with the L4 length, for plain and GSO frames alike (its software GSO adjusts that
+    /// length per segment).
     #[default]
     Linux,
     /// Pseudo-header sum including the L4 length.
@@ -222,8 +224,7 @@ fn write_ipv6(b: &mut [u8], s: &FrameSpec, proto: u8, l4_len: usize) {
 /// `CHECKSUM_PARTIAL`).
 fn seed_value(s: &FrameSpec, proto: u8, l4_len: usize) -> u16 {
     let with_len = match s.seed {
-        Seed::Linux => s.gso_size == 0,
-        Seed::WithLen => true,
+        Seed::Linux | Seed::WithLen => true,
         Seed::NoLen => false,
         Seed::Garbage(v) => return v,
     };

@@ -117,19 +117,21 @@ fn tcpv6_64k_vlan() {
 
 #[test]
 fn linux_seed_is_a_real_partial_checksum() {
-    // The built GSO frame carries the pseudo-header sum without length in the TCP checksum
-    // field, as Linux sends for CHECKSUM_PARTIAL GSO.
+    // The built GSO frame carries the pseudo-header sum with the TCP length (header and
+    // all payload) in the checksum field, as Linux's __tcp_v4_send_check stores for
+    // CHECKSUM_PARTIAL, GSO or not (tcp_gso_segment then adjusts the length per segment).
     let (hdr, frame) = build_frame(&FrameSpec {
         payload_len: 3000,
         ..FrameSpec::default()
     });
     let at = usize::from(hdr.csum_start) + usize::from(hdr.csum_offset);
     let seed = u16::from_be_bytes([frame[at], frame[at + 1]]);
+    let l4_len = u16::try_from(frame.len() - usize::from(hdr.csum_start)).unwrap();
     let p = checksum::pseudo_v4(
         Ipv4Addr::new(192, 0, 2, 1),
         Ipv4Addr::new(192, 0, 2, 2),
         6,
-        0,
+        l4_len,
     );
     assert_eq!(seed, checksum::fold(p));
     assert_eq!(hdr.flags, HDR_F_NEEDS_CSUM);
