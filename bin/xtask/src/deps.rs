@@ -35,6 +35,7 @@ const fn need(probe: &'static str, package: &'static str, reason: &'static str) 
 #[rustfmt::skip]
 const REQUIREMENTS: &[Requirement] = &[
     need("dpdk-testpmd", "dpdk-dev", "dpdk-testpmd drives vnetd as a third-party virtio-user frontend"),
+    need("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk", "openvswitch-switch-dpdk", "OVS-DPDK is the second anchor of the VM-to-VM bench (a private instance; the system service is stopped)"),
     need("ip", "iproute2", "ip sets up TAP devices and network namespaces in tests"),
     need("ethtool", "ethtool", "ethtool reads and sets offloads of TAP devices in tests"),
     need("ping", "iputils-ping", "ping from a test network namespace reaches a frontend through a TAP port"),
@@ -100,6 +101,9 @@ fn install_packages() -> Result<()> {
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(&packages);
     apt_get(&install)?;
+    if packages.contains(&"openvswitch-switch-dpdk") {
+        stop_system_ovs();
+    }
 
     let still_missing: Vec<String> = missing
         .iter()
@@ -113,6 +117,31 @@ fn install_packages() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Stops and disables the system's Open vSwitch, which installing `openvswitch-switch-dpdk`
+/// may have started: the bench runs a private OVS of its own, and nothing else should use
+/// the CPUs or hugepages. Only called right after installing it, so that it was not in use.
+fn stop_system_ovs() {
+    let quiet = |cmd: &mut Command| {
+        let _ = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    if has_command("systemctl") {
+        quiet(Command::new("systemctl").args([
+            "disable",
+            "--now",
+            "openvswitch-switch.service",
+            "ovs-vswitchd.service",
+            "ovsdb-server.service",
+        ]));
+    }
+    if Path::new("/etc/init.d/openvswitch-switch").exists() {
+        quiet(Command::new("/etc/init.d/openvswitch-switch").arg("stop"));
+    }
 }
 
 /// Whether a [`Requirement::probe`] finds what it looks for.
