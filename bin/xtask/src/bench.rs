@@ -50,7 +50,13 @@ use serde_json::{json, Value};
 
 use crate::deps;
 use crate::util::{self, cargo, has_command, warn};
+use common::{
+    anomaly_lines, check_placement_all, failed_lines, idle_json, idle_line, median, medians_json,
+    mode_of, na, rate_cell, ratio, render_table, run_json, run_record, summary_tail, vnetd_label,
+    vnetd_labels, RunRecord, Tally, Window,
+};
 
+mod common;
 pub mod ovs;
 pub mod tap;
 pub mod tso;
@@ -262,9 +268,7 @@ pub fn run(args: &Args) -> Result<()> {
         .then(|| tso::run(&ctx, args, &modes));
 
     // Judge every run against the best placement seen over the whole bench.
-    for run in &mut runs {
-        run.check_placement(ctx.best_pingpong.get());
-    }
+    check_placement_all(&mut runs, ctx.best_pingpong.get());
     if let Some(tap) = &mut tap {
         tap.check_placement(ctx.best_pingpong.get());
     }
@@ -391,8 +395,7 @@ enum Switch {
 impl Switch {
     fn label(&self) -> String {
         match self {
-            Switch::Vnetd(Some(mode)) => format!("vnetd {mode}"),
-            Switch::Vnetd(None) => "vnetd".into(),
+            Switch::Vnetd(mode) => vnetd_label(mode.as_deref()),
             Switch::Dpdk => "dpdk".into(),
             Switch::Ovs => "ovs-dpdk".into(),
         }
@@ -626,51 +629,17 @@ impl Ctx {
         idle_check: bool,
     ) -> RunResult {
         let label = switch.label();
-        let mut attempt = 1;
-        loop {
-            let busy_before = self.wait_idle(args.wait_idle);
-            eprintln!(
-                "--> {label}, {} bytes, devargs {}, {} queue pair(s), run {run_no}/{}{}",
-                case.size,
-                case.devargs,
-                case.queue_pairs(),
-                args.runs,
-                if attempt > 1 {
-                    format!(" (attempt {attempt})")
-                } else {
-                    String::new()
-                }
-            );
-            let before = self.pingpong();
+        let what = format!(
+            "{label}, {} bytes, devargs {}, {} queue pair(s)",
+            case.size,
+            case.devargs,
+            case.queue_pairs()
+        );
+        common::attempt(self, args, &what, &label, run_no, || {
             let mut result = self.run_switch(switch, case, idle_check);
-            result.pingpong_ns = [before, self.pingpong()];
-            result.switch = label.clone();
             result.case = case.clone();
-            result.run = run_no;
-            result.attempts = attempt;
-            if let Some(busy) = &busy_before {
-                result
-                    .anomalies
-                    .push(format!("machine busy before the run: {busy}"));
-                result.busy = true;
-            }
-            result.check_placement(self.best_pingpong.get());
-            eprintln!("    {}", result.summary());
-            if attempt >= RETRIES || result.error.is_some() {
-                return result;
-            }
-            // Something else started during the window: again once the machine is idle
-            // (unless it never was).
-            if result.busy && busy_before.is_none() {
-                eprintln!("    the machine got busy during the run: again");
-            } else if result.placed_apart || result.unstable {
-                eprintln!("    the host moved our vCPUs (apart): again in a few seconds");
-                sleep(Duration::from_secs(5));
-            } else {
-                return result;
-            }
-            attempt += 1;
-        }
+            result
+        })
     }
 
     /// One run of `switch`; a failure is a result too.
@@ -696,16 +665,9 @@ impl Ctx {
         let vlog = self.logs.join(format!("{name}.log"));
         let cmd = self.vnetd_command(&dir.0, mode, case.queue_pairs());
         let mut vnetd = Proc::spawn("vnetd", cmd, &vlog, None)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ![&sa, &sb, &ctl].iter().all(|p| p.exists()) {
-            vnetd.check_alive()?;
-            if Instant::now() > deadline {
-                bail!("vnetd did not create its sockets; see {}", vlog.display());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        vnetd.wait_sockets(&[&sa, &sb, &ctl], &vlog)?;
         let mut gen = self.start_generator(&format!("{name}-gen"), [&sa, &sb], case)?;
-        let features = self.wait_ports_up(&ctl, &mut vnetd)?;
+        let features = self.wait_ports_up(&ctl, &mut vnetd, ["a", "b"])?;
 
         let mut result = RunResult::default();
         let window = self.measure(&mut gen, &vnetd, Some(&ctl))?;
@@ -716,26 +678,7 @@ impl Ctx {
         gen.quit()?;
 
         // The frontend is gone: vnetd should be quiet, then exit cleanly on SIGTERM.
-        let status = vnetd.terminate(Duration::from_secs(10))?;
-        if !status.success() {
-            result
-                .anomalies
-                .push(format!("vnetd exited with {status} on SIGTERM"));
-        }
-        let complaints: Vec<String> = vnetd
-            .errors()
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains("ERROR") || l.contains("panicked"))
-            .map(str::to_string)
-            .collect();
-        if !complaints.is_empty() {
-            result.anomalies.push(format!(
-                "{} warning/error line(s) in {}: {}",
-                complaints.len(),
-                vlog.display(),
-                complaints[0].trim()
-            ));
-        }
+        result.anomalies.extend(vnetd.stop_vnetd(&vlog)?);
         result.features = features;
         result.fill(self, &window);
         Ok(result)
@@ -758,9 +701,7 @@ impl Ctx {
         let cmd = self.testpmd_command(self.cpu_switch, &prefix, &vdevs, &app);
         let alog = self.logs.join(format!("{name}.log"));
         let mut anchor = Proc::spawn("anchor testpmd", cmd, &alog, Some(prefix))?;
-        anchor.wait_output(0, Duration::from_secs(60), "anchor forwarding", |out| {
-            out.contains("Press enter to exit")
-        })?;
+        anchor.wait_forwarding()?;
         if !(sa.exists() && sb.exists()) {
             bail!(
                 "the anchor created no vhost-user sockets; see {}",
@@ -777,28 +718,17 @@ impl Ctx {
         }
         gen.quit()?;
 
-        let from = anchor.output().len();
-        anchor.send("")?;
-        let status = anchor.wait_exit(Duration::from_secs(20))?;
-        if !status.success() {
-            result
-                .anomalies
-                .push(format!("anchor testpmd exited with {status}"));
-        }
-        let out = anchor.output();
-        let dropped: u64 = parse_blocks(&out[from.min(out.len())..])
-            .iter()
-            .filter(|b| b.kind == BlockKind::Fwd)
-            .map(|b| b.get("RX-dropped") + b.get("TX-dropped"))
-            .sum();
+        let (dropped, anomalies) = anchor.stop_anchor()?;
+        result.anomalies.extend(anomalies);
         // Not an anomaly: `tx_first` puts more frames in flight than the rings hold.
         result.anchor_drops = Some(dropped);
         result.fill(self, &window);
         Ok(result)
     }
 
-    /// Waits until vnetd has both ports up; returns their negotiated features.
-    fn wait_ports_up(&self, ctl: &Path, vnetd: &mut Proc) -> Result<String> {
+    /// Waits until vnetd has both `ports` up; returns the negotiated features of its ports.
+    fn wait_ports_up(&self, ctl: &Path, vnetd: &mut Proc, ports: [&str; 2]) -> Result<String> {
+        let [p0, p1] = ports;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             vnetd.check_alive()?;
@@ -809,7 +739,7 @@ impl Ctx {
                     .iter()
                     .any(|p| p["name"] == name && p["state"].as_str().is_some_and(|s| s == "up"))
             };
-            if up("a") && up("b") {
+            if up(p0) && up(p1) {
                 let features: Vec<String> = ports
                     .iter()
                     .map(|p| {
@@ -851,29 +781,15 @@ impl Ctx {
     }
 
     /// Starts the traffic, waits for the warm-up, and measures a window of `secs`.
-    fn measure(&self, gen: &mut Generator, switch: &Proc, ctl: Option<&Path>) -> Result<Window> {
+    fn measure(
+        &self,
+        gen: &mut Generator,
+        switch: &Proc,
+        ctl: Option<&Path>,
+    ) -> Result<Window<Snapshot>> {
         gen.send_wait(&format!("start tx_first {TX_FIRST_BURSTS}"))?;
-        sleep(WARMUP);
-        let first = self.snapshot(gen, switch)?;
-        let vnetd_first = ctl.map(|c| self.vnetctl(c, "stats")).transpose()?;
-        // A sample half way too: a rate that changes within the window shows.
-        sleep(Duration::from_secs_f64(self.secs / 2.0).saturating_sub(first.at.elapsed()));
-        let mid = self.snapshot(gen, switch)?;
-        sleep(Duration::from_secs_f64(self.secs).saturating_sub(first.at.elapsed()));
-        let last = self.snapshot(gen, switch)?;
-        let vnetd_last = ctl.map(|c| self.vnetctl(c, "stats")).transpose()?;
-        let mut busy = foreign_processes(&[switch.pid(), gen.proc.pid()]);
-        busy.sort();
-        Ok(Window {
-            first,
-            mid,
-            last,
-            vnetd_drops: match (vnetd_first, vnetd_last) {
-                (Some(a), Some(b)) => vnetd_drop_delta(&a, &b),
-                _ => BTreeMap::new(),
-            },
-            busy,
-        })
+        let ours = [switch.pid(), gen.proc.pid()];
+        Window::measure(self, ctl, &ours, || self.snapshot(gen, switch), |s| s.at)
     }
 
     /// Counters and CPU times at one instant.
@@ -923,18 +839,6 @@ impl Ctx {
     fn percent(&self, ticks: u64, wall: Duration) -> f64 {
         ticks as f64 / self.clk_tck / wall.as_secs_f64() * 100.0
     }
-}
-
-/// What one measurement window saw.
-#[derive(Debug)]
-struct Window {
-    first: Snapshot,
-    mid: Snapshot,
-    last: Snapshot,
-    /// vnetd's drop counters that moved during the window, `port.reason` -> frames.
-    vnetd_drops: BTreeMap<String, u64>,
-    /// Other QEMU or testpmd processes running at the end of the window.
-    busy: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -1001,7 +905,7 @@ impl RunResult {
     }
 
     /// Computes the figures of a window and notes anything odd in it.
-    fn fill(&mut self, ctx: &Ctx, w: &Window) {
+    fn fill(&mut self, ctx: &Ctx, w: &Window<Snapshot>) {
         let wall = w.last.at - w.first.at;
         self.secs = wall.as_secs_f64();
         let delta = |kind, port, key| {
@@ -1029,13 +933,9 @@ impl RunResult {
             rx as f64 / (b.at - a.at).as_secs_f64() / 1e6
         };
         self.half_mpps = [half_rate(&w.first, &w.mid), half_rate(&w.mid, &w.last)];
-        let [h1, h2] = self.half_mpps;
-        if (h1 - h2).abs() > UNSTABLE_FRACTION * h1.max(h2) {
-            self.unstable = true;
-            self.anomalies.push(format!(
-                "the rate changed within the window: {h1:.3} Mpps, then {h2:.3}"
-            ));
-        }
+        let halves = self.half_mpps;
+        self.marks().check_halves(halves, 3);
+        let h2 = halves[1];
         self.switch_cpu = ctx.percent(
             w.last.switch_ticks.saturating_sub(w.first.switch_ticks),
             wall,
@@ -1069,66 +969,15 @@ impl RunResult {
                 }
             }
         }
-        if !w.vnetd_drops.is_empty() {
-            let list: Vec<String> = w
-                .vnetd_drops
-                .iter()
-                .map(|(k, n)| format!("{k}={n}"))
-                .collect();
-            self.anomalies
-                .push(format!("vnetd drops in the window: {}", list.join(", ")));
-        }
+        self.marks().note_vnetd_drops(&w.vnetd_drops);
         if self.testpmd_mpps > 0.0 && (self.testpmd_mpps - h2).abs() / h2 > 0.02 {
             self.anomalies.push(format!(
                 "testpmd's own Rx-pps says {:.3} Mpps for the second half, the counters {h2:.3}",
                 self.testpmd_mpps
             ));
         }
-        if !w.busy.is_empty() {
-            self.busy = true;
-            self.anomalies.push(format!(
-                "other processes ran during the window: {}",
-                w.busy.join(", ")
-            ));
-        }
-        if self.foreign_cpu > FOREIGN_CPU_LIMIT {
-            self.busy = true;
-            self.anomalies.push(format!(
-                "other processes used {:.1} % of a CPU during the window",
-                self.foreign_cpu
-            ));
-        }
-        if self.steal_cpu > FOREIGN_CPU_LIMIT {
-            self.anomalies.push(format!(
-                "the hypervisor stole {:.1} % of a CPU during the window",
-                self.steal_cpu
-            ));
-        }
-    }
-
-    /// Neither other work nor the host's placement of our vCPUs disturbed it.
-    fn clean(&self) -> bool {
-        !self.busy && !self.placed_apart && !self.unstable
-    }
-
-    /// Flags the run if a core-to-core probe around it was slow against `best` (ns).
-    fn check_placement(&mut self, best: f64) {
-        if self.placed_apart {
-            return;
-        }
-        let apart = self
-            .pingpong_ns
-            .iter()
-            .flatten()
-            .any(|&ns| ns > APART_MIN_NS && ns > best * APART_FACTOR);
-        if apart {
-            self.placed_apart = true;
-            let [a, b] = self.pingpong_ns.map(|ns| ns.unwrap_or(f64::NAN));
-            self.anomalies.push(format!(
-                "vCPUs placed apart by the host around this run: core-to-core round trip \
-                 {a:.0} ns before, {b:.0} ns after (best {best:.0} ns)"
-            ));
-        }
+        let (foreign, steal) = (self.foreign_cpu, self.steal_cpu);
+        self.marks().note_load(&w.busy, foreign, steal);
     }
 
     fn summary(&self) -> String {
@@ -1149,22 +998,14 @@ impl RunResult {
         if let Some(idle) = self.idle_cpu {
             s += &format!("; idle CPU {idle:.1} %");
         }
-        if let [Some(a), Some(b)] = self.pingpong_ns {
-            s += &format!("; CPU{{gen}}<->CPU{{switch}} round trip {a:.0} / {b:.0} ns");
-        }
-        for a in &self.anomalies {
-            s += &format!("\n    ! {a}");
-        }
-        s
+        s + &summary_tail(self.pingpong_ns, &self.anomalies)
     }
 
     fn json(&self) -> Value {
-        json!({
-            "switch": self.switch,
+        let own = json!({
             "devargs": self.case.devargs,
             "queue_pairs": self.case.queue_pairs(),
             "size": self.case.size,
-            "run": self.run,
             "mpps": self.mpps,
             "gbits": self.mpps.map(|m| gbits(m, self.case.size)),
             "port_mpps": self.port_mpps,
@@ -1172,22 +1013,14 @@ impl RunResult {
             "secs": self.secs,
             "switch_cpu_pct": self.switch_cpu,
             "generator_cpu_pct": self.gen_cpu,
-            "other_cpu_pct": self.foreign_cpu,
-            "steal_cpu_pct": self.steal_cpu,
             "idle_cpu_pct": self.idle_cpu,
-            "core_to_core_round_trip_ns": self.pingpong_ns,
-            "vcpus_placed_apart": self.placed_apart,
             "half_window_mpps": self.half_mpps,
-            "unstable": self.unstable,
-            "attempt": self.attempts,
-            "anchor_drops_whole_run": self.anchor_drops,
-            "features": self.features,
-            "busy": self.busy,
-            "anomalies": self.anomalies,
-            "error": self.error,
-        })
+        });
+        run_json(self, own)
     }
 }
+
+run_record!(RunResult);
 
 /// Gbit/s of `mpps` frames of `size` bytes (no FCS, preamble or gap).
 fn gbits(mpps: f64, size: u32) -> f64 {
@@ -1205,36 +1038,30 @@ struct Medians {
     clean: bool,
 }
 
+impl Medians {
+    fn json(&self, size: u32) -> Value {
+        medians_json(
+            self.mpps,
+            gbits(self.mpps, size),
+            self.cpu,
+            self.runs,
+            self.clean,
+        )
+    }
+}
+
 fn medians(runs: &[RunResult], switch: &str, case: &Case) -> Option<Medians> {
     let ok: Vec<&RunResult> = runs
         .iter()
         .filter(|r| r.switch == switch && r.case == *case && r.mpps.is_some())
         .collect();
-    let clean: Vec<&RunResult> = ok.iter().copied().filter(|r| r.clean()).collect();
-    let (used, all_clean) = if clean.is_empty() {
-        (ok, false)
-    } else {
-        (clean, true)
-    };
-    if used.is_empty() {
-        return None;
-    }
+    let (used, all_clean) = common::clean_or_all(ok)?;
     Some(Medians {
         mpps: median(used.iter().filter_map(|r| r.mpps).collect()),
         cpu: median(used.iter().map(|r| r.switch_cpu).collect()),
         runs: used.len(),
         clean: all_clean,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Everything the bench prints and saves.
@@ -1278,12 +1105,13 @@ struct Row {
 
 impl Report {
     fn rows(&self) -> Vec<Row> {
-        let vnetd_labels: Vec<String> = self
-            .switches
-            .iter()
-            .filter(|s| matches!(s, Switch::Vnetd(_)))
-            .map(Switch::label)
-            .collect();
+        let labels = vnetd_labels(
+            self.switches
+                .iter()
+                .filter(|s| matches!(s, Switch::Vnetd(_)))
+                .map(Switch::label)
+                .collect(),
+        );
         let mut rows = Vec::new();
         for &queues in &self.vm2vm {
             for devargs in &self.devargs {
@@ -1296,19 +1124,14 @@ impl Report {
                     let scenario = case.scenario();
                     let dpdk = medians(&self.runs, "dpdk", &case);
                     let ovs = medians(&self.runs, &Switch::Ovs.label(), &case);
-                    let labels = if vnetd_labels.is_empty() {
-                        vec![String::new()]
-                    } else {
-                        vnetd_labels.clone()
-                    };
-                    for label in labels {
+                    for label in &labels {
                         rows.push(Row {
                             scenario: scenario.clone(),
                             queues: case.queue_pairs(),
                             size,
-                            mode: label.strip_prefix("vnetd").unwrap_or("").trim().to_string(),
+                            mode: mode_of(label),
                             vnetd: (!label.is_empty())
-                                .then(|| medians(&self.runs, &label, &case))
+                                .then(|| medians(&self.runs, label, &case))
                                 .flatten(),
                             dpdk,
                             ovs,
@@ -1385,28 +1208,20 @@ impl Report {
             header.extend(["OVS Mpps", "OVS CPU %", "vnetd/OVS"]);
         }
         let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-        let na = || "-".to_string();
+        let side = |m: Option<Medians>, size: u32| match m {
+            Some(m) => [
+                rate_cell(m.mpps, 3, m.clean),
+                format!("{:.2}", gbits(m.mpps, size)),
+                format!("{:.0}", m.cpu),
+            ],
+            None => [na(), na(), na()],
+        };
         for row in self.rows() {
-            let (vm, vg, vc) = match row.vnetd {
-                Some(m) => (
-                    format!("{:.3}{}", m.mpps, if m.clean { "" } else { "*" }),
-                    format!("{:.2}", gbits(m.mpps, row.size)),
-                    format!("{:.0}", m.cpu),
-                ),
-                None => (na(), na(), na()),
-            };
-            let (dm, dg, dc) = match row.dpdk {
-                Some(m) => (
-                    format!("{:.3}{}", m.mpps, if m.clean { "" } else { "*" }),
-                    format!("{:.2}", gbits(m.mpps, row.size)),
-                    format!("{:.0}", m.cpu),
-                ),
-                None => (na(), na(), na()),
-            };
-            let ratio = match (row.vnetd, row.dpdk) {
-                (Some(v), Some(d)) if d.mpps > 0.0 => format!("{:.2}", v.mpps / d.mpps),
-                _ => na(),
-            };
+            let [vm, vg, vc] = side(row.vnetd, row.size);
+            let [dm, dg, dc] = side(row.dpdk, row.size);
+            let mpps = |m: Option<Medians>| m.map(|m| m.mpps);
+            let show = |r: Option<f64>| r.map_or_else(na, |r| format!("{r:.2}"));
+            let ratio_dpdk = show(ratio(mpps(row.vnetd), mpps(row.dpdk)));
             let mode = if row.mode.is_empty() { na() } else { row.mode };
             let mut cells = vec![
                 row.scenario,
@@ -1418,74 +1233,48 @@ impl Report {
                 dm,
                 dg,
                 dc,
-                ratio,
+                ratio_dpdk,
             ];
             if with_ovs {
                 cells.extend(match row.ovs {
                     Some(o) => [
-                        format!("{:.3}{}", o.mpps, if o.clean { "" } else { "*" }),
+                        rate_cell(o.mpps, 3, o.clean),
                         format!("{:.0}", o.cpu),
-                        row.vnetd
-                            .filter(|_| o.mpps > 0.0)
-                            .map_or_else(na, |v| format!("{:.2}", v.mpps / o.mpps)),
+                        show(ratio(mpps(row.vnetd), Some(o.mpps))),
                     ],
                     None => [na(), na(), na()],
                 });
             }
             table.push(cells);
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
-        for (n, row) in table.iter().enumerate() {
-            let cells: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(c, cell)| {
-                    if c < 3 && c != 1 {
-                        format!("{cell:<w$}", w = widths[c])
-                    } else {
-                        format!("{cell:>w$}", w = widths[c])
-                    }
-                })
-                .collect();
-            out += cells.join("  ").trim_end();
+        out += &render_table(&table, |c| c < 3 && c != 1);
+        if let Some(idle) = idle_line(&self.idle) {
             out += "\n";
-            if n == 0 {
-                out += &"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1));
-                out += "\n";
-            }
-        }
-        if !self.idle.is_empty() {
-            let list: Vec<String> = self
-                .idle
-                .iter()
-                .map(|(label, cpu)| format!("{label} {cpu:.1} %"))
-                .collect();
-            out += &format!(
-                "\nidle (both ports attached, no traffic, {} s): CPU {}\n",
-                IDLE_WINDOW.as_secs(),
-                list.join(", ")
-            );
+            out += &idle;
         }
         if let Some(why) = &self.ovs_skipped {
             out += &format!("\nOVS-DPDK left out (it cannot start here): {why}\n");
         }
-        let failed = self.runs.iter().filter(|r| r.error.is_some()).count();
-        if failed > 0 {
-            out += &format!("\n{failed} run(s) failed and are left out of the medians:\n");
-            for r in self.runs.iter().filter(|r| r.error.is_some()) {
-                out += &format!(
-                    "  {} {} B {} run {}: {}\n",
-                    r.switch,
-                    r.case.size,
-                    r.case.label(),
-                    r.run,
-                    r.error.as_deref().unwrap_or("")
-                );
-            }
+        let name = |r: &RunResult| {
+            format!(
+                "{} {} B {} run {}",
+                r.switch,
+                r.case.size,
+                r.case.label(),
+                r.run
+            )
+        };
+        let failed = failed_lines(&self.runs, "", name);
+        if !failed.is_empty() {
+            out += "\n";
+            out += &failed;
         }
-        let busy = self.runs.iter().filter(|r| r.busy).count();
+        let Tally {
+            busy,
+            apart,
+            unstable,
+            repeated,
+        } = Tally::of(&self.runs);
         if busy > 0 {
             out += &format!(
                 "\nMACHINE BUSY: {busy} of {} run(s) shared the CPUs with other work; their \
@@ -1496,8 +1285,6 @@ impl Report {
             out += "\nmachine idle: no other QEMU or testpmd, other CPU use below 5 % in every \
                     window\n";
         }
-        let apart = self.runs.iter().filter(|r| r.placed_apart).count();
-        let unstable = self.runs.iter().filter(|r| r.unstable).count();
         let (a, b) = self.cpus;
         out += &format!(
             "CPU {a} <-> CPU {b} cache-line round trip: best {:.0} ns; in the runs kept, {apart} \
@@ -1505,7 +1292,6 @@ impl Report {
              slower), {unstable} changed rate within the window\n",
             self.best_pingpong
         );
-        let repeated: u32 = self.runs.iter().map(|r| r.attempts.saturating_sub(1)).sum();
         if repeated > 0 {
             out += &format!("{repeated} disturbed attempt(s) were measured again and left out\n");
         }
@@ -1516,25 +1302,7 @@ impl Report {
         {
             out += "* no clean run: the median of disturbed runs\n";
         }
-        let odd: Vec<&RunResult> = self
-            .runs
-            .iter()
-            .filter(|r| !r.anomalies.is_empty())
-            .collect();
-        if !odd.is_empty() {
-            out += "anomalies:\n";
-            for r in odd {
-                for a in &r.anomalies {
-                    out += &format!(
-                        "  {} {} B {} run {}: {a}\n",
-                        r.switch,
-                        r.case.size,
-                        r.case.label(),
-                        r.run
-                    );
-                }
-            }
-        }
+        out += &anomaly_lines(&self.runs, "anomalies:", name);
         out
     }
 
@@ -1543,17 +1311,8 @@ impl Report {
             .rows()
             .into_iter()
             .map(|row| {
-                let side = |m: Option<Medians>| {
-                    m.map(|m| {
-                        json!({
-                            "mpps": m.mpps,
-                            "gbits": gbits(m.mpps, row.size),
-                            "cpu_pct": m.cpu,
-                            "runs": m.runs,
-                            "clean_runs_only": m.clean,
-                        })
-                    })
-                };
+                let side = |m: Option<Medians>| m.map(|m| m.json(row.size));
+                let mpps = |m: Option<Medians>| m.map(|m| m.mpps);
                 json!({
                     "scenario": row.scenario,
                     "queue_pairs": row.queues,
@@ -1561,23 +1320,13 @@ impl Report {
                     "vnetd_mode": row.mode,
                     "vnetd": side(row.vnetd),
                     "dpdk": side(row.dpdk),
-                    "ratio": match (row.vnetd, row.dpdk) {
-                        (Some(v), Some(d)) if d.mpps > 0.0 => Some(v.mpps / d.mpps),
-                        _ => None,
-                    },
+                    "ratio": ratio(mpps(row.vnetd), mpps(row.dpdk)),
                     "ovs": side(row.ovs),
-                    "ratio_ovs": match (row.vnetd, row.ovs) {
-                        (Some(v), Some(o)) if o.mpps > 0.0 => Some(v.mpps / o.mpps),
-                        _ => None,
-                    },
+                    "ratio_ovs": ratio(mpps(row.vnetd), mpps(row.ovs)),
                 })
             })
             .collect();
-        let idle: serde_json::Map<String, Value> = self
-            .idle
-            .iter()
-            .map(|(label, cpu)| (label.clone(), json!(cpu)))
-            .collect();
+        let idle = idle_json(&self.idle);
         json!({
             "info": self.info,
             "best_core_to_core_round_trip_ns": self.best_pingpong,
@@ -1832,6 +1581,72 @@ impl Proc {
     fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
         signal(self.pid, "TERM");
         self.wait_exit(timeout)
+    }
+
+    /// Waits (up to 10 s) until this vnetd has created its sockets `socks`; its log is `log`.
+    fn wait_sockets(&mut self, socks: &[&Path], log: &Path) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socks.iter().all(|p| p.exists()) {
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("vnetd did not create its sockets; see {}", log.display());
+            }
+            sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Waits until this anchor testpmd forwards.
+    fn wait_forwarding(&mut self) -> Result<String> {
+        self.wait_output(0, Duration::from_secs(60), "anchor forwarding", |out| {
+            out.contains("Press enter to exit")
+        })
+    }
+
+    /// Stops this vnetd with SIGTERM, its frontends gone: it should be quiet, then exit
+    /// cleanly. Returns what was not right, as anomalies: its exit status, warning and error
+    /// lines in its log `log`.
+    fn stop_vnetd(&mut self, log: &Path) -> Result<Vec<String>> {
+        let mut anomalies = Vec::new();
+        let status = self.terminate(Duration::from_secs(10))?;
+        if !status.success() {
+            anomalies.push(format!("vnetd exited with {status} on SIGTERM"));
+        }
+        let complaints: Vec<String> = self
+            .errors()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains("ERROR") || l.contains("panicked"))
+            .map(str::to_string)
+            .collect();
+        if !complaints.is_empty() {
+            anomalies.push(format!(
+                "{} warning/error line(s) in {}: {}",
+                complaints.len(),
+                log.display(),
+                complaints[0].trim()
+            ));
+        }
+        Ok(anomalies)
+    }
+
+    /// Stops this anchor testpmd (enter at its prompt). Returns the frames it dropped over
+    /// the whole run, warm-up included (its forward statistics), and, as anomalies, an
+    /// unclean exit.
+    fn stop_anchor(&mut self) -> Result<(u64, Vec<String>)> {
+        let mut anomalies = Vec::new();
+        let from = self.output().len();
+        self.send("")?;
+        let status = self.wait_exit(Duration::from_secs(20))?;
+        if !status.success() {
+            anomalies.push(format!("anchor testpmd exited with {status}"));
+        }
+        let out = self.output();
+        let dropped: u64 = parse_blocks(&out[from.min(out.len())..])
+            .iter()
+            .filter(|b| b.kind == BlockKind::Fwd)
+            .map(|b| b.get("RX-dropped") + b.get("TX-dropped"))
+            .sum();
+        Ok((dropped, anomalies))
     }
 }
 

@@ -35,9 +35,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::common::{kill_netns, sweep_stale_netns};
 use super::{
-    free_hugepages, signal, sleep, stale_owner, Args, Case, Ctx, Only, Proc, RunResult, Switch,
-    TempDir, TAG, TESTPMD_MEM_MB,
+    free_hugepages, sleep, Args, Case, Ctx, Only, Proc, RunResult, Switch, TempDir, TAG,
+    TESTPMD_MEM_MB,
 };
 use crate::deps;
 use crate::util::{has_command, is_root, warn};
@@ -78,7 +79,7 @@ pub(super) fn add_anchor(ctx: &Ctx, args: &Args, switches: &mut Vec<Switch>) -> 
     if !vm2vm || args.only == Some(Only::Vnetd) || switches.contains(&Switch::Ovs) {
         return None;
     }
-    sweep_stale_netns();
+    sweep_stale_netns(|name| name.ends_with("-ovs"));
     match probe(ctx) {
         Ok(()) => {
             switches.push(Switch::Ovs);
@@ -566,47 +567,6 @@ impl Drop for Netns {
     }
 }
 
-/// Stops what is left in namespace `name` (only our OVS lives there) and deletes it.
-fn kill_netns(name: &str) {
-    if let Ok(out) = Command::new("ip")
-        .args(["netns", "pids", name])
-        .stderr(Stdio::null())
-        .output()
-    {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse() {
-                signal(pid, "KILL");
-            }
-        }
-    }
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Deletes the OVS namespaces of bench processes that are gone.
-fn sweep_stale_netns() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        if !name.ends_with("-ovs") {
-            continue;
-        }
-        let Some(pid) = stale_owner(name) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("removing network namespace {name} (left by bench process {pid})");
-            kill_netns(name);
-        }
-    }
-}
-
 /// The `dpdk-lcore-mask` / `pmd-cpu-mask` of one CPU.
 fn cpu_mask(cpu: usize) -> String {
     format!("{:#x}", 1u64 << cpu)
@@ -615,6 +575,7 @@ fn cpu_mask(cpu: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::stale_owner;
 
     #[test]
     fn parses_ovsdb_maps() {

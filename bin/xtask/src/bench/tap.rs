@@ -37,11 +37,10 @@
 //! `vnet-bench-*`. The namespace, and with it every TAP, goes when the bench ends (also
 //! on errors); namespaces of bench processes that died are removed by the next bench.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,11 +49,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use super::common::{
+    self, anomaly_lines, check_placement_all, failed_lines, kill_netns, median, medians_json,
+    mode_of, na, rate_cell, ratio, render_table, run_json, run_record, summary_tail,
+    sweep_stale_netns, vnetd_label, vnetd_labels, RunRecord, Tally, Window,
+};
 use super::{
-    foreign_processes, gbits, median, parse_blocks, port_macs, proc_ticks, signal, sleep,
-    stale_owner, vnetd_drop_delta, Args, Block, BlockKind, Ctx, Generator, Only, Proc, SystemTicks,
-    TempDir, APART_FACTOR, APART_MIN_NS, FOREIGN_CPU_LIMIT, MAC_A, RETRIES, TAG, UNSTABLE_FRACTION,
-    WARMUP,
+    gbits, parse_blocks, port_macs, proc_ticks, sleep, stale_owner, Args, Block, BlockKind, Ctx,
+    Generator, Only, Proc, SystemTicks, TempDir, MAC_A, TAG, WARMUP,
 };
 use crate::util::{has_command, warn};
 
@@ -120,8 +122,7 @@ enum TapSwitch {
 impl TapSwitch {
     fn label(&self) -> String {
         match self {
-            TapSwitch::Vnetd(Some(mode)) => format!("vnetd {mode}"),
-            TapSwitch::Vnetd(None) => "vnetd".into(),
+            TapSwitch::Vnetd(mode) => vnetd_label(mode.as_deref()),
             TapSwitch::Dpdk => "dpdk".into(),
             TapSwitch::Bare => "bare loop".into(),
         }
@@ -297,40 +298,6 @@ impl Drop for Netns {
     }
 }
 
-/// Stops what is left in namespace `name` (only our helpers live there) and deletes it.
-fn kill_netns(name: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse() {
-                signal(pid, "KILL");
-            }
-        }
-    }
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Deletes the namespaces of bench processes that are gone.
-fn sweep_stale_netns() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = stale_owner(name) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("removing network namespace {name} (left by bench process {pid})");
-            kill_netns(name);
-        }
-    }
-}
-
 /// `ip ARGS`, failing with its message.
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
@@ -450,34 +417,11 @@ impl TapRun {
         }
     }
 
-    fn clean(&self) -> bool {
-        !self.busy && !self.placed_apart && !self.unstable
-    }
-
     /// CPU time of the switch per frame moved, ns: what a frame costs it, whatever the
     /// bottleneck was.
     fn ns_per_frame(&self) -> Option<f64> {
         let mpps = self.mpps?;
         (mpps > 0.0).then(|| self.switch_cpu / 100.0 / mpps * 1000.0)
-    }
-
-    fn check_placement(&mut self, best: f64) {
-        if self.placed_apart {
-            return;
-        }
-        let apart = self
-            .pingpong_ns
-            .iter()
-            .flatten()
-            .any(|&ns| ns > APART_MIN_NS && ns > best * APART_FACTOR);
-        if apart {
-            self.placed_apart = true;
-            let [a, b] = self.pingpong_ns.map(|ns| ns.unwrap_or(f64::NAN));
-            self.anomalies.push(format!(
-                "vCPUs placed apart by the host around this run: core-to-core round trip \
-                 {a:.0} ns before, {b:.0} ns after (best {best:.0} ns)"
-            ));
-        }
     }
 
     fn summary(&self) -> String {
@@ -500,21 +444,13 @@ impl TapRun {
         if let Some(offered) = self.offered_mpps {
             s += &format!("; offered {offered:.3} Mpps");
         }
-        if let [Some(a), Some(b)] = self.pingpong_ns {
-            s += &format!("; CPU{{gen}}<->CPU{{switch}} round trip {a:.0} / {b:.0} ns");
-        }
-        for a in &self.anomalies {
-            s += &format!("\n    ! {a}");
-        }
-        s
+        s + &summary_tail(self.pingpong_ns, &self.anomalies)
     }
 
     fn json(&self) -> Value {
-        json!({
+        let own = json!({
             "direction": self.dir.label(),
             "size": self.size,
-            "switch": self.switch,
-            "run": self.run,
             "mpps": self.mpps,
             "gbits": self.mpps.map(|m| gbits(m, self.size)),
             "offered_mpps": self.offered_mpps,
@@ -530,20 +466,12 @@ impl TapRun {
             "switch_cpu_ns_per_frame": self.ns_per_frame(),
             "guest_cpu_pct": self.guest_cpu,
             "sender_cpu_pct": self.sender_cpu,
-            "other_cpu_pct": self.foreign_cpu,
-            "steal_cpu_pct": self.steal_cpu,
-            "core_to_core_round_trip_ns": self.pingpong_ns,
-            "vcpus_placed_apart": self.placed_apart,
-            "unstable": self.unstable,
-            "attempt": self.attempts,
-            "anchor_drops_whole_run": self.anchor_drops,
-            "features": self.features,
-            "busy": self.busy,
-            "anomalies": self.anomalies,
-            "error": self.error,
-        })
+        });
+        run_json(self, own)
     }
 }
+
+run_record!(TapRun);
 
 /// Everything the scenario measured.
 #[derive(Debug)]
@@ -578,7 +506,7 @@ impl TapReport {
         if !Path::new("/dev/net/tun").exists() {
             bail!("/dev/net/tun is missing");
         }
-        sweep_stale_netns();
+        sweep_stale_netns(|_| true);
         let ns = Netns::create(&ctx.logs)?;
         self.netns = ns.name.clone();
         eprintln!(
@@ -611,65 +539,27 @@ impl TapReport {
         run_no: u32,
     ) -> TapRun {
         let label = switch.label();
-        let mut attempt = 1;
-        loop {
-            let busy_before = ctx.wait_idle(args.wait_idle);
-            eprintln!(
-                "--> TAP {} {label}, {size} bytes, run {run_no}/{}{}",
-                dir.label(),
-                args.runs,
-                if attempt > 1 {
-                    format!(" (attempt {attempt})")
-                } else {
-                    String::new()
-                }
-            );
-            let before = ctx.pingpong();
-            let ifname = format!("{IF_PREFIX}{}", ctx.seq.get() + 1);
+        let what = format!("TAP {} {label}, {size} bytes", dir.label());
+        common::attempt(ctx, args, &what, &label, run_no, || {
             let running = Running {
                 ctx,
                 ns,
                 dir,
                 switch,
-                ifname,
+                ifname: format!("{IF_PREFIX}{}", ctx.seq.get() + 1),
             };
             let mut result = running
                 .run(size, &self.devargs)
                 .unwrap_or_else(|err| TapRun::failed(format!("{err:#}")));
-            result.pingpong_ns = [before, ctx.pingpong()];
             result.dir = dir;
             result.size = size;
-            result.switch = label.clone();
-            result.run = run_no;
-            result.attempts = attempt;
-            if let Some(busy) = &busy_before {
-                result
-                    .anomalies
-                    .push(format!("machine busy before the run: {busy}"));
-                result.busy = true;
-            }
-            result.check_placement(ctx.best_pingpong.get());
-            eprintln!("    {}", result.summary());
-            if attempt >= RETRIES || result.error.is_some() {
-                return result;
-            }
-            if result.busy && busy_before.is_none() {
-                eprintln!("    the machine got busy during the run: again");
-            } else if result.placed_apart || result.unstable {
-                eprintln!("    the host moved our vCPUs (apart): again in a few seconds");
-                sleep(Duration::from_secs(5));
-            } else {
-                return result;
-            }
-            attempt += 1;
-        }
+            result
+        })
     }
 
     /// Judges every run against the best placement seen over the whole bench.
     pub(super) fn check_placement(&mut self, best: f64) {
-        for run in &mut self.runs {
-            run.check_placement(best);
-        }
+        check_placement_all(&mut self.runs, best);
     }
 
     fn medians(&self, dir: Dir, size: u32, switch: &str) -> Option<TapMedians> {
@@ -678,15 +568,7 @@ impl TapReport {
             .iter()
             .filter(|r| r.dir == dir && r.size == size && r.switch == switch && r.mpps.is_some())
             .collect();
-        let clean: Vec<&TapRun> = ok.iter().copied().filter(|r| r.clean()).collect();
-        let (used, all_clean) = if clean.is_empty() {
-            (ok, false)
-        } else {
-            (clean, true)
-        };
-        if used.is_empty() {
-            return None;
-        }
+        let (used, all_clean) = common::clean_or_all(ok)?;
         let offered: Vec<f64> = used.iter().filter_map(|r| r.offered_mpps).collect();
         Some(TapMedians {
             mpps: median(used.iter().filter_map(|r| r.mpps).collect()),
@@ -698,15 +580,13 @@ impl TapReport {
     }
 
     fn rows(&self) -> Vec<TapRow> {
-        let mut labels: Vec<String> = self
-            .switches
-            .iter()
-            .filter(|s| matches!(s, TapSwitch::Vnetd(_)))
-            .map(TapSwitch::label)
-            .collect();
-        if labels.is_empty() {
-            labels.push(String::new());
-        }
+        let labels = vnetd_labels(
+            self.switches
+                .iter()
+                .filter(|s| matches!(s, TapSwitch::Vnetd(_)))
+                .map(TapSwitch::label)
+                .collect(),
+        );
         let mut rows = Vec::new();
         for dir in [Dir::ToHost, Dir::ToGuest] {
             for &size in &self.sizes {
@@ -716,7 +596,7 @@ impl TapReport {
                     rows.push(TapRow {
                         dir,
                         size,
-                        mode: label.strip_prefix("vnetd").unwrap_or("").trim().to_string(),
+                        mode: mode_of(label),
                         vnetd: (!label.is_empty())
                             .then(|| self.medians(dir, size, label))
                             .flatten(),
@@ -766,17 +646,12 @@ impl TapReport {
             "target",
         ];
         let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-        let na = || "-".to_string();
         let cells = |m: Option<TapMedians>| match m {
-            Some(m) => (
-                format!("{:.3}{}", m.mpps, if m.clean { "" } else { "*" }),
-                format!("{:.0}", m.cpu),
-            ),
+            Some(m) => (rate_cell(m.mpps, 3, m.clean), format!("{:.0}", m.cpu)),
             None => (na(), na()),
         };
-        let ratio = |a: Option<TapMedians>, b: Option<TapMedians>| match (a, b) {
-            (Some(a), Some(b)) if b.mpps > 0.0 => Some(a.mpps / b.mpps),
-            _ => None,
+        let ratio = |a: Option<TapMedians>, b: Option<TapMedians>| {
+            ratio(a.map(|m| m.mpps), b.map(|m| m.mpps))
         };
         for row in self.rows() {
             let (vm, vc) = cells(row.vnetd);
@@ -804,28 +679,8 @@ impl TapReport {
                 target(vs_dpdk, vs_bare),
             ]);
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
-        for (n, row) in table.iter().enumerate() {
-            let cells: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(c, cell)| {
-                    if c == 0 || c == 2 || c == header.len() - 1 {
-                        format!("{cell:<w$}", w = widths[c])
-                    } else {
-                        format!("{cell:>w$}", w = widths[c])
-                    }
-                })
-                .collect();
-            out += cells.join("  ").trim_end();
-            out += "\n";
-            if n == 0 {
-                out += &"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1));
-                out += "\n";
-            }
-        }
+        let last = header.len() - 1;
+        out += &render_table(&table, |c| c == 0 || c == 2 || c == last);
         out += "\n";
         // Host to guest the sender, on the generator CPU with the guest, is usually the
         // limit: what it offered tells whether a switch kept up.
@@ -848,33 +703,21 @@ impl TapReport {
                 );
             }
         }
-        let failed: Vec<&TapRun> = self.runs.iter().filter(|r| r.error.is_some()).collect();
-        if !failed.is_empty() {
-            out += &format!(
-                "{} TAP run(s) failed and are left out of the medians:\n",
-                failed.len()
-            );
-            for r in failed {
-                out += &format!(
-                    "  TAP {} {} {} B run {}: {}\n",
-                    r.dir.label(),
-                    r.switch,
-                    r.size,
-                    r.run,
-                    r.error.as_deref().unwrap_or("")
-                );
-            }
-        }
-        let busy = self.runs.iter().filter(|r| r.busy).count();
+        let name =
+            |r: &TapRun| format!("{} {} {} B run {}", r.dir.label(), r.switch, r.size, r.run);
+        out += &failed_lines(&self.runs, "TAP ", |r| format!("TAP {}", name(r)));
+        let Tally {
+            busy,
+            apart,
+            unstable,
+            repeated,
+        } = Tally::of(&self.runs);
         if busy > 0 {
             out += &format!(
                 "MACHINE BUSY: {busy} of {} TAP run(s) shared the CPUs with other work\n",
                 self.runs.len()
             );
         }
-        let apart = self.runs.iter().filter(|r| r.placed_apart).count();
-        let unstable = self.runs.iter().filter(|r| r.unstable).count();
-        let repeated: u32 = self.runs.iter().map(|r| r.attempts.saturating_sub(1)).sum();
         out += &format!(
             "TAP runs kept: {} ({apart} with the vCPUs placed apart, {unstable} changed rate \
              within the window); {repeated} disturbed attempt(s) measured again\n",
@@ -887,45 +730,22 @@ impl TapReport {
         {
             out += "* no clean run: the median of disturbed runs\n";
         }
-        let odd: Vec<&TapRun> = self
-            .runs
-            .iter()
-            .filter(|r| !r.anomalies.is_empty())
-            .collect();
-        if !odd.is_empty() {
-            out += "TAP anomalies:\n";
-            for r in odd {
-                for a in &r.anomalies {
-                    out += &format!(
-                        "  {} {} {} B run {}: {a}\n",
-                        r.dir.label(),
-                        r.switch,
-                        r.size,
-                        r.run
-                    );
-                }
-            }
-        }
+        out += &anomaly_lines(&self.runs, "TAP anomalies:", name);
         out
     }
 
     pub(super) fn json(&self) -> Value {
         let side = |m: Option<TapMedians>, size: u32| {
             m.map(|m| {
-                json!({
-                    "mpps": m.mpps,
-                    "gbits": gbits(m.mpps, size),
-                    "cpu_pct": m.cpu,
-                    "cpu_ns_per_frame": (m.mpps > 0.0).then(|| m.cpu / 100.0 / m.mpps * 1000.0),
-                    "offered_mpps": m.offered,
-                    "runs": m.runs,
-                    "clean_runs_only": m.clean,
-                })
+                let mut v = medians_json(m.mpps, gbits(m.mpps, size), m.cpu, m.runs, m.clean);
+                v["cpu_ns_per_frame"] =
+                    json!((m.mpps > 0.0).then(|| m.cpu / 100.0 / m.mpps * 1000.0));
+                v["offered_mpps"] = json!(m.offered);
+                v
             })
         };
-        let ratio = |a: Option<TapMedians>, b: Option<TapMedians>| match (a, b) {
-            (Some(a), Some(b)) if b.mpps > 0.0 => Some(a.mpps / b.mpps),
-            _ => None,
+        let ratio = |a: Option<TapMedians>, b: Option<TapMedians>| {
+            ratio(a.map(|m| m.mpps), b.map(|m| m.mpps))
         };
         let rows: Vec<Value> = self
             .rows()
@@ -1031,7 +851,7 @@ impl Running<'_> {
         };
         let mut result = TapRun::default();
         if let TapSwitch::Vnetd(_) = self.switch {
-            result.features = wait_vnetd_ports(ctx, &ctl, &mut switch)?;
+            result.features = ctx.wait_ports_up(&ctl, &mut switch, ["a", "h"])?;
         }
 
         // The generator CPU's helpers: the host-side sender, the guest's stand-in.
@@ -1073,19 +893,17 @@ impl Running<'_> {
             }
         }
 
-        sleep(WARMUP);
-        let first = self.snapshot(&switch, guest.as_mut(), [&sender, &spinner])?;
-        let vnetd_first = self.vnetd_stats(&ctl)?;
-        sleep(Duration::from_secs_f64(ctx.secs / 2.0).saturating_sub(first.at.elapsed()));
-        let mid = self.snapshot(&switch, guest.as_mut(), [&sender, &spinner])?;
-        sleep(Duration::from_secs_f64(ctx.secs).saturating_sub(first.at.elapsed()));
-        let last = self.snapshot(&switch, guest.as_mut(), [&sender, &spinner])?;
-        let vnetd_last = self.vnetd_stats(&ctl)?;
         let mut ours: Vec<u32> = vec![switch.pid()];
         ours.extend(guest.as_ref().map(|g| g.proc.pid()));
         ours.extend(sender.iter().chain(&spinner).map(Proc::pid));
-        let mut busy = foreign_processes(&ours);
-        busy.sort();
+        let vnetd_ctl = matches!(self.switch, TapSwitch::Vnetd(_)).then_some(ctl.as_path());
+        let window = Window::measure(
+            ctx,
+            vnetd_ctl,
+            &ours,
+            || self.snapshot(&switch, guest.as_mut(), [&sender, &spinner]),
+            |s| s.at,
+        )?;
         for p in sender.iter_mut().chain(&mut spinner) {
             p.check_alive()?;
         }
@@ -1098,44 +916,11 @@ impl Running<'_> {
         }
         match self.switch {
             TapSwitch::Vnetd(_) => {
-                let status = switch.terminate(Duration::from_secs(10))?;
-                if !status.success() {
-                    result
-                        .anomalies
-                        .push(format!("vnetd exited with {status} on SIGTERM"));
-                }
-                let complaints: Vec<String> = switch
-                    .errors()
-                    .lines()
-                    .filter(|l| {
-                        l.contains(" WARN ") || l.contains("ERROR") || l.contains("panicked")
-                    })
-                    .map(str::to_string)
-                    .collect();
-                if !complaints.is_empty() {
-                    result.anomalies.push(format!(
-                        "{} warning/error line(s) in {}: {}",
-                        complaints.len(),
-                        log.display(),
-                        complaints[0].trim()
-                    ));
-                }
+                result.anomalies.extend(switch.stop_vnetd(&log)?);
             }
             TapSwitch::Dpdk => {
-                let from = switch.output().len();
-                switch.send("")?;
-                let status = switch.wait_exit(Duration::from_secs(20))?;
-                if !status.success() {
-                    result
-                        .anomalies
-                        .push(format!("anchor testpmd exited with {status}"));
-                }
-                let out = switch.output();
-                let dropped: u64 = parse_blocks(&out[from.min(out.len())..])
-                    .iter()
-                    .filter(|b| b.kind == BlockKind::Fwd)
-                    .map(|b| b.get("RX-dropped") + b.get("TX-dropped"))
-                    .sum();
+                let (dropped, anomalies) = switch.stop_anchor()?;
+                result.anomalies.extend(anomalies);
                 result.anchor_drops = Some(dropped);
             }
             TapSwitch::Bare => {
@@ -1144,11 +929,7 @@ impl Running<'_> {
         }
         drop(switch);
 
-        let vnetd_drops = match (vnetd_first, vnetd_last) {
-            (Some(a), Some(b)) => vnetd_drop_delta(&a, &b),
-            _ => BTreeMap::new(),
-        };
-        self.fill(&mut result, [&first, &mid, &last], &vnetd_drops, &busy);
+        self.fill(&mut result, &window);
         Ok(result)
     }
 
@@ -1166,14 +947,7 @@ impl Running<'_> {
             TapSwitch::Vnetd(mode) => {
                 let cmd = self.vnetd_command(sock, ctl, mode.as_deref());
                 let mut vnetd = Proc::spawn("vnetd", cmd, log, None)?;
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !(sock.exists() && ctl.exists()) {
-                    vnetd.check_alive()?;
-                    if Instant::now() > deadline {
-                        bail!("vnetd did not create its sockets; see {}", log.display());
-                    }
-                    sleep(Duration::from_millis(10));
-                }
+                vnetd.wait_sockets(&[sock, ctl], log)?;
                 Ok(vnetd)
             }
             TapSwitch::Dpdk => {
@@ -1198,9 +972,7 @@ impl Running<'_> {
                     .args(testpmd.get_args());
                 let cmd = self.ns.exec(&pinned);
                 let mut anchor = Proc::spawn("anchor testpmd", cmd, log, Some(prefix))?;
-                anchor.wait_output(0, Duration::from_secs(60), "anchor forwarding", |out| {
-                    out.contains("Press enter to exit")
-                })?;
+                anchor.wait_forwarding()?;
                 if !sock.exists() {
                     bail!(
                         "the anchor created no vhost-user socket; see {}",
@@ -1326,13 +1098,6 @@ impl Running<'_> {
         Ok(())
     }
 
-    fn vnetd_stats(&self, ctl: &Path) -> Result<Option<Value>> {
-        match self.switch {
-            TapSwitch::Vnetd(_) => self.ctx.vnetctl(ctl, "stats").map(Some),
-            _ => Ok(None),
-        }
-    }
-
     fn snapshot(
         &self,
         switch: &Proc,
@@ -1370,14 +1135,9 @@ impl Running<'_> {
     }
 
     /// Computes the figures of a window and notes anything odd in it.
-    fn fill(
-        &self,
-        r: &mut TapRun,
-        [first, mid, last]: [&Snap; 3],
-        vnetd_drops: &BTreeMap<String, u64>,
-        busy: &[String],
-    ) {
+    fn fill(&self, r: &mut TapRun, w: &Window<Snap>) {
         let ctx = self.ctx;
+        let (first, mid, last) = (&w.first, &w.mid, &w.last);
         let wall = last.at - first.at;
         r.secs = wall.as_secs_f64();
         let total = self.count(last).saturating_sub(self.count(first));
@@ -1387,13 +1147,8 @@ impl Running<'_> {
             self.count(b).saturating_sub(self.count(a)) as f64 / (b.at - a.at).as_secs_f64() / 1e6
         };
         r.half_mpps = [rate(first, mid), rate(mid, last)];
-        let [h1, h2] = r.half_mpps;
-        if (h1 - h2).abs() > UNSTABLE_FRACTION * h1.max(h2) {
-            r.unstable = true;
-            r.anomalies.push(format!(
-                "the rate changed within the window: {h1:.3} Mpps, then {h2:.3}"
-            ));
-        }
+        let halves = r.half_mpps;
+        r.marks().check_halves(halves, 3);
         r.tap = last.tap.since(&first.tap);
         let guest_delta = |key: &str| {
             let get = |s: &Snap| s.guest.as_ref().map_or(0, |b| b.get(key));
@@ -1443,34 +1198,9 @@ impl Running<'_> {
                 }
             }
         }
-        if !vnetd_drops.is_empty() {
-            let list: Vec<String> = vnetd_drops
-                .iter()
-                .map(|(k, n)| format!("{k}={n}"))
-                .collect();
-            r.anomalies
-                .push(format!("vnetd drops in the window: {}", list.join(", ")));
-        }
-        if !busy.is_empty() {
-            r.busy = true;
-            r.anomalies.push(format!(
-                "other processes ran during the window: {}",
-                busy.join(", ")
-            ));
-        }
-        if r.foreign_cpu > FOREIGN_CPU_LIMIT {
-            r.busy = true;
-            r.anomalies.push(format!(
-                "other processes used {:.1} % of a CPU during the window",
-                r.foreign_cpu
-            ));
-        }
-        if r.steal_cpu > FOREIGN_CPU_LIMIT {
-            r.anomalies.push(format!(
-                "the hypervisor stole {:.1} % of a CPU during the window",
-                r.steal_cpu
-            ));
-        }
+        r.marks().note_vnetd_drops(&w.vnetd_drops);
+        let (foreign, steal) = (r.foreign_cpu, r.steal_cpu);
+        r.marks().note_load(&w.busy, foreign, steal);
     }
 }
 
@@ -1489,36 +1219,34 @@ fn guest_stats(guest: &mut Generator) -> Result<Block> {
         .with_context(|| format!("no statistics for port 0 in the guest's answer:\n{out}"))
 }
 
-/// Waits until vnetd has ports `a` and `h` up; returns their features.
-fn wait_vnetd_ports(ctx: &Ctx, ctl: &Path, vnetd: &mut Proc) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        vnetd.check_alive()?;
-        let ports = ctx.vnetctl(ctl, "ports")?;
-        let ports = ports.as_array().cloned().unwrap_or_default();
-        let up = |name: &str| {
-            ports
-                .iter()
-                .any(|p| p["name"] == name && p["state"].as_str().is_some_and(|s| s == "up"))
-        };
-        if up("a") && up("h") {
-            let features: Vec<String> = ports
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}: {}",
-                        p["name"].as_str().unwrap_or("?"),
-                        p["features"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
-            return Ok(features.join("; "));
-        }
-        if Instant::now() > deadline {
-            bail!("vnetd's ports did not come up: {ports:?}");
-        }
-        sleep(Duration::from_millis(50));
+/// This program, for the helper processes (bare loops, the host-side sender): a hard link
+/// to it taken once, so a `cargo build` that replaces `target/debug/xtask` while the bench
+/// runs does not take the helpers' executable away.
+fn helper_exe() -> Result<PathBuf> {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(p) = EXE.get() {
+        return Ok(p.clone());
     }
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Links of earlier benches (their programs may be replaced since) are not needed.
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(".xtask-bench-helper-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    let link = dir.join(format!(".xtask-bench-helper-{}", std::process::id()));
+    let chosen = if fs::hard_link(&exe, &link).is_ok() {
+        link
+    } else {
+        exe
+    };
+    Ok(EXE.get_or_init(|| chosen).clone())
 }
 
 /// A helper process (this program's `bench-helper JOB`) pinned to `cpu`.
@@ -1529,7 +1257,7 @@ fn helper_command(
     size: u32,
     extra: &[&str],
 ) -> Result<Command> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let exe = helper_exe()?;
     let mut cmd = Command::new("taskset");
     cmd.arg("-c").arg(cpu.to_string()).arg(exe).args([
         "bench-helper",

@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::{
-    foreign_processes, median, parse_blocks, proc_ticks, sleep, vnetd_drop_delta, Args, BlockKind,
-    Ctx, Only, Proc, SystemTicks, TempDir, APART_FACTOR, APART_MIN_NS, FOREIGN_CPU_LIMIT,
-    IDLE_WINDOW, RETRIES, TAG, UNSTABLE_FRACTION, WARMUP,
+use super::common::{
+    self, anomaly_lines, check_placement_all, failed_lines, idle_json, idle_line, median,
+    medians_json, mode_of, na, rate_cell, ratio, render_table, run_json, run_record, summary_tail,
+    vnetd_label, vnetd_labels, RunRecord, Tally, Window,
 };
+use super::{proc_ticks, Args, Ctx, Only, Proc, SystemTicks, TempDir, TAG, WARMUP};
 use crate::util::{self, cargo, warn};
 
 /// The generator: an example of the `vnet-frontend` crate.
@@ -89,8 +90,7 @@ enum TsoSwitch {
 impl TsoSwitch {
     fn label(&self) -> String {
         match self {
-            TsoSwitch::Vnetd(Some(mode)) => format!("vnetd {mode}"),
-            TsoSwitch::Vnetd(None) => "vnetd".into(),
+            TsoSwitch::Vnetd(mode) => vnetd_label(mode.as_deref()),
             TsoSwitch::Dpdk => "dpdk".into(),
             TsoSwitch::DpdkDefault => "dpdk default-ol-flags".into(),
         }
@@ -143,46 +143,10 @@ pub(super) fn run(ctx: &Ctx, args: &Args, modes: &[Option<String>]) -> TsoReport
 /// One run, once the machine is idle, and again if something disturbed it.
 fn attempt(ctx: &Ctx, args: &Args, switch: &TsoSwitch, run_no: u32, idle_check: bool) -> TsoRun {
     let label = switch.label();
-    let mut attempt = 1;
-    loop {
-        let busy_before = ctx.wait_idle(args.wait_idle);
-        eprintln!(
-            "--> TSO {label}, {FRAME_BYTES}-byte TSO frames, run {run_no}/{}{}",
-            args.runs,
-            if attempt > 1 {
-                format!(" (attempt {attempt})")
-            } else {
-                String::new()
-            }
-        );
-        let before = ctx.pingpong();
-        let mut result = run_switch(ctx, switch, idle_check)
-            .unwrap_or_else(|err| TsoRun::failed(format!("{err:#}")));
-        result.pingpong_ns = [before, ctx.pingpong()];
-        result.switch = label.clone();
-        result.run = run_no;
-        result.attempts = attempt;
-        if let Some(busy) = &busy_before {
-            result
-                .anomalies
-                .push(format!("machine busy before the run: {busy}"));
-            result.busy = true;
-        }
-        result.check_placement(ctx.best_pingpong.get());
-        eprintln!("    {}", result.summary());
-        if attempt >= RETRIES || result.error.is_some() {
-            return result;
-        }
-        if result.busy && busy_before.is_none() {
-            eprintln!("    the machine got busy during the run: again");
-        } else if result.placed_apart || result.unstable {
-            eprintln!("    the host moved our vCPUs (apart): again in a few seconds");
-            sleep(Duration::from_secs(5));
-        } else {
-            return result;
-        }
-        attempt += 1;
-    }
+    let what = format!("TSO {label}, {FRAME_BYTES}-byte TSO frames");
+    common::attempt(ctx, args, &what, &label, run_no, || {
+        run_switch(ctx, switch, idle_check).unwrap_or_else(|err| TsoRun::failed(format!("{err:#}")))
+    })
 }
 
 /// One run of `switch`.
@@ -201,14 +165,7 @@ fn run_switch(ctx: &Ctx, switch: &TsoSwitch, idle_check: bool) -> Result<TsoRun>
         TsoSwitch::Vnetd(mode) => {
             let cmd = ctx.vnetd_command(&dir.0, mode.as_deref(), 1);
             let mut vnetd = Proc::spawn("vnetd", cmd, &log, None)?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while ![&sa, &sb, &ctl].iter().all(|p| p.exists()) {
-                vnetd.check_alive()?;
-                if Instant::now() > deadline {
-                    bail!("vnetd did not create its sockets; see {}", log.display());
-                }
-                sleep(Duration::from_millis(10));
-            }
+            vnetd.wait_sockets(&[&sa, &sb, &ctl], &log)?;
             (vnetd, Some(ctl))
         }
         TsoSwitch::Dpdk | TsoSwitch::DpdkDefault => {
@@ -225,9 +182,7 @@ fn run_switch(ctx: &Ctx, switch: &TsoSwitch, idle_check: bool) -> Result<TsoRun>
             let app = ["--forward-mode=io", "--port-topology=paired"];
             let cmd = ctx.testpmd_command(ctx.cpu_switch, &prefix, &vdevs, &app);
             let mut anchor = Proc::spawn("anchor testpmd", cmd, &log, Some(prefix))?;
-            anchor.wait_output(0, Duration::from_secs(60), "anchor forwarding", |out| {
-                out.contains("Press enter to exit")
-            })?;
+            anchor.wait_forwarding()?;
             if !(sa.exists() && sb.exists()) {
                 bail!(
                     "the anchor created no vhost-user sockets; see {}",
@@ -240,7 +195,7 @@ fn run_switch(ctx: &Ctx, switch: &TsoSwitch, idle_check: bool) -> Result<TsoRun>
     let mut gen = TsoGen::start(ctx, &format!("{name}-gen"), [&sa, &sb])?;
     let mut features = format!("generator: {}", gen.ready);
     if let Some(ctl) = &ctl {
-        features += &format!("; vnetd: {}", ctx.wait_ports_up(ctl, &mut sw)?);
+        features += &format!("; vnetd: {}", ctx.wait_ports_up(ctl, &mut sw, ["a", "b"])?);
     }
     result.features = features;
 
@@ -253,42 +208,11 @@ fn run_switch(ctx: &Ctx, switch: &TsoSwitch, idle_check: bool) -> Result<TsoRun>
 
     match switch {
         TsoSwitch::Vnetd(_) => {
-            let status = sw.terminate(Duration::from_secs(10))?;
-            if !status.success() {
-                result
-                    .anomalies
-                    .push(format!("vnetd exited with {status} on SIGTERM"));
-            }
-            let complaints: Vec<String> = sw
-                .errors()
-                .lines()
-                .filter(|l| l.contains(" WARN ") || l.contains("ERROR") || l.contains("panicked"))
-                .map(str::to_string)
-                .collect();
-            if !complaints.is_empty() {
-                result.anomalies.push(format!(
-                    "{} warning/error line(s) in {}: {}",
-                    complaints.len(),
-                    log.display(),
-                    complaints[0].trim()
-                ));
-            }
+            result.anomalies.extend(sw.stop_vnetd(&log)?);
         }
         TsoSwitch::Dpdk | TsoSwitch::DpdkDefault => {
-            let from = sw.output().len();
-            sw.send("")?;
-            let status = sw.wait_exit(Duration::from_secs(20))?;
-            if !status.success() {
-                result
-                    .anomalies
-                    .push(format!("anchor testpmd exited with {status}"));
-            }
-            let out = sw.output();
-            let dropped: u64 = parse_blocks(&out[from.min(out.len())..])
-                .iter()
-                .filter(|b| b.kind == BlockKind::Fwd)
-                .map(|b| b.get("RX-dropped") + b.get("TX-dropped"))
-                .sum();
+            let (dropped, anomalies) = sw.stop_anchor()?;
+            result.anomalies.extend(anomalies);
             result.anchor_drops = Some(dropped);
             if dropped > 0 {
                 result.anomalies.push(format!(
@@ -442,16 +366,6 @@ struct Snap {
     system: SystemTicks,
 }
 
-/// What one measurement window saw.
-#[derive(Debug)]
-struct Window {
-    first: Snap,
-    mid: Snap,
-    last: Snap,
-    vnetd_drops: std::collections::BTreeMap<String, u64>,
-    busy: Vec<String>,
-}
-
 fn snapshot(gen: &mut TsoGen, switch: &Proc) -> Result<Snap> {
     let at = Instant::now();
     let switch_ticks = proc_ticks(switch.pid())?;
@@ -469,28 +383,10 @@ fn snapshot(gen: &mut TsoGen, switch: &Proc) -> Result<Snap> {
 }
 
 /// Starts the traffic, waits for the warm-up, and measures a window of `--secs`.
-fn measure(ctx: &Ctx, gen: &mut TsoGen, switch: &Proc, ctl: Option<&Path>) -> Result<Window> {
+fn measure(ctx: &Ctx, gen: &mut TsoGen, switch: &Proc, ctl: Option<&Path>) -> Result<Window<Snap>> {
     gen.ask("start", "started")?;
-    sleep(WARMUP);
-    let first = snapshot(gen, switch)?;
-    let vnetd_first = ctl.map(|c| ctx.vnetctl(c, "stats")).transpose()?;
-    sleep(Duration::from_secs_f64(ctx.secs / 2.0).saturating_sub(first.at.elapsed()));
-    let mid = snapshot(gen, switch)?;
-    sleep(Duration::from_secs_f64(ctx.secs).saturating_sub(first.at.elapsed()));
-    let last = snapshot(gen, switch)?;
-    let vnetd_last = ctl.map(|c| ctx.vnetctl(c, "stats")).transpose()?;
-    let mut busy = foreign_processes(&[switch.pid(), gen.proc.pid()]);
-    busy.sort();
-    Ok(Window {
-        first,
-        mid,
-        last,
-        vnetd_drops: match (vnetd_first, vnetd_last) {
-            (Some(a), Some(b)) => vnetd_drop_delta(&a, &b),
-            _ => Default::default(),
-        },
-        busy,
-    })
+    let ours = [switch.pid(), gen.proc.pid()];
+    Window::measure(ctx, ctl, &ours, || snapshot(gen, switch), |s| s.at)
 }
 
 /// The result of one run.
@@ -541,12 +437,8 @@ impl TsoRun {
         }
     }
 
-    fn clean(&self) -> bool {
-        !self.busy && !self.placed_apart && !self.unstable
-    }
-
     /// Computes the figures of a window and notes anything odd in it.
-    fn fill(&mut self, ctx: &Ctx, w: &Window) {
+    fn fill(&mut self, ctx: &Ctx, w: &Window<Snap>) {
         let gen_secs = |a: &Snap, b: &Snap| b.t_ns.saturating_sub(a.t_ns) as f64 / 1e9;
         let secs = gen_secs(&w.first, &w.last);
         self.secs = secs;
@@ -600,13 +492,8 @@ impl TsoRun {
         self.gbits = self.dir_gbits.iter().sum();
         let half = |a: &Snap, b: &Snap| frames(a, b) as f64 / gen_secs(a, b) / 1e6;
         self.half_mpps = [half(&w.first, &w.mid), half(&w.mid, &w.last)];
-        let [h1, h2] = self.half_mpps;
-        if (h1 - h2).abs() > UNSTABLE_FRACTION * h1.max(h2) {
-            self.unstable = true;
-            self.anomalies.push(format!(
-                "the rate changed within the window: {h1:.4} Mpps, then {h2:.4}"
-            ));
-        }
+        let halves = self.half_mpps;
+        self.marks().check_halves(halves, 4);
         let wall = w.last.at - w.first.at;
         let switch = w.last.switch_ticks.saturating_sub(w.first.switch_ticks);
         let gen = w.last.gen_ticks.saturating_sub(w.first.gen_ticks);
@@ -618,54 +505,9 @@ impl TsoRun {
             w.last.system.steal.saturating_sub(w.first.system.steal),
             wall,
         );
-        if !w.vnetd_drops.is_empty() {
-            let list: Vec<String> = w
-                .vnetd_drops
-                .iter()
-                .map(|(k, n)| format!("{k}={n}"))
-                .collect();
-            self.anomalies
-                .push(format!("vnetd drops in the window: {}", list.join(", ")));
-        }
-        if !w.busy.is_empty() {
-            self.busy = true;
-            self.anomalies.push(format!(
-                "other processes ran during the window: {}",
-                w.busy.join(", ")
-            ));
-        }
-        if self.foreign_cpu > FOREIGN_CPU_LIMIT {
-            self.busy = true;
-            self.anomalies.push(format!(
-                "other processes used {:.1} % of a CPU during the window",
-                self.foreign_cpu
-            ));
-        }
-        if self.steal_cpu > FOREIGN_CPU_LIMIT {
-            self.anomalies.push(format!(
-                "the hypervisor stole {:.1} % of a CPU during the window",
-                self.steal_cpu
-            ));
-        }
-    }
-
-    fn check_placement(&mut self, best: f64) {
-        if self.placed_apart {
-            return;
-        }
-        let apart = self
-            .pingpong_ns
-            .iter()
-            .flatten()
-            .any(|&ns| ns > APART_MIN_NS && ns > best * APART_FACTOR);
-        if apart {
-            self.placed_apart = true;
-            let [a, b] = self.pingpong_ns.map(|ns| ns.unwrap_or(f64::NAN));
-            self.anomalies.push(format!(
-                "vCPUs placed apart by the host around this run: core-to-core round trip \
-                 {a:.0} ns before, {b:.0} ns after (best {best:.0} ns)"
-            ));
-        }
+        self.marks().note_vnetd_drops(&w.vnetd_drops);
+        let (foreign, steal) = (self.foreign_cpu, self.steal_cpu);
+        self.marks().note_load(&w.busy, foreign, steal);
     }
 
     fn summary(&self) -> String {
@@ -691,59 +533,38 @@ impl TsoRun {
         if let Some(idle) = self.idle_cpu {
             s += &format!("; idle CPU {idle:.1} %");
         }
-        if let [Some(a), Some(b)] = self.pingpong_ns {
-            s += &format!("; CPU{{gen}}<->CPU{{switch}} round trip {a:.0} / {b:.0} ns");
-        }
-        for a in &self.anomalies {
-            s += &format!("\n    ! {a}");
-        }
-        s
+        s + &summary_tail(self.pingpong_ns, &self.anomalies)
     }
 
     fn json(&self) -> Value {
-        json!({
-            "switch": self.switch,
-            "run": self.run,
+        let dir = |d: usize| {
+            json!({
+                "mpps": self.dir_mpps[d],
+                "gbits": self.dir_gbits[d],
+                "frames": self.frames[d],
+                "bytes": self.bytes[d],
+                "gso_frames": self.gso[d],
+                "needs_csum_frames": self.needs_csum[d],
+                "first_frame": self.delivered[d],
+            })
+        };
+        let own = json!({
             "mpps": self.mpps,
             "gbits": self.mpps.map(|_| self.gbits),
-            "a_to_b": {
-                "mpps": self.dir_mpps[0],
-                "gbits": self.dir_gbits[0],
-                "frames": self.frames[0],
-                "bytes": self.bytes[0],
-                "gso_frames": self.gso[0],
-                "needs_csum_frames": self.needs_csum[0],
-                "first_frame": self.delivered[0],
-            },
-            "b_to_a": {
-                "mpps": self.dir_mpps[1],
-                "gbits": self.dir_gbits[1],
-                "frames": self.frames[1],
-                "bytes": self.bytes[1],
-                "gso_frames": self.gso[1],
-                "needs_csum_frames": self.needs_csum[1],
-                "first_frame": self.delivered[1],
-            },
+            "a_to_b": dir(0),
+            "b_to_a": dir(1),
             "frame_len_min_max": self.len_range,
             "half_window_mpps": self.half_mpps,
             "secs": self.secs,
             "switch_cpu_pct": self.switch_cpu,
             "generator_cpu_pct": self.gen_cpu,
-            "other_cpu_pct": self.foreign_cpu,
-            "steal_cpu_pct": self.steal_cpu,
             "idle_cpu_pct": self.idle_cpu,
-            "core_to_core_round_trip_ns": self.pingpong_ns,
-            "vcpus_placed_apart": self.placed_apart,
-            "unstable": self.unstable,
-            "attempt": self.attempts,
-            "anchor_drops_whole_run": self.anchor_drops,
-            "features": self.features,
-            "busy": self.busy,
-            "anomalies": self.anomalies,
-            "error": self.error,
-        })
+        });
+        run_json(self, own)
     }
 }
+
+run_record!(TsoRun);
 
 /// Medians of one switch's successful runs: of its clean runs, or of all when none was.
 #[derive(Debug, Clone, Copy)]
@@ -757,13 +578,7 @@ struct TsoMedians {
 
 impl TsoMedians {
     fn json(&self) -> Value {
-        json!({
-            "mpps": self.mpps,
-            "gbits": self.gbits,
-            "cpu_pct": self.cpu,
-            "runs": self.runs,
-            "clean_runs_only": self.clean,
-        })
+        medians_json(self.mpps, self.gbits, self.cpu, self.runs, self.clean)
     }
 }
 
@@ -782,9 +597,7 @@ pub(super) struct TsoReport {
 impl TsoReport {
     /// Judges every run against the best placement seen over the whole bench.
     pub(super) fn check_placement(&mut self, best: f64) {
-        for run in &mut self.runs {
-            run.check_placement(best);
-        }
+        check_placement_all(&mut self.runs, best);
     }
 
     fn medians(&self, switch: &str) -> Option<TsoMedians> {
@@ -793,15 +606,7 @@ impl TsoReport {
             .iter()
             .filter(|r| r.switch == switch && r.mpps.is_some())
             .collect();
-        let clean: Vec<&TsoRun> = ok.iter().copied().filter(|r| r.clean()).collect();
-        let (used, all_clean) = if clean.is_empty() {
-            (ok, false)
-        } else {
-            (clean, true)
-        };
-        if used.is_empty() {
-            return None;
-        }
+        let (used, all_clean) = common::clean_or_all(ok)?;
         Some(TsoMedians {
             mpps: median(used.iter().filter_map(|r| r.mpps).collect()),
             gbits: median(used.iter().map(|r| r.gbits).collect()),
@@ -813,16 +618,13 @@ impl TsoReport {
 
     /// vnetd mode labels, or one empty label when only DPDK ran.
     fn vnetd_labels(&self) -> Vec<String> {
-        let mut labels: Vec<String> = self
-            .switches
-            .iter()
-            .filter(|s| matches!(s, TsoSwitch::Vnetd(_)))
-            .map(TsoSwitch::label)
-            .collect();
-        if labels.is_empty() {
-            labels.push(String::new());
-        }
-        labels
+        vnetd_labels(
+            self.switches
+                .iter()
+                .filter(|s| matches!(s, TsoSwitch::Vnetd(_)))
+                .map(TsoSwitch::label)
+                .collect(),
+        )
     }
 
     /// How the frames of `switch` arrived (its first successful run).
@@ -874,26 +676,23 @@ impl TsoReport {
             "DPDK CPU %",
             "vnetd/DPDK",
         ];
-        let na = || "-".to_string();
         let cells = |m: Option<TsoMedians>| match m {
             Some(m) => (
-                format!("{:.4}{}", m.mpps, if m.clean { "" } else { "*" }),
+                rate_cell(m.mpps, 4, m.clean),
                 format!("{:.2}", m.gbits),
                 format!("{:.0}", m.cpu),
             ),
             None => (na(), na(), na()),
         };
+        let mpps = |m: Option<TsoMedians>| m.map(|m| m.mpps);
         let dpdk = self.medians("dpdk");
         let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
         for label in self.vnetd_labels() {
             let vnetd = (!label.is_empty()).then(|| self.medians(&label)).flatten();
             let (vm, vg, vc) = cells(vnetd);
             let (dm, dg, dc) = cells(dpdk);
-            let ratio = match (vnetd, dpdk) {
-                (Some(v), Some(d)) if d.mpps > 0.0 => format!("{:.2}", v.mpps / d.mpps),
-                _ => na(),
-            };
-            let mode = label.strip_prefix("vnetd").unwrap_or("").trim().to_string();
+            let ratio = ratio(mpps(vnetd), mpps(dpdk)).map_or_else(na, |r| format!("{r:.2}"));
+            let mode = mode_of(&label);
             table.push(vec![
                 "TSO VM-to-VM".into(),
                 FRAME_BYTES.to_string(),
@@ -907,35 +706,13 @@ impl TsoReport {
                 ratio,
             ]);
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
-        for (n, row) in table.iter().enumerate() {
-            let line: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(c, cell)| {
-                    if c == 0 || c == 2 {
-                        format!("{cell:<w$}", w = widths[c])
-                    } else {
-                        format!("{cell:>w$}", w = widths[c])
-                    }
-                })
-                .collect();
-            out += line.join("  ").trim_end();
-            out += "\n";
-            if n == 0 {
-                out += &"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1));
-                out += "\n";
-            }
-        }
+        out += &render_table(&table, |c| c == 0 || c == 2);
         let default = TsoSwitch::DpdkDefault.label();
         if let Some(m) = self.medians(&default) {
             out += &format!(
-                "\nDPDK with its default offload flags (net_vhost {DEFAULT_DEVARGS}): {:.4}{} Mpps, \
+                "\nDPDK with its default offload flags (net_vhost {DEFAULT_DEVARGS}): {} Mpps, \
                  {:.2} Gbit/s, CPU {:.0} %\n",
-                m.mpps,
-                if m.clean { "" } else { "*" },
+                rate_cell(m.mpps, 4, m.clean),
                 m.gbits,
                 m.cpu
             );
@@ -947,17 +724,8 @@ impl TsoReport {
                 out += &format!("  {label}: {d}\n");
             }
         }
-        if !self.idle.is_empty() {
-            let list: Vec<String> = self
-                .idle
-                .iter()
-                .map(|(label, cpu)| format!("{label} {cpu:.1} %"))
-                .collect();
-            out += &format!(
-                "idle (both ports attached, no traffic, {} s): CPU {}\n",
-                IDLE_WINDOW.as_secs(),
-                list.join(", ")
-            );
+        if let Some(idle) = idle_line(&self.idle) {
+            out += &idle;
         }
         let gen: Vec<f64> = self
             .runs
@@ -971,10 +739,12 @@ impl TsoReport {
                 median(gen)
             );
         }
-        let busy = self.runs.iter().filter(|r| r.busy).count();
-        let apart = self.runs.iter().filter(|r| r.placed_apart).count();
-        let unstable = self.runs.iter().filter(|r| r.unstable).count();
-        let repeated: u32 = self.runs.iter().map(|r| r.attempts.saturating_sub(1)).sum();
+        let Tally {
+            busy,
+            apart,
+            unstable,
+            repeated,
+        } = Tally::of(&self.runs);
         if busy > 0 {
             out += &format!(
                 "MACHINE BUSY: {busy} of {} TSO run(s) shared the CPUs with other work\n",
@@ -993,34 +763,9 @@ impl TsoReport {
         {
             out += "* no clean run: the median of disturbed runs\n";
         }
-        let failed: Vec<&TsoRun> = self.runs.iter().filter(|r| r.error.is_some()).collect();
-        if !failed.is_empty() {
-            out += &format!(
-                "{} TSO run(s) failed and are left out of the medians:\n",
-                failed.len()
-            );
-            for r in failed {
-                out += &format!(
-                    "  {} run {}: {}\n",
-                    r.switch,
-                    r.run,
-                    r.error.as_deref().unwrap_or("")
-                );
-            }
-        }
-        let odd: Vec<&TsoRun> = self
-            .runs
-            .iter()
-            .filter(|r| !r.anomalies.is_empty())
-            .collect();
-        if !odd.is_empty() {
-            out += "TSO anomalies:\n";
-            for r in odd {
-                for a in &r.anomalies {
-                    out += &format!("  {} run {}: {a}\n", r.switch, r.run);
-                }
-            }
-        }
+        let name = |r: &TsoRun| format!("{} run {}", r.switch, r.run);
+        out += &failed_lines(&self.runs, "TSO ", name);
+        out += &anomaly_lines(&self.runs, "TSO anomalies:", name);
         out
     }
 
@@ -1035,13 +780,10 @@ impl TsoReport {
                 json!({
                     "scenario": "TSO VM-to-VM",
                     "frame_bytes": FRAME_BYTES,
-                    "vnetd_mode": label.strip_prefix("vnetd").unwrap_or("").trim(),
+                    "vnetd_mode": mode_of(&label),
                     "vnetd": vnetd.map(|m| m.json()),
                     "dpdk": dpdk.map(|m| m.json()),
-                    "ratio": match (vnetd, dpdk) {
-                        (Some(v), Some(d)) if d.mpps > 0.0 => Some(v.mpps / d.mpps),
-                        _ => None,
-                    },
+                    "ratio": ratio(vnetd.map(|m| m.mpps), dpdk.map(|m| m.mpps)),
                 })
             })
             .collect();
@@ -1050,11 +792,7 @@ impl TsoReport {
             .iter()
             .filter_map(|s| Some((s.label(), json!(self.delivered(&s.label())?))))
             .collect();
-        let idle: serde_json::Map<String, Value> = self
-            .idle
-            .iter()
-            .map(|(label, cpu)| (label.clone(), json!(cpu)))
-            .collect();
+        let idle = idle_json(&self.idle);
         json!({
             "method": {
                 "generator": format!("{GEN_EXAMPLE} (crates/frontend/examples/{GEN_EXAMPLE}.rs): \
