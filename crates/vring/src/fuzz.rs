@@ -28,6 +28,7 @@ pub fn fuzz_ring(data: &[u8]) {
     };
     let mut q = SplitQueue::new(m.clone(), &c).expect("fixed layout is valid");
     let mut ch = Chain::new();
+    let mut prev = Chain::new();
     for _ in 0..3 {
         if q.refresh_avail().is_err() {
             return;
@@ -35,8 +36,17 @@ pub fn fuzz_ring(data: &[u8]) {
         while let Ok(true) = q.pop(&mut ch) {
             let mut buf = vec![0u8; ch.readable_len().min(1 << 16) as usize];
             assert_eq!(ch.read_at(0, &mut buf), buf.len());
+            // The fixed-size fast paths agree with the general copies where they apply.
+            if let Some(h) = ch.read_array::<30>(0) {
+                assert_eq!(&h[..], &buf[..30]);
+            }
+            let _ = ch.write_array(0, &[0x55; 12]);
             ch.write_at(0, &[0xaa; 64]);
+            // Guest to guest, possibly overlapping: never out of the checked buffers.
+            let n = (prev.readable_len().min(ch.writable_len()) as usize).min(1 << 12);
+            assert!(prev.copy_to(0, &ch, 0, n) <= n);
             q.push_used(ch.head(), 1);
+            std::mem::swap(&mut ch, &mut prev);
         }
         q.flush_used();
         let _ = q.enable_notify();
