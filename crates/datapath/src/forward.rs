@@ -687,9 +687,7 @@ fn rx_put(
     // The common case first: the header in one inlined copy, the frame with one copy.
     if n == 1 && hl == HDR_LEN_V1 {
         if let Src::Chain(c, off) = data {
-            let mut h12 = [0u8; HDR_LEN_V1];
-            h12.copy_from_slice(&hb[..HDR_LEN_V1]);
-            if chains[0].write_array(0, &h12) && c.copy_to(off, &chains[0], hl, len) == len {
+            if chains[0].write_array(0, &hb) && c.copy_to(off, &chains[0], hl, len) == len {
                 ring.push_used(chains[0].head(), u32::try_from(total).unwrap_or(u32::MAX));
                 dst.rx_dirty = true;
                 dst.counters.count_tx(len);

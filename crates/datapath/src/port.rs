@@ -229,14 +229,6 @@ impl Port {
         );
     }
 
-    /// The rxq frames to this port go to, if one runs on this worker.
-    pub fn rx_ring(&mut self) -> Option<&mut Vq> {
-        if self.is_broken() {
-            return None;
-        }
-        self.rxq.iter_mut().flatten().next()
-    }
-
     /// The rxq for frames that came in on queue pair `qp` of their port: the same pair
     /// when it runs here (so a multiqueue guest's flows stay on their pair), else the
     /// first rxq that runs here.

@@ -945,7 +945,8 @@ impl Worker {
         let mut arrived = false;
         if let Some(p) = self.port(dst) {
             p.rx_waiters += 1;
-            if let Some(vq) = p.rx_ring() {
+            // Pair 0's ring: the one TAP frames are delivered to (their `rx_hint` is 0).
+            if let Some(vq) = p.rx_ring_for(0) {
                 let seen = vq.ring.pending();
                 arrived = vq.ring.enable_notify_on_more().is_ok_and(|n| n > seen);
             }
@@ -961,7 +962,7 @@ impl Worker {
         if let Some(p) = self.port(dst) {
             p.rx_waiters = p.rx_waiters.saturating_sub(1);
             if p.rx_waiters == 0 {
-                if let Some(vq) = p.rx_ring() {
+                if let Some(vq) = p.rx_ring_for(0) {
                     vq.ring.disable_notify();
                 }
             }

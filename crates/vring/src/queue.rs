@@ -455,18 +455,7 @@ impl SplitQueue {
     /// Asks the driver to kick when it adds buffers, then re-checks the ring. Returns the
     /// number of chains pending (non-zero means: do not sleep, there is work).
     pub fn enable_notify(&mut self) -> Result<u16, RingError> {
-        if self.event_idx {
-            let at = 4 + 8 * usize::from(self.size);
-            // SAFETY: avail_event sits at used + 4 + 8*size, inside the checked used ring.
-            unsafe { access::store_u16(self.used.add(at), self.next_avail) };
-        } else {
-            // SAFETY: used.flags at offset 0, checked, 2-aligned.
-            unsafe { access::store_u16(self.used, 0) };
-        }
-        // Full fence: the store above must be visible before we re-read avail.idx, or a
-        // driver that added a buffer just before may not kick and we would sleep on it.
-        fence(Ordering::SeqCst);
-        self.refresh_avail()
+        self.kick_past(self.next_avail)
     }
 
     /// Asks the driver to kick when it adds *more* buffers than it has already made
@@ -475,15 +464,22 @@ impl SplitQueue {
     /// index, which the driver has already passed. Returns the chains pending afterwards.
     pub fn enable_notify_on_more(&mut self) -> Result<u16, RingError> {
         self.refresh_avail()?;
+        self.kick_past(self.avail_idx)
+    }
+
+    /// Asks for a kick once `avail.idx` moves past `idx` (EVENT_IDX; without it, for any
+    /// new buffer), then re-checks the ring.
+    fn kick_past(&mut self, idx: u16) -> Result<u16, RingError> {
         if self.event_idx {
             let at = 4 + 8 * usize::from(self.size);
             // SAFETY: avail_event sits at used + 4 + 8*size, inside the checked used ring.
-            unsafe { access::store_u16(self.used.add(at), self.avail_idx) };
+            unsafe { access::store_u16(self.used.add(at), idx) };
         } else {
             // SAFETY: used.flags at offset 0, checked, 2-aligned.
             unsafe { access::store_u16(self.used, 0) };
         }
-        // Full fence: as in `enable_notify`, the store must be visible before the re-read.
+        // Full fence: the store above must be visible before we re-read avail.idx, or a
+        // driver that added a buffer just before may not kick and we would sleep on it.
         fence(Ordering::SeqCst);
         self.refresh_avail()
     }
