@@ -134,7 +134,9 @@ pub fn drops_cell(s: &PortStats) -> String {
     }
 }
 
-/// The `stats` table: NAME RX_PKTS RX_BYTES TX_PKTS TX_BYTES DROPS.
+/// The `stats` table: NAME RX_PKTS RX_BYTES TX_PKTS TX_BYTES DROPS. A port with more
+/// than one queue pair gets a row per pair (`vm1/q1`) counting descriptor chains: taken
+/// from the pair's txq (RX_PKTS) and filled on its rxq (TX_PKTS).
 pub fn stats_table(stats: &[PortStats]) -> String {
     let mut t = Table::new(&[
         ("NAME", Align::Left),
@@ -153,6 +155,18 @@ pub fn stats_table(stats: &[PortStats]) -> String {
             s.tx_bytes.to_string(),
             drops_cell(s),
         ]);
+        if s.queues.len() > 1 {
+            for q in &s.queues {
+                t.row(vec![
+                    format!("{}/q{}", s.name, q.pair),
+                    q.rx_chains.to_string(),
+                    "-".into(),
+                    q.tx_chains.to_string(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+        }
     }
     t.render()
 }
@@ -181,7 +195,7 @@ pub fn fdb_table(entries: &[FdbEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use api::{PortKind, PortMode, PortState};
+    use api::{PortKind, PortMode, PortState, QueueStats};
     use std::collections::BTreeMap;
 
     fn vm(name: &str) -> PortInfo {
@@ -286,6 +300,18 @@ mod tests {
                     ("no_rx_buffer".to_string(), 0),
                     ("too_big".to_string(), 3),
                 ]),
+                queues: vec![
+                    QueueStats {
+                        pair: 0,
+                        rx_chains: 4,
+                        tx_chains: 123000,
+                    },
+                    QueueStats {
+                        pair: 1,
+                        rx_chains: 1,
+                        tx_chains: 456,
+                    },
+                ],
             },
             PortStats {
                 name: "host0".into(),
@@ -295,9 +321,11 @@ mod tests {
         ];
         assert_eq!(
             stats_table(&s),
-            "NAME   RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS\n\
-             vm1          5       300   123456        99  5 (hairpin=2, too_big=3)\n\
-             host0        0         0        0         0  0\n"
+            "NAME    RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS\n\
+             vm1           5       300   123456        99  5 (hairpin=2, too_big=3)\n\
+             vm1/q0        4         -   123000         -  -\n\
+             vm1/q1        1         -      456         -  -\n\
+             host0         0         0        0         0  0\n"
         );
     }
 

@@ -222,6 +222,24 @@ pub struct PortStats {
     /// Dropped frames by reason name (`hairpin`, `no_rx_buffer`, ...).
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
+    /// Per queue pair of a vhost-user port: descriptor chains the switch took from and
+    /// gave to the guest (empty for TAP ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueStats>,
+}
+
+/// Ring counters of one queue pair, from the switch's view like [`PortStats`]: used
+/// entries the device returned on the pair's txq (`rx_chains`: one per frame the guest
+/// sent) and on its rxq (`tx_chains`: one per receive buffer filled; a frame merged over
+/// several buffers takes several).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue pair number (rxq `2 * pair`, txq `2 * pair + 1`).
+    pub pair: u16,
+    /// Chains taken from the pair's txq.
+    pub rx_chains: u64,
+    /// Chains filled on the pair's rxq.
+    pub tx_chains: u64,
 }
 
 impl PortStats {

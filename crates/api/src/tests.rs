@@ -27,6 +27,18 @@ fn stats(name: &str) -> PortStats {
         tx_packets: 20,
         tx_bytes: 2000,
         drops: BTreeMap::from([("hairpin".to_string(), 3), ("too_big".to_string(), 4)]),
+        queues: vec![
+            QueueStats {
+                pair: 0,
+                rx_chains: 7,
+                tx_chains: 15,
+            },
+            QueueStats {
+                pair: 1,
+                rx_chains: 3,
+                tx_chains: 5,
+            },
+        ],
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api::{PortInfo, PortKind, PortMode, PortState, PortStats, Request, Response};
+use api::{PortInfo, PortKind, PortMode, PortState, PortStats, QueueStats, Request, Response};
 use datapath::{Datapath, DatapathConfig, PortHandle, VhostQueues};
 use port_vhost::server::{self, Connection, SharedNet};
 use port_vhost::{NetDevice, VhostUserNet};
@@ -519,6 +519,17 @@ fn port_stats(name: &str, h: &PortHandle) -> PortStats {
         drops: c
             .drops_by_reason()
             .map(|(r, n)| (r.name().to_string(), n))
+            .collect(),
+        queues: h
+            .status
+            .ring_used()
+            .chunks_exact(2)
+            .zip(0u16..)
+            .map(|(used, pair)| QueueStats {
+                pair,
+                rx_chains: used[1],
+                tx_chains: used[0],
+            })
             .collect(),
     }
 }

@@ -89,13 +89,33 @@ pub struct PortStatus {
     broken: AtomicBool,
     broken_reason: Mutex<Option<String>>,
     features: AtomicU64,
+    /// Used entries the device returned on each ring (index as in vhost-user: rxq `2p`,
+    /// txq `2p + 1`), added by the worker running the ring once per burst.
+    ring_used: Vec<AtomicU64>,
 }
 
 impl PortStatus {
-    pub(crate) fn new(workers: usize) -> PortStatus {
+    pub(crate) fn new(workers: usize, rings: usize) -> PortStatus {
         PortStatus {
             running: (0..workers.max(1)).map(|_| AtomicU16::new(0)).collect(),
+            ring_used: (0..rings).map(|_| AtomicU64::new(0)).collect(),
             ..PortStatus::default()
+        }
+    }
+
+    /// Used entries returned on each ring since the port was added: rxq `2p` (buffers
+    /// filled for the guest), txq `2p + 1` (frames taken from the guest). Empty for TAP
+    /// ports.
+    pub fn ring_used(&self) -> Vec<u64> {
+        self.ring_used
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub(crate) fn add_ring_used(&self, index: u16, n: u64) {
+        if let Some(c) = self.ring_used.get(usize::from(index)) {
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -387,7 +407,7 @@ impl Datapath {
         queue_pairs: u16,
         mode: Option<DatapathMode>,
     ) -> PortHandle {
-        let h = self.new_handle(name);
+        let h = self.new_handle(name, 2 * usize::from(queue_pairs.max(1)));
         for w in &self.workers {
             w.cmd.send(Command::AddPort {
                 id: h.id,
@@ -404,7 +424,7 @@ impl Datapath {
     /// Adds a TAP port: the workers read and write its fds from now on (queue `q` is read
     /// by worker `(port + q) % workers`; a worker reading none writes to the first queue).
     pub fn add_tap_port(&mut self, name: &str, tap: port_tap::Tap) -> io::Result<PortHandle> {
-        let h = self.new_handle(name);
+        let h = self.new_handle(name, 0);
         let n = self.workers.len();
         let mut split: Vec<Vec<std::fs::File>> = (0..n).map(|_| Vec::new()).collect();
         let first = match tap.queues.first() {
@@ -441,14 +461,14 @@ impl Datapath {
         Ok(h)
     }
 
-    fn new_handle(&mut self, name: &str) -> PortHandle {
+    fn new_handle(&mut self, name: &str, rings: usize) -> PortHandle {
         let id = PortId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         PortHandle {
             id,
             name: name.to_string(),
             counters: Arc::new(SharedCounters::new()),
-            status: Arc::new(PortStatus::new(self.workers.len())),
+            status: Arc::new(PortStatus::new(self.workers.len(), rings)),
         }
     }
 

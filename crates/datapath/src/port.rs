@@ -23,9 +23,24 @@ pub(crate) struct Vq {
     pub kick: Option<File>,
     pub call: Option<File>,
     pub err: Option<File>,
+    /// Ring index (vhost-user numbering).
+    pub index: u16,
+    /// `next_used` when the used entries were last added to the port's ring counters.
+    pub counted: u16,
 }
 
 impl Vq {
+    /// Adds the used entries published since the last call to the port's ring counters.
+    /// Called at least once per burst, so fewer than 2^16 entries pass in between.
+    pub fn count_used(&mut self, status: &PortStatus) {
+        let now = self.ring.next_used();
+        let n = now.wrapping_sub(self.counted);
+        if n != 0 {
+            status.add_ring_used(self.index, u64::from(n));
+            self.counted = now;
+        }
+    }
+
     /// Interrupts the guest (writes the call eventfd).
     pub fn call(&mut self) {
         if let Some(c) = &mut self.call {
@@ -251,6 +266,13 @@ impl Port {
         match &self.tap {
             Some(t) => !t.gone,
             None => self.rxq.iter().any(Option::is_some),
+        }
+    }
+
+    /// Adds every ring's new used entries to the shared ring counters.
+    pub fn count_used(&mut self) {
+        for q in self.rxq.iter_mut().chain(self.txq.iter_mut()).flatten() {
+            q.count_used(&self.status);
         }
     }
 

@@ -14,7 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vring::{Chain, RingError, SplitQueue};
 
 use crate::forward::{Outcome, Scratch, Src, HEAD_LEN};
-use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow, Links, Peer};
+use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow, Links, Peer, PortStatus};
 use crate::mailbox::Mailbox;
 
 /// While polling busy rings, the fds are checked every this many rounds.
@@ -559,6 +559,7 @@ impl Worker {
         for p in self.ports.iter_mut().flatten() {
             if !p.counters.is_zero() {
                 p.shared.flush(&mut p.counters);
+                p.count_used();
             }
         }
     }
@@ -680,11 +681,14 @@ impl Worker {
             tracing::warn!("port {name}: ring {index} beyond the configured queue pairs");
             return;
         };
+        let counted = ring.next_used();
         let mut vq = Vq {
             ring,
             kick: rq.kick,
             call: rq.call,
             err: rq.err,
+            index,
+            counted,
         };
         if index % 2 == 0 || polled {
             // Guest rx kicks only say "more buffers", wanted only while a TAP frame waits
@@ -723,9 +727,13 @@ impl Worker {
             } else {
                 &mut p.txq
             };
-            list.get_mut(usize::from(index / 2))?.take()?
+            let mut vq = list.get_mut(usize::from(index / 2))?.take()?;
+            // Entries the stop publishes below are counted by `retire`.
+            vq.count_used(&p.status);
+            (vq, p.status.clone())
         };
-        let base = self.retire(vq);
+        let (vq, status) = vq;
+        let base = self.retire(vq, &status);
         self.pending
             .retain(|&(p, qp)| !(p == id && index % 2 == 1 && qp == index / 2));
         let me = self.index;
@@ -743,11 +751,13 @@ impl Worker {
         Some(base)
     }
 
-    /// Publishes what is pending on a ring, stops watching its kick and returns its base.
-    fn retire(&mut self, mut vq: Vq) -> u16 {
+    /// Publishes what is pending on a ring (counting it), stops watching its kick and
+    /// returns its base.
+    fn retire(&mut self, mut vq: Vq, status: &PortStatus) -> u16 {
         if vq.ring.flush_used() {
             vq.call();
         }
+        vq.count_used(status);
         if let Some(k) = &vq.kick {
             let _ = self.epoll.ctl(
                 ControlOperation::Delete,
@@ -766,7 +776,7 @@ impl Worker {
             .filter_map(Option::take)
             .collect();
         for vq in rings {
-            self.retire(vq);
+            self.retire(vq, &p.status);
         }
         if let Some(tap) = &p.tap {
             for q in &tap.queues {

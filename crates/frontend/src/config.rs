@@ -51,6 +51,21 @@ pub enum MemRegistration {
     AddMemReg,
 }
 
+/// In what order the vhost-user session is set up: the VMM this driver stands in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStyle {
+    /// One vhost device drives every queue pair (DPDK's virtio-user, cloud-hypervisor and
+    /// other rust-vmm frontends).
+    OneDevice,
+    /// QEMU 7.2's virtio-net: each queue pair is a vhost device of its own on the one
+    /// socket. Every device negotiates, sends SET_FEATURES and its own rings; device-wide
+    /// requests (SET_OWNER, GET_QUEUE_NUM, SET_MEM_TABLE) go out once, from pair 0; but
+    /// every pair sends ADD_MEM_REG for every region (QEMU keeps the table it sent per
+    /// device). Call and error eventfds are set at init, the call fd again after the kick
+    /// at start; rings of pairs past the first are disabled until the driver enables them.
+    QemuPerPair,
+}
+
 /// Everything [`crate::Frontend::connect`] needs. Build with [`FrontendConfig::new`] and
 /// struct update syntax.
 #[derive(Debug, Clone)]
@@ -94,6 +109,8 @@ pub struct FrontendConfig {
     /// Leave the rings disabled (no SET_VRING_ENABLE) until [`crate::Frontend::enable_rings`]:
     /// lets a test send and kick before the backend may process the ring.
     pub defer_enable: bool,
+    /// Message order of the session set-up.
+    pub session: SessionStyle,
 }
 
 impl FrontendConfig {
@@ -116,6 +133,7 @@ impl FrontendConfig {
             busy_poll: false,
             connect_timeout: Duration::from_secs(5),
             defer_enable: false,
+            session: SessionStyle::OneDevice,
         }
     }
 }

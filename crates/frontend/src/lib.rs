@@ -21,6 +21,7 @@ mod guest;
 mod mem;
 mod queue;
 mod ring;
+mod session;
 #[cfg(test)]
 mod testutil;
 
@@ -32,12 +33,11 @@ use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
 use vhost::vhost_user::{Frontend as VuFrontend, VhostUserFrontend, VhostUserProtocolFeatures};
-use vhost::{VhostBackend, VringConfigData};
 use virtio_net::{features as f, NetHdr};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-pub use config::{FrontendConfig, MemRegistration, TxLayout, DEFAULT_FEATURES};
+pub use config::{FrontendConfig, MemRegistration, SessionStyle, TxLayout, DEFAULT_FEATURES};
 pub use error::FrontendError;
 pub use ring::VringAddrs;
 
@@ -173,68 +173,6 @@ fn acked<T>(
     r.map_err(vhost_err(op))
 }
 
-/// The virtio features to ack: `offered & wanted`, plus `VIRTIO_NET_F_MQ` when more than
-/// one queue pair is configured (without it the device uses pair 0 only; DPDK's vhost
-/// library even drops the other pairs), minus `VIRTIO_NET_F_CTRL_VQ`.
-///
-/// CTRL_VQ is the VMM's business with vhost-user: QEMU and DPDK's virtio-user emulate the
-/// control queue themselves, turn `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` into SET_VRING_ENABLE
-/// of each ring and never ack CTRL_VQ to the backend. This driver has no control queue
-/// and enables the rings of every configured pair directly, as virtio-user does after
-/// the guest's VQ_PAIRS_SET.
-fn negotiate(c: &FrontendConfig, offered: u64) -> Result<u64, FrontendError> {
-    let mut wanted = c.wanted_features & !f::CTRL_VQ;
-    if c.queue_pairs > 1 {
-        if offered & f::MQ == 0 {
-            return Err(FrontendError::Unsupported(format!(
-                "{} queue pairs (the backend does not offer VIRTIO_NET_F_MQ)",
-                c.queue_pairs
-            )));
-        }
-        wanted |= f::MQ;
-    }
-    Ok(offered & wanted)
-}
-
-/// Sends GET_QUEUE_NUM and returns the answer: the number of queue PAIRS, as QEMU's
-/// vhost-user net reads it (it compares the answer with its `queues=`) and DPDK's vhost
-/// library gives it (`rte_vhost_driver_get_queue_num`). Backends built on the rust-vmm
-/// `vhost-user-backend` crate answer the number of rings, which passes the same check.
-///
-/// Not through the `vhost` crate: its `get_queue_num` also makes the answer the bound on
-/// every later vring index, which would refuse ring `n..2n` of an `n`-pair device. The
-/// request goes out on a second handle of the same socket while no other request is in
-/// flight (the crate reads exactly one message per reply and buffers nothing), so the
-/// crate's view of the stream is unchanged.
-fn get_queue_num(sock: &UnixStream) -> Result<u64, FrontendError> {
-    use std::io::{Read, Write};
-    const GET_QUEUE_NUM: u32 = 17;
-    const VERSION_1: u32 = 0x1;
-    const REPLY: u32 = 0x4;
-    let io = |source| FrontendError::Io {
-        op: "GET_QUEUE_NUM",
-        source,
-    };
-    let mut req = [0u8; 12];
-    req[..4].copy_from_slice(&GET_QUEUE_NUM.to_ne_bytes());
-    req[4..8].copy_from_slice(&VERSION_1.to_ne_bytes());
-    let mut s = sock;
-    s.write_all(&req).map_err(io)?;
-    let mut reply = [0u8; 20];
-    s.read_exact(&mut reply).map_err(io)?;
-    let word = |i: usize| u32::from_ne_bytes([reply[i], reply[i + 1], reply[i + 2], reply[i + 3]]);
-    let (code, flags, size) = (word(0), word(4), word(8));
-    if code != GET_QUEUE_NUM || flags & 0x3 != VERSION_1 || flags & REPLY == 0 || size != 8 {
-        return Err(io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("reply with request {code}, flags {flags:#x}, size {size}"),
-        )));
-    }
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&reply[12..]);
-    Ok(u64::from_ne_bytes(v))
-}
-
 /// Checks what can be checked before talking to the backend.
 fn validate(c: &FrontendConfig) -> Result<(), FrontendError> {
     if !c.queue_size.is_power_of_two() || c.queue_size > 32768 {
@@ -274,6 +212,63 @@ fn connect_socket(path: &Path, timeout: Duration) -> Result<UnixStream, Frontend
             }
         }
     }
+}
+
+/// Guest memory and every queue pair for `features`, rx buffers posted and published.
+fn build_queues(
+    c: &FrontendConfig,
+    features: u64,
+) -> Result<(GuestMemory, Vec<QueuePair>), FrontendError> {
+    let hdr_len = virtio_net::hdr_len(features);
+    let mut mem = GuestMemory::new(c.guest_base, c.mem_size, c.regions)?;
+    let event_idx = features & f::RING_EVENT_IDX != 0;
+    let indirect = c.use_indirect && features & f::RING_INDIRECT_DESC != 0;
+    let mrg = features & f::MRG_RXBUF != 0;
+    let big_rx = features & (f::GUEST_TSO4 | f::GUEST_TSO6 | f::GUEST_UFO) != 0;
+    let big_tx = features & (f::HOST_TSO4 | f::HOST_TSO6 | f::HOST_UFO) != 0;
+    let mut pairs = Vec::with_capacity(usize::from(c.queue_pairs));
+    for p in 0..c.queue_pairs {
+        let params = |index, big| QueueParams {
+            index,
+            size: c.queue_size,
+            event_idx,
+            hdr_len,
+            indirect,
+            big,
+        };
+        let rx = RxQueue::new(&mut mem, params(2 * p, big_rx), mrg, c.rx_buf_size)?;
+        let tx = TxQueue::new(&mut mem, params(2 * p + 1, big_tx), c.tx_layout)?;
+        let rx_notify = Notifiers::new()?;
+        let tx_notify = Notifiers::new()?;
+        let epoll = Epoll::new().map_err(|source| FrontendError::Io {
+            op: "epoll_create",
+            source,
+        })?;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                rx_notify.call.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, 0),
+            )
+            .map_err(|source| FrontendError::Io {
+                op: "epoll_ctl",
+                source,
+            })?;
+        pairs.push(QueuePair {
+            rx,
+            tx,
+            rx_notify,
+            tx_notify,
+            epoll,
+            rx_broken: None,
+            tx_broken: None,
+        });
+    }
+    // Make the posted rx buffers visible before the backend can look at the ring.
+    for p in &mut pairs {
+        p.rx.publish(&mem)?;
+    }
+    Ok((mem, pairs))
 }
 
 /// A connected virtio-net driver: guest memory, rings, and the vhost-user session.
@@ -351,193 +346,8 @@ impl Frontend {
         config: FrontendConfig,
         sock: std::os::unix::net::UnixStream,
     ) -> Result<Frontend, FrontendError> {
-        let c = &config;
-        validate(c)?;
-        let nvrings = 2 * c.queue_pairs;
-        // A second handle on the socket for GET_QUEUE_NUM (see `get_queue_num`).
-        let raw = sock.try_clone().map_err(|source| FrontendError::Io {
-            op: "dup vhost-user socket",
-            source,
-        })?;
-        let mut vu = VuFrontend::from_stream(sock, u64::from(nvrings));
-        vu.set_owner().map_err(vhost_err("SET_OWNER"))?;
-        let offered = vu.get_features().map_err(vhost_err("GET_FEATURES"))?;
-        let features = negotiate(c, offered)?;
-
-        let mut offered_protocol = 0;
-        let mut protocol = 0;
-        if features & f::VHOST_USER_PROTOCOL_FEATURES != 0 {
-            let p = vu
-                .get_protocol_features()
-                .map_err(vhost_err("GET_PROTOCOL_FEATURES"))?;
-            offered_protocol = p.bits();
-            let mut want = VhostUserProtocolFeatures::REPLY_ACK
-                | VhostUserProtocolFeatures::MQ
-                | VhostUserProtocolFeatures::CONFIG;
-            if c.mem_registration != MemRegistration::SetMemTable {
-                want |= VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
-            }
-            let p = p & want;
-            vu.set_protocol_features(p)
-                .map_err(vhost_err("SET_PROTOCOL_FEATURES"))?;
-            protocol = p.bits();
-        }
-        let reply_ack = protocol & VhostUserProtocolFeatures::REPLY_ACK.bits() != 0;
-        let mq = protocol & VhostUserProtocolFeatures::MQ.bits() != 0;
-        if c.queue_pairs > 1 {
-            if !mq {
-                return Err(FrontendError::Unsupported(format!(
-                    "{} queue pairs (no MQ protocol feature)",
-                    c.queue_pairs
-                )));
-            }
-            let n = get_queue_num(&raw)?;
-            if n < u64::from(c.queue_pairs) {
-                return Err(FrontendError::Unsupported(format!(
-                    "{} queue pairs (the backend has {n})",
-                    c.queue_pairs
-                )));
-            }
-        }
-        drop(raw);
-        acked(&mut vu, reply_ack, "SET_FEATURES", |v| {
-            v.set_features(features)
-        })?;
-
-        // Guest memory and queues.
-        let hdr_len = virtio_net::hdr_len(features);
-        let mut mem = GuestMemory::new(c.guest_base, c.mem_size, c.regions)?;
-        let event_idx = features & f::RING_EVENT_IDX != 0;
-        let indirect = c.use_indirect && features & f::RING_INDIRECT_DESC != 0;
-        let mrg = features & f::MRG_RXBUF != 0;
-        let big_rx = features & (f::GUEST_TSO4 | f::GUEST_TSO6 | f::GUEST_UFO) != 0;
-        let big_tx = features & (f::HOST_TSO4 | f::HOST_TSO6 | f::HOST_UFO) != 0;
-        let mut pairs = Vec::with_capacity(usize::from(c.queue_pairs));
-        for p in 0..c.queue_pairs {
-            let params = |index, big| QueueParams {
-                index,
-                size: c.queue_size,
-                event_idx,
-                hdr_len,
-                indirect,
-                big,
-            };
-            let rx = RxQueue::new(&mut mem, params(2 * p, big_rx), mrg, c.rx_buf_size)?;
-            let tx = TxQueue::new(&mut mem, params(2 * p + 1, big_tx), c.tx_layout)?;
-            let rx_notify = Notifiers::new()?;
-            let tx_notify = Notifiers::new()?;
-            let epoll = Epoll::new().map_err(|source| FrontendError::Io {
-                op: "epoll_create",
-                source,
-            })?;
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    rx_notify.call.as_raw_fd(),
-                    EpollEvent::new(EventSet::IN, 0),
-                )
-                .map_err(|source| FrontendError::Io {
-                    op: "epoll_ctl",
-                    source,
-                })?;
-            pairs.push(QueuePair {
-                rx,
-                tx,
-                rx_notify,
-                tx_notify,
-                epoll,
-                rx_broken: None,
-                tx_broken: None,
-            });
-        }
-        // Make the posted rx buffers visible before the backend can look at the ring.
-        for p in &mut pairs {
-            p.rx.publish(&mem)?;
-        }
-
-        // Memory table.
-        let infos = mem.region_infos();
-        let slots = protocol & VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS.bits() != 0;
-        let use_add = match c.mem_registration {
-            MemRegistration::Auto => slots,
-            MemRegistration::SetMemTable => false,
-            MemRegistration::AddMemReg if slots => true,
-            MemRegistration::AddMemReg => {
-                return Err(FrontendError::Unsupported(
-                    "ADD_MEM_REG (no CONFIGURE_MEM_SLOTS protocol feature)".into(),
-                ))
-            }
-        };
-        if use_add {
-            let max = vu
-                .get_max_mem_slots()
-                .map_err(vhost_err("GET_MAX_MEM_SLOTS"))?;
-            if (infos.len() as u64) > max {
-                return Err(FrontendError::Unsupported(format!(
-                    "{} memory regions (backend has {max} slots)",
-                    infos.len()
-                )));
-            }
-            for r in &infos {
-                acked(&mut vu, reply_ack, "ADD_MEM_REG", |v| v.add_mem_region(r))?;
-            }
-        } else {
-            if infos.len() > MAX_MEM_TABLE_REGIONS {
-                return Err(FrontendError::Config(format!(
-                    "{} regions exceed the {MAX_MEM_TABLE_REGIONS} of SET_MEM_TABLE",
-                    infos.len()
-                )));
-            }
-            acked(&mut vu, reply_ack, "SET_MEM_TABLE", |v| {
-                v.set_mem_table(&infos)
-            })?;
-        }
-
-        // Vrings.
-        for (p, pair) in pairs.iter().enumerate() {
-            for (q, addrs, n) in [
-                (2 * p, pair.rx.ring.addrs(), &pair.rx_notify),
-                (2 * p + 1, pair.tx.ring.addrs(), &pair.tx_notify),
-            ] {
-                acked(&mut vu, reply_ack, "SET_VRING_NUM", |v| {
-                    v.set_vring_num(q, addrs.size)
-                })?;
-                let data = VringConfigData {
-                    queue_max_size: addrs.size,
-                    queue_size: addrs.size,
-                    flags: 0,
-                    desc_table_addr: mem.host_addr(addrs.desc)?,
-                    used_ring_addr: mem.host_addr(addrs.used)?,
-                    avail_ring_addr: mem.host_addr(addrs.avail)?,
-                    log_addr: None,
-                };
-                acked(&mut vu, reply_ack, "SET_VRING_ADDR", |v| {
-                    v.set_vring_addr(q, &data)
-                })?;
-                acked(&mut vu, reply_ack, "SET_VRING_BASE", |v| {
-                    v.set_vring_base(q, 0)
-                })?;
-                acked(&mut vu, reply_ack, "SET_VRING_CALL", |v| {
-                    v.set_vring_call(q, &n.call)
-                })?;
-                acked(&mut vu, reply_ack, "SET_VRING_KICK", |v| {
-                    v.set_vring_kick(q, &n.kick)
-                })?;
-            }
-        }
-        if features & f::VHOST_USER_PROTOCOL_FEATURES != 0 && !c.defer_enable {
-            for q in 0..usize::from(nvrings) {
-                acked(&mut vu, reply_ack, "SET_VRING_ENABLE", |v| {
-                    v.set_vring_enable(q, true)
-                })?;
-            }
-        }
-        if !reply_ack {
-            // Without REPLY_ACK nothing above was answered: one request with a reply makes
-            // sure the backend has processed all of it before we return (as QEMU does).
-            vu.get_features()
-                .map_err(vhost_err("GET_FEATURES (sync)"))?;
-        }
+        validate(&config)?;
+        let (vu, neg, mem, pairs) = session::start(&config, sock, build_queues)?;
         // Tell the device about the rx buffers (it may poll and not need this).
         for p in &pairs {
             p.rx_notify.kick()?;
@@ -546,11 +356,11 @@ impl Frontend {
             config,
             vu: Some(vu),
             mem,
-            offered_features: offered,
-            features,
-            offered_protocol,
-            protocol,
-            hdr_len,
+            offered_features: neg.offered,
+            features: neg.features,
+            offered_protocol: neg.offered_protocol,
+            protocol: neg.protocol,
+            hdr_len: virtio_net::hdr_len(neg.features),
             pairs,
         })
     }

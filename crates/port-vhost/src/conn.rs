@@ -109,6 +109,12 @@ pub fn handle_one<C: QueueControl + std::fmt::Debug>(
     sock.read_exact(&mut b)?;
     let req =
         FrontendReq::try_from(code).map_err(|()| malformed(format!("unknown request {code}")))?;
+    tracing::trace!(
+        "port {}: {req:?} flags {flags:#x}, {size} bytes, {} fd(s): {:02x?}",
+        net.dev.name,
+        files.len(),
+        &b[..b.len().min(64)]
+    );
     let result = dispatch(net, req, &b, files);
     let need_ack = flags & FLAG_NEED_REPLY != 0 && net.reply_ack_negotiated();
     match result {

@@ -27,6 +27,7 @@ use vhost::vhost_user::message::{
 use vhost::vhost_user::{Error as VuError, GpuBackend, VhostUserBackendReqHandlerMut};
 use virtio_net::config::NetConfig;
 use virtio_net::features as f;
+use vring::mem::{Added, Removed};
 use vring::{GuestMemory, QueueConfig, RegionSpec};
 
 pub mod conn;
@@ -567,21 +568,48 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
         Ok(vring::mem::MAX_REGIONS as u64)
     }
 
+    /// A region identical to one already mapped is accepted and changes nothing: QEMU up
+    /// to 7.2 drives each queue pair of a multiqueue device as its own vhost device over
+    /// the one socket, and each sends ADD_MEM_REG for every region it has not sent
+    /// itself (hw/virtio/vhost-user.c keeps the shadow table per device; later QEMU
+    /// sends these only for the first pair).
     fn add_mem_region(&mut self, region: &VhostUserSingleMemoryRegion, fd: File) -> VuResult<()> {
-        let mem = self
+        let (gpa, size) = (region.guest_phys_addr, region.memory_size);
+        match self
             .mem
             .with_region(region_spec(region, fd))
-            .map_err(|e| mem_err(&self.dev.name, e))?;
-        self.swap_mem(mem);
+            .map_err(|e| mem_err(&self.dev.name, e))?
+        {
+            Added::New(mem) => self.swap_mem(mem),
+            Added::AlreadyMapped => tracing::debug!(
+                "port {}: ADD_MEM_REG of a region already mapped (gpa {gpa:#x}, {size} bytes): \
+                 nothing to do",
+                self.dev.name
+            ),
+        }
         Ok(())
     }
 
+    /// A region already removed is accepted (see `add_mem_region`: the same per-pair
+    /// repetition); one that is mapped but not exactly as described is refused.
     fn remove_mem_region(&mut self, region: &VhostUserSingleMemoryRegion) -> VuResult<()> {
-        let mem = self
-            .mem
-            .without_region(region.guest_phys_addr, region.memory_size)
-            .ok_or(VuError::InvalidParam)?;
-        self.swap_mem(mem);
+        let (gpa, size, uaddr) = (region.guest_phys_addr, region.memory_size, region.user_addr);
+        match self.mem.without_region(gpa, size, uaddr) {
+            Some(Removed::Gone(mem)) => self.swap_mem(mem),
+            Some(Removed::NotMapped) => tracing::debug!(
+                "port {}: REM_MEM_REG of a region not mapped (gpa {gpa:#x}, {size} bytes): \
+                 nothing to do",
+                self.dev.name
+            ),
+            None => {
+                tracing::warn!(
+                    "port {}: REM_MEM_REG refused: gpa {gpa:#x}, {size} bytes at user address \
+                     {uaddr:#x} is not a region of the memory table",
+                    self.dev.name
+                );
+                return Err(VuError::InvalidParam);
+            }
+        }
         Ok(())
     }
 

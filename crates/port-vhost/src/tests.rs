@@ -160,13 +160,22 @@ fn add_and_remove_mem_regions_restart_running_rings() {
     n.add_mem_region(&extra, vring::mem::memfd(c"x", 1 << 20).unwrap())
         .unwrap();
     assert_eq!((n.control().started, n.running_rings()), (2, 1));
-    // Overlapping or unknown regions are refused without touching the ring.
+    // Overlapping regions are refused without touching the ring, the same ranges over
+    // another file too; a removal that names part of a region is refused.
     assert!(n
         .add_mem_region(&extra, vring::mem::memfd(c"y", 1 << 20).unwrap())
         .is_err());
+    let half = VhostUserSingleMemoryRegion::new(1 << 30, 1 << 19, 0x2000_0000, 0);
+    assert!(n.remove_mem_region(&half).is_err());
+    let moved = VhostUserSingleMemoryRegion::new(1 << 30, 1 << 20, 0x3000_0000, 0);
+    assert!(n.remove_mem_region(&moved).is_err(), "other user address");
+    // A region nowhere in the table is already gone: nothing to do.
     let unknown = VhostUserSingleMemoryRegion::new(5 << 30, 1 << 20, 0, 0);
-    assert!(n.remove_mem_region(&unknown).is_err());
+    n.remove_mem_region(&unknown).unwrap();
     assert_eq!(n.control().started, 2);
+    n.remove_mem_region(&extra).unwrap();
+    assert_eq!((n.control().started, n.running_rings()), (3, 1));
+    // Removing it again (QEMU 7.2 does, once per queue pair) changes nothing.
     n.remove_mem_region(&extra).unwrap();
     assert_eq!((n.control().started, n.running_rings()), (3, 1));
     // Without memory the ring waits; it runs again once its region is back.
@@ -176,6 +185,39 @@ fn add_and_remove_mem_regions_restart_running_rings() {
     n.add_mem_region(&first, vring::mem::memfd(c"z", 1 << 20).unwrap())
         .unwrap();
     assert_eq!((n.control().started, n.running_rings()), (4, 1));
+}
+
+#[test]
+fn a_region_added_again_is_accepted_only_when_identical() {
+    use vhost::vhost_user::message::VhostUserSingleMemoryRegion;
+    let mut n = ready(features::VERSION_1_ONLY);
+    n.set_vring_kick(1, Some(fd())).unwrap();
+    let file = vring::mem::memfd(c"x", 2 << 20).unwrap();
+    let extra = VhostUserSingleMemoryRegion::new(1 << 30, 1 << 20, 0x2000_0000, 0);
+    n.add_mem_region(&extra, file.try_clone().unwrap()).unwrap();
+    assert_eq!(n.control().started, 2);
+    // The same region again, through another descriptor of the same file: accepted, and
+    // the running ring is not disturbed.
+    n.add_mem_region(&extra, file.try_clone().unwrap()).unwrap();
+    assert_eq!((n.control().started, n.running_rings()), (2, 1));
+    // Same ranges, other offset in the same file: refused.
+    let shifted = VhostUserSingleMemoryRegion::new(1 << 30, 1 << 20, 0x2000_0000, 1 << 20);
+    assert!(n
+        .add_mem_region(&shifted, file.try_clone().unwrap())
+        .is_err());
+    // Same ranges, other file: refused.
+    assert!(n
+        .add_mem_region(&extra, vring::mem::memfd(c"y", 1 << 20).unwrap())
+        .is_err());
+    // Same guest range at another user address: refused.
+    let other_uaddr = VhostUserSingleMemoryRegion::new(1 << 30, 1 << 20, 0x3000_0000, 0);
+    assert!(n
+        .add_mem_region(&other_uaddr, file.try_clone().unwrap())
+        .is_err());
+    // A region inside the mapped one, same file: refused (it overlaps without being it).
+    let inner = VhostUserSingleMemoryRegion::new(1 << 30, 1 << 19, 0x2000_0000, 0);
+    assert!(n.add_mem_region(&inner, file).is_err());
+    assert_eq!((n.control().started, n.running_rings()), (2, 1));
 }
 
 // ---- multiqueue ----

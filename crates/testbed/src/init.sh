@@ -11,7 +11,8 @@
 #   VNET-ERROR <what went wrong>
 #
 # Parameters: vnet.ip=ADDR/LEN, vnet.peer=ADDR, vnet.mtu=N, vnet.role=server|client|idle,
-# vnet.tests=ping,ping_big,iperf_tx,iperf_rx, vnet.iperf_secs=N, vnet.wait=SECS (how long a
+# vnet.tests=ping,ping_big,iperf_tx,iperf_rx,iperf_tx_p2,iperf_rx_p2 (the _p2 tests run two
+# parallel streams, -P 2), vnet.iperf_secs=N, vnet.wait=SECS (how long a
 # client waits for its peer), vnet.duration=SECS (how long a server serves at most),
 # vnet.stop_peer=1 (a client tells its server to finish when done),
 # vnet.after=poweroff|stay (what to do after VNET-DONE).
@@ -98,8 +99,9 @@ fi
 [ -n "$IP" ] && { ip addr add "$IP" dev eth0 || die "cannot add address $IP"; }
 ip link set eth0 up || die "cannot bring eth0 up"
 
-# A server listens before it says it is ready.
-if [ "$ROLE" = server ]; then
+# A server listens before it says it is ready; so does a client, so that two clients can
+# ping each other while one also runs iperf3 against the other.
+if [ "$ROLE" = server ] || [ "$ROLE" = client ]; then
     iperf3 -s >/tmp/iperf3-server.log 2>&1 &
 fi
 
@@ -189,6 +191,8 @@ run_test() {
         ping_big) t_ping ping_big $(($(cat /sys/class/net/eth0/mtu) - 28)) 5 ;;
         iperf_tx) t_iperf iperf_tx ;;
         iperf_rx) t_iperf iperf_rx -R ;;
+        iperf_tx_p2) t_iperf iperf_tx_p2 -P 2 ;;
+        iperf_rx_p2) t_iperf iperf_rx_p2 -R -P 2 ;;
         *) result "$1 fail unknown test" ;;
     esac
 }

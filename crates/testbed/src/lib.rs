@@ -72,7 +72,8 @@ pub struct GuestArgs {
     pub mtu: Option<u32>,
     /// `vnet.role`.
     pub role: Role,
-    /// `vnet.tests`: `ping`, `ping_big` (a full-MTU ping), `iperf_tx`, `iperf_rx`.
+    /// `vnet.tests`: `ping`, `ping_big` (a full-MTU ping), `iperf_tx`, `iperf_rx`, and
+    /// `iperf_tx_p2`, `iperf_rx_p2` (two parallel streams).
     pub tests: Vec<String>,
     /// `vnet.iperf_secs`: how long each iperf3 test runs.
     pub iperf_secs: u32,

@@ -49,6 +49,9 @@ pub struct VmConfig<'a> {
     pub mem_mib: u32,
     /// Virtual CPUs.
     pub smp: u32,
+    /// Queue pairs of the virtio-net device: more than one gives QEMU's netdev `queues=N`
+    /// and the device `mq=on` (the guest enables one pair per vCPU, up to N).
+    pub queue_pairs: u16,
     /// Where the console, QEMU log and monitor socket go.
     pub log_dir: PathBuf,
 }
@@ -71,6 +74,7 @@ impl<'a> VmConfig<'a> {
             cmdline: String::new(),
             mem_mib: 512,
             smp: 2,
+            queue_pairs: 1,
             log_dir: log_dir.into(),
         }
     }
@@ -90,6 +94,11 @@ impl<'a> VmConfig<'a> {
             "virtio-net-pci,netdev=net0,mac={},vectors=0",
             mac_string(self.mac)
         );
+        let mut netdev = String::from("vhost-user,id=net0,chardev=vnet0");
+        if self.queue_pairs > 1 {
+            netdev.push_str(&format!(",queues={}", self.queue_pairs));
+            device.push_str(",mq=on");
+        }
         if !self.netdev_opts.is_empty() {
             device.push(',');
             device.push_str(&self.netdev_opts);
@@ -130,7 +139,7 @@ impl<'a> VmConfig<'a> {
             "-chardev",
             &chardev,
             "-netdev",
-            "vhost-user,id=net0,chardev=vnet0",
+            &netdev,
             "-device",
             &device,
         ]

@@ -91,12 +91,42 @@ struct Mapping {
     guard: crate::sigbus::Guard,
 }
 
+/// Which file a region maps, and from where: `(st_dev, st_ino, mmap_offset)`. Two
+/// descriptors of one memfd (the same region sent twice) have the same identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backing {
+    dev: u64,
+    ino: u64,
+    offset: u64,
+}
+
+/// What [`GuestMemory::with_region`] made of a region.
+#[derive(Debug)]
+pub enum Added {
+    /// The region is new: the memory with it mapped.
+    New(GuestMemory),
+    /// The same region (guest range, user address, file and offset) is already mapped;
+    /// nothing changes. QEMU up to 7.2 sends every ADD_MEM_REG once per queue pair.
+    AlreadyMapped,
+}
+
+/// What [`GuestMemory::without_region`] made of a removal.
+#[derive(Debug)]
+pub enum Removed {
+    /// The region was mapped: the memory without it.
+    Gone(GuestMemory),
+    /// No region covers any byte of that guest range: nothing to unmap (the region was
+    /// removed already; QEMU up to 7.2 sends every REM_MEM_REG once per queue pair).
+    NotMapped,
+}
+
 /// A mapped region.
 #[derive(Debug, Clone)]
 struct Region {
     gpa: u64,
     size: u64,
     uaddr: u64,
+    backing: Backing,
     /// Host address of the region's first byte (inside `map`).
     host: NonNull<u8>,
     /// Keeps the mmap alive while any memory table uses this region.
@@ -160,38 +190,60 @@ impl GuestMemory {
 
     /// A copy of this memory with one more region, mapped from `spec` (ADD_MEM_REG).
     /// Existing mappings are shared, not remapped.
-    pub fn with_region(&self, spec: RegionSpec) -> Result<GuestMemory, MemError> {
+    ///
+    /// A region identical to a mapped one (same guest range, user address, file and
+    /// offset) is [`Added::AlreadyMapped`]; any other overlap, including the same ranges
+    /// over another file or offset, is refused.
+    pub fn with_region(&self, spec: RegionSpec) -> Result<Added, MemError> {
         let index = self.regions.len();
+        check_spec(index, &spec)?;
+        for (j, r) in self.regions.iter().enumerate() {
+            if overlaps(spec.gpa, spec.size, r.gpa, r.size)
+                || overlaps(spec.uaddr, spec.size, r.uaddr, r.size)
+            {
+                let same_range = (r.gpa, r.size, r.uaddr) == (spec.gpa, spec.size, spec.uaddr);
+                if same_range && backing_of(index, &spec)? == r.backing {
+                    return Ok(Added::AlreadyMapped);
+                }
+                return Err(MemError::Overlap { a: j, b: index });
+            }
+        }
         if index >= MAX_REGIONS {
             return Err(MemError::TooManyRegions {
                 count: index + 1,
                 max: MAX_REGIONS,
             });
         }
-        check_spec(index, &spec)?;
-        for (j, r) in self.regions.iter().enumerate() {
-            if overlaps(spec.gpa, spec.size, r.gpa, r.size)
-                || overlaps(spec.uaddr, spec.size, r.uaddr, r.size)
-            {
-                return Err(MemError::Overlap { a: j, b: index });
-            }
-        }
         let mut regions = self.regions.clone();
         regions.push(map_one(index, &spec)?);
         regions.sort_by_key(|r| r.gpa);
-        Ok(GuestMemory { regions })
+        Ok(Added::New(GuestMemory { regions }))
     }
 
-    /// A copy of this memory without the region at `gpa` of `size` bytes (REM_MEM_REG),
-    /// or `None` if there is no such region.
-    pub fn without_region(&self, gpa: u64, size: u64) -> Option<GuestMemory> {
-        let i = self
+    /// A copy of this memory without the region at guest `gpa` of `size` bytes that the
+    /// frontend maps at `uaddr` (REM_MEM_REG identifies a region by these three; the mmap
+    /// offset is ignored). [`Removed::NotMapped`] if no region touches that guest range;
+    /// `None` if one does without being exactly that region.
+    pub fn without_region(&self, gpa: u64, size: u64, uaddr: u64) -> Option<Removed> {
+        match self
             .regions
             .iter()
-            .position(|r| r.gpa == gpa && r.size == size)?;
-        let mut regions = self.regions.clone();
-        regions.remove(i);
-        Some(GuestMemory { regions })
+            .position(|r| (r.gpa, r.size, r.uaddr) == (gpa, size, uaddr))
+        {
+            Some(i) => {
+                let mut regions = self.regions.clone();
+                regions.remove(i);
+                Some(Removed::Gone(GuestMemory { regions }))
+            }
+            None if self
+                .regions
+                .iter()
+                .any(|r| overlaps(gpa, size, r.gpa, r.size)) =>
+            {
+                None
+            }
+            None => Some(Removed::NotMapped),
+        }
     }
 
     /// Whether the frontend truncated a file under one of the regions after it was mapped:
@@ -358,15 +410,36 @@ fn check_spec(index: usize, s: &RegionSpec) -> Result<(), MemError> {
     }
 }
 
+fn fstat(index: usize, file: &File) -> Result<libc::stat, MemError> {
+    // SAFETY: zeroed `stat` is a valid out-parameter for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `stat`; the fd is owned by `file`.
+    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(MemError::Os {
+            index,
+            op: "fstat",
+            err: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(st)
+}
+
+fn backing(st: &libc::stat, s: &RegionSpec) -> Backing {
+    Backing {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        offset: s.mmap_offset,
+    }
+}
+
+fn backing_of(index: usize, s: &RegionSpec) -> Result<Backing, MemError> {
+    Ok(backing(&fstat(index, &s.file)?, s))
+}
+
 fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
     let os = |op, err| MemError::Os { index, op, err };
     let needed = s.mmap_offset + s.size;
-    // SAFETY: zeroed `stat` is a valid out-parameter for fstat.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid, writable `stat`; the fd is owned by `s.file`.
-    if unsafe { libc::fstat(s.file.as_raw_fd(), &mut st) } != 0 {
-        return Err(os("fstat", std::io::Error::last_os_error()));
-    }
+    let st = fstat(index, &s.file)?;
     let file_size = u64::try_from(st.st_size).unwrap_or(0);
     let is_regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
     // A file shorter than the region would SIGBUS us on access: refuse it. (Only regular
@@ -413,6 +486,7 @@ fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
         gpa: s.gpa,
         size: s.size,
         uaddr: s.uaddr,
+        backing: backing(&st, s),
         host,
         _map: map,
     })
