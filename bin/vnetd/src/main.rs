@@ -1,4 +1,5 @@
 //! vnetd: the vnet daemon. A vhost-user virtio-net backend and L2 switch for VMs.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

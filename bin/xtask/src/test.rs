@@ -76,13 +76,96 @@ fn clippy() -> Result<()> {
 fn test() -> Result<()> {
     // Integration tests run the workspace's binaries (vnetd, vnetctl): build them all first.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
-    run(cargo()
-        .args(["test", "--workspace"])
+    let skip_log = crate::util::workspace_root().join("target/test-skips.log");
+    let _ = std::fs::remove_file(&skip_log);
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"])
         // Tests that need DPDK fail instead of skipping when it is missing.
         .env("VNET_REQUIRE_DPDK", "1")
-        // The same for the tests that boot Linux guests in QEMU.
+        // The same for the tests that boot Linux guests in QEMU...
         .env("VNET_REQUIRE_GUESTS", "1")
-        .env("RUST_BACKTRACE", "1"))
+        // ...and for those that need root and /dev/net/tun.
+        .env("VNET_REQUIRE_TAP", "1")
+        // Any test that still skips says so here (testbed::skip).
+        .env(testbed::skip::SKIP_LOG_ENV, &skip_log)
+        .env("RUST_BACKTRACE", "1");
+    let (totals, status) = run_counting(&mut cmd);
+    let skips = std::fs::read_to_string(&skip_log).unwrap_or_default();
+    println!("{}", summary(&totals, &skips));
+    status
+}
+
+/// What `cargo test` reported, summed over its test binaries.
+#[derive(Debug, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cmd`, echoing its output and summing the `test result:` lines of libtest.
+fn run_counting(cmd: &mut std::process::Command) -> (Totals, Result<()>) {
+    use std::io::{BufRead, BufReader};
+    let shown = crate::util::display(cmd);
+    eprintln!("$ {shown}");
+    let mut totals = Totals::default();
+    let mut child = match cmd.stdout(std::process::Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return (totals, Err(anyhow::anyhow!("cannot start `{shown}`: {e}"))),
+    };
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(std::io::Result::ok) {
+            println!("{line}");
+            count_result_line(&line, &mut totals);
+        }
+    }
+    let status = match child.wait() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(anyhow::anyhow!("`{shown}` failed: {s}")),
+        Err(e) => Err(anyhow::anyhow!("`{shown}`: {e}")),
+    };
+    (totals, status)
+}
+
+/// Adds a libtest line `test result: ok. 3 passed; 0 failed; 1 ignored; ...` to `t`.
+fn count_result_line(line: &str, t: &mut Totals) {
+    let Some(rest) = line.trim().strip_prefix("test result: ") else {
+        return;
+    };
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(what), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match what {
+            "passed" => t.passed += n,
+            "failed" => t.failed += n,
+            "ignored" => t.ignored += n,
+            _ => {}
+        }
+    }
+}
+
+/// `tests: N ran (P passed, F failed), I ignored, S skipped` and one line per skip reason.
+fn summary(t: &Totals, skips: &str) -> String {
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for l in skips.lines().filter(|l| !l.trim().is_empty()) {
+        *reasons.entry(l.trim()).or_default() += 1;
+    }
+    let skipped: usize = reasons.values().sum();
+    // A skipped test returns early and counts as passed in libtest's line.
+    let passed = t.passed.saturating_sub(skipped as u64);
+    let mut s = format!(
+        "==> tests: {} ran ({passed} passed, {} failed), {} ignored, {skipped} skipped",
+        passed + t.failed,
+        t.failed,
+        t.ignored
+    );
+    for (why, n) in reasons {
+        s.push_str(&format!("\n    skipped {n}: {why}"));
+    }
+    s
 }
 
 /// Runs `steps` in order, printing each one's name and time; stops at the first failure.
@@ -123,6 +206,29 @@ mod tests {
 
     fn unreachable_step() -> Result<()> {
         panic!("a step after a failure ran")
+    }
+
+    #[test]
+    fn counts_libtest_lines_and_skips() {
+        let mut t = Totals::default();
+        for l in [
+            "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
+             finished in 0.5s",
+            "running 3 tests",
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        ] {
+            count_result_line(l, &mut t);
+        }
+        assert_eq!((t.passed, t.failed, t.ignored), (14, 1, 1));
+        let s = summary(
+            &t,
+            "DPDK tests: no dpdk\nDPDK tests: no dpdk\nTAP tests need root\n",
+        );
+        assert_eq!(
+            s,
+            "==> tests: 12 ran (11 passed, 1 failed), 1 ignored, 3 skipped\n    \
+             skipped 2: DPDK tests: no dpdk\n    skipped 1: TAP tests need root"
+        );
     }
 
     #[test]

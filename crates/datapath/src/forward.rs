@@ -436,10 +436,13 @@ fn deliver(
         } else {
             None
         };
-        let Some(peer) = target.and_then(|t| outbox.get(t)).and_then(Option::as_ref) else {
+        let Some(peer) = target
+            .and_then(|t| outbox.get_mut(t))
+            .and_then(Option::as_mut)
+        else {
             return Err(DropReason::PortDown);
         };
-        let mb = &peer.mailbox;
+        let mb = &mut peer.mailbox;
         // The frame as it came, header first: the other worker applies the receiver's
         // offloads itself. A full mailbox is a receiver that cannot keep up.
         let pushed = mb.push(ingress, egress, HDR_LEN_V1 + frame_len, |b| {

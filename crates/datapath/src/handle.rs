@@ -11,7 +11,7 @@ use port_vhost::{QueueControl, ReadyQueue};
 use switch::SharedCounters;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::mailbox::Mailbox;
+use crate::mailbox::{mailbox, Receiver as MailReceiver, Sender as MailSender};
 use crate::port::PortId;
 use crate::worker::Worker;
 
@@ -296,7 +296,7 @@ pub(crate) struct Links {
     pub cmds: Receiver<Command>,
     pub wake: Arc<EventFd>,
     /// Frames other workers hand to this one, and the eventfd they write when they do.
-    pub inbox: Vec<Arc<Mailbox>>,
+    pub inbox: Vec<MailReceiver>,
     pub mail_wake: Arc<EventFd>,
     /// Set while this worker sleeps in epoll.
     pub asleep: Arc<AtomicBool>,
@@ -306,7 +306,7 @@ pub(crate) struct Links {
 
 /// Another worker as one that hands it frames sees it.
 pub(crate) struct Peer {
-    pub mailbox: Arc<Mailbox>,
+    pub mailbox: MailSender,
     /// Its mail eventfd, written to wake it...
     pub wake: Arc<EventFd>,
     /// ...only while it sleeps.
@@ -331,30 +331,35 @@ impl Datapath {
             .collect::<io::Result<_>>()?;
         let asleep: Vec<Arc<AtomicBool>> =
             (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect();
-        // boxes[from][to]
-        let boxes: Vec<Vec<Option<Arc<Mailbox>>>> = (0..n)
-            .map(|from| {
-                (0..n)
-                    .map(|to| (from != to).then(|| Arc::new(Mailbox::new(MAILBOX_BYTES))))
-                    .collect()
-            })
-            .collect();
+        // senders[from][to] and receivers[to][from]: one mailbox per ordered pair.
+        let mut senders: Vec<Vec<Option<MailSender>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut receivers: Vec<Vec<MailReceiver>> = (0..n).map(|_| Vec::new()).collect();
+        for (from, row) in senders.iter_mut().enumerate() {
+            for (to, slot) in row.iter_mut().enumerate() {
+                if from != to {
+                    let (tx, rx) = mailbox(MAILBOX_BYTES);
+                    *slot = Some(tx);
+                    receivers[to].push(rx);
+                }
+            }
+        }
         let mut workers = Vec::with_capacity(n);
-        for index in 0..n {
+        for (index, (outgoing, inbox)) in senders.into_iter().zip(receivers).enumerate() {
             let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
             let (tx, rx): (Sender<Command>, Receiver<Command>) = mpsc::channel();
             let links = Links {
                 index,
                 cmds: rx,
                 wake: wake.clone(),
-                inbox: (0..n)
-                    .filter_map(|from| boxes[from][index].clone())
-                    .collect(),
+                inbox,
                 mail_wake: mail_wakes[index].clone(),
                 asleep: asleep[index].clone(),
-                outbox: (0..n)
-                    .map(|to| {
-                        boxes[index][to].clone().map(|mailbox| Peer {
+                outbox: outgoing
+                    .into_iter()
+                    .enumerate()
+                    .map(|(to, sender)| {
+                        sender.map(|mailbox| Peer {
                             mailbox,
                             wake: mail_wakes[to].clone(),
                             asleep: asleep[to].clone(),

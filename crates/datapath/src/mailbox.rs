@@ -14,9 +14,13 @@
 //! loads `tail` with Acquire before reading records, and stores `head` with Release after
 //! it is done with them; the producer loads `head` with Acquire before reusing that space.
 //! Positions grow without bound (wrapping `usize`) and are reduced modulo the capacity.
+//!
+//! [`mailbox`] returns the two ends: a [`Sender`] and a [`Receiver`], neither `Clone`, both
+//! taking `&mut self`, so one producer and one consumer is a rule the compiler enforces.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::port::PortId;
 
@@ -29,8 +33,8 @@ const PAD: u32 = u32::MAX;
 #[repr(align(64))]
 struct Padded(AtomicUsize);
 
-/// A single-producer, single-consumer ring of frames.
-pub(crate) struct Mailbox {
+/// A single-producer, single-consumer ring of frames, shared by its two ends.
+struct Mailbox {
     buf: Box<[UnsafeCell<u8>]>,
     /// `buf.len() - 1`; the length is a power of two.
     mask: usize,
@@ -42,9 +46,9 @@ pub(crate) struct Mailbox {
 
 // SAFETY: the producer only writes bytes in `[tail, head + cap)` and the consumer only reads
 // bytes in `[head, tail)`; the atomics (Release/Acquire pairs above) hand each byte range
-// from one side to the other, so no byte is accessed by both threads at once. One producer
-// and one consumer thread is the caller's contract (each worker pushes only to its own
-// outboxes and pops only its own inboxes).
+// from one side to the other, so no byte is accessed by both threads at once. There is one
+// producer and one consumer: the only handles on a Mailbox are the one `Sender` and the one
+// `Receiver` that `mailbox` makes, neither `Clone`, and pushing and popping take `&mut`.
 unsafe impl Sync for Mailbox {}
 // SAFETY: the buffer is owned memory with no thread affinity.
 unsafe impl Send for Mailbox {}
@@ -61,9 +65,54 @@ fn record_len(payload: usize) -> usize {
     REC_HDR + payload.next_multiple_of(REC_HDR)
 }
 
+/// The producing end of a mailbox.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    ring: Arc<Mailbox>,
+}
+
+/// The consuming end of a mailbox.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    ring: Arc<Mailbox>,
+}
+
+/// A mailbox of `capacity` bytes (rounded up to a power of two, at least 4 KiB): its two
+/// ends.
+pub(crate) fn mailbox(capacity: usize) -> (Sender, Receiver) {
+    let ring = Arc::new(Mailbox::new(capacity));
+    (Sender { ring: ring.clone() }, Receiver { ring })
+}
+
+impl Sender {
+    /// Appends a record of `len` payload bytes written by `fill`. Returns false (nothing
+    /// appended) when the mailbox has no room.
+    pub fn push(
+        &mut self,
+        ingress: PortId,
+        egress: PortId,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        self.ring.push(ingress, egress, len, fill)
+    }
+}
+
+impl Receiver {
+    /// Hands the oldest record to `f` (ingress port, egress port, payload) and removes it.
+    /// Returns false when the mailbox is empty.
+    pub fn pop(&mut self, f: impl FnOnce(PortId, PortId, &[u8])) -> bool {
+        self.ring.pop(f)
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+}
+
 impl Mailbox {
-    /// A mailbox of `capacity` bytes (rounded up to a power of two, at least 4 KiB).
-    pub fn new(capacity: usize) -> Mailbox {
+    fn new(capacity: usize) -> Mailbox {
         let cap = capacity.max(4096).next_power_of_two();
         Mailbox {
             buf: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
@@ -85,9 +134,8 @@ impl Mailbox {
             .wrapping_add(pos & self.mask)
     }
 
-    /// Producer: appends a record of `len` payload bytes written by `fill`. Returns false
-    /// (nothing appended) when the mailbox has no room.
-    pub fn push(
+    /// Producer side of [`Sender::push`].
+    fn push(
         &self,
         ingress: PortId,
         egress: PortId,
@@ -140,9 +188,8 @@ impl Mailbox {
         unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), self.ptr(pos), REC_HDR) };
     }
 
-    /// Consumer: hands the oldest record to `f` (ingress port, egress port, payload) and
-    /// removes it. Returns false when the mailbox is empty.
-    pub fn pop(&self, f: impl FnOnce(PortId, PortId, &[u8])) -> bool {
+    /// Consumer side of [`Receiver::pop`].
+    fn pop(&self, f: impl FnOnce(PortId, PortId, &[u8])) -> bool {
         let mut head = self.head.0.load(Ordering::Relaxed);
         // Acquire: records up to `tail` are fully written.
         let tail = self.tail.0.load(Ordering::Acquire);
@@ -175,7 +222,7 @@ impl Mailbox {
     }
 
     /// True when nothing waits (as seen by the consumer).
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.head.0.load(Ordering::Relaxed) == self.tail.0.load(Ordering::Acquire)
     }
 }
@@ -184,7 +231,6 @@ impl Mailbox {
 #[allow(clippy::cast_possible_truncation)] // test data made of deliberate truncations
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn frame(i: usize, len: usize) -> Vec<u8> {
         (0..len).map(|j| (i * 31 + j) as u8).collect()
@@ -192,7 +238,7 @@ mod tests {
 
     #[test]
     fn records_in_order_with_wrap_and_full() {
-        let m = Mailbox::new(4096);
+        let (mut tx, mut m) = mailbox(4096);
         // Fill, drain half, fill again: records wrap around the end several times.
         let mut next_in = 0usize;
         let mut next_out = 0usize;
@@ -200,7 +246,7 @@ mod tests {
             loop {
                 let len = 60 + (next_in * 37) % 500;
                 let f = frame(next_in, len);
-                let ok = m.push(PortId(1), PortId(2), len, |b| b.copy_from_slice(&f));
+                let ok = tx.push(PortId(1), PortId(2), len, |b| b.copy_from_slice(&f));
                 if !ok {
                     break;
                 }
@@ -222,14 +268,13 @@ mod tests {
         assert!(m.is_empty());
         assert!(!m.pop(|_, _, _| {}));
         // A record larger than the whole mailbox never fits.
-        assert!(!m.push(PortId(0), PortId(0), 8192, |_| {}));
+        assert!(!tx.push(PortId(0), PortId(0), 8192, |_| {}));
     }
 
     #[test]
     fn two_threads_see_every_frame_once_in_order() {
-        let m = Arc::new(Mailbox::new(8192));
+        let (mut p, mut m) = mailbox(8192);
         let n = 20_000usize;
-        let p = m.clone();
         let producer = std::thread::spawn(move || {
             let mut i = 0;
             while i < n {

@@ -15,7 +15,7 @@ use vring::{Chain, RingError, SplitQueue};
 
 use crate::forward::{Outcome, Scratch, Src, HEAD_LEN};
 use crate::handle::{Command, DatapathConfig, DatapathMode, FdbRow, Links, Peer, PortStatus};
-use crate::mailbox::Mailbox;
+use crate::mailbox::Receiver as MailReceiver;
 
 /// While polling busy rings, the fds are checked every this many rounds.
 const EPOLL_EVERY: u32 = 32;
@@ -88,7 +88,7 @@ pub(crate) struct Worker {
     /// This worker's index in the datapath.
     pub(crate) index: usize,
     /// Frames from other workers, and the eventfd they write to wake us.
-    inbox: Vec<Arc<Mailbox>>,
+    inbox: Vec<MailReceiver>,
     mail_wake: Arc<EventFd>,
     /// By worker index: the mailbox to that worker, its eventfd and sleep flag (None for
     /// us).
@@ -485,8 +485,9 @@ impl Worker {
             return;
         }
         let mut got = false;
-        for i in 0..self.inbox.len() {
-            let mb = self.inbox[i].clone();
+        // Out of `self` while delivering needs `&mut self` (moves the Vec, no allocation).
+        let mut inbox = std::mem::take(&mut self.inbox);
+        for mb in &mut inbox {
             for _ in 0..4 * usize::from(crate::BURST) {
                 let popped = mb.pop(|ingress, egress, bytes| {
                     crate::forward::deliver_mail(self, ingress, egress, bytes, now);
@@ -498,6 +499,7 @@ impl Worker {
                 self.work += 1;
             }
         }
+        self.inbox = inbox;
         if got {
             for p in self.ports.iter_mut().flatten() {
                 p.flush_rx();

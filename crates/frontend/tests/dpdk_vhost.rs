@@ -41,10 +41,10 @@ impl Testpmd {
     /// vdev arguments (e.g. ",tso=1"). `None` if DPDK is not installed and not required.
     fn start(queues: u16, vdev_extra: &str) -> Option<Testpmd> {
         let Some(bin) = find_testpmd() else {
-            if std::env::var("VNET_REQUIRE_DPDK").as_deref() == Ok("1") {
-                panic!("VNET_REQUIRE_DPDK=1 but dpdk-testpmd is not on PATH");
-            }
-            println!("dpdk-testpmd not on PATH: skipping the DPDK vhost loop test");
+            testbed::skip(
+                "VNET_REQUIRE_DPDK",
+                "DPDK tests: dpdk-testpmd is not on PATH (run `cargo xtask deps`)",
+            );
             return None;
         };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -8,11 +8,13 @@
 //! The device may be created in another network namespace: the open happens on a short
 //! lived thread that entered that namespace; the fds stay valid wherever they are used.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 
+#[allow(unsafe_code)] // ioctls, readv/writev, setns
 pub mod sys;
 
 /// `virtio_net_hdr` size on the TAP fds (the VERSION_1 / mergeable layout).

@@ -32,12 +32,14 @@ pub mod cpio;
 mod error;
 pub mod image;
 pub mod qemu;
+pub mod skip;
 
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use image::{ensure_image, GuestImage};
 pub use qemu::{mac_string, Ready, TestResult, Vm, VmConfig};
+pub use skip::skip;
 
 /// What the guest's init does after bringing `eth0` up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,14 +11,20 @@
 //! and writes an rxq. All `unsafe` of guest memory lives in `mem`, `access`, `chain` and
 //! `queue`; no reference into guest memory is ever formed.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[allow(unsafe_code)] // raw copies and atomic accesses of guest memory
 pub(crate) mod access;
+#[allow(unsafe_code)] // guest buffers of a popped chain
 pub mod chain;
 #[doc(hidden)]
 pub mod fuzz;
+#[allow(unsafe_code)] // mmap of the frontend's memory files
 pub mod mem;
+#[allow(unsafe_code)] // the ring structures in guest memory
 pub mod queue;
+#[allow(unsafe_code)] // the SIGBUS handler (sigaction, mmap over a truncated mapping)
 pub mod sigbus;
 
 pub use access::Desc;
