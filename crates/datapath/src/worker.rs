@@ -722,19 +722,18 @@ impl Worker {
     }
 
     fn stop_queue(&mut self, id: PortId, index: u16) -> Option<u16> {
-        let vq = {
+        let (vq, status) = {
             let p = self.port(id)?;
             let list = if index % 2 == 0 {
                 &mut p.rxq
             } else {
                 &mut p.txq
             };
-            let mut vq = list.get_mut(usize::from(index / 2))?.take()?;
-            // Entries the stop publishes below are counted by `retire`.
-            vq.count_used(&p.status);
-            (vq, p.status.clone())
+            (
+                list.get_mut(usize::from(index / 2))?.take()?,
+                p.status.clone(),
+            )
         };
-        let (vq, status) = vq;
         let base = self.retire(vq, &status);
         self.pending
             .retain(|&(p, qp)| !(p == id && index % 2 == 1 && qp == index / 2));
