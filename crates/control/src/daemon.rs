@@ -381,7 +381,7 @@ impl Daemon {
                     .fdb()
                     .into_iter()
                     .map(|r| api::FdbEntry {
-                        mac: fmt_mac(&r.mac),
+                        mac: r.mac.to_string(),
                         vlan: r.vlan,
                         port: r.port,
                         age_secs: r.age.as_secs(),
@@ -457,7 +457,7 @@ fn open_tap(dp: &mut Datapath, t: &TapPort) -> Result<TapCtl, DaemonError> {
         ifname: t.ifname.clone(),
         netns: t.netns.clone(),
         queues: t.queues,
-        mac: t.mac,
+        mac: t.mac.map(Into::into),
         mtu: None,
     })
     .map_err(|err| DaemonError::Tap {

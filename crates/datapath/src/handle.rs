@@ -1,261 +1,20 @@
 //! The control plane's side of a worker: commands in, counters and status out.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use port_vhost::{QueueControl, ReadyQueue};
 use switch::SharedCounters;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::command::{Command, CommandTx};
+use crate::links::{Links, Peer};
 use crate::mailbox::{mailbox, Receiver as MailReceiver, Sender as MailSender};
-use crate::port::PortId;
+use crate::types::{DatapathConfig, DatapathMode, FdbRow, PortId, PortStatus, MAX_WORKERS};
 use crate::worker::Worker;
-
-/// How a worker waits for work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DatapathMode {
-    /// Sleep in epoll on the guests' kicks: no CPU when idle (the default).
-    #[default]
-    Event,
-    /// Busy-poll every ring, guests' kicks off: lowest latency, one core at 100 %.
-    Poll,
-    /// Poll while traffic flows, sleep on kicks after an idle spell.
-    Adaptive,
-}
-
-impl std::fmt::Display for DatapathMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DatapathMode::Event => "event",
-            DatapathMode::Poll => "poll",
-            DatapathMode::Adaptive => "adaptive",
-        })
-    }
-}
-
-impl std::str::FromStr for DatapathMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "event" => Ok(DatapathMode::Event),
-            "poll" => Ok(DatapathMode::Poll),
-            "adaptive" => Ok(DatapathMode::Adaptive),
-            _ => Err(format!(
-                "unknown datapath mode `{s}` (expected event, poll or adaptive)"
-            )),
-        }
-    }
-}
-
-/// Worker settings.
-#[derive(Debug, Clone)]
-pub struct DatapathConfig {
-    /// How the worker waits for work.
-    pub mode: DatapathMode,
-    /// Forwarding database entries.
-    pub fdb_capacity: usize,
-    /// How long an unrefreshed FDB entry lives.
-    pub fdb_aging: Duration,
-    /// Worker threads (1..=[`MAX_WORKERS`]); ports and queue pairs are spread over them.
-    pub workers: usize,
-}
-
-impl Default for DatapathConfig {
-    fn default() -> Self {
-        DatapathConfig {
-            mode: DatapathMode::Event,
-            fdb_capacity: 4096,
-            fdb_aging: switch::DEFAULT_AGING_TIME,
-            workers: 1,
-        }
-    }
-}
-
-/// Most workers a datapath runs (one bit each in [`PortStatus`]'s rx map).
-pub const MAX_WORKERS: usize = 64;
-
-/// What the control plane (and the other workers) can see of a port without asking the
-/// workers that run its rings.
-#[derive(Debug, Default)]
-pub struct PortStatus {
-    /// Rings (or TAP queues) each worker runs for this port.
-    running: Vec<AtomicU16>,
-    /// Bit `w`: worker `w` runs an rxq of this port (or can write to its TAP).
-    rx_workers: AtomicU64,
-    broken: AtomicBool,
-    broken_reason: Mutex<Option<String>>,
-    features: AtomicU64,
-    /// Used entries the device returned on each ring (index as in vhost-user: rxq `2p`,
-    /// txq `2p + 1`), added by the worker running the ring once per burst.
-    ring_used: Vec<AtomicU64>,
-}
-
-impl PortStatus {
-    pub(crate) fn new(workers: usize, rings: usize) -> PortStatus {
-        PortStatus {
-            running: (0..workers.max(1)).map(|_| AtomicU16::new(0)).collect(),
-            ring_used: (0..rings).map(|_| AtomicU64::new(0)).collect(),
-            ..PortStatus::default()
-        }
-    }
-
-    /// Used entries returned on each ring since the port was added: rxq `2p` (buffers
-    /// filled for the guest), txq `2p + 1` (frames taken from the guest). Empty for TAP
-    /// ports.
-    pub fn ring_used(&self) -> Vec<u64> {
-        self.ring_used
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .collect()
-    }
-
-    pub(crate) fn add_ring_used(&self, index: u16, n: u64) {
-        if let Some(c) = self.ring_used.get(usize::from(index)) {
-            c.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// Rings currently processed, over all workers.
-    pub fn running_queues(&self) -> u16 {
-        self.running
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .fold(0u16, u16::saturating_add)
-    }
-
-    /// Workers that can deliver frames to this port (bit per worker).
-    pub(crate) fn rx_workers(&self) -> u64 {
-        self.rx_workers.load(Ordering::Relaxed)
-    }
-
-    /// Whether any worker marked the port broken (checked by the others every burst).
-    pub(crate) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
-    }
-
-    /// Worker `worker` now runs `n` rings of this port, `rx` of them rxqs (or TAP queues).
-    pub(crate) fn set_running(&self, worker: usize, n: u16, rx: bool, features: u64) {
-        if let Some(c) = self.running.get(worker) {
-            c.store(n, Ordering::Relaxed);
-        }
-        let bit = 1u64 << (worker % MAX_WORKERS);
-        if rx {
-            self.rx_workers.fetch_or(bit, Ordering::Relaxed);
-        } else {
-            self.rx_workers.fetch_and(!bit, Ordering::Relaxed);
-        }
-        if n > 0 {
-            self.features.store(features, Ordering::Relaxed);
-        } else if self.running_queues() == 0 {
-            self.features.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Why the port is broken, if it is.
-    pub fn broken_reason(&self) -> Option<String> {
-        if !self.broken.load(Ordering::Acquire) {
-            return None;
-        }
-        self.broken_reason.lock().ok().and_then(|g| g.clone())
-    }
-
-    /// Negotiated features of the running rings (0 when none runs).
-    pub fn features(&self) -> u64 {
-        self.features.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_broken(&self, reason: Option<String>) {
-        // Off the hot path: only when a port breaks or restarts.
-        if let Ok(mut g) = self.broken_reason.lock() {
-            self.broken.store(reason.is_some(), Ordering::Release);
-            *g = reason;
-        }
-    }
-}
-
-/// An FDB entry as the worker reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FdbRow {
-    /// Station MAC.
-    pub mac: [u8; 6],
-    /// VLAN.
-    pub vlan: u16,
-    /// Port name.
-    pub port: String,
-    /// Seconds since last seen.
-    pub age: Duration,
-}
-
-pub(crate) enum Command {
-    AddPort {
-        id: PortId,
-        name: String,
-        queue_pairs: u16,
-        /// The port's own datapath mode (None: the worker's).
-        mode: Option<DatapathMode>,
-        shared: Arc<SharedCounters>,
-        status: Arc<PortStatus>,
-    },
-    AddTap {
-        id: PortId,
-        name: String,
-        tap: port_tap::Tap,
-        /// The worker reads these queues (else it only writes to the first one).
-        read: bool,
-        shared: Arc<SharedCounters>,
-        status: Arc<PortStatus>,
-    },
-    RemovePort {
-        id: PortId,
-        done: SyncSender<()>,
-    },
-    StartQueue {
-        id: PortId,
-        q: Box<ReadyQueue>,
-    },
-    StopQueue {
-        id: PortId,
-        index: u16,
-        reply: SyncSender<Option<u16>>,
-    },
-    SetCall {
-        id: PortId,
-        index: u16,
-        call: Option<std::fs::File>,
-    },
-    Fdb {
-        reply: SyncSender<Vec<FdbRow>>,
-    },
-    Shutdown,
-}
-
-/// Commands plus the eventfd that wakes the worker to read them.
-#[derive(Clone)]
-pub(crate) struct CommandTx {
-    tx: Sender<Command>,
-    wake: Arc<EventFd>,
-}
-
-impl std::fmt::Debug for CommandTx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CommandTx")
-    }
-}
-
-impl CommandTx {
-    fn send(&self, c: Command) -> bool {
-        if self.tx.send(c).is_err() {
-            return false;
-        }
-        // The eventfd counter cannot overflow with one write per command.
-        let _ = self.wake.write(1);
-        true
-    }
-}
 
 /// The datapath: its worker threads.
 ///
@@ -288,29 +47,6 @@ pub struct PortHandle {
     pub counters: Arc<SharedCounters>,
     /// Status the workers update.
     pub status: Arc<PortStatus>,
-}
-
-/// What one worker is wired to: its commands, and the mailboxes to and from the others.
-pub(crate) struct Links {
-    pub index: usize,
-    pub cmds: Receiver<Command>,
-    pub wake: Arc<EventFd>,
-    /// Frames other workers hand to this one, and the eventfd they write when they do.
-    pub inbox: Vec<MailReceiver>,
-    pub mail_wake: Arc<EventFd>,
-    /// Set while this worker sleeps in epoll.
-    pub asleep: Arc<AtomicBool>,
-    /// By worker index: how to hand frames to it (None for this worker).
-    pub outbox: Vec<Option<Peer>>,
-}
-
-/// Another worker as one that hands it frames sees it.
-pub(crate) struct Peer {
-    pub mailbox: MailSender,
-    /// Its mail eventfd, written to wake it...
-    pub wake: Arc<EventFd>,
-    /// ...only while it sleeps.
-    pub asleep: Arc<AtomicBool>,
 }
 
 /// Bytes of each worker-to-worker mailbox: room for a few hundred large frames.
@@ -355,7 +91,7 @@ impl Datapath {
                 inbox,
                 mail_wake: mail_wakes[index].clone(),
                 asleep: asleep[index].clone(),
-                outbox: outgoing
+                peers: outgoing
                     .into_iter()
                     .enumerate()
                     .map(|(to, sender)| {
@@ -385,7 +121,7 @@ impl Datapath {
                 .recv()
                 .map_err(|_| io::Error::other("worker thread died while starting"))??;
             workers.push(WorkerHandle {
-                cmd: CommandTx { tx, wake },
+                cmd: CommandTx::new(tx, wake),
                 thread: Some(thread),
             });
         }

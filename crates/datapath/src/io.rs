@@ -1,18 +1,16 @@
-//! The one system call of the datapath that needs `unsafe`: `writev` to a TAP fd from
-//! iovecs that point into guest memory.
+//! The one system call of the datapath that needs `unsafe`: `writev` to a TAP fd.
 
 use std::io;
 use std::os::fd::RawFd;
 
-/// `writev(fd, iov)`.
-///
-/// Callers in this crate build `iov` only from: the stack header buffer of the frame
-/// being sent, worker `Scratch` buffers, and the segments of a chain popped in the current
-/// burst, whose guest memory the queue keeps mapped until the burst ends.
-pub(crate) fn tap_writev(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    // SAFETY: every iovec points to memory that stays readable for this call, as listed
-    // above; the kernel only reads it.
-    unsafe { port_tap::sys::writev(fd, iov) }
+use vring::IoVecs;
+
+/// `writev(fd, iov)`: one frame (virtio_net_hdr first) to a TAP queue.
+pub(crate) fn writev(fd: RawFd, iov: &IoVecs<'_>) -> io::Result<usize> {
+    // SAFETY: an `IoVecs` only holds entries built from byte slices and chain buffers
+    // borrowed for its lifetime (a chain keeps its guest memory mapped), so every entry
+    // points to readable memory for this call; the kernel only reads it.
+    unsafe { port_tap::sys::writev(fd, iov.as_slice()) }
 }
 
 /// Errors that mean the TAP device is gone (deleted by someone).

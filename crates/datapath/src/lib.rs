@@ -7,27 +7,42 @@
 //! buffers into each receiver's RX buffers (one copy, guest to guest), then publish the
 //! used rings once per burst and call the guests that asked for it.
 //!
-//! The control thread talks to a worker with [`Command`]s applied between bursts; the
-//! worker shares counters (atomics) and port status with it, never a lock on the hot path.
+//! The control thread talks to a worker with commands applied between bursts; the worker
+//! shares counters (atomics) and port status with it, never a lock on the hot path.
 //! Adding, starting, stopping or removing one port never stops the others.
+//!
+//! The modules form a one-way stack; each uses only those listed before it:
+//!
+//! | module     | what it holds                                                        |
+//! |------------|----------------------------------------------------------------------|
+//! | `types`    | `PortId`, `PortStatus`, `DatapathMode`, settings and limits            |
+//! | `io`       | the `writev` to a TAP fd (`unsafe`: raw iovecs)                        |
+//! | `mailbox`  | the lock-free ring between two workers (`unsafe`: shared buffer)       |
+//! | `command`  | what the control plane asks of a worker                              |
+//! | `links`    | a worker's commands, inbox and outbox to the other workers            |
+//! | `frame`    | where a frame's bytes come from (a guest chain or a buffer)           |
+//! | `port`     | `Port`: a vhost-user port's rings or a TAP port's queues and their I/O |
+//! | `forward`  | one frame from ingress to each egress, reporting what happened       |
+//! | `worker`   | the event loop: bursts, ring lifecycle, TAP events                    |
+//! | `handle`   | `Datapath`, the control plane's side                                  |
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod command;
 mod forward;
+mod frame;
 mod handle;
-#[allow(unsafe_code)] // writev from guest memory to a TAP fd
+#[allow(unsafe_code)] // writev of raw iovecs to a TAP fd
 mod io;
+mod links;
 #[allow(unsafe_code)] // the lock-free ring between two workers
 mod mailbox;
 mod port;
+mod types;
 mod worker;
 
-pub use handle::{
-    Datapath, DatapathConfig, DatapathMode, FdbRow, PortHandle, PortStatus, VhostQueues,
-    MAX_WORKERS,
+pub use handle::{Datapath, PortHandle, VhostQueues};
+pub use types::{
+    DatapathConfig, DatapathMode, FdbRow, PortId, PortStatus, BURST, MAX_FRAME, MAX_WORKERS,
 };
-pub use port::PortId;
-
-/// Frames processed per txq per wake-up before other queues get their turn.
-pub const BURST: u16 = 64;

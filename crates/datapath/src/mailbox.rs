@@ -22,7 +22,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::port::PortId;
+use crate::types::PortId;
 
 /// Bytes of a record header.
 const REC_HDR: usize = 8;

@@ -14,6 +14,8 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 
+use virtio_net::features as f;
+
 #[allow(unsafe_code)] // ioctls, readv/writev, setns
 pub mod sys;
 
@@ -43,7 +45,7 @@ pub struct TapConfig {
     /// Queues (fds); more than one uses IFF_MULTI_QUEUE.
     pub queues: u16,
     /// MAC address to set on the interface.
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<wire::MacAddr>,
     /// MTU to set on the interface.
     pub mtu: Option<u16>,
 }
@@ -75,6 +77,30 @@ pub struct Tap {
 }
 
 impl Tap {
+    /// What frames written to the device may carry, as virtio guest feature bits: the
+    /// kernel takes partial checksums and TCP segmentation on write
+    /// (`virtio_net_hdr_to_skb`), whatever `TUNSETOFFLOAD` says.
+    pub fn write_features(&self) -> u64 {
+        f::GUEST_CSUM | f::GUEST_TSO4 | f::GUEST_TSO6 | f::GUEST_ECN
+    }
+
+    /// What frames read from the device may carry, as virtio device feature bits: what
+    /// `TUNSETOFFLOAD` enabled.
+    pub fn read_features(&self) -> u64 {
+        let mut bits = 0;
+        for (tun, virtio) in [
+            (TUN_F_CSUM, f::CSUM),
+            (TUN_F_TSO4, f::HOST_TSO4),
+            (TUN_F_TSO6, f::HOST_TSO6),
+            (TUN_F_TSO_ECN, f::HOST_ECN),
+        ] {
+            if self.offloads & tun != 0 {
+                bits |= virtio;
+            }
+        }
+        bits
+    }
+
     /// Opens (creating if needed) the TAP device of `cfg`, configures it and brings it up.
     pub fn open(cfg: &TapConfig) -> Result<Tap, TapError> {
         match &cfg.netns {
@@ -132,7 +158,7 @@ fn open_here(cfg: &TapConfig) -> Result<Tap, TapError> {
         queues.push(f);
     }
     if let Some(mac) = cfg.mac {
-        sys::set_mac(&ifname, mac).map_err(err("setting the MAC address"))?;
+        sys::set_mac(&ifname, mac.octets()).map_err(err("setting the MAC address"))?;
     }
     if let Some(mtu) = cfg.mtu {
         sys::set_mtu(&ifname, mtu).map_err(err("setting the MTU"))?;
@@ -143,4 +169,30 @@ fn open_here(cfg: &TapConfig) -> Result<Tap, TapError> {
         queues,
         offloads: OFFLOADS,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(offloads: u32) -> Tap {
+        Tap {
+            ifname: "t".into(),
+            queues: Vec::new(),
+            offloads,
+        }
+    }
+
+    #[test]
+    fn features_follow_the_offloads_enabled() {
+        assert_eq!(tap(0).read_features(), 0);
+        assert_eq!(
+            tap(OFFLOADS).read_features(),
+            f::CSUM | f::HOST_TSO4 | f::HOST_TSO6 | f::HOST_ECN
+        );
+        assert_eq!(tap(TUN_F_CSUM).read_features(), f::CSUM);
+        // Writes take offloads whatever TUNSETOFFLOAD says.
+        assert_eq!(tap(0).write_features(), tap(OFFLOADS).write_features());
+        assert_ne!(tap(0).write_features() & f::GUEST_TSO4, 0);
+    }
 }

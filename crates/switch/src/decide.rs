@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::{is_multicast, DropReason, Fdb, Learn, Mac};
+use crate::{DropReason, Fdb, Learn, MacAddr};
 
 /// What to do with a frame received on an ingress port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +24,8 @@ pub(crate) struct Cached<P> {
     gen: u64,
     ingress: P,
     vlan: u16,
-    src: Mac,
-    dst: Mac,
+    src: MacAddr,
+    dst: MacAddr,
     decision: Decision<P>,
 }
 
@@ -47,8 +47,8 @@ impl<P: Copy + Eq> Fdb<P> {
         &mut self,
         ingress: P,
         vlan: u16,
-        src: Mac,
-        dst: Mac,
+        src: MacAddr,
+        dst: MacAddr,
         now: Instant,
     ) -> Decision<P> {
         // Frames of one burst share `now`: the same addresses on the same ingress, with
@@ -81,14 +81,14 @@ impl<P: Copy + Eq> Fdb<P> {
         &mut self,
         ingress: P,
         vlan: u16,
-        src: Mac,
-        dst: Mac,
+        src: MacAddr,
+        dst: MacAddr,
         now: Instant,
     ) -> Decision<P> {
         if let Learn::InvalidMac = self.learn(src, vlan, ingress, now) {
             return Decision::Drop(DropReason::InvalidSrcMac);
         }
-        if is_multicast(&dst) {
+        if dst.is_multicast() {
             return Decision::Flood;
         }
         match self.lookup(&dst, vlan, now) {
@@ -102,13 +102,13 @@ impl<P: Copy + Eq> Fdb<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BROADCAST;
+    const BROADCAST: MacAddr = MacAddr::BROADCAST;
     use std::time::Duration;
 
-    const A: Mac = [0x52, 0x54, 0, 0, 0, 0xa];
-    const B: Mac = [0x52, 0x54, 0, 0, 0, 0xb];
-    const C: Mac = [0x52, 0x54, 0, 0, 0, 0xc];
-    const MCAST: Mac = [0x01, 0x00, 0x5e, 0, 0, 1];
+    const A: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0xa]);
+    const B: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0xb]);
+    const C: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0xc]);
+    const MCAST: MacAddr = MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]);
 
     #[test]
     fn unknown_then_unicast() {
@@ -153,7 +153,7 @@ mod tests {
     fn invalid_sources_are_dropped_and_not_learned() {
         let t0 = Instant::now();
         let mut fdb = Fdb::<u8>::with_capacity(16);
-        for src in [BROADCAST, MCAST, [0; 6]] {
+        for src in [BROADCAST, MCAST, MacAddr::ZERO] {
             assert_eq!(
                 fdb.decide(1, 0, src, A, t0),
                 Decision::Drop(DropReason::InvalidSrcMac)
@@ -213,8 +213,8 @@ mod cache_tests {
     use super::*;
     use std::time::Duration;
 
-    const X: Mac = [0x52, 0, 0, 0, 0, 1];
-    const Y: Mac = [0x52, 0, 0, 0, 0, 2];
+    const X: MacAddr = MacAddr([0x52, 0, 0, 0, 0, 1]);
+    const Y: MacAddr = MacAddr([0x52, 0, 0, 0, 0, 2]);
 
     #[test]
     fn cached_decisions_follow_table_changes() {

@@ -19,7 +19,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use crate::{is_valid_source, Mac};
+use crate::{is_valid_source, MacAddr};
 
 /// Default ageing time, 300 s (IEEE 802.1Q-2022 Table 8-6, recommended value).
 pub const DEFAULT_AGING_TIME: Duration = Duration::from_secs(300);
@@ -49,7 +49,7 @@ pub enum Learn<P> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbEntry<P> {
     /// The station address.
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// The VLAN it was learned on.
     pub vlan: u16,
     /// The port it was learned on.
@@ -60,7 +60,7 @@ pub struct FdbEntry<P> {
 
 #[derive(Clone, Copy)]
 struct Slot<P> {
-    mac: Mac,
+    mac: MacAddr,
     vlan: u16,
     port: P,
     last_seen: Instant,
@@ -171,7 +171,7 @@ impl<P: Copy + Eq> Fdb<P> {
     /// A full table first drops every expired entry (so the oldest expired one, and any
     /// other, makes room); if none is expired it refuses with [`Learn::TableFull`] and the
     /// address stays unknown, which only costs flooding.
-    pub fn learn(&mut self, mac: Mac, vlan: u16, port: P, now: Instant) -> Learn<P> {
+    pub fn learn(&mut self, mac: MacAddr, vlan: u16, port: P, now: Instant) -> Learn<P> {
         if !is_valid_source(&mac) {
             return Learn::InvalidMac;
         }
@@ -228,7 +228,7 @@ impl<P: Copy + Eq> Fdb<P> {
     }
 
     /// The port `mac` on `vlan` was learned on, unless unknown or expired at `now`.
-    pub fn lookup(&self, mac: &Mac, vlan: u16, now: Instant) -> Option<P> {
+    pub fn lookup(&self, mac: &MacAddr, vlan: u16, now: Instant) -> Option<P> {
         match self.probe(self.home(mac, vlan), mac, vlan) {
             Probe::Found(i) => self.slots[i]
                 .as_ref()
@@ -239,7 +239,7 @@ impl<P: Copy + Eq> Fdb<P> {
     }
 
     /// Removes one entry; returns its port if it was stored (expired or not).
-    pub fn remove(&mut self, mac: &Mac, vlan: u16) -> Option<P> {
+    pub fn remove(&mut self, mac: &MacAddr, vlan: u16) -> Option<P> {
         match self.probe(self.home(mac, vlan), mac, vlan) {
             Probe::Found(i) => self.remove_at(i).map(|s| s.port),
             Probe::Vacant(_) | Probe::Exhausted => None,
@@ -281,8 +281,8 @@ impl<P: Copy + Eq> Fdb<P> {
         })
     }
 
-    fn home(&self, mac: &Mac, vlan: u16) -> usize {
-        let [a, b, c, d, e, f] = *mac;
+    fn home(&self, mac: &MacAddr, vlan: u16) -> usize {
+        let [a, b, c, d, e, f] = mac.octets();
         let key = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]) | u64::from(vlan) << 48;
         // fmix64 (MurmurHash3's finalizer) over the key xor-ed with the secrets.
         let mut h = key ^ self.keys.0;
@@ -298,7 +298,7 @@ impl<P: Copy + Eq> Fdb<P> {
     /// Walks the probe chain from `home`. Ends on the key or on an empty slot; there is always
     /// one since `len <= capacity < slots.len()`, and the walk is bounded by the table size
     /// regardless.
-    fn probe(&self, home: usize, mac: &Mac, vlan: u16) -> Probe {
+    fn probe(&self, home: usize, mac: &MacAddr, vlan: u16) -> Probe {
         let mut i = home & self.mask;
         for _ in 0..self.slots.len() {
             match &self.slots[i] {

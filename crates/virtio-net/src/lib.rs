@@ -31,6 +31,8 @@ pub use offload::{Delivery, HdrError, RxCaps, TxCaps};
 pub const HDR_LEN_V1: usize = 12;
 /// Length of the legacy header without `num_buffers`.
 pub const HDR_LEN_LEGACY: usize = 10;
+/// Offset of `num_buffers` in a VERSION_1 header: right after the legacy fields.
+const NUM_BUFFERS: usize = HDR_LEN_LEGACY;
 
 /// `flags` bit: the checksum at `csum_start + csum_offset` must be completed (§5.1.6.2).
 pub const HDR_F_NEEDS_CSUM: u8 = 1;
@@ -117,6 +119,12 @@ impl NetHdr {
         } else {
             HDR_LEN_LEGACY
         }
+    }
+
+    /// Sets `num_buffers` in the encoded VERSION_1 header `b`, leaving the rest as it is
+    /// (a header copied from a sender, delivered in that many rx buffers).
+    pub fn set_num_buffers(b: &mut [u8; HDR_LEN_V1], n: u16) {
+        b[NUM_BUFFERS..].copy_from_slice(&n.to_le_bytes());
     }
 
     /// The GSO type without the ECN flag.

@@ -1,9 +1,12 @@
 //! A descriptor chain popped from a queue: its buffers already translated to host
 //! addresses and range-checked, device-readable ones first, then device-writable ones.
 
+use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::access;
+use crate::mem::GuestMemory;
 
 /// Most buffers one chain may have after translation (a descriptor spanning two memory
 /// regions counts twice). Linux uses at most MAX_SKB_FRAGS + 2 (19) per packet.
@@ -16,11 +19,16 @@ pub struct Seg {
     len: u32,
 }
 
-/// A popped descriptor chain. Buffers are valid host addresses only while the queue it
-/// came from (and with it the guest memory mapping) is alive: the datapath uses a chain
-/// within one burst and returns it with `push_used` before the queue can be replaced.
+/// A popped descriptor chain.
+///
+/// The chain holds the guest memory its buffers were translated in (an `Arc`, taken when
+/// it is popped from a queue over other memory than last time), so its host addresses stay
+/// mapped for as long as the chain lives, whatever happens to the queue. A chain is reused
+/// pop after pop; [`release`](Self::release) lets go of the memory when the storage idles.
 #[derive(Debug)]
 pub struct Chain {
+    /// The memory every `segs` address points into (None while empty).
+    mem: Option<Arc<GuestMemory>>,
     pub(crate) head: u16,
     pub(crate) segs: Vec<Seg>,
     /// `segs[..readable_segs]` are device-readable, the rest device-writable.
@@ -29,8 +37,9 @@ pub struct Chain {
     pub(crate) writable_len: u32,
 }
 
-// SAFETY: a Chain holds addresses inside a GuestMemory mapping (Send + Sync) and is only
-// dereferenced by the thread that popped it while that mapping is alive.
+// SAFETY: a Chain's addresses point into the mappings of the GuestMemory (Send + Sync) it
+// holds itself, so they stay valid on whatever thread the chain moves to; all access goes
+// through `&self`/`&mut self` of the one owner.
 unsafe impl Send for Chain {}
 
 impl Default for Chain {
@@ -43,12 +52,30 @@ impl Chain {
     /// An empty chain with room for [`MAX_CHAIN_SEGS`] buffers (one allocation, reused).
     pub fn new() -> Chain {
         Chain {
+            mem: None,
             head: 0,
             segs: Vec::with_capacity(MAX_CHAIN_SEGS),
             readable_segs: 0,
             readable_len: 0,
             writable_len: 0,
         }
+    }
+
+    /// Makes `mem` the memory of the next buffers. Switching memory empties the chain first,
+    /// so no address into the old memory outlives the `Arc` that keeps it mapped.
+    #[inline]
+    pub(crate) fn bind(&mut self, mem: &Arc<GuestMemory>) {
+        if !self.mem.as_ref().is_some_and(|m| Arc::ptr_eq(m, mem)) {
+            self.clear(0);
+            self.mem = Some(Arc::clone(mem));
+        }
+    }
+
+    /// Empties the chain and lets go of its guest memory (e.g. when a port goes away, so
+    /// idle chain storage does not keep that guest's memory mapped).
+    pub fn release(&mut self) {
+        self.clear(0);
+        self.mem = None;
     }
 
     pub(crate) fn clear(&mut self, head: u16) {
@@ -155,23 +182,6 @@ impl Chain {
         done
     }
 
-    /// Describes readable bytes `[off, off + len)` as iovecs in `out` (for a `writev`
-    /// straight from guest memory); returns how many entries were filled. Stops early when
-    /// `out` is full or the chain ends.
-    pub fn readable_iovecs(&self, off: usize, len: usize, out: &mut [libc::iovec]) -> usize {
-        let mut n = 0;
-        walk(self.readable(), off, len, |p, l| {
-            if let Some(slot) = out.get_mut(n) {
-                *slot = libc::iovec {
-                    iov_base: p.as_ptr().cast(),
-                    iov_len: l,
-                };
-                n += 1;
-            }
-        });
-        n
-    }
-
     /// Copies up to `len` readable bytes of `self` from `src_off` into the writable buffers
     /// of `dst` at `dst_off`, guest memory to guest memory with no bounce buffer. Returns
     /// bytes copied.
@@ -200,6 +210,79 @@ impl Chain {
             done += sdone;
         });
         done
+    }
+}
+
+/// The iovecs of one `writev`, each pointing into memory borrowed for `'a`: byte slices
+/// of ours, or readable buffers of chains (whose guest memory the chain keeps mapped). The
+/// only way to fill one, so a system call given [`as_slice`](Self::as_slice) reads memory
+/// that is alive and not written by us for the whole call.
+#[derive(Debug)]
+pub struct IoVecs<'a> {
+    iov: &'a mut [libc::iovec],
+    n: usize,
+    _data: PhantomData<&'a [u8]>,
+}
+
+impl<'a> IoVecs<'a> {
+    /// An empty list over `storage` (its old contents are ignored); it holds at most
+    /// `storage.len()` entries.
+    pub fn new(storage: &'a mut [libc::iovec]) -> IoVecs<'a> {
+        IoVecs {
+            iov: storage,
+            n: 0,
+            _data: PhantomData,
+        }
+    }
+
+    /// Adds `b`; false (nothing added) when the list is full.
+    pub fn push_bytes(&mut self, b: &'a [u8]) -> bool {
+        let Some(slot) = self.iov.get_mut(self.n) else {
+            return false;
+        };
+        *slot = libc::iovec {
+            iov_base: b.as_ptr().cast_mut().cast(),
+            iov_len: b.len(),
+        };
+        self.n += 1;
+        true
+    }
+
+    /// Adds readable bytes `[off, off + len)` of `chain`, one entry per buffer; returns
+    /// the bytes added (less than `len` when the chain ends or the list fills first).
+    pub fn push_chain(&mut self, chain: &'a Chain, off: usize, len: usize) -> usize {
+        let mut added = 0;
+        walk(chain.readable(), off, len, |p, l| {
+            if let Some(slot) = self.iov.get_mut(self.n) {
+                *slot = libc::iovec {
+                    iov_base: p.as_ptr().cast(),
+                    iov_len: l,
+                };
+                self.n += 1;
+                added += l;
+            }
+        });
+        added
+    }
+
+    /// Entries so far.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// No entry yet.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Total bytes described.
+    pub fn total_len(&self) -> usize {
+        self.as_slice().iter().map(|v| v.iov_len).sum()
+    }
+
+    /// The entries, for `writev`.
+    pub fn as_slice(&self) -> &[libc::iovec] {
+        &self.iov[..self.n]
     }
 }
 

@@ -28,7 +28,7 @@ pub mod queue;
 pub mod sigbus;
 
 pub use access::Desc;
-pub use chain::{Chain, MAX_CHAIN_SEGS};
+pub use chain::{Chain, IoVecs, MAX_CHAIN_SEGS};
 pub use mem::{GuestMemory, MemError, RegionSpec};
 pub use queue::{QueueConfig, RingError, SplitQueue};
 

@@ -234,6 +234,7 @@ impl SplitQueue {
         if self.next_avail == self.avail_idx {
             return Ok(false);
         }
+        chain.bind(&self.mem);
         let head = self.avail_head(self.next_avail);
         let d = self.desc_at(self.desc, u32::from(self.size), head)?;
         // The common case first: one direct buffer inside one region (what DPDK and Linux

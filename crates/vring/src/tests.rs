@@ -587,3 +587,59 @@ fn notify_on_more_asks_for_a_kick_past_what_is_already_available() {
     assert_eq!(q.enable_notify().unwrap(), 2);
     assert_eq!(m.theirs.read_obj::<u16>(avail_event).unwrap(), 0);
 }
+
+#[test]
+fn chain_keeps_its_memory_mapped_and_iovecs_describe_it() {
+    let m = test_mem();
+    let mq = MockSplitQueue::create(&m.theirs, GuestAddress(0), 16);
+    let payload: Vec<u8> = (0..300u32).map(|i| (i * 13) as u8).collect();
+    m.theirs
+        .write_slice(&payload[..100], GuestAddress(BUF))
+        .unwrap();
+    m.theirs
+        .write_slice(&payload[100..], GuestAddress(BUF + 0x1000))
+        .unwrap();
+    mq.add_desc_chains(
+        &[d(BUF, 100, DESC_F_NEXT, 1), d(BUF + 0x1000, 200, 0, 0)],
+        0,
+    )
+    .unwrap();
+    let mut q = SplitQueue::new(m.ours.clone(), &cfg(&mq, 16)).unwrap();
+    q.refresh_avail().unwrap();
+    let mut c = Chain::new();
+    assert!(q.pop(&mut c).unwrap());
+    // The queue and every other handle on the memory go away: the chain still reads it.
+    drop(q);
+    drop(mq);
+    let TestMem { ours, theirs } = m;
+    let weak = Arc::downgrade(&ours);
+    drop(ours);
+    drop(theirs);
+    assert!(weak.upgrade().is_some(), "the chain holds the memory");
+    let mut got = vec![0u8; 300];
+    assert_eq!(c.read_at(0, &mut got), 300);
+    assert_eq!(got, payload);
+    // iovecs of bytes [50, 250): one per buffer touched, exactly those bytes.
+    let mut storage = vec![
+        libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0
+        };
+        4
+    ];
+    let hdr = [7u8; 12];
+    let mut iov = IoVecs::new(&mut storage);
+    assert!(iov.push_bytes(&hdr));
+    assert_eq!(iov.push_chain(&c, 50, 200), 200);
+    assert_eq!(iov.len(), 3);
+    assert_eq!(iov.total_len(), 212);
+    let lens: Vec<usize> = iov.as_slice().iter().map(|v| v.iov_len).collect();
+    assert_eq!(lens, vec![12, 50, 150]);
+    // Full storage: nothing more is added.
+    assert_eq!(iov.push_chain(&c, 0, 300), 100);
+    assert!(!iov.push_bytes(&hdr));
+    // Releasing the chain lets go of the memory (unmapped now).
+    c.release();
+    assert!(weak.upgrade().is_none());
+    assert_eq!(c.read_at(0, &mut got), 0);
+}

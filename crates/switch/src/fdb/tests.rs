@@ -1,9 +1,9 @@
 use super::*;
 use proptest::prelude::*;
 
-fn mac(n: u32) -> Mac {
+fn mac(n: u32) -> MacAddr {
     let b = n.to_be_bytes();
-    [0x52, 0x54, b[0], b[1], b[2], b[3]]
+    MacAddr([0x52, 0x54, b[0], b[1], b[2], b[3]])
 }
 
 fn secs(s: u64) -> Duration {
@@ -29,10 +29,10 @@ fn never_learns_group_or_zero_addresses() {
     let t0 = Instant::now();
     let mut fdb = Fdb::<u32>::with_capacity(8);
     for m in [
-        [0xff; 6],
-        [0x01, 0, 0x5e, 0, 0, 1],
-        [0x33, 0x33, 0, 0, 0, 1],
-        [0; 6],
+        MacAddr::BROADCAST,
+        MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+        MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+        MacAddr::ZERO,
     ] {
         assert_eq!(fdb.learn(m, 0, 1, t0), Learn::InvalidMac);
         assert_eq!(fdb.lookup(&m, 0, t0), None);
@@ -211,7 +211,7 @@ fn full_table_churn_keeps_every_entry_reachable() {
 /// The reference model: a plain list with the documented semantics.
 #[derive(Default)]
 struct Model {
-    entries: Vec<(Mac, u16, u8, Instant)>,
+    entries: Vec<(MacAddr, u16, u8, Instant)>,
 }
 
 impl Model {
@@ -221,7 +221,7 @@ impl Model {
 
     fn learn(
         &mut self,
-        m: Mac,
+        m: MacAddr,
         vlan: u16,
         port: u8,
         now: Instant,
@@ -253,7 +253,7 @@ impl Model {
         Learn::New
     }
 
-    fn lookup(&self, m: &Mac, vlan: u16, now: Instant, aging: Duration) -> Option<u8> {
+    fn lookup(&self, m: &MacAddr, vlan: u16, now: Instant, aging: Duration) -> Option<u8> {
         self.entries
             .iter()
             .find(|e| e.0 == *m && e.1 == vlan && !Self::expired(e.3, now, aging))
@@ -289,12 +289,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// A small pool of addresses, a few of them invalid sources.
-fn pool_mac(n: u8) -> Mac {
+fn pool_mac(n: u8) -> MacAddr {
     match n {
-        0 => [0xff; 6],
-        1 => [0; 6],
-        2 => [0x01, 0x00, 0x5e, 0, 0, 1],
-        n => [0x52, 0x54, 0, 0, 0, n],
+        0 => MacAddr::BROADCAST,
+        1 => MacAddr::ZERO,
+        2 => MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]),
+        n => MacAddr([0x52, 0x54, 0, 0, 0, n]),
     }
 }
 

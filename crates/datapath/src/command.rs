@@ -1,0 +1,83 @@
+//! Commands from the control plane to a worker, applied between bursts.
+
+use std::sync::mpsc::{Sender, SyncSender};
+use std::sync::Arc;
+
+use port_vhost::ReadyQueue;
+use switch::SharedCounters;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::types::{DatapathMode, FdbRow, PortId, PortStatus};
+
+/// One thing for a worker to do.
+pub(crate) enum Command {
+    AddPort {
+        id: PortId,
+        name: String,
+        queue_pairs: u16,
+        /// The port's own datapath mode (None: the worker's).
+        mode: Option<DatapathMode>,
+        shared: Arc<SharedCounters>,
+        status: Arc<PortStatus>,
+    },
+    AddTap {
+        id: PortId,
+        name: String,
+        tap: port_tap::Tap,
+        /// The worker reads these queues (else it only writes to the first one).
+        read: bool,
+        shared: Arc<SharedCounters>,
+        status: Arc<PortStatus>,
+    },
+    RemovePort {
+        id: PortId,
+        done: SyncSender<()>,
+    },
+    StartQueue {
+        id: PortId,
+        q: Box<ReadyQueue>,
+    },
+    StopQueue {
+        id: PortId,
+        index: u16,
+        reply: SyncSender<Option<u16>>,
+    },
+    SetCall {
+        id: PortId,
+        index: u16,
+        call: Option<std::fs::File>,
+    },
+    Fdb {
+        reply: SyncSender<Vec<FdbRow>>,
+    },
+    Shutdown,
+}
+
+/// Commands plus the eventfd that wakes the worker to read them.
+#[derive(Clone)]
+pub(crate) struct CommandTx {
+    tx: Sender<Command>,
+    wake: Arc<EventFd>,
+}
+
+impl std::fmt::Debug for CommandTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommandTx")
+    }
+}
+
+impl CommandTx {
+    pub fn new(tx: Sender<Command>, wake: Arc<EventFd>) -> CommandTx {
+        CommandTx { tx, wake }
+    }
+
+    /// Queues `c` and wakes the worker; false if the worker is gone.
+    pub fn send(&self, c: Command) -> bool {
+        if self.tx.send(c).is_err() {
+            return false;
+        }
+        // The eventfd counter cannot overflow with one write per command.
+        let _ = self.wake.write(1);
+        true
+    }
+}

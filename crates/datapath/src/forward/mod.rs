@@ -1,0 +1,219 @@
+//! Switching one frame: from the ingress port (a guest's txq chain, or a buffer read from a
+//! TAP fd) to each egress port (a guest's rxq chains, or a `writev` to a TAP fd), with
+//! offloads applied exactly as each receiver accepts them.
+//!
+//! Forwarding sees only what it needs ([`Ctx`]: the ports, the FDB, preallocated buffers,
+//! the mailboxes to other workers) and says what happened: an [`Outcome`] per frame, and
+//! [`Followup`]s for what only the worker can do (its epoll registrations).
+
+mod deliver;
+
+use std::time::Instant;
+
+use switch::{Decision, DropReason, Fdb};
+use virtio_net::offload;
+use virtio_net::{NetHdr, HDR_LEN_V1};
+use wire::EthernetFrame;
+
+use crate::frame::{Src, HEAD_LEN};
+use crate::links::Outbox;
+use crate::port::Port;
+use crate::types::{PortId, MAX_FRAME};
+pub(crate) use deliver::Scratch;
+use deliver::{deliver, remote_worker, unicast_plain, Frame};
+
+/// What forwarding works with: borrowed from the worker for one frame.
+pub(crate) struct Ctx<'a> {
+    /// Every port, by id (None: no such port).
+    pub ports: &'a mut [Option<Port>],
+    pub fdb: &'a mut Fdb<PortId>,
+    pub scratch: &'a mut Scratch,
+    /// Mailboxes to the workers that run rxqs this one does not.
+    pub outbox: &'a mut Outbox,
+    /// Things left for the worker, appended (rare: a state change of a TAP queue).
+    pub followups: &'a mut Vec<Followup>,
+}
+
+/// Where a frame came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ingress {
+    pub port: PortId,
+    /// The queue pair it came in on: a multiqueue guest receives on the same pair. 0 for
+    /// TAP frames and frames from other workers.
+    pub qp: u16,
+}
+
+impl Ingress {
+    pub fn new(port: PortId, qp: u16) -> Ingress {
+        Ingress { port, qp }
+    }
+}
+
+/// What became of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Delivered, or dropped and counted.
+    Done,
+    /// Not delivered: its one destination has no rx buffer now. Only when the caller asked
+    /// to hold (TAP ingress, which can stop reading instead of dropping).
+    Held(PortId),
+}
+
+/// Something a delivery changed that the worker must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Followup {
+    /// A write found the TAP device of this port gone: let go of its fds.
+    TapGone(PortId),
+    /// Frames now wait on TAP queue `queue` of `port`: watch it for EPOLLOUT.
+    TapWritable { port: PortId, queue: usize },
+}
+
+fn port_mut(ports: &mut [Option<Port>], id: PortId) -> Option<&mut Port> {
+    ports.get_mut(usize::from(id.0)).and_then(Option::as_mut)
+}
+
+/// Switches the frame `src` (virtio_net_hdr first) that came in at `ingress`. With `hold`,
+/// a unicast frame whose destination has no rx buffer is left to the caller. `pre`: the
+/// first [`HEAD_LEN`] bytes of `src`, when the caller read them already.
+pub(crate) fn switch_frame(
+    cx: &mut Ctx<'_>,
+    ingress: Ingress,
+    src: Src<'_>,
+    now: Instant,
+    hold: bool,
+    pre: Option<&[u8; HEAD_LEN]>,
+) -> Outcome {
+    let Some(port) = port_mut(cx.ports, ingress.port) else {
+        return Outcome::Done;
+    };
+    let hl = port.hdr_len;
+    // The virtio_net_hdr and Ethernet header (with a VLAN tag), in one inlined copy when
+    // they lie in one buffer.
+    let mut head = [0u8; HEAD_LEN];
+    let fast = match (src, pre) {
+        (_, Some(p)) if hl == HDR_LEN_V1 => Some(*p),
+        (Src::Chain(c, off), _) if hl == HDR_LEN_V1 => c.read_array::<HEAD_LEN>(off),
+        _ => None,
+    };
+    let got = match fast {
+        Some(h) => {
+            head = h;
+            head.len()
+        }
+        None => src.read_at(0, &mut head[..hl + wire::ethernet::TAGGED_HEADER_LEN]),
+    };
+    let total = src.len();
+    let eth = head
+        .get(hl..got)
+        .and_then(|h| EthernetFrame::new_checked(h).ok());
+    let (Some(eth), Some(hdr)) = (eth, NetHdr::parse(&head[..hl])) else {
+        port.counters.count_drop(DropReason::BadFrame);
+        return Outcome::Done;
+    };
+    let frame_len = total - hl;
+    if frame_len > MAX_FRAME {
+        port.counters.count_drop(DropReason::TooBig);
+        return Outcome::Done;
+    }
+    if offload::validate_tx(&hdr, frame_len, port.tx_caps).is_err() {
+        port.counters.count_drop(DropReason::BadHeader);
+        return Outcome::Done;
+    }
+    let vlan = eth.vlan().unwrap_or(0);
+    let data = src.skip(hl);
+    let decision = cx.fdb.decide(ingress.port, vlan, eth.src(), eth.dst(), now);
+    let mut frame = Frame::new(hdr, data, frame_len);
+    // The common case on its own short path: a frame without offloads (flags and gso_type
+    // zero) from a guest to one guest whose rxq runs here, or to a TAP.
+    if let (Decision::Unicast(egress), Src::Chain(c, off), true) = (
+        decision,
+        src,
+        hl == HDR_LEN_V1 && got == head.len() && hdr.flags == 0 && hdr.gso_type == 0,
+    ) {
+        let mut sender = [0u8; HDR_LEN_V1];
+        sender.copy_from_slice(&head[..HDR_LEN_V1]);
+        if let Some(r) = unicast_plain(cx, ingress, egress, c, off + hl, frame_len, &sender) {
+            account(cx, ingress.port, egress, r);
+            if let Some(p) = port_mut(cx.ports, ingress.port) {
+                p.counters.count_rx(frame_len);
+            }
+            return Outcome::Done;
+        }
+    }
+    match decision {
+        Decision::Unicast(egress) => {
+            let r = deliver(cx, ingress, egress, &mut frame, true);
+            // Hold only for a ring of this worker: its rx kick comes here.
+            let local = port_mut(cx.ports, egress).is_some_and(|p| p.can_receive());
+            if hold && local && r == Err(DropReason::NoRxBuffer) {
+                return Outcome::Held(egress);
+            }
+            account(cx, ingress.port, egress, r);
+        }
+        Decision::Flood => {
+            let mut reached = 0;
+            for i in 0..cx.ports.len() {
+                let egress = PortId(u16::try_from(i).unwrap_or(u16::MAX));
+                let me = cx.outbox.me;
+                let up = cx.ports[i]
+                    .as_ref()
+                    .is_some_and(|p| p.can_receive() || remote_worker(me, p).is_some());
+                if egress != ingress.port && up {
+                    let r = deliver(cx, ingress, egress, &mut frame, true);
+                    account(cx, ingress.port, egress, r);
+                    reached += 1;
+                }
+            }
+            if reached == 0 {
+                count(cx, ingress.port, DropReason::NoDestination);
+            }
+        }
+        Decision::Drop(reason) => count(cx, ingress.port, reason),
+    }
+    if let Some(p) = port_mut(cx.ports, ingress.port) {
+        p.counters.count_rx(frame_len);
+    }
+    Outcome::Done
+}
+
+fn count(cx: &mut Ctx<'_>, port: PortId, reason: DropReason) {
+    if let Some(p) = port_mut(cx.ports, port) {
+        p.counters.count_drop(reason);
+    }
+}
+
+/// Delivers a frame another worker handed over (`bytes`: virtio_net_hdr v1, then the
+/// frame) to `egress`, which runs an rxq here, learning its source on the way.
+pub(crate) fn deliver_mail(
+    cx: &mut Ctx<'_>,
+    ingress: PortId,
+    egress: PortId,
+    bytes: &[u8],
+    now: Instant,
+) {
+    let Some(hdr) = bytes.get(..HDR_LEN_V1).and_then(NetHdr::parse) else {
+        return;
+    };
+    let frame = &bytes[HDR_LEN_V1..];
+    if let Ok(eth) = EthernetFrame::new_checked(frame) {
+        cx.fdb
+            .learn(eth.src(), eth.vlan().unwrap_or(0), ingress, now);
+    }
+    let mut f = Frame::new(hdr, Src::Bytes(frame), frame.len());
+    let r = deliver(cx, Ingress::new(ingress, 0), egress, &mut f, false);
+    account(cx, ingress, egress, r);
+}
+
+/// Counts the result of one delivery where it belongs.
+fn account(cx: &mut Ctx<'_>, ingress: PortId, egress: PortId, r: Result<(), DropReason>) {
+    match r {
+        Ok(()) => {}
+        // The receiver broke its ring (marked and counted there): forget its stations. The
+        // sender is fine.
+        Err(DropReason::RingBroken) => {
+            cx.fdb.flush_port(egress);
+        }
+        Err(DropReason::BadFrame) => count(cx, ingress, DropReason::BadFrame),
+        Err(reason) => count(cx, egress, reason),
+    }
+}

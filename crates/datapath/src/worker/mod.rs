@@ -1,0 +1,541 @@
+//! The worker thread: the event loop, its modes (event, poll, adaptive) and commands.
+//! Tx bursts and ring lifecycle are in `rings`, TAP events in `tap`; both hand frames to
+//! `forward` and apply what it reports.
+
+mod rings;
+mod tap;
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switch::Fdb;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::command::Command;
+use crate::forward::{Ctx, Followup, Scratch};
+use crate::links::{Links, Outbox};
+use crate::mailbox::Receiver as MailReceiver;
+use crate::port::tap::TapQueue;
+use crate::port::Port;
+use crate::types::{DatapathConfig, DatapathMode, FdbRow, PortId, BURST, MAX_FRAME};
+
+/// While polling busy rings, the fds are checked every this many rounds.
+const EPOLL_EVERY: u32 = 32;
+
+/// Adaptive mode goes back to sleeping on kicks after this long without a frame.
+const ADAPTIVE_IDLE: Duration = Duration::from_micros(200);
+
+/// What an epoll event is about, packed into its u64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// The command eventfd.
+    Command,
+    /// A guest kicked ring `index` of `port`.
+    Kick { port: PortId, index: u16 },
+    /// TAP queue `queue` of `port` is readable / writable / gone.
+    Tap { port: PortId, queue: u16 },
+    /// Another worker handed this one frames.
+    Mail,
+}
+
+impl Token {
+    fn pack(self) -> u64 {
+        match self {
+            Token::Command => 0,
+            Token::Kick { port, index } => (1 << 32) | (u64::from(port.0) << 16) | u64::from(index),
+            Token::Tap { port, queue } => (2 << 32) | (u64::from(port.0) << 16) | u64::from(queue),
+            Token::Mail => 3 << 32,
+        }
+    }
+
+    fn unpack(v: u64) -> Option<Token> {
+        let port = PortId(((v >> 16) & 0xffff) as u16);
+        let low = (v & 0xffff) as u16;
+        match v >> 32 {
+            0 => Some(Token::Command),
+            1 => Some(Token::Kick { port, index: low }),
+            2 => Some(Token::Tap { port, queue: low }),
+            3 => Some(Token::Mail),
+            _ => None,
+        }
+    }
+}
+
+/// What forwarding works on: lent to `forward` as a [`Ctx`] for each frame.
+struct Switching {
+    ports: Vec<Option<Port>>,
+    fdb: Fdb<PortId>,
+    scratch: Scratch,
+    outbox: Outbox,
+    followups: Vec<Followup>,
+}
+
+impl Switching {
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            ports: &mut self.ports,
+            fdb: &mut self.fdb,
+            scratch: &mut self.scratch,
+            outbox: &mut self.outbox,
+            followups: &mut self.followups,
+        }
+    }
+
+    fn port(&mut self, id: PortId) -> Option<&mut Port> {
+        self.ports
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+    }
+
+    /// TAP queue `qi` of port `id`, unless the device is gone.
+    fn tap_queue(&mut self, id: PortId, qi: usize) -> Option<&mut TapQueue> {
+        let t = self.port(id)?.tap_mut().filter(|t| !t.gone)?;
+        t.queues.get_mut(qi)
+    }
+
+    /// Flushes every port's dirty rxqs (once per burst).
+    fn flush_rx(&mut self) {
+        for p in self.ports.iter_mut().flatten() {
+            p.flush_rx();
+        }
+    }
+}
+
+pub(crate) struct Worker {
+    epoll: Epoll,
+    cmds: Receiver<Command>,
+    wake: Arc<EventFd>,
+    sw: Switching,
+    /// Ports with a txq to process: (port, queue pair).
+    pending: Vec<(PortId, u16)>,
+    /// How this worker waits for work.
+    mode: DatapathMode,
+    /// Polling right now (always in poll mode, while traffic flows in adaptive mode).
+    polling: bool,
+    /// Frames taken from txqs so far (to see whether a round did anything).
+    work: u64,
+    /// Where frames read from a TAP fd land.
+    tap_buf: Vec<u8>,
+    running: bool,
+    /// This worker's index in the datapath.
+    index: usize,
+    /// Frames from other workers, and the eventfd they write to wake us.
+    inbox: Vec<MailReceiver>,
+    mail_wake: Arc<EventFd>,
+    /// Set while this worker sleeps in epoll (other workers then write `mail_wake`).
+    asleep: Arc<AtomicBool>,
+    /// Ports here in poll and in adaptive mode.
+    poll_ports: usize,
+    adaptive_ports: usize,
+    /// Adaptive ports are being polled (traffic flowed recently).
+    adaptive_active: bool,
+    /// [`vring::sigbus::hits`] as of the last look.
+    sigbus_seen: u64,
+}
+
+impl Worker {
+    pub fn new(cfg: DatapathConfig, links: Links) -> std::io::Result<Worker> {
+        let epoll = Epoll::new()?;
+        epoll.ctl(
+            ControlOperation::Add,
+            links.wake.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, Token::Command.pack()),
+        )?;
+        epoll.ctl(
+            ControlOperation::Add,
+            links.mail_wake.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, Token::Mail.pack()),
+        )?;
+        Ok(Worker {
+            epoll,
+            cmds: links.cmds,
+            wake: links.wake,
+            sw: Switching {
+                ports: Vec::new(),
+                fdb: Fdb::new(cfg.fdb_capacity, cfg.fdb_aging),
+                scratch: Scratch::new(),
+                outbox: Outbox::new(links.index, links.peers),
+                followups: Vec::with_capacity(64),
+            },
+            pending: Vec::with_capacity(256),
+            mode: cfg.mode,
+            polling: false,
+            work: 0,
+            tap_buf: vec![0; MAX_FRAME + port_tap::VNET_HDR_LEN],
+            running: true,
+            index: links.index,
+            inbox: links.inbox,
+            mail_wake: links.mail_wake,
+            asleep: links.asleep,
+            poll_ports: 0,
+            adaptive_ports: 0,
+            adaptive_active: false,
+            sigbus_seen: vring::sigbus::hits(),
+        })
+    }
+
+    pub fn run(&mut self) {
+        let mut events = vec![EpollEvent::default(); 64];
+        let mut last_age = Instant::now();
+        let mut last_work = Instant::now();
+        let mut busy_rounds = 0u32;
+        while self.running {
+            // Sleep only when no queue has work left over from its last burst and we are
+            // not polling. While polling busy rings, look at the fds (commands, TAPs) only
+            // every EPOLL_EVERY rounds: the syscall costs more than a burst of small frames.
+            let mut timeout = if self.pending.is_empty() && !self.polling && self.inbox_empty() {
+                1000
+            } else {
+                0
+            };
+            if timeout > 0 {
+                // Other workers wake us (mail eventfd) only when they see this flag; set it,
+                // then look at the mailboxes once more, so a frame handed over just before
+                // is not left waiting for the timeout.
+                self.asleep.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if !self.inbox_empty() {
+                    timeout = 0;
+                }
+            }
+            busy_rounds = busy_rounds.wrapping_add(1);
+            let n = if self.polling && busy_rounds % EPOLL_EVERY != 0 {
+                0
+            } else {
+                let r = self.epoll.wait(timeout, &mut events);
+                self.asleep.store(false, Ordering::Relaxed);
+                match r {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                    Err(e) => {
+                        tracing::error!("worker epoll failed: {e}");
+                        return;
+                    }
+                }
+            };
+            for ev in &events[..n] {
+                match Token::unpack(ev.data()) {
+                    Some(Token::Command) => self.commands(),
+                    Some(Token::Kick { port, index }) => self.kicked(port, index),
+                    Some(Token::Tap { port, queue }) => self.tap_event(port, queue, ev.event_set()),
+                    Some(Token::Mail) => {
+                        let _ = self.mail_wake.read();
+                    }
+                    None => {}
+                }
+            }
+            if self.polling {
+                self.schedule_all();
+            }
+            let hits = vring::sigbus::hits();
+            if hits != self.sigbus_seen {
+                self.sigbus_seen = hits;
+                self.break_truncated();
+            }
+            let before = self.work;
+            let now = Instant::now();
+            self.process_mail(now);
+            self.process_pending(now);
+            self.sw.outbox.wake_mailed();
+            if self.work != before {
+                last_work = now;
+            } else {
+                // An idle round: check the fds on the next one.
+                busy_rounds = EPOLL_EVERY - 1;
+            }
+            if self.adaptive_ports > 0 {
+                self.adapt(now, last_work);
+            }
+            if now.duration_since(last_age).as_secs() >= 1 {
+                self.sw.fdb.age(now);
+                last_age = now;
+            }
+        }
+    }
+
+    /// Adaptive ports: polled while traffic flows; after an idle spell their kicks are
+    /// re-enabled and the worker may sleep; a kick (any event) starts polling again.
+    fn adapt(&mut self, now: Instant, last_work: Instant) {
+        if self.adaptive_active {
+            if now.duration_since(last_work) >= ADAPTIVE_IDLE {
+                self.adaptive_active = false;
+                if self.set_tx_notify(true) {
+                    // Work arrived while we were switching: keep polling.
+                    self.adaptive_active = true;
+                    self.set_tx_notify(false);
+                }
+            }
+        } else if now.duration_since(last_work) < ADAPTIVE_IDLE {
+            self.adaptive_active = true;
+            self.set_tx_notify(false);
+        }
+        self.update_polling();
+    }
+
+    /// Whether the loop busy-polls: some port here is in poll mode, or in adaptive mode
+    /// while traffic flows.
+    fn update_polling(&mut self) {
+        self.polling = self.poll_ports > 0 || (self.adaptive_ports > 0 && self.adaptive_active);
+    }
+
+    /// Recounts the ports by mode (after a port came or went).
+    fn count_modes(&mut self) {
+        let modes = self.sw.ports.iter().flatten().map(|p| p.mode);
+        self.poll_ports = modes.clone().filter(|m| *m == DatapathMode::Poll).count();
+        self.adaptive_ports = modes.filter(|m| *m == DatapathMode::Adaptive).count();
+        self.update_polling();
+    }
+
+    /// Whether port `p`'s txqs are polled now (their kicks off), by its mode.
+    fn polled(&self, p: &Port) -> bool {
+        match p.mode {
+            DatapathMode::Poll => true,
+            DatapathMode::Adaptive => self.adaptive_active,
+            DatapathMode::Event => false,
+        }
+    }
+
+    fn port_polled(&self, id: PortId) -> bool {
+        self.sw
+            .ports
+            .get(usize::from(id.0))
+            .and_then(Option::as_ref)
+            .is_some_and(|p| self.polled(p))
+    }
+
+    /// Turns guest tx kicks on or off on every running txq of the adaptive ports; with
+    /// `on`, returns whether a txq already has work (checked after enabling, so nothing is
+    /// missed).
+    fn set_tx_notify(&mut self, on: bool) -> bool {
+        let mut work = false;
+        for p in self.sw.ports.iter_mut().flatten() {
+            if p.mode != DatapathMode::Adaptive {
+                continue;
+            }
+            let Some(v) = p.vhost_mut() else { continue };
+            for q in v.txq.iter_mut().flatten() {
+                if on {
+                    work |= q.ring.enable_notify().is_ok_and(|n| n > 0);
+                } else {
+                    q.ring.disable_notify();
+                }
+            }
+        }
+        work
+    }
+
+    /// Polling: every running txq of a polled port gets a burst this round.
+    fn schedule_all(&mut self) {
+        for (i, p) in self.sw.ports.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if p.is_broken() || !self.polled(p) {
+                continue;
+            }
+            let Some(v) = p.vhost_ref() else { continue };
+            for (qp, q) in v.txq.iter().enumerate() {
+                if q.is_some() {
+                    let id = (
+                        PortId(u16::try_from(i).unwrap_or(u16::MAX)),
+                        u16::try_from(qp).unwrap_or(0),
+                    );
+                    if !self.pending.contains(&id) {
+                        self.pending.push(id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn kicked(&mut self, id: PortId, index: u16) {
+        let Some(q) = self
+            .sw
+            .port(id)
+            .and_then(Port::vhost_mut)
+            .and_then(|v| v.vq(index))
+        else {
+            return;
+        };
+        if let Some(k) = &mut q.kick {
+            let mut b = [0u8; 8];
+            let _ = k.read(&mut b);
+        }
+        if index % 2 == 1 {
+            self.schedule(id, index / 2);
+        } else {
+            self.rx_buffers_added(id);
+        }
+    }
+
+    fn schedule(&mut self, id: PortId, qp: u16) {
+        if !self.pending.contains(&(id, qp)) {
+            self.pending.push((id, qp));
+        }
+    }
+
+    fn inbox_empty(&self) -> bool {
+        self.inbox.iter().all(|m| m.is_empty())
+    }
+
+    /// Delivers the frames other workers handed us (a bounded number per mailbox), and
+    /// learns their sources: this worker's table then knows stations on ports whose
+    /// queues other workers run.
+    fn process_mail(&mut self, now: Instant) {
+        let mut got = false;
+        for mb in &mut self.inbox {
+            for _ in 0..4 * usize::from(BURST) {
+                let sw = &mut self.sw;
+                let popped = mb.pop(|ingress, egress, bytes| {
+                    crate::forward::deliver_mail(&mut sw.ctx(), ingress, egress, bytes, now);
+                });
+                if !popped {
+                    break;
+                }
+                got = true;
+                self.work += 1;
+            }
+        }
+        if got {
+            self.sw.flush_rx();
+            self.followups();
+            self.flush_counters();
+        }
+    }
+
+    /// Applies what forwarding reported.
+    fn followups(&mut self) {
+        while let Some(f) = self.sw.followups.pop() {
+            match f {
+                Followup::TapGone(id) => self.tap_gone(id, "a write failed"),
+                Followup::TapWritable { port, queue } => self.set_tap_interest(port, queue),
+            }
+        }
+    }
+
+    fn flush_counters(&mut self) {
+        for p in self.sw.ports.iter_mut().flatten() {
+            p.flush_counters();
+        }
+    }
+
+    fn commands(&mut self) {
+        let _ = self.wake.read();
+        while let Ok(c) = self.cmds.try_recv() {
+            self.command(c);
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::AddPort {
+                id,
+                name,
+                queue_pairs,
+                mode,
+                shared,
+                status,
+            } => {
+                let mode = mode.unwrap_or(self.mode);
+                let p = Port::vhost(name, queue_pairs, mode, shared, status);
+                self.insert_port(id, p);
+                self.count_modes();
+            }
+            Command::AddTap {
+                id,
+                name,
+                tap,
+                read,
+                shared,
+                status,
+            } => self.add_tap(id, name, tap, read, shared, status),
+            Command::RemovePort { id, done } => {
+                if let Some(p) = self
+                    .sw
+                    .ports
+                    .get_mut(usize::from(id.0))
+                    .and_then(Option::take)
+                {
+                    self.drop_port(id, p);
+                }
+                self.count_modes();
+                self.sw.fdb.flush_port(id);
+                let _ = done.send(());
+            }
+            Command::StartQueue { id, q } => self.start_queue(id, *q),
+            Command::StopQueue { id, index, reply } => {
+                let _ = reply.send(self.stop_queue(id, index));
+            }
+            Command::SetCall { id, index, call } => {
+                if let Some(q) = self
+                    .sw
+                    .port(id)
+                    .and_then(Port::vhost_mut)
+                    .and_then(|v| v.vq(index))
+                {
+                    q.call = call;
+                }
+            }
+            Command::Fdb { reply } => {
+                let now = Instant::now();
+                let ports = &self.sw.ports;
+                let rows = self
+                    .sw
+                    .fdb
+                    .entries(now)
+                    .map(|e| FdbRow {
+                        mac: e.mac,
+                        vlan: e.vlan,
+                        port: ports
+                            .get(usize::from(e.port.0))
+                            .and_then(Option::as_ref)
+                            .map(|p| p.name.clone())
+                            .unwrap_or_default(),
+                        age: e.age,
+                    })
+                    .collect();
+                let _ = reply.send(rows);
+            }
+            Command::Shutdown => self.running = false,
+        }
+    }
+
+    fn insert_port(&mut self, id: PortId, p: Port) {
+        let i = usize::from(id.0);
+        if self.sw.ports.len() <= i {
+            self.sw.ports.resize_with(i + 1, || None);
+        }
+        self.sw.ports[i] = Some(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for t in [
+            Token::Command,
+            Token::Kick {
+                port: PortId(7),
+                index: 3,
+            },
+            Token::Kick {
+                port: PortId(u16::MAX),
+                index: u16::MAX,
+            },
+            Token::Tap {
+                port: PortId(3),
+                queue: 1,
+            },
+            Token::Mail,
+        ] {
+            assert_eq!(Token::unpack(t.pack()), Some(t));
+        }
+        assert_eq!(Token::unpack(5 << 32), None);
+    }
+}

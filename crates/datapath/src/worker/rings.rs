@@ -1,0 +1,275 @@
+//! Tx bursts and the lifecycle of rings: start, stop, break.
+
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use port_vhost::ReadyQueue;
+use switch::DropReason;
+use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+use vring::{RingError, SplitQueue};
+
+use super::{Token, Worker};
+use crate::forward::{switch_frame, Ingress};
+use crate::frame::{Src, HEAD_LEN};
+use crate::port::vhost::Vq;
+use crate::port::Port;
+use crate::types::{PortId, BURST};
+
+impl Worker {
+    /// One burst for each pending txq; those with work left stay pending.
+    pub(super) fn process_pending(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let (id, qp) = self.pending[i];
+            let more = self.process_tx(id, qp, now);
+            if more {
+                i += 1;
+            } else {
+                self.pending.swap_remove(i);
+            }
+        }
+        self.flush_counters();
+    }
+
+    /// The running txq of pair `qp` of port `id`, unless the port is broken.
+    fn txq(&mut self, id: PortId, qp: u16) -> Option<&mut Vq> {
+        let p = self.sw.port(id).filter(|p| !p.is_broken())?;
+        p.vhost_mut()?.txq.get_mut(usize::from(qp))?.as_mut()
+    }
+
+    /// Runs one burst of txq `qp` of `id`. Returns true if more work is waiting.
+    fn process_tx(&mut self, id: PortId, qp: u16, now: Instant) -> bool {
+        let polled = self.port_polled(id);
+        let res = match self.txq(id, qp).map(|q| q.ring.refresh_avail()) {
+            None => Ok(false),
+            Some(Err(e)) => Err(e),
+            Some(Ok(0)) if polled => Ok(false),
+            Some(Ok(_)) => self.tx_burst(id, qp, now, polled),
+        };
+        self.sw.flush_rx();
+        self.followups();
+        match res {
+            Ok(more) => more,
+            Err(e) => {
+                self.break_port(id, &e);
+                false
+            }
+        }
+    }
+
+    /// One burst of txq `qp` of port `id`, in three passes so that the cache misses of
+    /// different frames overlap instead of queueing up one after another: pop the chains
+    /// (descriptor reads), read their headers (the first line of each frame), then switch
+    /// each frame. The chains, each holding the guest memory it points into, leave the
+    /// ring for the switching pass, which needs every port.
+    fn tx_burst(
+        &mut self,
+        id: PortId,
+        qp: u16,
+        now: Instant,
+        polled: bool,
+    ) -> Result<bool, RingError> {
+        let Some(vq) = self.txq(id, qp) else {
+            return Ok(false);
+        };
+        let mut chains = std::mem::take(&mut vq.burst);
+        let n = usize::from(vq.ring.pending().min(BURST)).min(chains.len());
+        let mut popped = 0;
+        let mut failed = None;
+        while popped < n {
+            match vq.ring.pop(&mut chains[popped]) {
+                Ok(true) => popped += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut heads = [[0u8; HEAD_LEN]; BURST as usize];
+        let mut have: u64 = 0;
+        for (i, (c, h)) in chains[..popped].iter().zip(heads.iter_mut()).enumerate() {
+            if let Some(x) = c.read_array::<HEAD_LEN>(0) {
+                *h = x;
+                have |= 1 << i;
+            }
+        }
+        let ingress = Ingress::new(id, qp);
+        let mut cx = self.sw.ctx();
+        for (i, c) in chains[..popped].iter().enumerate() {
+            let pre = (have >> i & 1 == 1).then_some(&heads[i]);
+            switch_frame(&mut cx, ingress, Src::Chain(c, 0), now, false, pre);
+        }
+        self.work += popped as u64;
+        // Nothing stops a ring while its burst runs: it is still there.
+        let Some(vq) = self.txq(id, qp) else {
+            return Ok(false);
+        };
+        for c in &chains[..popped] {
+            vq.ring.push_used(c.head(), 0);
+        }
+        vq.burst = chains;
+        vq.flush();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if vq.ring.pending() > 0 {
+            return Ok(true);
+        }
+        if polled {
+            // The next round polls this ring anyway; kicks stay off.
+            return Ok(false);
+        }
+        let left = vq.ring.enable_notify()?;
+        Ok(left > 0)
+    }
+
+    /// A frontend truncated a guest memory file (the SIGBUS handler replaced the mapping
+    /// with zero pages): the ports whose rings live in it break.
+    pub(super) fn break_truncated(&mut self) {
+        for i in 0..self.sw.ports.len() {
+            let Ok(i) = u16::try_from(i) else { break };
+            let hit = self
+                .sw
+                .port(PortId(i))
+                .and_then(Port::vhost_mut)
+                .is_some_and(|v| v.rings().any(|q| q.ring.mem().truncated()));
+            if hit {
+                self.break_port(PortId(i), &RingError::MemoryTruncated);
+            }
+        }
+    }
+
+    /// The guest broke a ring rule: the port stops (see [`Port::mark_broken`]) and its
+    /// stations are forgotten.
+    pub(super) fn break_port(&mut self, id: PortId, e: &RingError) {
+        if self.sw.port(id).is_some_and(|p| p.mark_broken(e)) {
+            self.sw.fdb.flush_port(id);
+        }
+    }
+
+    pub(super) fn start_queue(&mut self, id: PortId, rq: ReadyQueue) {
+        let index = rq.index;
+        let polled = self.port_polled(id);
+        let me = self.index;
+        let Some(p) = self.sw.port(id) else { return };
+        if p.vhost_mut().is_none() {
+            return;
+        }
+        let ring = match SplitQueue::new(rq.mem, &rq.cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("port {}: ring {index} refused: {e}", p.name);
+                p.broken = true;
+                p.counters.count_drop(DropReason::RingBroken);
+                p.status.set_broken(Some(format!("ring {index}: {e}")));
+                return;
+            }
+        };
+        if p.broken && p.vhost_ref().is_some_and(|v| v.running() == 0) {
+            // A broken port comes back once the frontend restarts its rings.
+            p.broken = false;
+            p.status.set_broken(None);
+        }
+        p.set_features(rq.features);
+        let name = p.name.clone();
+        let kick_fd = rq.kick.as_ref().map(AsRawFd::as_raw_fd);
+        let mut vq = Vq::new(ring, index, rq.kick, rq.call, rq.err);
+        if index % 2 == 0 || polled {
+            // Guest rx kicks only say "more buffers", wanted only while a TAP frame waits
+            // for them; tx kicks are not needed while we poll.
+            vq.ring.disable_notify();
+        }
+        let Some(slot) = p.vhost_mut().and_then(|v| v.slot(index)) else {
+            tracing::warn!("port {name}: ring {index} beyond the configured queue pairs");
+            return;
+        };
+        *slot = Some(vq);
+        p.publish_running(me);
+        tracing::info!(
+            "port {name}: ring {index} started on worker {me} (size {})",
+            rq.cfg.size
+        );
+        if let Some(fd) = kick_fd {
+            // rx kicks are watched too: they wake TAP queues waiting for rx buffers (the
+            // guest sends them only while such a wait asked for them).
+            let ev = EpollEvent::new(EventSet::IN, Token::Kick { port: id, index }.pack());
+            if let Err(e) = self.epoll.ctl(ControlOperation::Add, fd, ev) {
+                tracing::error!("port {name}: cannot watch kick fd of ring {index}: {e}");
+            }
+        }
+        if index % 2 == 1 {
+            // Process once now: kicks sent before the start are not lost, and a restarted
+            // vnetd resumes what the guest queued meanwhile.
+            self.schedule(id, index / 2);
+        } else {
+            // New rx buffers: frames held for this port can go.
+            self.rx_buffers_added(id);
+        }
+    }
+
+    pub(super) fn stop_queue(&mut self, id: PortId, index: u16) -> Option<u16> {
+        let p = self.sw.port(id)?;
+        let vq = p.vhost_mut()?.slot(index)?.take()?;
+        let status = p.status.clone();
+        let base = self.retire(vq, &status);
+        self.pending
+            .retain(|&(p, qp)| !(p == id && index % 2 == 1 && qp == index / 2));
+        let me = self.index;
+        let mut idle = false;
+        if let Some(p) = self.sw.port(id) {
+            p.publish_running(me);
+            idle = p.vhost_ref().is_some_and(|v| v.running() == 0);
+            if idle && p.broken {
+                // All rings stopped: the frontend reset the device, a broken port is clean.
+                p.broken = false;
+                p.status.set_broken(None);
+            }
+        }
+        if idle {
+            self.sw.fdb.flush_port(id);
+        }
+        Some(base)
+    }
+
+    /// Publishes what is pending on a ring (counting it), stops watching its kick and
+    /// returns its base. Scratch chains let go of guest memory they may still hold.
+    fn retire(&mut self, mut vq: Vq, status: &crate::types::PortStatus) -> u16 {
+        vq.flush();
+        vq.count_used(status);
+        if let Some(k) = &vq.kick {
+            let _ = self.epoll.ctl(
+                ControlOperation::Delete,
+                k.as_raw_fd(),
+                EpollEvent::default(),
+            );
+        }
+        self.sw.scratch.release();
+        vq.ring.next_avail()
+    }
+
+    /// Stops everything of a removed port: its rings, its TAP fds, its pending bursts.
+    pub(super) fn drop_port(&mut self, id: PortId, mut p: Port) {
+        if let Some(v) = p.vhost_mut() {
+            let rings: Vec<Vq> = v
+                .rxq
+                .iter_mut()
+                .chain(v.txq.iter_mut())
+                .filter_map(Option::take)
+                .collect();
+            for vq in rings {
+                self.retire(vq, &p.status);
+            }
+        }
+        if let Some(t) = p.tap_mut() {
+            for q in &t.queues {
+                let _ = self.epoll.ctl(
+                    ControlOperation::Delete,
+                    q.fd.as_raw_fd(),
+                    EpollEvent::default(),
+                );
+            }
+        }
+        self.pending.retain(|&(pid, _)| pid != id);
+    }
+}

@@ -1,0 +1,307 @@
+//! TAP events: frames read from the host (held while their destination has no rx
+//! buffer), frames flushed when the fd is writable again, a device that vanished.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use switch::DropReason;
+use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+
+use super::{Token, Worker};
+use crate::forward::{switch_frame, Ingress, Outcome};
+use crate::frame::Src;
+use crate::port::tap::TapQueue;
+use crate::port::Port;
+use crate::types::{PortId, PortStatus, BURST};
+
+impl Worker {
+    pub(super) fn add_tap(
+        &mut self,
+        id: PortId,
+        name: String,
+        tap: port_tap::Tap,
+        read: bool,
+        shared: Arc<switch::SharedCounters>,
+        status: Arc<PortStatus>,
+    ) {
+        let ifname = tap.ifname.clone();
+        let p = Port::tap(name, tap, read, shared, status);
+        if let Some(t) = p.tap_ref() {
+            for (qi, q) in t.queues.iter().enumerate() {
+                self.tap_interest(id, qi, q, ControlOperation::Add);
+            }
+            if read {
+                tracing::info!(
+                    "port {}: TAP {ifname} attached with {} queue(s) on worker {}",
+                    p.name,
+                    t.queues.len(),
+                    self.index
+                );
+            }
+        }
+        p.publish_running(self.index);
+        self.insert_port(id, p);
+    }
+
+    pub(super) fn tap_event(&mut self, id: PortId, qi: u16, ev: EventSet) {
+        if ev.intersects(EventSet::ERROR | EventSet::HANG_UP) {
+            self.tap_gone(id, "the device reported an error");
+            return;
+        }
+        if ev.contains(EventSet::OUT) {
+            self.tap_flush_out(id, usize::from(qi));
+        }
+        if ev.contains(EventSet::IN) {
+            self.tap_rx(id, usize::from(qi), false);
+        }
+        self.flush_counters();
+    }
+
+    /// Reads up to a burst of frames from the host and switches them. A frame whose
+    /// destination has no rx buffer is held, and the queue stops reading until that
+    /// guest adds buffers (its rx kick), so the host's queue, not vnetd, absorbs the burst.
+    /// `kicked`: the destination just signalled new rx buffers.
+    pub(super) fn tap_rx(&mut self, id: PortId, qi: usize, kicked: bool) {
+        let now = Instant::now();
+        let mut force = kicked;
+        for _ in 0..BURST {
+            // A held frame goes first; while it cannot go, nothing more is read.
+            if !self.retry_held(id, qi, now, std::mem::take(&mut force)) {
+                break;
+            }
+            let Some(q) = self.sw.tap_queue(id, qi) else {
+                break;
+            };
+            let n = match q.read(&mut self.tap_buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if crate::io::is_gone(&e) {
+                        self.tap_gone(id, "reading failed");
+                    } else if let Some(p) = self.sw.port(id) {
+                        tracing::warn!("port {}: TAP read failed: {e}", p.name);
+                    }
+                    break;
+                }
+            };
+            let frame = &self.tap_buf[..n];
+            let r = switch_frame(
+                &mut self.sw.ctx(),
+                Ingress::new(id, 0),
+                Src::Bytes(frame),
+                now,
+                true,
+                None,
+            );
+            if let Outcome::Held(dst) = r {
+                if let Some(q) = self.sw.port(id).and_then(Port::tap_mut) {
+                    if let Some(q) = q.queues.get_mut(qi) {
+                        q.held.clear();
+                        q.held.extend_from_slice(&self.tap_buf[..n]);
+                    }
+                }
+                // The next round retries it only if buffers arrived meanwhile.
+                self.hold_for(id, qi, dst);
+            }
+        }
+        self.sw.flush_rx();
+        self.followups();
+    }
+
+    /// Tries the held frame of a TAP queue again (when `force`d by an rx kick, or when
+    /// buffers arrived while it was being parked); true if nothing is held any more.
+    fn retry_held(&mut self, id: PortId, qi: usize, now: Instant, force: bool) -> bool {
+        let Some(q) = self.sw.tap_queue(id, qi) else {
+            return false;
+        };
+        let Some(waited) = q.held_for else {
+            return true;
+        };
+        if !force && !q.retry {
+            return false;
+        }
+        // The held bytes leave the queue while the frame is switched (a Vec moved, no copy).
+        let held = std::mem::take(&mut q.held);
+        let r = switch_frame(
+            &mut self.sw.ctx(),
+            Ingress::new(id, 0),
+            Src::Bytes(&held),
+            now,
+            true,
+            None,
+        );
+        if let Some(q) = self.sw.tap_queue(id, qi) {
+            q.held = held;
+        }
+        self.unwait(waited);
+        match r {
+            Outcome::Done => {
+                if let Some(q) = self.sw.tap_queue(id, qi) {
+                    q.held_for = None;
+                    q.retry = false;
+                }
+                self.set_tap_interest(id, qi);
+                true
+            }
+            Outcome::Held(dst) => {
+                self.hold_for(id, qi, dst);
+                false
+            }
+        }
+    }
+
+    /// Parks TAP queue `qi` of `id` until port `dst` has more rx buffers (its kick, with
+    /// notifications enabled here). If buffers arrived between the failed attempt and
+    /// enabling notifications, the queue is marked for one more try instead.
+    fn hold_for(&mut self, id: PortId, qi: usize, dst: PortId) {
+        let mut arrived = false;
+        if let Some(p) = self.sw.port(dst) {
+            if let Some(v) = p.vhost_mut() {
+                v.rx_waiters += 1;
+            }
+            // Pair 0's ring: the one TAP frames are delivered to (their ingress pair is 0).
+            if let Some(vq) = p.rx_ring_for(0) {
+                let seen = vq.ring.pending();
+                arrived = vq.ring.enable_notify_on_more().is_ok_and(|n| n > seen);
+            }
+        }
+        if let Some(q) = self.sw.tap_queue(id, qi) {
+            q.held_for = Some(dst);
+            q.retry = arrived;
+        }
+        self.set_tap_interest(id, qi);
+    }
+
+    fn unwait(&mut self, dst: PortId) {
+        let Some(p) = self.sw.port(dst) else { return };
+        let waiters = p.vhost_mut().map_or(0, |v| {
+            v.rx_waiters = v.rx_waiters.saturating_sub(1);
+            v.rx_waiters
+        });
+        if waiters == 0 {
+            if let Some(vq) = p.rx_ring_for(0) {
+                vq.ring.disable_notify();
+            }
+        }
+    }
+
+    /// Port `dst` has new rx buffers: retry the TAP queues waiting for it.
+    pub(super) fn rx_buffers_added(&mut self, dst: PortId) {
+        let waited = self
+            .sw
+            .port(dst)
+            .and_then(Port::vhost_mut)
+            .is_some_and(|v| v.rx_waiters > 0);
+        if !waited {
+            return;
+        }
+        for i in 0..self.sw.ports.len() {
+            let Ok(i) = u16::try_from(i) else { break };
+            let id = PortId(i);
+            let mut qi = 0;
+            while let Some(q) = self.sw.tap_queue(id, qi) {
+                if q.held_for == Some(dst) {
+                    self.tap_rx(id, qi, true);
+                }
+                qi += 1;
+            }
+        }
+    }
+
+    /// Sends the frames that waited for the TAP fd to become writable.
+    fn tap_flush_out(&mut self, id: PortId, qi: usize) {
+        let Some(p) = self
+            .sw
+            .ports
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let iov = &mut self.sw.scratch.iov;
+        let Some(q) = p.tap_mut().and_then(|t| t.queues.get_mut(qi)) else {
+            return;
+        };
+        let r = q.flush_out(iov);
+        let rearm = q.out.is_empty() && q.out_armed;
+        if rearm {
+            q.out_armed = false;
+        }
+        for _ in 0..r.failed {
+            p.counters.count_drop(DropReason::TxError);
+        }
+        if rearm {
+            self.set_tap_interest(id, qi);
+        }
+        if r.gone {
+            self.tap_gone(id, "writing failed");
+        }
+    }
+
+    /// The TAP device vanished (deleted by someone): the port goes down for good.
+    pub(super) fn tap_gone(&mut self, id: PortId, why: &str) {
+        let me = self.index;
+        let Some(p) = self.sw.port(id) else { return };
+        let name = p.name.clone();
+        let status = p.status.clone();
+        let Some(t) = p.tap_mut() else { return };
+        t.mark_gone();
+        if t.queues.is_empty() {
+            return; // already taken down
+        }
+        tracing::error!(
+            "port {name}: TAP device {} is gone ({why}); port down, the other ports keep running",
+            t.ifname
+        );
+        let ifname = t.ifname.clone();
+        for q in t.queues.drain(..) {
+            let _ = self.epoll.ctl(
+                ControlOperation::Delete,
+                q.fd.as_raw_fd(),
+                EpollEvent::default(),
+            );
+        }
+        status.set_running(me, 0, false, 0);
+        status.set_broken(Some(format!("TAP device {ifname} is gone")));
+        self.sw.fdb.flush_port(id);
+    }
+
+    /// Updates what epoll reports for TAP queue `qi` of `id` to its state.
+    pub(super) fn set_tap_interest(&mut self, id: PortId, qi: usize) {
+        let Some(p) = self
+            .sw
+            .ports
+            .get(usize::from(id.0))
+            .and_then(Option::as_ref)
+        else {
+            return;
+        };
+        if let Some(q) = p.tap_ref().and_then(|t| t.queues.get(qi)) {
+            self.tap_interest(id, qi, q, ControlOperation::Modify);
+        }
+    }
+
+    /// Sets what epoll reports for a TAP queue: readable unless a frame is held, writable
+    /// while frames wait.
+    fn tap_interest(&self, id: PortId, qi: usize, q: &TapQueue, op: ControlOperation) {
+        let mut ev = EventSet::empty();
+        if q.read && q.held_for.is_none() {
+            ev |= EventSet::IN;
+        }
+        if q.out_armed {
+            ev |= EventSet::OUT;
+        }
+        let token = Token::Tap {
+            port: id,
+            queue: u16::try_from(qi).unwrap_or(u16::MAX),
+        };
+        if let Err(e) = self
+            .epoll
+            .ctl(op, q.fd.as_raw_fd(), EpollEvent::new(ev, token.pack()))
+        {
+            tracing::error!("cannot update epoll interest of a TAP queue: {e}");
+        }
+    }
+}
