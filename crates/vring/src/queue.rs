@@ -80,6 +80,15 @@ pub enum RingError {
         /// Its length.
         len: u32,
     },
+    /// An indirect table with more entries than the queue has (§2.7.5.3.1: a chain is
+    /// never longer than the queue size).
+    #[error("indirect table of {entries} descriptors exceeds the queue size {size}")]
+    IndirectTooLarge {
+        /// Entries in the table.
+        entries: u32,
+        /// Queue size.
+        size: u32,
+    },
     /// A device-readable buffer after a device-writable one (§2.7.4.2).
     #[error("device-readable descriptor after a device-writable one")]
     ReadableAfterWritable,
@@ -287,6 +296,12 @@ impl SplitQueue {
                     len: d.len,
                 })?;
             let tlen = d.len / 16;
+            if tlen > size {
+                return Err(RingError::IndirectTooLarge {
+                    entries: tlen,
+                    size,
+                });
+            }
             let first = self.desc_at(table, tlen, 0)?;
             return self.walk_table(table, tlen, first, chain);
         }
@@ -294,6 +309,9 @@ impl SplitQueue {
     }
 
     /// Follows `first` through `table` (of `tlen` entries), appending buffers to `chain`.
+    /// Every descriptor counts, zero-length ones too: a chain has at most `tlen` (at most
+    /// the queue size) and at most [`MAX_CHAIN_SEGS`] descriptors, so one pop costs a
+    /// bounded walk whatever the guest put in the table.
     fn walk_table(
         &mut self,
         table: NonNull<u8>,
@@ -318,6 +336,9 @@ impl SplitQueue {
             count += 1;
             if count > tlen {
                 return Err(RingError::ChainTooLong(tlen));
+            }
+            if count > MAX_CHAIN_SEGS_U32 {
+                return Err(RingError::ChainTooLong(MAX_CHAIN_SEGS_U32));
             }
             d = self.desc_at(table, tlen, d.next)?;
         }

@@ -643,3 +643,55 @@ fn chain_keeps_its_memory_mapped_and_iovecs_describe_it() {
     assert!(weak.upgrade().is_none());
     assert_eq!(c.read_at(0, &mut got), 0);
 }
+
+/// Pops the one chain of a queue of `size` whose descriptors are `descs` (head 0).
+fn pop_sized(size: u16, descs: &[RawDescriptor], mem: &TestMem) -> Result<Chain, RingError> {
+    let mq = MockSplitQueue::create(&mem.theirs, GuestAddress(0), size);
+    for (i, x) in descs.iter().enumerate() {
+        mq.desc_table().store(i as u16, *x).unwrap();
+    }
+    mq.avail().ring().ref_at(0).unwrap().store(0);
+    mq.avail().idx().store(1);
+    let mut q = SplitQueue::new(mem.ours.clone(), &cfg(&mq, size)).unwrap();
+    q.refresh_avail()?;
+    let mut c = Chain::new();
+    q.pop(&mut c).map(|_| c)
+}
+
+#[test]
+fn every_descriptor_counts_and_indirect_tables_fit_the_queue() {
+    let m = test_mem();
+    // Zero-length descriptors add no buffer but still count: a chain of 1025 of them in a
+    // queue of 2048 is too long, one of 1024 pops (empty).
+    let chain = |n: u16| -> Vec<RawDescriptor> {
+        (0..n)
+            .map(|i| {
+                let flags = if i + 1 < n { DESC_F_NEXT } else { 0 };
+                d(BUF, 0, flags, i + 1)
+            })
+            .collect()
+    };
+    assert_eq!(
+        pop_sized(2048, &chain(1025), &m).err(),
+        Some(RingError::ChainTooLong(MAX_CHAIN_SEGS as u32))
+    );
+    let c = pop_sized(2048, &chain(1024), &m).unwrap();
+    assert_eq!((c.readable_len(), c.seg_count()), (0, 0));
+    // An indirect table of 17 entries behind a queue of 16: refused, whatever it holds.
+    let table = 0x20_0000u64;
+    for i in 0..17u16 {
+        m.theirs
+            .write_obj(d(BUF, 1, 0, 0), GuestAddress(table + 16 * u64::from(i)))
+            .unwrap();
+    }
+    assert_eq!(
+        pop_sized(16, &[d(table, 17 * 16, DESC_F_INDIRECT, 0)], &m).err(),
+        Some(RingError::IndirectTooLarge {
+            entries: 17,
+            size: 16
+        })
+    );
+    // 16 entries fit.
+    let c = pop_sized(16, &[d(table, 16 * 16, DESC_F_INDIRECT, 0)], &m).unwrap();
+    assert_eq!(c.readable_len(), 1);
+}

@@ -228,7 +228,16 @@ pub(super) fn deliver(
     let plan = offload::plan(hdr, dst.rx_caps);
     let out_hdr = offload::rx_hdr(hdr, plan, dst.rx_caps);
     match plan {
-        Delivery::AsIs => put(dst, scratch, followups, &out, &out_hdr, data),
+        Delivery::AsIs => {
+            let Scratch { rx, iov, .. } = &mut **scratch;
+            let mut sink = Sink {
+                rx,
+                iov,
+                followups,
+                out: &out,
+            };
+            sink.put(dst, &out_hdr, data)
+        }
         Delivery::CompleteCsum | Delivery::Segment => {
             if *linear == Linear::No {
                 let n = data.read_at(0, &mut scratch.frame[..frame_len]);
@@ -243,8 +252,13 @@ pub(super) fn deliver(
                 Err(DropReason::BadFrame)
             } else if plan == Delivery::CompleteCsum {
                 let Scratch { frame, rx, iov, .. } = &mut **scratch;
-                let bytes = Src::Bytes(&frame[..frame_len]);
-                put_parts(dst, rx, iov, followups, &out, &out_hdr, bytes)
+                let mut sink = Sink {
+                    rx,
+                    iov,
+                    followups,
+                    out: &out,
+                };
+                sink.put(dst, &out_hdr, Src::Bytes(&frame[..frame_len]))
             } else {
                 segment_to(dst, scratch, followups, &out, hdr, &out_hdr, frame_len)
             }
@@ -252,31 +266,22 @@ pub(super) fn deliver(
     }
 }
 
-fn put(
-    dst: &mut Port,
-    scratch: &mut Scratch,
-    followups: &mut Vec<Followup>,
-    out: &Out,
-    hdr: &NetHdr,
-    data: Src<'_>,
-) -> Result<(), DropReason> {
-    let Scratch { rx, iov, .. } = scratch;
-    put_parts(dst, rx, iov, followups, out, hdr, data)
+/// Where one delivery's bytes go: the receiving port's side (its rx chains or a TAP
+/// queue), borrowed from the scratch buffers, and what to report.
+struct Sink<'s> {
+    rx: &'s mut [Chain],
+    iov: &'s mut [libc::iovec],
+    followups: &'s mut Vec<Followup>,
+    out: &'s Out,
 }
 
-fn put_parts(
-    dst: &mut Port,
-    rx: &mut [Chain],
-    iov: &mut [libc::iovec],
-    followups: &mut Vec<Followup>,
-    out: &Out,
-    hdr: &NetHdr,
-    data: Src<'_>,
-) -> Result<(), DropReason> {
-    if dst.is_tap() {
-        tap_put(dst, iov, followups, out, hdr, data)
-    } else {
-        rx_put(dst, rx, out.qp, hdr, data)
+impl Sink<'_> {
+    fn put(&mut self, dst: &mut Port, hdr: &NetHdr, data: Src<'_>) -> Result<(), DropReason> {
+        if dst.is_tap() {
+            tap_put(dst, self.iov, self.followups, self.out, hdr, data)
+        } else {
+            rx_put(dst, self.rx, self.out.qp, hdr, data)
+        }
     }
 }
 
@@ -296,12 +301,18 @@ fn segment_to(
         seg,
         iov,
     } = scratch;
+    let mut sink = Sink {
+        rx,
+        iov,
+        followups,
+        out,
+    };
     let mut result = Ok(());
     let r = gso::segment(
         hdr,
         &frame[..frame_len],
         seg,
-        &mut |s: &[u8]| match put_parts(dst, rx, iov, followups, out, out_hdr, Src::Bytes(s)) {
+        &mut |s: &[u8]| match sink.put(dst, out_hdr, Src::Bytes(s)) {
             Ok(()) => true,
             Err(e) => {
                 result = Err(e);
