@@ -11,6 +11,12 @@ use switch::MacAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortId(pub u16);
 
+impl switch::PortKey for PortId {
+    fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
 /// Frames processed per txq per wake-up before other queues get their turn.
 pub const BURST: u16 = 64;
 
@@ -189,6 +195,8 @@ pub struct FdbRow {
     pub vlan: u16,
     /// Port name.
     pub port: String,
-    /// Seconds since last seen.
+    /// Seconds since last seen (zero for static entries).
     pub age: Duration,
+    /// A configured (static) address of the port, rather than a learned one.
+    pub fixed: bool,
 }

@@ -33,11 +33,24 @@ pub enum DropReason {
     PortDown = 8,
     /// A flooded frame found no other port able to receive it.
     NoDestination = 9,
+    /// The source address (MAC, or the IP an ARP / neighbour advertisement claims) is not
+    /// the port's own, or belongs to a static entry of another port.
+    Spoofed = 10,
+    /// The port already has as many learned addresses as it may.
+    MacLimit = 11,
+    /// The frame's VLAN is not one the port carries (or a tagged frame on an access port).
+    Vlan = 12,
+    /// Over the port's rate limit.
+    Policed = 13,
+    /// Over the port's limit of broadcast, multicast and unknown-unicast frames.
+    Storm = 14,
+    /// Larger than the receiving port's MTU (GSO frames: by their segment size).
+    Oversize = 15,
 }
 
 impl DropReason {
     /// Number of reasons, the length of [`PortCounters::drops`].
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 16;
 
     /// Every reason, in discriminant order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
@@ -51,6 +64,12 @@ impl DropReason {
         DropReason::TxError,
         DropReason::PortDown,
         DropReason::NoDestination,
+        DropReason::Spoofed,
+        DropReason::MacLimit,
+        DropReason::Vlan,
+        DropReason::Policed,
+        DropReason::Storm,
+        DropReason::Oversize,
     ];
 
     /// Stable snake_case name, used as the key in statistics output.
@@ -66,6 +85,12 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::PortDown => "port_down",
             DropReason::NoDestination => "no_destination",
+            DropReason::Spoofed => "spoofed",
+            DropReason::MacLimit => "mac_limit",
+            DropReason::Vlan => "vlan",
+            DropReason::Policed => "policed",
+            DropReason::Storm => "storm",
+            DropReason::Oversize => "oversize",
         }
     }
 
@@ -279,7 +304,13 @@ mod tests {
                 "ring_broken",
                 "tx_error",
                 "port_down",
-                "no_destination"
+                "no_destination",
+                "spoofed",
+                "mac_limit",
+                "vlan",
+                "policed",
+                "storm",
+                "oversize"
             ]
         );
     }

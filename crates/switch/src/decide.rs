@@ -1,9 +1,9 @@
 //! The forwarding decision for one frame (IEEE 802.1Q-2022 §8.6.3 "Frame filtering",
-//! reduced to a learning bridge without static entries).
+//! reduced to a learning bridge with static entries and per-port learning limits).
 
 use std::time::Instant;
 
-use crate::{DropReason, Fdb, Learn, MacAddr};
+use crate::{DropReason, Fdb, Learn, MacAddr, PortKey};
 
 /// What to do with a frame received on an ingress port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub(crate) struct Cached<P> {
     decision: Decision<P>,
 }
 
-impl<P: Copy + Eq> Fdb<P> {
+impl<P: PortKey> Fdb<P> {
     /// Learns `src` behind `ingress`, then decides where a frame from `src` to `dst` on
     /// `vlan` goes:
     ///
@@ -41,6 +41,11 @@ impl<P: Copy + Eq> Fdb<P> {
     /// * `dst` known on `ingress` itself: [`Decision::Drop`] with [`DropReason::Hairpin`]; a
     ///   frame never leaves through the port it came in on.
     /// * `dst` unknown (or expired): [`Decision::Flood`].
+    ///
+    /// * `src` a static entry of another port: [`Decision::Drop`] with
+    ///   [`DropReason::Spoofed`] (the address is not moved).
+    /// * `src` new while `ingress` holds its limit of learned addresses: [`Decision::Drop`]
+    ///   with [`DropReason::MacLimit`].
     ///
     /// A full table does not change the decision: the source simply stays unknown.
     pub fn decide(
@@ -85,8 +90,11 @@ impl<P: Copy + Eq> Fdb<P> {
         dst: MacAddr,
         now: Instant,
     ) -> Decision<P> {
-        if let Learn::InvalidMac = self.learn(src, vlan, ingress, now) {
-            return Decision::Drop(DropReason::InvalidSrcMac);
+        match self.learn(src, vlan, ingress, now) {
+            Learn::InvalidMac => return Decision::Drop(DropReason::InvalidSrcMac),
+            Learn::Static { .. } => return Decision::Drop(DropReason::Spoofed),
+            Learn::LimitReached => return Decision::Drop(DropReason::MacLimit),
+            Learn::New | Learn::Refreshed | Learn::Moved { .. } | Learn::TableFull => {}
         }
         if dst.is_multicast() {
             return Decision::Flood;

@@ -1,5 +1,11 @@
 //! The forwarding database (IEEE 802.1Q-2022 §8.8, "Filtering Database"): dynamic entries
-//! learned from source addresses, keyed by `(MAC, VLAN)`, removed after the ageing time.
+//! learned from source addresses, keyed by `(MAC, VLAN)`, removed after the ageing time, and
+//! static entries (a port's configured addresses) that never age and never move.
+//!
+//! Tenant isolation: a static address sent from another port is refused
+//! ([`Learn::Static`]), and a port may hold at most its limit of learned addresses
+//! ([`Fdb::set_port_limit`], [`Learn::LimitReached`]); a full table never evicts a live
+//! entry of another port.
 //!
 //! Layout: one open-addressing table with linear probing, allocated in [`Fdb::new`] and never
 //! resized. It has at least twice as many slots as the entry capacity, so a probe always meets
@@ -19,13 +25,16 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use crate::{is_valid_source, MacAddr};
+use crate::{is_valid_source, MacAddr, PortKey};
 
 /// Default ageing time, 300 s (IEEE 802.1Q-2022 Table 8-6, recommended value).
 pub const DEFAULT_AGING_TIME: Duration = Duration::from_secs(300);
 
 /// Largest entry capacity [`Fdb::new`] accepts; larger requests are clamped to it.
 pub const MAX_CAPACITY: usize = 1 << 22;
+
+/// Port indexes above this get no per-port limit (a port id is a `u16` in the datapath).
+const MAX_PORTS: usize = 1 << 16;
 
 /// The outcome of [`Fdb::learn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +50,13 @@ pub enum Learn<P> {
     },
     /// The table is full of live entries; nothing was learned.
     TableFull,
+    /// The address is a static entry of port `owner`, not of this one: nothing changed.
+    Static {
+        /// The port the address is configured on.
+        owner: P,
+    },
+    /// The port already holds its limit of learned addresses: nothing was learned.
+    LimitReached,
     /// The address is a group address or all zeros and is never learned.
     InvalidMac,
 }
@@ -54,8 +70,10 @@ pub struct FdbEntry<P> {
     pub vlan: u16,
     /// The port it was learned on.
     pub port: P,
-    /// Time since its source was last seen.
+    /// Time since its source was last seen (zero for static entries).
     pub age: Duration,
+    /// A configured (static) entry rather than a learned one.
+    pub fixed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -64,6 +82,8 @@ struct Slot<P> {
     vlan: u16,
     port: P,
     last_seen: Instant,
+    /// Static: never ages, never moves, not counted against the port's limit.
+    fixed: bool,
     /// The slot the key hashes to, kept so deletion does not rehash.
     home: usize,
 }
@@ -100,6 +120,24 @@ pub struct Fdb<P> {
     /// `now - oldest < aging` no entry can be expired, so a full table refuses a new address
     /// without scanning.
     oldest: Option<Instant>,
+    /// Learned entries per port index, and each port's limit (ports never given a limit are
+    /// not limited).
+    learned: Vec<PortLearned>,
+}
+
+/// How many addresses one port has learned, and may.
+#[derive(Debug, Clone, Copy)]
+struct PortLearned {
+    count: u32,
+    max: u32,
+}
+
+/// [`Fdb::add_static`] found no room: the table is full of live entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("forwarding table full ({capacity} entries)")]
+pub struct TableFull {
+    /// The table's capacity.
+    pub capacity: usize,
 }
 
 impl<P> fmt::Debug for Fdb<P> {
@@ -112,7 +150,7 @@ impl<P> fmt::Debug for Fdb<P> {
     }
 }
 
-impl<P: Copy + Eq> Fdb<P> {
+impl<P: PortKey> Fdb<P> {
     /// A table holding at most `capacity` entries (clamped to [`MAX_CAPACITY`]) that expire
     /// after `aging`. This is the only allocation the table ever makes.
     pub fn new(capacity: usize, aging: Duration) -> Self {
@@ -133,6 +171,92 @@ impl<P: Copy + Eq> Fdb<P> {
             oldest: None,
             gen: 0,
             last: None,
+            learned: Vec::new(),
+        }
+    }
+
+    /// Lets `port` hold at most `max` learned addresses (its static ones do not count).
+    /// Allocates (off the per-frame path): call it when the port is added.
+    pub fn set_port_limit(&mut self, port: P, max: u32) {
+        let i = port.index();
+        if i >= MAX_PORTS {
+            return;
+        }
+        if self.learned.len() <= i {
+            self.learned.resize(
+                i + 1,
+                PortLearned {
+                    count: 0,
+                    max: u32::MAX,
+                },
+            );
+        }
+        self.learned[i].max = max;
+        self.gen = self.gen.wrapping_add(1);
+    }
+
+    /// Learned addresses stored for `port` (expired ones included until removed).
+    pub fn learned_count(&self, port: P) -> u32 {
+        self.learned.get(port.index()).map_or(0, |l| l.count)
+    }
+
+    /// Whether `port` may learn one more address.
+    fn may_learn(&self, port: P) -> bool {
+        self.learned
+            .get(port.index())
+            .is_none_or(|l| l.count < l.max)
+    }
+
+    fn count_learned(&mut self, port: P, up: bool) {
+        if let Some(l) = self.learned.get_mut(port.index()) {
+            l.count = if up {
+                l.count.saturating_add(1)
+            } else {
+                l.count.saturating_sub(1)
+            };
+        }
+    }
+
+    /// Makes `mac` on `vlan` a static entry of `port`: it never ages, and a frame from it on
+    /// any other port is refused ([`Learn::Static`]). Replaces whatever entry the address had.
+    pub fn add_static(&mut self, mac: MacAddr, vlan: u16, port: P) -> Result<(), TableFull> {
+        let home = self.home(&mac, vlan);
+        let i = match self.probe(home, &mac, vlan) {
+            Probe::Found(i) => {
+                if let Some(old) = self.slots[i].as_ref().filter(|s| !s.fixed).map(|s| s.port) {
+                    self.count_learned(old, false);
+                }
+                i
+            }
+            Probe::Vacant(i) if self.len < self.capacity => {
+                self.len += 1;
+                i
+            }
+            Probe::Vacant(_) | Probe::Exhausted => {
+                return Err(TableFull {
+                    capacity: self.capacity,
+                })
+            }
+        };
+        self.slots[i] = Some(Slot {
+            mac,
+            vlan,
+            port,
+            last_seen: Instant::now(),
+            fixed: true,
+            home,
+        });
+        self.gen = self.gen.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Removes the static entry of `mac` on `vlan`; true if there was one.
+    pub fn remove_static(&mut self, mac: &MacAddr, vlan: u16) -> bool {
+        match self.probe(self.home(mac, vlan), mac, vlan) {
+            Probe::Found(i) if self.slots[i].as_ref().is_some_and(|s| s.fixed) => {
+                self.remove_at(i).is_some()
+            }
+            _ => false,
         }
     }
 
@@ -179,16 +303,35 @@ impl<P: Copy + Eq> Fdb<P> {
         let vacant = match self.probe(home, &mac, vlan) {
             Probe::Found(i) => {
                 let aging = self.aging;
-                let Some(slot) = self.slots[i].as_mut() else {
+                let Some(&Slot {
+                    port: before,
+                    last_seen,
+                    fixed,
+                    ..
+                }) = self.slots[i].as_ref()
+                else {
                     return Learn::TableFull; // unreachable: probe found it occupied
                 };
-                let expired = is_expired(slot.last_seen, now, aging);
-                let before = slot.port;
+                if fixed {
+                    return if before == port {
+                        Learn::Refreshed
+                    } else {
+                        Learn::Static { owner: before }
+                    };
+                }
+                let expired = is_expired(last_seen, now, aging);
                 if expired || before != port {
+                    if !self.may_learn(port) {
+                        return Learn::LimitReached;
+                    }
+                    self.count_learned(before, false);
+                    self.count_learned(port, true);
                     self.gen = self.gen.wrapping_add(1);
                 }
-                slot.port = port;
-                slot.last_seen = now;
+                if let Some(slot) = self.slots[i].as_mut() {
+                    slot.port = port;
+                    slot.last_seen = now;
+                }
                 self.note_seen(now);
                 return if expired {
                     Learn::New
@@ -201,6 +344,9 @@ impl<P: Copy + Eq> Fdb<P> {
             Probe::Vacant(i) => i,
             Probe::Exhausted => return Learn::TableFull,
         };
+        if !self.may_learn(port) {
+            return Learn::LimitReached;
+        }
         let vacant = if self.len < self.capacity {
             vacant
         } else {
@@ -219,9 +365,11 @@ impl<P: Copy + Eq> Fdb<P> {
             vlan,
             port,
             last_seen: now,
+            fixed: false,
             home,
         });
         self.len += 1;
+        self.count_learned(port, true);
         self.gen = self.gen.wrapping_add(1);
         self.note_seen(now);
         Learn::New
@@ -232,7 +380,7 @@ impl<P: Copy + Eq> Fdb<P> {
         match self.probe(self.home(mac, vlan), mac, vlan) {
             Probe::Found(i) => self.slots[i]
                 .as_ref()
-                .filter(|s| !is_expired(s.last_seen, now, self.aging))
+                .filter(|s| s.fixed || !is_expired(s.last_seen, now, self.aging))
                 .map(|s| s.port),
             Probe::Vacant(_) | Probe::Exhausted => None,
         }
@@ -249,19 +397,32 @@ impl<P: Copy + Eq> Fdb<P> {
     /// Removes every entry expired at `now`; returns how many.
     pub fn age(&mut self, now: Instant) -> usize {
         let aging = self.aging;
-        self.retain(|s| !is_expired(s.last_seen, now, aging))
+        self.retain(|s| s.fixed || !is_expired(s.last_seen, now, aging))
     }
 
-    /// Removes every entry pointing at `port` (the port went down or was removed); returns
-    /// how many.
+    /// Removes every learned entry pointing at `port` (the port went down); its static
+    /// entries stay. Returns how many.
     pub fn flush_port(&mut self, port: P) -> usize {
-        self.retain(|s| s.port != port)
+        self.retain(|s| s.fixed || s.port != port)
+    }
+
+    /// Removes every entry of `port`, static ones too, and its limit (the port is gone).
+    pub fn forget_port(&mut self, port: P) -> usize {
+        let n = self.retain(|s| s.port != port);
+        if let Some(l) = self.learned.get_mut(port.index()) {
+            *l = PortLearned {
+                count: 0,
+                max: u32::MAX,
+            };
+        }
+        n
     }
 
     /// Removes every entry.
     pub fn clear(&mut self) {
         self.slots.iter_mut().for_each(|s| *s = None);
         self.len = 0;
+        self.learned.iter_mut().for_each(|l| l.count = 0);
         self.gen = self.gen.wrapping_add(1);
         self.oldest = None;
     }
@@ -271,12 +432,17 @@ impl<P: Copy + Eq> Fdb<P> {
         let aging = self.aging;
         self.slots.iter().filter_map(move |s| {
             s.as_ref()
-                .filter(|s| !is_expired(s.last_seen, now, aging))
+                .filter(|s| s.fixed || !is_expired(s.last_seen, now, aging))
                 .map(|s| FdbEntry {
                     mac: s.mac,
                     vlan: s.vlan,
                     port: s.port,
-                    age: now.saturating_duration_since(s.last_seen),
+                    age: if s.fixed {
+                        Duration::ZERO
+                    } else {
+                        now.saturating_duration_since(s.last_seen)
+                    },
+                    fixed: s.fixed,
                 })
         })
     }
@@ -315,6 +481,9 @@ impl<P: Copy + Eq> Fdb<P> {
     fn remove_at(&mut self, i: usize) -> Option<Slot<P>> {
         let removed = self.slots[i].take()?;
         self.len -= 1;
+        if !removed.fixed {
+            self.count_learned(removed.port, false);
+        }
         self.gen = self.gen.wrapping_add(1);
         let mut hole = i;
         let mut j = (i + 1) & self.mask;
@@ -351,7 +520,9 @@ impl<P: Copy + Eq> Fdb<P> {
                     removed += 1;
                 }
                 Some(s) => {
-                    oldest = Some(oldest.map_or(s.last_seen, |o| o.min(s.last_seen)));
+                    if !s.fixed {
+                        oldest = Some(oldest.map_or(s.last_seen, |o| o.min(s.last_seen)));
+                    }
                     i += 1;
                 }
                 None => i += 1,

@@ -23,7 +23,30 @@ mod fdb;
 
 pub use counters::{DropReason, PortCounters, SharedCounters};
 pub use decide::Decision;
-pub use fdb::{Fdb, FdbEntry, Learn, DEFAULT_AGING_TIME, MAX_CAPACITY};
+pub use fdb::{Fdb, FdbEntry, Learn, TableFull, DEFAULT_AGING_TIME, MAX_CAPACITY};
+
+/// A port id the switch can count per port: a small dense index.
+pub trait PortKey: Copy + Eq {
+    /// The port's index (ports are numbered from 0 without large gaps).
+    fn index(self) -> usize;
+}
+
+macro_rules! port_key_for_ints {
+    ($($t:ty),*) => {$(
+        impl PortKey for $t {
+            fn index(self) -> usize {
+                usize::from(self)
+            }
+        }
+    )*};
+}
+port_key_for_ints!(u8, u16, usize);
+
+impl PortKey for u32 {
+    fn index(self) -> usize {
+        usize::try_from(self).unwrap_or(usize::MAX)
+    }
+}
 
 pub use wire::MacAddr;
 

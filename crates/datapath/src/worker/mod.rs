@@ -462,7 +462,7 @@ impl Worker {
                     self.drop_port(id, p);
                 }
                 self.count_modes();
-                self.sw.fdb.flush_port(id);
+                self.sw.fdb.forget_port(id);
                 let _ = done.send(());
             }
             Command::StartQueue { id, q } => self.start_queue(id, *q),
@@ -495,6 +495,7 @@ impl Worker {
                             .map(|p| p.name.clone())
                             .unwrap_or_default(),
                         age: e.age,
+                        fixed: e.fixed,
                     })
                     .collect();
                 let _ = reply.send(rows);

@@ -1,4 +1,5 @@
 use super::*;
+use crate::{Decision, DropReason};
 use proptest::prelude::*;
 
 fn mac(n: u32) -> MacAddr {
@@ -106,13 +107,15 @@ fn entries_report_age() {
                 mac: mac(1),
                 vlan: 5,
                 port: 1,
-                age: secs(4)
+                age: secs(4),
+                fixed: false,
             },
             FdbEntry {
                 mac: mac(2),
                 vlan: 0,
                 port: 2,
-                age: secs(1)
+                age: secs(1),
+                fixed: false,
             },
         ]
     );
@@ -352,4 +355,86 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn static_entries_never_move_age_or_flush() {
+    let t0 = Instant::now();
+    let mut fdb = Fdb::<u32>::new(8, secs(10));
+    fdb.add_static(mac(1), 0, 1).unwrap();
+    // Another port sending from it: refused, the entry stays.
+    assert_eq!(fdb.learn(mac(1), 0, 2, t0), Learn::Static { owner: 1 });
+    assert_eq!(fdb.lookup(&mac(1), 0, t0), Some(1));
+    // The owner: fine. Ageing and a port flush do not remove it.
+    assert_eq!(fdb.learn(mac(1), 0, 1, t0), Learn::Refreshed);
+    assert_eq!(fdb.age(t0 + secs(100)), 0);
+    assert_eq!(fdb.flush_port(1), 0);
+    assert_eq!(fdb.lookup(&mac(1), 0, t0 + secs(100)), Some(1));
+    let e: Vec<_> = fdb.entries(t0 + secs(100)).collect();
+    assert_eq!(e.len(), 1);
+    assert!(e[0].fixed);
+    // Another VLAN is another address.
+    assert_eq!(fdb.learn(mac(1), 7, 2, t0), Learn::New);
+    // A static entry replaces a learned one (and uncounts it).
+    fdb.set_port_limit(3, 4);
+    assert_eq!(fdb.learn(mac(2), 0, 3, t0), Learn::New);
+    assert_eq!(fdb.learned_count(3), 1);
+    fdb.add_static(mac(2), 0, 1).unwrap();
+    assert_eq!(fdb.learned_count(3), 0);
+    assert_eq!(fdb.lookup(&mac(2), 0, t0), Some(1));
+    // Removal: the port is gone.
+    assert!(fdb.remove_static(&mac(2), 0));
+    assert!(!fdb.remove_static(&mac(2), 0));
+    assert_eq!(fdb.forget_port(1), 1);
+    assert_eq!(fdb.lookup(&mac(1), 0, t0), None);
+}
+
+#[test]
+fn per_port_limit_without_evicting_others() {
+    let t0 = Instant::now();
+    let mut fdb = Fdb::<u32>::new(16, secs(10));
+    fdb.set_port_limit(1, 3);
+    fdb.set_port_limit(2, 3);
+    for n in 0..3 {
+        assert_eq!(fdb.learn(mac(100 + n), 0, 1, t0), Learn::New);
+    }
+    assert_eq!(fdb.learn(mac(200), 0, 1, t0), Learn::LimitReached);
+    assert_eq!(fdb.learned_count(1), 3);
+    // Moving an address to a full port is refused too; the other port keeps it.
+    assert_eq!(fdb.learn(mac(300), 0, 2, t0), Learn::New);
+    assert_eq!(fdb.learn(mac(300), 0, 1, t0), Learn::LimitReached);
+    assert_eq!(fdb.lookup(&mac(300), 0, t0), Some(2));
+    // Ageing frees the port's room.
+    assert_eq!(fdb.age(t0 + secs(10)), 4);
+    assert_eq!(fdb.learned_count(1), 0);
+    assert_eq!(fdb.learn(mac(200), 0, 1, t0 + secs(10)), Learn::New);
+    // A port with no limit is not limited; a flood of sources from it fills the table but
+    // never takes a live entry of another port.
+    let mut fdb = Fdb::<u32>::new(8, secs(10));
+    assert_eq!(fdb.learn(mac(1), 0, 2, t0), Learn::New);
+    let mut full = 0;
+    for n in 0..1000 {
+        if fdb.learn(mac(1000 + n), 0, 9, t0) == Learn::TableFull {
+            full += 1;
+        }
+    }
+    assert_eq!(full, 1000 - 7);
+    assert_eq!(fdb.lookup(&mac(1), 0, t0), Some(2));
+}
+
+#[test]
+fn decisions_for_spoofed_and_over_limit_sources() {
+    let t0 = Instant::now();
+    let mut fdb = Fdb::<u32>::new(16, secs(10));
+    fdb.add_static(mac(1), 0, 1).unwrap();
+    fdb.set_port_limit(2, 1);
+    assert_eq!(
+        fdb.decide(2, 0, mac(1), MacAddr::BROADCAST, t0),
+        Decision::Drop(DropReason::Spoofed)
+    );
+    assert_eq!(fdb.decide(2, 0, mac(2), mac(1), t0), Decision::Unicast(1));
+    assert_eq!(
+        fdb.decide(2, 0, mac(3), mac(1), t0),
+        Decision::Drop(DropReason::MacLimit)
+    );
 }
