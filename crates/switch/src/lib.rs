@@ -20,10 +20,16 @@
 mod counters;
 mod decide;
 mod fdb;
+pub mod police;
+pub mod security;
+pub mod vlan;
 
 pub use counters::{DropReason, PortCounters, SharedCounters};
 pub use decide::Decision;
 pub use fdb::{Fdb, FdbEntry, Learn, TableFull, DEFAULT_AGING_TIME, MAX_CAPACITY};
+pub use police::TokenBucket;
+pub use security::PortSecurity;
+pub use vlan::{TagAction, VlanMode, VlanSet};
 
 /// A port id the switch can count per port: a small dense index.
 pub trait PortKey: Copy + Eq {
