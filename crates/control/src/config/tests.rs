@@ -1,5 +1,7 @@
 //! Tests of the configuration model: every error message and the successful parses.
 use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
 
 fn vhost(spec: &str) -> Result<VhostUserPort, String> {
     spec.parse::<VhostUserPort>().map_err(|e| e.to_string())
@@ -28,52 +30,65 @@ fn vm(name: &str, socket: &str) -> PortConfig {
     })
 }
 
-const VM1_MAC: Mac = [0x52, 0x54, 0, 0, 0, 1];
+const VM1_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
 
 // ---- MAC addresses and names
 
 #[test]
-fn mac_parsing() {
-    assert_eq!(parse_mac("52:54:00:00:00:01"), Ok(VM1_MAC));
-    assert_eq!(
-        parse_mac("AA:bb:Cc:00:ff:0e"),
-        Ok([0xaa, 0xbb, 0xcc, 0, 0xff, 0x0e])
-    );
+fn mac_syntax_is_wire_macaddr() {
+    // MACs parse as `wire::MacAddr` does: either case, `:` (or `-`) between octets.
+    for (text, want) in [
+        ("52:54:00:00:00:01", VM1_MAC),
+        (
+            "AA:bb:Cc:00:ff:0e",
+            MacAddr([0xaa, 0xbb, 0xcc, 0, 0xff, 0x0e]),
+        ),
+        ("52-54-00-00-00-01", VM1_MAC),
+    ] {
+        let p = vhost(&format!("name=vm1,socket=/a,mac={text}")).unwrap();
+        assert_eq!(p.mac, Some(want), "{text}");
+        // Printed back in the canonical form.
+        assert!(p.to_string().contains(&format!(",mac={want},")), "{p}");
+    }
     for bad in [
         "",
         "52:54:00:00:00",
         "52:54:00:00:00:01:02",
-        "52:54:00:00:00:1",
         "52:54:00:00:00:001",
         "52:54:zz:00:00:01",
-        "52-54-00-00-00-01",
         "525400000001",
         "52:54:00:00:00:01:",
         "+2:54:00:00:00:01",
         " 52:54:00:00:00:01",
         "52:54:00:00:00:0é",
     ] {
-        assert_eq!(parse_mac(bad), Err(MacError::Syntax), "{bad:?}");
+        assert_eq!(
+            vhost(&format!("name=vm1,socket=/a,mac={bad}")).unwrap_err(),
+            format!(
+                "bad MAC `{bad}` for port vm1: expected 6 hex pairs separated by ':', \
+                 like 52:54:00:12:34:56"
+            ),
+            "{bad:?}"
+        );
     }
-    assert_eq!(
-        format_mac(&[0xaa, 0xbb, 0xcc, 0, 0xff, 0x0e]),
-        "aa:bb:cc:00:ff:0e"
-    );
 }
 
 #[test]
 fn mac_class() {
     assert_eq!(station_mac_class(&VM1_MAC), Ok(()));
-    assert_eq!(station_mac_class(&[0xff; 6]), Err(MacError::Multicast));
     assert_eq!(
-        station_mac_class(&[0x01, 0, 0x5e, 0, 0, 1]),
+        station_mac_class(&MacAddr([0xff; 6])),
         Err(MacError::Multicast)
     );
     assert_eq!(
-        station_mac_class(&[0x33, 0x33, 0, 0, 0, 1]),
+        station_mac_class(&MacAddr([0x01, 0, 0x5e, 0, 0, 1])),
         Err(MacError::Multicast)
     );
-    assert_eq!(station_mac_class(&[0; 6]), Err(MacError::Zero));
+    assert_eq!(
+        station_mac_class(&MacAddr([0x33, 0x33, 0, 0, 0, 1])),
+        Err(MacError::Multicast)
+    );
+    assert_eq!(station_mac_class(&MacAddr([0; 6])), Err(MacError::Zero));
 }
 
 #[test]
@@ -434,7 +449,7 @@ fn validate_duplicates() {
         c.validate().unwrap_err().to_string(),
         "duplicate MAC 52:54:00:00:00:01 (ports vm1 and host0)"
     );
-    a.mac = Some([0x01, 0, 0, 0, 0, 1]);
+    a.mac = Some(MacAddr([0x01, 0, 0, 0, 0, 1]));
     c.ports = vec![PortConfig::VhostUser(a)];
     assert_eq!(
         c.validate().unwrap_err().to_string(),
@@ -576,7 +591,7 @@ fn toml_full() {
                     ifname: "vnet-host0".into(),
                     netns: Some("ns1".into()),
                     queues: 2,
-                    mac: Some([0x52, 0x54, 0, 0, 0, 2]),
+                    mac: Some(MacAddr([0x52, 0x54, 0, 0, 0, 2])),
                 }),
             ],
         }
