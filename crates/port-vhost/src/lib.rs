@@ -31,10 +31,10 @@ use vring::mem::{Added, Removed};
 use vring::{GuestMemory, QueueConfig, RegionSpec};
 
 pub mod conn;
-#[doc(hidden)]
-pub mod fuzz;
 pub mod server;
 mod sys;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
