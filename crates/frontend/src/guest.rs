@@ -75,12 +75,8 @@ impl GuestMemory {
         for i in 0..n {
             let len = usize::try_from(each)
                 .map_err(|_| FrontendError::Config(format!("region size {each} too large")))?;
-            let map = MmapRegion::new_memfd(&format!("vnet-frontend-{i}"), len).map_err(|e| {
-                FrontendError::Io {
-                    op: "memfd_create/mmap of guest memory",
-                    source: e,
-                }
-            })?;
+            let map = MmapRegion::new_memfd(&format!("vnet-frontend-{i}"), len)
+                .map_err(FrontendError::io("memfd_create/mmap of guest memory"))?;
             regions.push(Region { gpa, map, next: 0 });
             gpa = gpa
                 .checked_add(each)
@@ -95,11 +91,13 @@ impl GuestMemory {
     }
 
     /// Bytes of guest memory.
+    #[cfg(any(test, feature = "hostile"))]
     pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
     /// Truncates every region's memfd (hostile tests).
+    #[cfg(any(test, feature = "hostile"))]
     pub(crate) fn truncate_all(&self) -> std::io::Result<()> {
         self.regions.iter().try_for_each(|r| r.map.truncate())
     }
