@@ -1,4 +1,4 @@
-//! libFuzzer target; the same harness runs under `cargo test` via proptest.
+//! libFuzzer target; the same harness runs under `cargo test -p vnet-fuzz-harness`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| vring::fuzz::fuzz_ring(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_harness::ring::fuzz_ring(data));

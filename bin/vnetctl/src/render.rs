@@ -109,7 +109,7 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
             } else {
                 &p.ifname
             }),
-            or_dash(&p.mac),
+            p.mac.map_or_else(|| "-".to_string(), |m| m.to_string()),
             p.queue_pairs.to_string(),
             p.mtu.to_string(),
             or_dash(&p.features),
@@ -183,7 +183,7 @@ pub fn fdb_table(entries: &[FdbEntry]) -> String {
     ]);
     for e in sorted {
         t.row(vec![
-            e.mac.clone(),
+            e.mac.to_string(),
             e.vlan.to_string(),
             e.port.clone(),
             format!("{}s", e.age_secs),
@@ -205,7 +205,7 @@ mod tests {
             socket: Some(format!("/tmp/{name}.sock")),
             ifname: None,
             mode: PortMode::Server,
-            mac: Some("52:54:00:00:00:01".to_string()),
+            mac: "52:54:00:00:00:01".parse().ok(),
             state: PortState::Up,
             features: Some("VERSION_1,MRG_RXBUF".to_string()),
             queue_pairs: 1,
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn fdb_sorted() {
         let e = |mac: &str, vlan, port: &str, age| FdbEntry {
-            mac: mac.into(),
+            mac: mac.parse().unwrap(),
             vlan,
             port: port.into(),
             age_secs: age,

@@ -106,7 +106,10 @@ fn config_file_starts_ports() {
     );
     let ports = v.ports();
     assert_eq!(ports.len(), 1);
-    assert_eq!(ports[0].mac.as_deref(), Some("52:54:00:00:00:11"));
+    assert_eq!(
+        ports[0].mac.map(|m| m.to_string()).as_deref(),
+        Some("52:54:00:00:00:11")
+    );
     assert_eq!(ports[0].state, api::PortState::Down);
 }
 

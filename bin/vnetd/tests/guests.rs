@@ -130,7 +130,7 @@ fn two_guests_ping() {
         let mac = mac_string(mac);
         assert!(
             fdb.iter()
-                .any(|e| e.mac.eq_ignore_ascii_case(&mac) && e.port == port),
+                .any(|e| e.mac.to_string().eq_ignore_ascii_case(&mac) && e.port == port),
             "{mac} not learned on {port}: {fdb:?}"
         );
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use frontend::Frontend;
 use virtio_net::features as f;
-use virtio_net::fuzz::{build_frame, check_segments, FrameSpec};
+use virtio_net::test_frames::{build_frame, check_segments, FrameSpec};
 use virtio_net::{NetHdr, GSO_NONE, HDR_F_DATA_VALID, HDR_F_NEEDS_CSUM};
 
 const NO_GUEST_OFFLOADS: u64 = f::GUEST_CSUM | f::GUEST_TSO4 | f::GUEST_TSO6 | f::GUEST_ECN;

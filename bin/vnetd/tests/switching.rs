@@ -129,7 +129,7 @@ fn scenario_ports(feat: Feat, opts: [&str; 3], args: &[&str]) {
         ("52:54:00:00:00:03", "c"),
     ] {
         assert!(
-            fdb.iter().any(|e| e.mac == m && e.port == p),
+            fdb.iter().any(|e| e.mac.to_string() == m && e.port == p),
             "{m} on {p}: {fdb:?}"
         );
     }

@@ -203,7 +203,7 @@ fn inject_with_vnet_hdr(ns: &Netns, ifname: &str, hdr_and_frame: &[u8]) {
 
 #[test]
 fn tso_frame_from_the_host_whole_to_offloading_guest_segmented_to_other() {
-    use virtio_net::fuzz::{build_frame, check_segments, FrameSpec};
+    use virtio_net::test_frames::{build_frame, check_segments, FrameSpec};
     if !can_use_tap() {
         return;
     }

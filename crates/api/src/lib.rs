@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+pub use wire::MacAddr;
 
 /// Where vnetd listens unless told otherwise.
 pub const DEFAULT_CONTROL_PATH: &str = "/run/vnet/vnetd.sock";
@@ -188,9 +189,9 @@ pub struct PortInfo {
     pub ifname: Option<String>,
     /// Server or client side of the socket.
     pub mode: PortMode,
-    /// The MAC address presented to the guest, `aa:bb:cc:dd:ee:ff`.
+    /// The MAC address presented to the guest, `aa:bb:cc:dd:ee:ff` on the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
+    pub mac: Option<MacAddr>,
     /// Current state.
     pub state: PortState,
     /// Negotiated virtio features by name (e.g. `VERSION_1,MRG_RXBUF,CSUM`), once known.
@@ -252,8 +253,8 @@ impl PortStats {
 /// One forwarding database entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdbEntry {
-    /// Station address, `aa:bb:cc:dd:ee:ff`.
-    pub mac: String,
+    /// Station address, `aa:bb:cc:dd:ee:ff` on the wire.
+    pub mac: MacAddr,
     /// VLAN it was learned on (0: untagged).
     pub vlan: u16,
     /// Name of the port it was learned on.

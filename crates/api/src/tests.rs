@@ -10,7 +10,7 @@ fn port(name: &str) -> PortInfo {
         socket: Some(format!("/tmp/{name}.sock")),
         ifname: None,
         mode: PortMode::Client,
-        mac: Some("52:54:00:00:00:01".to_string()),
+        mac: Some(MacAddr([0x52, 0x54, 0, 0, 0, 1])),
         state: PortState::Up,
         features: Some("VERSION_1,MRG_RXBUF".to_string()),
         queue_pairs: 2,
@@ -60,7 +60,7 @@ fn all_responses() -> Vec<Response> {
         Response::Ports(vec![]),
         Response::Stats(vec![stats("vm1"), PortStats::default()]),
         Response::Fdb(vec![FdbEntry {
-            mac: "52:54:00:00:00:01".to_string(),
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, 1]),
             vlan: 0,
             port: "vm1".to_string(),
             age_secs: 12,
@@ -290,4 +290,26 @@ fn call_times_out() {
     assert!(start.elapsed() < Duration::from_millis(450));
     server.join().unwrap();
     let _ = std::fs::remove_file(&path);
+}
+
+/// The exact lines a daemon sent before MAC addresses became `MacAddr` (they were strings
+/// then): the wire format did not change.
+#[test]
+fn mac_fields_keep_their_wire_form() {
+    let golden = [
+        r#"{"result":"ports","data":[{"name":"vm1","kind":"vhost-user","socket":"/tmp/vm1.sock","mode":"client","mac":"52:54:00:00:00:01","state":"up","features":"VERSION_1,MRG_RXBUF","queue_pairs":2,"mtu":1500},{"name":"host0","kind":"tap","mode":"server","state":"broken","queue_pairs":2,"mtu":1500,"broken_reason":"avail index jumped"}]}"#,
+        r#"{"result":"fdb","data":[{"mac":"52:54:00:00:00:01","vlan":0,"port":"vm1","age_secs":12}]}"#,
+    ];
+    let responses = all_responses();
+    for (resp, line) in [(&responses[0], golden[0]), (&responses[3], golden[1])] {
+        assert_eq!(encode_line(resp).trim_end(), line);
+        assert_eq!(&decode_line::<Response>(line).unwrap(), resp);
+    }
+}
+
+#[test]
+fn bad_mac_on_the_wire_names_the_input() {
+    let line = r#"{"result":"fdb","data":[{"mac":"52:54:00:00:00:0g","vlan":0,"port":"vm1","age_secs":1}]}"#;
+    let msg = decode_line::<Response>(line).unwrap_err().to_string();
+    assert!(msg.contains(r#""52:54:00:00:00:0g""#), "{msg}");
 }

@@ -13,6 +13,7 @@ use datapath::{Datapath, DatapathConfig, PortHandle, VhostQueues};
 use port_vhost::server::{self, Connection, SharedNet};
 use port_vhost::{NetDevice, VhostUserNet};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use wire::MacAddr;
 
 use crate::config::{Config, PortConfig, TapPort, VhostUserPort};
 
@@ -58,14 +59,14 @@ pub enum DaemonError {
 }
 
 /// A locally administered MAC derived from the port name, stable across restarts.
-pub fn default_mac(name: &str) -> [u8; 6] {
+pub fn default_mac(name: &str) -> MacAddr {
     // FNV-1a: a stable hash (std's hasher is randomly keyed).
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
     let b = h.to_be_bytes();
-    [0x52, 0x54, b[0], b[1], b[2], b[3]]
+    MacAddr([0x52, 0x54, b[0], b[1], b[2], b[3]])
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +97,7 @@ impl Token {
 
 struct Port {
     cfg: VhostUserPort,
-    mac: [u8; 6],
+    mac: MacAddr,
     handle: PortHandle,
     net: SharedNet<VhostQueues>,
     listener: Option<UnixListener>,
@@ -381,7 +382,7 @@ impl Daemon {
                     .fdb()
                     .into_iter()
                     .map(|r| api::FdbEntry {
-                        mac: r.mac.to_string(),
+                        mac: r.mac,
                         vlan: r.vlan,
                         port: r.port,
                         age_secs: r.age.as_secs(),
@@ -417,7 +418,7 @@ impl Daemon {
             } else {
                 PortMode::Server
             },
-            mac: Some(fmt_mac(&p.mac)),
+            mac: Some(p.mac),
             state,
             features: (feats != 0).then(|| virtio_net::features::describe(feats)),
             queue_pairs: p.cfg.queue_pairs,
@@ -457,7 +458,7 @@ fn open_tap(dp: &mut Datapath, t: &TapPort) -> Result<TapCtl, DaemonError> {
         ifname: t.ifname.clone(),
         netns: t.netns.clone(),
         queues: t.queues,
-        mac: t.mac.map(Into::into),
+        mac: t.mac,
         mtu: None,
     })
     .map_err(|err| DaemonError::Tap {
@@ -495,7 +496,7 @@ fn tap_info(t: &TapCtl) -> PortInfo {
             None => t.ifname.clone(),
         }),
         mode: PortMode::Kernel,
-        mac: t.cfg.mac.as_ref().map(fmt_mac),
+        mac: t.cfg.mac,
         state: if broken.is_some() || st.running_queues() == 0 {
             PortState::Down
         } else {
@@ -532,11 +533,4 @@ fn port_stats(name: &str, h: &PortHandle) -> PortStats {
             })
             .collect(),
     }
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
 }

@@ -93,3 +93,10 @@ pub enum FrontendError {
     #[error("not connected")]
     Disconnected,
 }
+
+impl FrontendError {
+    /// For `map_err`: the OS error `source` of `op`, as [`FrontendError::Io`].
+    pub(crate) fn io(op: &'static str) -> impl Fn(io::Error) -> FrontendError + Copy {
+        move |source| FrontendError::Io { op, source }
+    }
+}

@@ -54,6 +54,18 @@ fn align_up(v: u64, align: u64) -> Option<u64> {
     Some(v.checked_add(align - 1)? & !(align - 1))
 }
 
+/// The result of a copy of `len` bytes at `gpa` that went through (`ok`) or not.
+fn copied(ok: bool, gpa: u64, len: usize) -> Result<(), FrontendError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(FrontendError::GuestAddress {
+            gpa,
+            len: len as u64,
+        })
+    }
+}
+
 impl GuestMemory {
     /// `total` bytes split into `n` page-aligned regions starting at GPA `base`, each
     /// followed by a [`REGION_GAP`].
@@ -75,12 +87,8 @@ impl GuestMemory {
         for i in 0..n {
             let len = usize::try_from(each)
                 .map_err(|_| FrontendError::Config(format!("region size {each} too large")))?;
-            let map = MmapRegion::new_memfd(&format!("vnet-frontend-{i}"), len).map_err(|e| {
-                FrontendError::Io {
-                    op: "memfd_create/mmap of guest memory",
-                    source: e,
-                }
-            })?;
+            let map = MmapRegion::new_memfd(&format!("vnet-frontend-{i}"), len)
+                .map_err(FrontendError::io("memfd_create/mmap of guest memory"))?;
             regions.push(Region { gpa, map, next: 0 });
             gpa = gpa
                 .checked_add(each)
@@ -95,11 +103,13 @@ impl GuestMemory {
     }
 
     /// Bytes of guest memory.
+    #[cfg(any(test, feature = "hostile"))]
     pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
     /// Truncates every region's memfd (hostile tests).
+    #[cfg(any(test, feature = "hostile"))]
     pub(crate) fn truncate_all(&self) -> std::io::Result<()> {
         self.regions.iter().try_for_each(|r| r.map.truncate())
     }
@@ -165,27 +175,13 @@ impl GuestMemory {
     /// Copies guest memory `[gpa, gpa + dst.len())` into `dst`.
     pub(crate) fn read(&self, gpa: u64, dst: &mut [u8]) -> Result<(), FrontendError> {
         let (i, off) = self.find(gpa, dst.len() as u64)?;
-        if self.regions[i].map.read(off, dst) {
-            Ok(())
-        } else {
-            Err(FrontendError::GuestAddress {
-                gpa,
-                len: dst.len() as u64,
-            })
-        }
+        copied(self.regions[i].map.read(off, dst), gpa, dst.len())
     }
 
     /// Copies `src` into guest memory at `gpa`.
     pub(crate) fn write(&mut self, gpa: u64, src: &[u8]) -> Result<(), FrontendError> {
         let (i, off) = self.find(gpa, src.len() as u64)?;
-        if self.regions[i].map.write(off, src) {
-            Ok(())
-        } else {
-            Err(FrontendError::GuestAddress {
-                gpa,
-                len: src.len() as u64,
-            })
-        }
+        copied(self.regions[i].map.write(off, src), gpa, src.len())
     }
 
     /// Atomic load of a ring field (little-endian `u16`, 2-byte aligned).

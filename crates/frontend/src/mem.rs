@@ -76,6 +76,7 @@ impl MmapRegion {
 
     /// Shrinks the memfd to nothing: its pages are gone for every process mapping it
     /// (touching the mapping afterwards raises SIGBUS, here too).
+    #[cfg(any(test, feature = "hostile"))]
     pub(crate) fn truncate(&self) -> io::Result<()> {
         self.file.set_len(0)
     }

@@ -45,6 +45,13 @@ pub(crate) struct QueueParams {
     pub big: bool,
 }
 
+impl QueueParams {
+    /// The ring these parameters describe, allocated in `mem`.
+    fn ring(&self, mem: &mut GuestMemory) -> Result<SplitRing, FrontendError> {
+        SplitRing::new(mem, self.index, self.size, self.event_idx)
+    }
+}
+
 /// Driver state of a txq.
 #[derive(Debug)]
 pub(crate) struct TxQueue {
@@ -69,15 +76,8 @@ impl TxQueue {
         p: QueueParams,
         layout: TxLayout,
     ) -> Result<TxQueue, FrontendError> {
-        let QueueParams {
-            index,
-            size,
-            event_idx,
-            hdr_len,
-            indirect,
-            big,
-        } = p;
-        let ring = SplitRing::new(mem, index, size, event_idx)?;
+        let ring = p.ring(mem)?;
+        let (size, hdr_len, indirect, big) = (p.size, p.hdr_len, p.indirect, p.big);
         let frame = if big { MAX_GSO_FRAME } else { MAX_JUMBO_FRAME };
         let slot_size = round_up(hdr_len + frame, 64);
         let nslots = if big {
@@ -259,15 +259,8 @@ impl RxQueue {
         mrg: bool,
         rx_buf_size: u32,
     ) -> Result<RxQueue, FrontendError> {
-        let QueueParams {
-            index,
-            size,
-            event_idx,
-            hdr_len,
-            indirect,
-            big,
-        } = p;
-        let ring = SplitRing::new(mem, index, size, event_idx)?;
+        let ring = p.ring(mem)?;
+        let (size, hdr_len, indirect, big) = (p.size, p.hdr_len, p.indirect, p.big);
         let buf = rx_buf_size as usize;
         let (desc_size, capacity, nchains, indirect) = if mrg {
             if buf < hdr_len {

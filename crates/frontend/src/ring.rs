@@ -442,6 +442,7 @@ impl SplitRing {
     /// Test helper: writes `descs` raw at ids `0..descs.len()` (which must all be free),
     /// reserves them until as many used elements as `heads` came back, and adds `heads`
     /// (unchecked) to the avail ring. Publishes; returns whether a kick is wanted.
+    #[cfg(any(test, feature = "hostile"))]
     pub(crate) fn raw_post(
         &mut self,
         mem: &mut GuestMemory,

@@ -7,13 +7,11 @@ use std::os::unix::net::UnixStream;
 use vhost::vhost_user::{Frontend as VuFrontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VringConfigData};
 use virtio_net::features as f;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::connect::{acked, eventfd, vhost_err};
 use crate::guest::GuestMemory;
-use crate::{
-    acked, vhost_err, FrontendConfig, FrontendError, MemRegistration, Notifiers, QueuePair,
-    SessionStyle, MAX_MEM_TABLE_REGIONS,
-};
+use crate::{FrontendConfig, FrontendError, MemRegistration, SessionStyle, MAX_MEM_TABLE_REGIONS};
+use crate::{Notifiers, QueuePair};
 
 /// What one vhost device negotiated.
 #[derive(Debug, Clone, Copy)]
@@ -51,10 +49,9 @@ pub(crate) fn start(
     build: BuildQueues,
 ) -> Result<(VuFrontend, Negotiated, GuestMemory, Vec<QueuePair>), FrontendError> {
     // A second handle on the socket for GET_QUEUE_NUM (see `get_queue_num`).
-    let raw = sock.try_clone().map_err(|source| FrontendError::Io {
-        op: "dup vhost-user socket",
-        source,
-    })?;
+    let raw = sock
+        .try_clone()
+        .map_err(FrontendError::io("dup vhost-user socket"))?;
     let mut vu = VuFrontend::from_stream(sock, u64::from(2 * c.queue_pairs));
     let (neg, mem, pairs) = match c.session {
         SessionStyle::OneDevice => one_device(&mut vu, &raw, c, build)?,
@@ -309,7 +306,7 @@ fn set_up_ring(
     neg: &Negotiated,
     mem: &GuestMemory,
     q: usize,
-    ring: crate::VringAddrs,
+    ring: crate::ring::VringAddrs,
     n: &Notifiers,
     order: &[RingStep],
 ) -> Result<(), FrontendError> {
@@ -345,7 +342,7 @@ fn enable(
 }
 
 /// The rings of pair `p`: (index, addresses, notifiers), rxq first.
-fn pair_rings(p: usize, pair: &QueuePair) -> [(usize, crate::VringAddrs, &Notifiers); 2] {
+fn pair_rings(p: usize, pair: &QueuePair) -> [(usize, crate::ring::VringAddrs, &Notifiers); 2] {
     [
         (2 * p, pair.rx.ring.addrs(), &pair.rx_notify),
         (2 * p + 1, pair.tx.ring.addrs(), &pair.tx_notify),
@@ -355,7 +352,7 @@ fn pair_rings(p: usize, pair: &QueuePair) -> [(usize, crate::VringAddrs, &Notifi
 /// SET_VRING_ADDR's payload: the ring in the frontend's (our) address space.
 fn ring_config(
     mem: &GuestMemory,
-    addrs: crate::VringAddrs,
+    addrs: crate::ring::VringAddrs,
 ) -> Result<VringConfigData, FrontendError> {
     Ok(VringConfigData {
         queue_max_size: addrs.size,
@@ -365,13 +362,6 @@ fn ring_config(
         used_ring_addr: mem.host_addr(addrs.used)?,
         avail_ring_addr: mem.host_addr(addrs.avail)?,
         log_addr: None,
-    })
-}
-
-fn eventfd() -> Result<EventFd, FrontendError> {
-    EventFd::new(EFD_NONBLOCK).map_err(|source| FrontendError::Io {
-        op: "eventfd",
-        source,
     })
 }
 
@@ -443,10 +433,7 @@ fn raw_request(
     use std::io::{Read, Write};
     const VERSION_1: u32 = 0x1;
     const REPLY: u32 = 0x4;
-    let io = |source| FrontendError::Io {
-        op: "raw vhost-user request",
-        source,
-    };
+    let io = FrontendError::io("raw vhost-user request");
     let mut msg = Vec::with_capacity(12 + body.len());
     msg.extend_from_slice(&code.to_ne_bytes());
     msg.extend_from_slice(&VERSION_1.to_ne_bytes());

@@ -1,7 +1,10 @@
 //! Queue-level tests against the device simulator in `testutil` (no backend, no socket).
 
 use super::*;
+use crate::queue::{QueueParams, RxPoll, RxQueue, TxQueue};
 use crate::testutil::Dev;
+use std::time::{Duration, Instant};
+use virtio_net::NetHdr;
 use virtio_net::HDR_LEN_V1;
 
 /// Driver rx/tx queues plus a device that loops every tx frame back into rx buffers.
@@ -394,7 +397,7 @@ fn config_and_rawdesc_encoding() {
     assert_eq!(
         c,
         NetConfig {
-            mac: [1, 2, 3, 4, 5, 6],
+            mac: wire::MacAddr([1, 2, 3, 4, 5, 6]),
             status: 1,
             max_virtqueue_pairs: 4,
             mtu: 1500

@@ -600,7 +600,7 @@ fn add_mem_reg_with_three_regions_and_loopback() {
         assert!(s.vrings[2..].iter().all(|v| !v.enabled && v.num == 0));
         assert_eq!(s.acked, FEATURES & fe.config().wanted_features);
     }
-    assert_eq!(fe.mac().unwrap(), Some(MAC));
+    assert_eq!(fe.mac().unwrap(), Some(wire::MacAddr(MAC)));
     let nc = fe.net_config().unwrap().unwrap();
     assert_eq!((nc.status, nc.mtu), (1, 1500));
     loopback(&mut fe, &server, &[60, 1514, 5000, 9000, 0]);

@@ -158,7 +158,7 @@ fn open_here(cfg: &TapConfig) -> Result<Tap, TapError> {
         queues.push(f);
     }
     if let Some(mac) = cfg.mac {
-        sys::set_mac(&ifname, mac.octets()).map_err(err("setting the MAC address"))?;
+        sys::set_mac(&ifname, mac).map_err(err("setting the MAC address"))?;
     }
     if let Some(mtu) = cfg.mtu {
         sys::set_mtu(&ifname, mtu).map_err(err("setting the MTU"))?;

@@ -136,11 +136,11 @@ pub fn set_up(ifname: &str) -> io::Result<()> {
 }
 
 /// Sets the MAC address of `ifname`.
-pub fn set_mac(ifname: &str, mac: [u8; 6]) -> io::Result<()> {
+pub fn set_mac(ifname: &str, mac: wire::MacAddr) -> io::Result<()> {
     let mut r = IfReq::new(ifname)?;
     // struct sockaddr { sa_family_t sa_family; char sa_data[14]; }
     r.data[..2].copy_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
-    r.data[2..8].copy_from_slice(&mac);
+    r.data[2..8].copy_from_slice(mac.as_bytes());
     ifreq_ioctl(libc::SIOCSIFHWADDR, &mut r)
 }
 

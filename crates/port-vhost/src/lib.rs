@@ -31,10 +31,10 @@ use vring::mem::{Added, Removed};
 use vring::{GuestMemory, QueueConfig, RegionSpec};
 
 pub mod conn;
-#[doc(hidden)]
-pub mod fuzz;
 pub mod server;
 mod sys;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -127,7 +127,7 @@ pub struct NetDevice {
     /// Port name, for logs.
     pub name: String,
     /// MAC address reported in the config space.
-    pub mac: [u8; 6],
+    pub mac: wire::MacAddr,
     /// MTU reported in the config space (VIRTIO_NET_F_MTU).
     pub mtu: u16,
     /// Queue pairs offered: rings `0..2 * queue_pairs` (rxq `2p`, txq `2p + 1`).

@@ -7,6 +7,8 @@
 //! The later fields (`speed`, `duplex`, RSS) exist only with features this device does not
 //! offer (`SPEED_DUPLEX`, `RSS`, `HASH_REPORT`), so the space ends after `mtu`.
 
+use wire::MacAddr;
+
 use crate::features;
 
 /// Bytes of configuration space this device exposes.
@@ -16,7 +18,7 @@ pub const CONFIG_LEN: usize = 12;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetConfig {
     /// Valid when `VIRTIO_NET_F_MAC` is offered.
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     /// `VIRTIO_NET_S_*` bits, valid when `VIRTIO_NET_F_STATUS` is offered.
     pub status: u16,
     /// Valid when `VIRTIO_NET_F_MQ` is offered; at least 1.
@@ -27,7 +29,7 @@ pub struct NetConfig {
 
 impl NetConfig {
     /// A config with link up, one queue pair and a 1500-byte MTU.
-    pub fn new(mac: [u8; 6]) -> NetConfig {
+    pub fn new(mac: MacAddr) -> NetConfig {
         NetConfig {
             mac,
             status: features::STATUS_LINK_UP,
@@ -39,7 +41,7 @@ impl NetConfig {
     /// The little-endian layout of §5.1.4.
     pub fn to_bytes(&self) -> [u8; CONFIG_LEN] {
         let mut b = [0u8; CONFIG_LEN];
-        let [m0, m1, m2, m3, m4, m5] = self.mac;
+        let [m0, m1, m2, m3, m4, m5] = self.mac.octets();
         let [s0, s1] = self.status.to_le_bytes();
         let [q0, q1] = self.max_virtqueue_pairs.to_le_bytes();
         let [t0, t1] = self.mtu.to_le_bytes();
@@ -54,12 +56,8 @@ impl NetConfig {
             b.get(i..i + 2)
                 .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
         };
-        let mut mac = [0u8; 6];
-        if let Some(m) = b.get(..6) {
-            mac.copy_from_slice(m);
-        }
         NetConfig {
-            mac,
+            mac: b.get(..6).and_then(MacAddr::from_bytes).unwrap_or_default(),
             status: u16_at(6),
             max_virtqueue_pairs: u16_at(8),
             mtu: u16_at(10),
@@ -91,7 +89,7 @@ mod tests {
     #[test]
     fn parse_inverts_to_bytes() {
         let c = NetConfig {
-            mac: [2, 0, 0, 0, 0, 1],
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
             status: 1,
             max_virtqueue_pairs: 4,
             mtu: 9000,
@@ -109,25 +107,25 @@ mod tests {
     #[test]
     fn layout_is_little_endian() {
         let c = NetConfig {
-            mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            mac: MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
             status: 0x0003,
             max_virtqueue_pairs: 0x0102,
             mtu: 9000,
         };
         let b = c.to_bytes();
-        assert_eq!(&b[..6], &c.mac);
+        assert_eq!(&b[..6], c.mac.as_bytes());
         assert_eq!(&b[6..8], &[0x03, 0x00]);
         assert_eq!(&b[8..10], &[0x02, 0x01]);
         assert_eq!(&b[10..12], &9000u16.to_le_bytes());
-        let d = NetConfig::new([2; 6]);
+        let d = NetConfig::new(MacAddr([2; 6]));
         assert_eq!((d.status, d.max_virtqueue_pairs, d.mtu), (1, 1, 1500));
     }
 
     #[test]
     fn read_ranges() {
-        let c = NetConfig::new([0x52, 0x54, 0, 0, 0, 1]);
+        let c = NetConfig::new(MacAddr([0x52, 0x54, 0, 0, 0, 1]));
         let b = c.to_bytes();
-        assert_eq!(read(&b, 0, 6), Some(&c.mac[..]));
+        assert_eq!(read(&b, 0, 6), Some(c.mac.as_bytes()));
         assert_eq!(read(&b, 6, 2), Some(&[1u8, 0][..]));
         assert_eq!(read(&b, 0, 12), Some(&b[..]));
         assert_eq!(read(&b, 12, 0), Some(&[][..]));

@@ -45,7 +45,7 @@ pub fn complete_hdr(frame: &mut [u8], hdr: &NetHdr) -> Result<(), HdrError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzz::{build_frame, FrameSpec, L4};
+    use crate::test_frames::{build_frame, FrameSpec, L4};
     use wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
     fn spec(l4: L4, v6: bool, vlan: Option<u16>, payload_len: usize) -> FrameSpec {

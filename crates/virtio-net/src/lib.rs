@@ -7,7 +7,9 @@
 //! * [`csum`]: completing a partial checksum (`NEEDS_CSUM`) in software.
 //! * [`gso`]: software segmentation of TCP (and USO) GSO frames.
 //! * [`config`]: the device configuration space (§5.1.4) for vhost-user `GET_CONFIG`.
-//! * [`fuzz`]: harnesses for fuzzers and for `cargo test` (proptest).
+//! * `test_frames` (tests, or the `test-util` feature): a builder of TCP/UDP frames with
+//!   the header a guest sends, and a checker of segmentation results. The fuzz harnesses
+//!   live in `vnet-fuzz-harness`.
 //!
 //! Queue directions are named from the guest's view: on an rxq the device writes, on a txq
 //! the device reads.
@@ -17,10 +19,10 @@
 pub mod config;
 pub mod csum;
 pub mod features;
-#[doc(hidden)]
-pub mod fuzz;
 pub mod gso;
 pub mod offload;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_frames;
 
 pub use config::NetConfig;
 pub use gso::{GsoError, SegStats};

@@ -18,8 +18,6 @@
 pub(crate) mod access;
 #[allow(unsafe_code)] // guest buffers of a popped chain
 pub mod chain;
-#[doc(hidden)]
-pub mod fuzz;
 #[allow(unsafe_code)] // mmap of the frontend's memory files
 pub mod mem;
 #[allow(unsafe_code)] // the ring structures in guest memory

@@ -9,7 +9,8 @@
 //! is a no-op (which `new_checked` rules out in practice).
 //!
 //! [`checksum`] has the internet checksum (RFC 1071) with pseudo-header sums for TCP/UDP.
-//! [`MacAddr`] is the 48-bit Ethernet address. The crate has no dependencies and no unsafe.
+//! [`MacAddr`] is the 48-bit Ethernet address; with the optional `serde` feature it
+//! serializes as its text form. The crate has no other dependencies and no unsafe.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -124,6 +124,42 @@ impl FromStr for MacAddr {
     }
 }
 
+/// With the `serde` feature, a [`MacAddr`] is its text form: serialized with `Display`
+/// (`"52:54:00:12:34:56"`), deserialized with `FromStr` (the error names the input).
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use super::MacAddr;
+    use core::fmt;
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::{Deserialize, Serialize, Serializer};
+
+    impl Serialize for MacAddr {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    struct MacVisitor;
+
+    impl Visitor<'_> for MacVisitor {
+        type Value = MacAddr;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a MAC address string like \"52:54:00:12:34:56\"")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<MacAddr, E> {
+            v.parse().map_err(E::custom)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for MacAddr {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+            d.deserialize_str(MacVisitor)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +213,20 @@ mod tests {
         assert_eq!(MacAddr::from_bytes(&[1, 2, 3, 4, 5]), None);
         assert_eq!(MacAddr::from_bytes(&[0; 7]), None);
         assert!(MacAddr([0, 0, 0, 0, 0, 1]) < MacAddr([0, 0, 0, 0, 1, 0]));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn serde_is_the_text_form() {
+        let m = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0xab]);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, "\"52:54:00:12:34:ab\"");
+        assert_eq!(serde_json::from_str::<MacAddr>(&json).unwrap(), m);
+        // Through a reader the string is not borrowed: same result.
+        let owned: MacAddr = serde_json::from_reader(json.as_bytes()).unwrap();
+        assert_eq!(owned, m);
+        let e = serde_json::from_str::<MacAddr>("\"52:54:zz\"").unwrap_err();
+        assert!(e.to_string().contains("\"52:54:zz\""), "{e}");
+        assert!(serde_json::from_str::<MacAddr>("5").is_err());
     }
 }

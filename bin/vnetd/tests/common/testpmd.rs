@@ -389,7 +389,7 @@ pub fn assert_learned(v: &Vnetd, mac: [u8; 6], port: &str) {
     };
     let m = fmt_mac(mac);
     assert!(
-        fdb.iter().any(|e| e.mac == m && e.port == port),
+        fdb.iter().any(|e| e.mac.0 == mac && e.port == port),
         "{m} not learned on {port}: {fdb:?}"
     );
 }

@@ -1,5 +1,7 @@
 //! Tests of the configuration model: every error message and the successful parses.
 use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
 
 fn vhost(spec: &str) -> Result<VhostUserPort, String> {
     spec.parse::<VhostUserPort>().map_err(|e| e.to_string())
@@ -9,11 +11,19 @@ fn tap(spec: &str) -> Result<TapPort, String> {
     spec.parse::<TapPort>().map_err(|e| e.to_string())
 }
 
-fn toml_err(text: &str) -> String {
-    match Config::from_toml_str(text, "vnet.toml") {
-        Ok(c) => panic!("accepted: {c:?}"),
-        Err(e) => e.to_string(),
+/// Asserts that `parse` refuses each input with exactly its message.
+fn refuses<T: std::fmt::Debug>(parse: impl Fn(&str) -> Result<T, String>, cases: &[(&str, &str)]) {
+    for (input, want) in cases {
+        assert_eq!(parse(input).unwrap_err(), *want, "{input:?}");
     }
+}
+
+fn toml(text: &str) -> Result<Config, String> {
+    Config::from_toml_str(text, "vnet.toml").map_err(|e| e.to_string())
+}
+
+fn toml_err(text: &str) -> String {
+    toml(text).unwrap_err()
 }
 
 fn vm(name: &str, socket: &str) -> PortConfig {
@@ -28,52 +38,78 @@ fn vm(name: &str, socket: &str) -> PortConfig {
     })
 }
 
-const VM1_MAC: Mac = [0x52, 0x54, 0, 0, 0, 1];
+const VM1_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+
+/// Port vm1 with every key set, as `FULL` and `vhost_user_full` write it.
+fn vm1_full() -> VhostUserPort {
+    VhostUserPort {
+        name: "vm1".into(),
+        socket: "/tmp/vm1.sock".into(),
+        client: true,
+        mac: Some(VM1_MAC),
+        queue_pairs: 2,
+        mtu: Some(9000),
+        datapath: None,
+    }
+}
 
 // ---- MAC addresses and names
 
 #[test]
-fn mac_parsing() {
-    assert_eq!(parse_mac("52:54:00:00:00:01"), Ok(VM1_MAC));
-    assert_eq!(
-        parse_mac("AA:bb:Cc:00:ff:0e"),
-        Ok([0xaa, 0xbb, 0xcc, 0, 0xff, 0x0e])
-    );
+fn mac_syntax_is_wire_macaddr() {
+    // MACs parse as `wire::MacAddr` does: either case, `:` (or `-`) between octets.
+    for (text, want) in [
+        ("52:54:00:00:00:01", VM1_MAC),
+        (
+            "AA:bb:Cc:00:ff:0e",
+            MacAddr([0xaa, 0xbb, 0xcc, 0, 0xff, 0x0e]),
+        ),
+        ("52-54-00-00-00-01", VM1_MAC),
+    ] {
+        let p = vhost(&format!("name=vm1,socket=/a,mac={text}")).unwrap();
+        assert_eq!(p.mac, Some(want), "{text}");
+        // Printed back in the canonical form.
+        assert!(p.to_string().contains(&format!(",mac={want},")), "{p}");
+    }
     for bad in [
         "",
         "52:54:00:00:00",
         "52:54:00:00:00:01:02",
-        "52:54:00:00:00:1",
         "52:54:00:00:00:001",
         "52:54:zz:00:00:01",
-        "52-54-00-00-00-01",
         "525400000001",
         "52:54:00:00:00:01:",
         "+2:54:00:00:00:01",
         " 52:54:00:00:00:01",
         "52:54:00:00:00:0é",
     ] {
-        assert_eq!(parse_mac(bad), Err(MacError::Syntax), "{bad:?}");
+        assert_eq!(
+            vhost(&format!("name=vm1,socket=/a,mac={bad}")).unwrap_err(),
+            format!(
+                "bad MAC `{bad}` for port vm1: expected 6 hex pairs separated by ':', \
+                 like 52:54:00:12:34:56"
+            ),
+            "{bad:?}"
+        );
     }
-    assert_eq!(
-        format_mac(&[0xaa, 0xbb, 0xcc, 0, 0xff, 0x0e]),
-        "aa:bb:cc:00:ff:0e"
-    );
 }
 
 #[test]
 fn mac_class() {
     assert_eq!(station_mac_class(&VM1_MAC), Ok(()));
-    assert_eq!(station_mac_class(&[0xff; 6]), Err(MacError::Multicast));
     assert_eq!(
-        station_mac_class(&[0x01, 0, 0x5e, 0, 0, 1]),
+        station_mac_class(&MacAddr([0xff; 6])),
         Err(MacError::Multicast)
     );
     assert_eq!(
-        station_mac_class(&[0x33, 0x33, 0, 0, 0, 1]),
+        station_mac_class(&MacAddr([0x01, 0, 0x5e, 0, 0, 1])),
         Err(MacError::Multicast)
     );
-    assert_eq!(station_mac_class(&[0; 6]), Err(MacError::Zero));
+    assert_eq!(
+        station_mac_class(&MacAddr([0x33, 0x33, 0, 0, 0, 1])),
+        Err(MacError::Multicast)
+    );
+    assert_eq!(station_mac_class(&MacAddr([0; 6])), Err(MacError::Zero));
 }
 
 #[test]
@@ -95,18 +131,7 @@ fn names() {
 fn vhost_user_full() {
     let p = vhost("name=vm1,socket=/tmp/vm1.sock,client,mac=52:54:00:00:00:01,queues=2,mtu=9000")
         .unwrap();
-    assert_eq!(
-        p,
-        VhostUserPort {
-            name: "vm1".into(),
-            socket: "/tmp/vm1.sock".into(),
-            client: true,
-            mac: Some(VM1_MAC),
-            queue_pairs: 2,
-            mtu: Some(9000),
-            datapath: None,
-        }
-    );
+    assert_eq!(p, vm1_full());
     assert_eq!(
         p.to_string(),
         "name=vm1,socket=/tmp/vm1.sock,client,mac=52:54:00:00:00:01,queues=2,mtu=9000"
@@ -174,29 +199,36 @@ fn vhost_user_defaults_and_forms() {
 
 #[test]
 fn vhost_user_unknown_key() {
-    assert_eq!(
-        vhost("name=vm1,socket2=/tmp/vm1.sock").unwrap_err(),
-        "unknown key `socket2` in `--vhost-user name=vm1,socket2=/tmp/vm1.sock` \
-         (known keys: name, socket, client, mac, queues, mtu, datapath)"
-    );
-    assert_eq!(
-        vhost("name=vm1,socket=/s,server").unwrap_err(),
-        "unknown key `server` in `--vhost-user name=vm1,socket=/s,server` \
-         (known keys: name, socket, client, mac, queues, mtu, datapath)"
+    refuses(
+        vhost,
+        &[
+            (
+                "name=vm1,socket2=/tmp/vm1.sock",
+                "unknown key `socket2` in `--vhost-user name=vm1,socket2=/tmp/vm1.sock` (known \
+                 keys: name, socket, client, mac, queues, mtu, datapath)",
+            ),
+            (
+                "name=vm1,socket=/s,server",
+                "unknown key `server` in `--vhost-user name=vm1,socket=/s,server` (known keys: \
+                 name, socket, client, mac, queues, mtu, datapath)",
+            ),
+        ],
     );
 }
 
 #[test]
 fn vhost_user_missing_keys() {
-    assert_eq!(
-        vhost("name=vm1").unwrap_err(),
-        "missing `socket` in `--vhost-user name=vm1`"
+    refuses(
+        vhost,
+        &[
+            ("name=vm1", "missing `socket` in `--vhost-user name=vm1`"),
+            (
+                "socket=/tmp/x.sock",
+                "missing `name` in `--vhost-user socket=/tmp/x.sock`",
+            ),
+            ("", "missing `name` in `--vhost-user `"),
+        ],
     );
-    assert_eq!(
-        vhost("socket=/tmp/x.sock").unwrap_err(),
-        "missing `name` in `--vhost-user socket=/tmp/x.sock`"
-    );
-    assert_eq!(vhost("").unwrap_err(), "missing `name` in `--vhost-user `");
 }
 
 #[test]
@@ -209,24 +241,29 @@ fn vhost_user_duplicate_key() {
 
 #[test]
 fn vhost_user_bad_values() {
-    assert_eq!(
-        vhost("name=vm1,socket=/a,client=maybe").unwrap_err(),
-        "bad value `maybe` for `client` in `--vhost-user name=vm1,socket=/a,client=maybe`: \
-         expected true or false"
-    );
-    assert_eq!(
-        vhost("name,socket=/a").unwrap_err(),
-        "bad value `` for `name` in `--vhost-user name,socket=/a`: expected `key=value`"
-    );
-    assert_eq!(
-        vhost("name=vm1,socket=/a,queues=two").unwrap_err(),
-        "bad value `two` for `queues` in `--vhost-user name=vm1,socket=/a,queues=two`: \
-         expected a decimal number"
-    );
-    assert_eq!(
-        vhost("name=vm1,socket=/a,mtu=-1").unwrap_err(),
-        "bad value `-1` for `mtu` in `--vhost-user name=vm1,socket=/a,mtu=-1`: \
-         expected a decimal number"
+    refuses(
+        vhost,
+        &[
+            (
+                "name=vm1,socket=/a,client=maybe",
+                "bad value `maybe` for `client` in `--vhost-user \
+                 name=vm1,socket=/a,client=maybe`: expected true or false",
+            ),
+            (
+                "name,socket=/a",
+                "bad value `` for `name` in `--vhost-user name,socket=/a`: expected `key=value`",
+            ),
+            (
+                "name=vm1,socket=/a,queues=two",
+                "bad value `two` for `queues` in `--vhost-user name=vm1,socket=/a,queues=two`: \
+                 expected a decimal number",
+            ),
+            (
+                "name=vm1,socket=/a,mtu=-1",
+                "bad value `-1` for `mtu` in `--vhost-user name=vm1,socket=/a,mtu=-1`: expected a \
+                 decimal number",
+            ),
+        ],
     );
 }
 
@@ -238,23 +275,30 @@ fn vhost_user_bad_mac() {
          like 52:54:00:12:34:56"
     );
     // The port is named even when `mac` comes before `name`.
-    assert_eq!(
-        vhost("mac=01:00:5e:00:00:01,name=vm1,socket=/a").unwrap_err(),
-        "bad MAC `01:00:5e:00:00:01` for port vm1: multicast address \
-         (the low bit of the first octet is set)"
-    );
-    assert_eq!(
-        vhost("name=vm1,socket=/a,mac=ff:ff:ff:ff:ff:ff").unwrap_err(),
-        "bad MAC `ff:ff:ff:ff:ff:ff` for port vm1: multicast address \
-         (the low bit of the first octet is set)"
-    );
-    assert_eq!(
-        vhost("name=vm1,socket=/a,mac=00:00:00:00:00:00").unwrap_err(),
-        "bad MAC `00:00:00:00:00:00` for port vm1: the all-zero address is not a station address"
-    );
-    assert_eq!(
-        vhost("name=vm1,socket=/a,mac=").unwrap_err(),
-        "bad MAC `` for port vm1: expected 6 hex pairs separated by ':', like 52:54:00:12:34:56"
+    refuses(
+        vhost,
+        &[
+            (
+                "mac=01:00:5e:00:00:01,name=vm1,socket=/a",
+                "bad MAC `01:00:5e:00:00:01` for port vm1: multicast address (the low bit of the \
+                 first octet is set)",
+            ),
+            (
+                "name=vm1,socket=/a,mac=ff:ff:ff:ff:ff:ff",
+                "bad MAC `ff:ff:ff:ff:ff:ff` for port vm1: multicast address (the low bit of the \
+                 first octet is set)",
+            ),
+            (
+                "name=vm1,socket=/a,mac=00:00:00:00:00:00",
+                "bad MAC `00:00:00:00:00:00` for port vm1: the all-zero address is not a station \
+                 address",
+            ),
+            (
+                "name=vm1,socket=/a,mac=",
+                "bad MAC `` for port vm1: expected 6 hex pairs separated by ':', like \
+                 52:54:00:12:34:56",
+            ),
+        ],
     );
 }
 
@@ -276,17 +320,19 @@ fn vhost_user_ranges() {
 
 #[test]
 fn vhost_user_bad_names() {
-    assert_eq!(
-        vhost("name=,socket=/a").unwrap_err(),
-        "bad port name ``: must not be empty"
-    );
-    assert_eq!(
-        vhost("name=vm 1,socket=/a").unwrap_err(),
-        "bad port name `vm 1`: character ' ' is not allowed (use A-Z a-z 0-9 _ . -)"
-    );
-    assert_eq!(
-        vhost("name=a-very-long-name,socket=/a").unwrap_err(),
-        "bad port name `a-very-long-name`: longer than 15 characters"
+    refuses(
+        vhost,
+        &[
+            ("name=,socket=/a", "bad port name ``: must not be empty"),
+            (
+                "name=vm 1,socket=/a",
+                "bad port name `vm 1`: character ' ' is not allowed (use A-Z a-z 0-9 _ . -)",
+            ),
+            (
+                "name=a-very-long-name,socket=/a",
+                "bad port name `a-very-long-name`: longer than 15 characters",
+            ),
+        ],
     );
 }
 
@@ -330,35 +376,37 @@ fn tap_full_and_defaults() {
 
 #[test]
 fn tap_errors() {
-    assert_eq!(
-        tap("name=h,socket=/a").unwrap_err(),
-        "unknown key `socket` in `--tap name=h,socket=/a` \
-         (known keys: name, ifname, netns, queues, mac)"
-    );
-    assert_eq!(
-        tap("ifname=x").unwrap_err(),
-        "missing `name` in `--tap ifname=x`"
-    );
-    assert_eq!(
-        tap("name=h,ifname=this-is-too-long").unwrap_err(),
-        "bad interface name `this-is-too-long` for port h: longer than 15 characters"
-    );
-    assert_eq!(
-        tap("name=h,netns=../etc").unwrap_err(),
-        "bad netns `../etc` for port h: must be a plain name under /run/netns"
-    );
-    assert_eq!(
-        tap("name=h,netns=").unwrap_err(),
-        "bad netns `` for port h: must not be empty"
-    );
-    assert_eq!(
-        tap("name=h,queues=0").unwrap_err(),
-        "queue_pairs 0 for port h is outside 1..=16"
-    );
-    assert_eq!(
-        tap("name=h,mac=33:33:00:00:00:01").unwrap_err(),
-        "bad MAC `33:33:00:00:00:01` for port h: multicast address \
-         (the low bit of the first octet is set)"
+    refuses(
+        tap,
+        &[
+            (
+                "name=h,socket=/a",
+                "unknown key `socket` in `--tap name=h,socket=/a` (known keys: name, ifname, \
+                 netns, queues, mac)",
+            ),
+            ("ifname=x", "missing `name` in `--tap ifname=x`"),
+            (
+                "name=h,ifname=this-is-too-long",
+                "bad interface name `this-is-too-long` for port h: longer than 15 characters",
+            ),
+            (
+                "name=h,netns=../etc",
+                "bad netns `../etc` for port h: must be a plain name under /run/netns",
+            ),
+            (
+                "name=h,netns=",
+                "bad netns `` for port h: must not be empty",
+            ),
+            (
+                "name=h,queues=0",
+                "queue_pairs 0 for port h is outside 1..=16",
+            ),
+            (
+                "name=h,mac=33:33:00:00:00:01",
+                "bad MAC `33:33:00:00:00:01` for port h: multicast address (the low bit of the \
+                 first octet is set)",
+            ),
+        ],
     );
 }
 
@@ -434,7 +482,7 @@ fn validate_duplicates() {
         c.validate().unwrap_err().to_string(),
         "duplicate MAC 52:54:00:00:00:01 (ports vm1 and host0)"
     );
-    a.mac = Some([0x01, 0, 0, 0, 0, 1]);
+    a.mac = Some(MacAddr([0x01, 0, 0, 0, 0, 1]));
     c.ports = vec![PortConfig::VhostUser(a)];
     assert_eq!(
         c.validate().unwrap_err().to_string(),
@@ -561,22 +609,14 @@ fn toml_full() {
                 aging_secs: 60
             },
             ports: vec![
-                PortConfig::VhostUser(VhostUserPort {
-                    name: "vm1".into(),
-                    socket: "/tmp/vm1.sock".into(),
-                    client: true,
-                    mac: Some(VM1_MAC),
-                    queue_pairs: 2,
-                    mtu: Some(9000),
-                    datapath: None,
-                }),
+                PortConfig::VhostUser(vm1_full()),
                 vm("vm2", "/tmp/vm2.sock"),
                 PortConfig::Tap(TapPort {
                     name: "host0".into(),
                     ifname: "vnet-host0".into(),
                     netns: Some("ns1".into()),
                     queues: 2,
-                    mac: Some([0x52, 0x54, 0, 0, 0, 2]),
+                    mac: Some(MacAddr([0x52, 0x54, 0, 0, 0, 2])),
                 }),
             ],
         }
@@ -614,19 +654,24 @@ fn toml_empty_and_partial() {
 
 #[test]
 fn toml_unknown_keys_with_location() {
-    assert_eq!(
-        toml_err("[[vhost_user]]\nname = \"vm1\"\nsocket2 = \"/x\"\n"),
-        "vnet.toml:3:1: unknown field `socket2`, expected one of `name`, `socket`, \
-         `client`, `mac`, `queue_pairs`, `queues`, `mtu`, `datapath`"
-    );
-    assert_eq!(
-        toml_err("workers = 1\n[switch]\n"),
-        "vnet.toml:2:2: unknown field `switch`, expected one of `control`, `workers`, \
-         `datapath`, `fdb`, `vhost_user`, `tap`"
-    );
-    assert_eq!(
-        toml_err("[fdb]\ncapacity = 1\nage = 3\n"),
-        "vnet.toml:3:1: unknown field `age`, expected `capacity` or `aging_secs`"
+    refuses(
+        toml,
+        &[
+            (
+                "[[vhost_user]]\nname = \"vm1\"\nsocket2 = \"/x\"\n",
+                "vnet.toml:3:1: unknown field `socket2`, expected one of `name`, `socket`, \
+                 `client`, `mac`, `queue_pairs`, `queues`, `mtu`, `datapath`",
+            ),
+            (
+                "workers = 1\n[switch]\n",
+                "vnet.toml:2:2: unknown field `switch`, expected one of `control`, `workers`, \
+                 `datapath`, `fdb`, `vhost_user`, `tap`",
+            ),
+            (
+                "[fdb]\ncapacity = 1\nage = 3\n",
+                "vnet.toml:3:1: unknown field `age`, expected `capacity` or `aging_secs`",
+            ),
+        ],
     );
 }
 
@@ -650,17 +695,22 @@ fn toml_missing_keys_name_the_table_and_port() {
 
 #[test]
 fn toml_type_and_syntax_errors_with_location() {
-    assert_eq!(
-        toml_err("[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\nmtu = \"big\"\n"),
-        "vnet.toml:4:7: invalid type: string \"big\", expected u64"
-    );
-    assert_eq!(
-        toml_err("[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\nclient = \"yes\"\n"),
-        "vnet.toml:4:10: invalid type: string \"yes\", expected a boolean"
-    );
-    assert_eq!(
-        toml_err("[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\nqueues = -1\n"),
-        "vnet.toml:4:10: invalid value: integer `-1`, expected u64"
+    refuses(
+        toml,
+        &[
+            (
+                "[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\nmtu = \"big\"\n",
+                "vnet.toml:4:7: invalid type: string \"big\", expected u64",
+            ),
+            (
+                "[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\nclient = \"yes\"\n",
+                "vnet.toml:4:10: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\nqueues = -1\n",
+                "vnet.toml:4:10: invalid value: integer `-1`, expected u64",
+            ),
+        ],
     );
     let e = toml_err("workers = \n");
     assert!(e.starts_with("vnet.toml:1:11: "), "{e}");
@@ -681,29 +731,34 @@ fn toml_port_errors_point_at_the_port() {
             "[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\n\n[[vhost_user]]\nname = \"vm2\"\nsocket = \"/b\"\n{extra}"
         )
     };
-    assert_eq!(
-        toml_err(&two("mtu = 67\n")),
-        "vnet.toml:5:1: mtu 67 for port vm2 is outside 68..=65535"
-    );
-    assert_eq!(
-        toml_err(&two("queues = 0\n")),
-        "vnet.toml:5:1: queue_pairs 0 for port vm2 is outside 1..=16"
-    );
-    assert_eq!(
-        toml_err(&two("queues = 99999999999\n")),
-        "vnet.toml:5:1: queue_pairs 99999999999 for port vm2 is outside 1..=16"
-    );
-    assert_eq!(
-        toml_err("[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\n\n[[vhost_user]]\nname = \"vm1\"\nsocket = \"/b\"\n"),
-        "vnet.toml:5:1: duplicate port name `vm1`"
-    );
-    assert_eq!(
-        toml_err("[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\n\n[[vhost_user]]\nname = \"vm2\"\nsocket = \"/a\"\n"),
-        "vnet.toml:5:1: duplicate socket path `/a` (ports vm1 and vm2)"
-    );
-    assert_eq!(
-        toml_err("[[tap]]\nname = \"way-too-long-name\"\n"),
-        "vnet.toml:1:1: bad port name `way-too-long-name`: longer than 15 characters"
+    refuses(
+        toml,
+        &[
+            (
+                two("mtu = 67\n").as_str(),
+                "vnet.toml:5:1: mtu 67 for port vm2 is outside 68..=65535",
+            ),
+            (
+                two("queues = 0\n").as_str(),
+                "vnet.toml:5:1: queue_pairs 0 for port vm2 is outside 1..=16",
+            ),
+            (
+                two("queues = 99999999999\n").as_str(),
+                "vnet.toml:5:1: queue_pairs 99999999999 for port vm2 is outside 1..=16",
+            ),
+            (
+                "[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\n\n[[vhost_user]]\nname = \"vm1\"\nsocket = \"/b\"\n",
+                "vnet.toml:5:1: duplicate port name `vm1`",
+            ),
+            (
+                "[[vhost_user]]\nname = \"vm1\"\nsocket = \"/a\"\n\n[[vhost_user]]\nname = \"vm2\"\nsocket = \"/a\"\n",
+                "vnet.toml:5:1: duplicate socket path `/a` (ports vm1 and vm2)",
+            ),
+            (
+                "[[tap]]\nname = \"way-too-long-name\"\n",
+                "vnet.toml:1:1: bad port name `way-too-long-name`: longer than 15 characters",
+            ),
+        ],
     );
     // The tap tables come after the vhost-user ones; the index maps to the right span.
     assert_eq!(
@@ -714,21 +769,26 @@ fn toml_port_errors_point_at_the_port() {
 
 #[test]
 fn toml_global_range_errors_point_at_the_value() {
-    assert_eq!(
-        toml_err("workers = 0\n"),
-        "vnet.toml:1:11: workers 0 is outside 1..=64"
-    );
-    assert_eq!(
-        toml_err("[fdb]\ncapacity = 0\n"),
-        "vnet.toml:2:12: fdb capacity 0 is outside 1..=4194304"
-    );
-    assert_eq!(
-        toml_err("\n[fdb]\n  aging_secs = 5\n"),
-        "vnet.toml:3:16: fdb aging_secs 5 is outside 10..=1000000"
-    );
-    assert_eq!(
-        toml_err("control = \"\"\n"),
-        "control socket path `` is 0 bytes: must be 1..=107"
+    refuses(
+        toml,
+        &[
+            (
+                "workers = 0\n",
+                "vnet.toml:1:11: workers 0 is outside 1..=64",
+            ),
+            (
+                "[fdb]\ncapacity = 0\n",
+                "vnet.toml:2:12: fdb capacity 0 is outside 1..=4194304",
+            ),
+            (
+                "\n[fdb]\n  aging_secs = 5\n",
+                "vnet.toml:3:16: fdb aging_secs 5 is outside 10..=1000000",
+            ),
+            (
+                "control = \"\"\n",
+                "control socket path `` is 0 bytes: must be 1..=107",
+            ),
+        ],
     );
 }
 

@@ -2,7 +2,7 @@
 //! options, ECN, early stop, USO, and malformed input.
 
 use super::*;
-use crate::fuzz::{build_frame, check_segments, payload_byte, FrameSpec, IpLen, Seed, L4};
+use crate::test_frames::{build_frame, check_segments, payload_byte, FrameSpec, IpLen, Seed, L4};
 use crate::{GSO_ECN, GSO_UDP, HDR_F_NEEDS_CSUM};
 use wire::{Ipv4Addr, Ipv6Addr};
 

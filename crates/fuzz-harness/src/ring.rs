@@ -1,10 +1,8 @@
-//! Fuzz harnesses, shared by `cargo test` (proptest, stable Rust) and the libFuzzer
-//! targets under `fuzz/` (nightly).
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+//! Hostile split rings for the `vring` crate.
 
 use std::sync::Arc;
 
-use crate::{Chain, GuestMemory, QueueConfig, RegionSpec, SplitQueue};
+use vring::{Chain, GuestMemory, QueueConfig, RegionSpec, SplitQueue};
 
 /// Hostile-ring fuzz harness: a random descriptor table, avail ring and index over a small
 /// memory; popping must never panic and every buffer it yields lies in guest memory.
@@ -60,7 +58,7 @@ fn fuzz_mem() -> Arc<GuestMemory> {
             size: 1 << 16,
             uaddr: 0,
             mmap_offset: 0,
-            file: crate::mem::memfd(c"vring-fuzz", 1 << 16).unwrap(),
+            file: vring::mem::memfd(c"vring-fuzz", 1 << 16).unwrap(),
         }])
         .unwrap(),
     )
