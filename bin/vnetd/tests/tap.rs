@@ -288,7 +288,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 #[test]
-fn host_traffic_waits_for_guest_rx_buffers_instead_of_dropping() {
+fn host_traffic_waits_a_bounded_time_for_guest_rx_buffers() {
     if !can_use_tap() {
         return;
     }
@@ -318,7 +318,8 @@ fn host_traffic_waits_for_guest_rx_buffers_instead_of_dropping() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     // 2000 UDP datagrams to A, which does not read yet: its rx ring fills, then vnetd must
-    // stop reading the TAP (the host's queue absorbs or drops the rest), not spin.
+    // stop reading the TAP (the host's queue absorbs or drops the rest), not spin; a frame
+    // it holds for A is dropped after a bounded wait.
     let py = "import socket\n\
               s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
               for i in range(2000):\n    s.sendto(i.to_bytes(4, 'big') * 16, ('198.18.0.2', 9))\n";
@@ -345,11 +346,11 @@ fn host_traffic_waits_for_guest_rx_buffers_instead_of_dropping() {
         got > rx_chains,
         "only {got} frames arrived (ring of {rx_chains}): nothing was held"
     );
-    assert_eq!(
-        s.drops.get("no_rx_buffer").copied().unwrap_or(0),
-        0,
-        "{s:?}"
-    );
+    // A held frame waits a bounded time (vnetd's 50 ms), then is dropped and the next
+    // one read: one guest that stops refilling cannot block the queue for good. Over the
+    // 1.2 s wait that is a few dozen drops, not the thousands a spinning reader would make.
+    let dropped = s.drops.get("no_rx_buffer").copied().unwrap_or(0);
+    assert!((1..=60).contains(&dropped), "{dropped} dropped: {s:?}");
     assert_eq!(s.tx_packets as usize, got, "{s:?}");
 }
 

@@ -9,13 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::{PortInfo, PortKind, PortMode, PortState, PortStats, QueueStats, Request, Response};
-use datapath::{Datapath, DatapathConfig, PortHandle, VhostQueues};
+use datapath::{Datapath, DatapathConfig, Limit, PortHandle, PortPolicy, VhostQueues};
 use port_vhost::server::{self, Connection, SharedNet};
 use port_vhost::{NetDevice, VhostUserNet};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use wire::MacAddr;
 
-use crate::config::{Config, PortConfig, TapPort, VhostUserPort};
+use switch::{PortSecurity, VlanMode};
+
+use crate::config::{
+    Config, Isolation, PortConfig, TapPort, VhostUserPort, DEFAULT_MAX_MACS_TAP,
+    DEFAULT_MAX_MACS_VHOST,
+};
 
 /// How often a client-mode port retries connecting to its VMM's socket. There is no
 /// deadline: the port comes up whenever the VMM does.
@@ -178,7 +183,10 @@ impl Daemon {
 
     fn add_vhost_user(&mut self, vu: &VhostUserPort) -> Result<(), DaemonError> {
         let mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
-        let handle = self.dp.add_port(&vu.name, vu.queue_pairs, vu.datapath);
+        let policy = port_policy(vu.mac, vu.mtu, &vu.isolation, DEFAULT_MAX_MACS_VHOST);
+        let handle = self
+            .dp
+            .add_port(&vu.name, vu.queue_pairs, vu.datapath, &policy);
         let dev = NetDevice {
             name: vu.name.clone(),
             mac,
@@ -453,13 +461,49 @@ impl Drop for Daemon {
     }
 }
 
+/// What the datapath enforces for a port: its configured MAC (and allowed ones) as static
+/// entries and, with `spoofchk`, as the only sources; its VLAN, learning limit, MTU and
+/// rate limits.
+fn port_policy(
+    mac: Option<MacAddr>,
+    mtu: Option<u16>,
+    iso: &Isolation,
+    default_max_macs: u32,
+) -> PortPolicy {
+    let macs: Vec<MacAddr> = mac
+        .into_iter()
+        .chain(iso.allowed_macs.iter().copied())
+        .collect();
+    let checked = iso.spoofchk && (!macs.is_empty() || !iso.ips.is_empty());
+    PortPolicy {
+        security: checked.then(|| PortSecurity::new(macs.clone(), iso.ips.clone())),
+        static_macs: macs,
+        vlan: match (iso.vlan, iso.trunk.is_empty()) {
+            (Some(v), _) => VlanMode::Access(v),
+            (None, false) => VlanMode::Trunk(Box::new(iso.trunk.iter().copied().collect())),
+            (None, true) => VlanMode::Native,
+        },
+        max_macs: Some(iso.max_macs.unwrap_or(default_max_macs)),
+        mtu,
+        ingress: Limit {
+            mbit: iso.ingress_mbit,
+            kpps: iso.ingress_kpps,
+        },
+        egress: Limit {
+            mbit: iso.egress_mbit,
+            kpps: iso.egress_kpps,
+        },
+        flood_kpps: iso.flood_kpps,
+    }
+}
+
 fn open_tap(dp: &mut Datapath, t: &TapPort) -> Result<TapCtl, DaemonError> {
     let tap = port_tap::Tap::open(&port_tap::TapConfig {
         ifname: t.ifname.clone(),
         netns: t.netns.clone(),
         queues: t.queues,
         mac: t.mac,
-        mtu: None,
+        mtu: t.mtu,
     })
     .map_err(|err| DaemonError::Tap {
         port: t.name.clone(),
@@ -476,7 +520,8 @@ fn open_tap(dp: &mut Datapath, t: &TapPort) -> Result<TapCtl, DaemonError> {
             .unwrap_or_default(),
         tap.queues.len()
     );
-    let handle = dp.add_tap_port(&t.name, tap)?;
+    let policy = port_policy(t.mac, t.mtu, &t.isolation, DEFAULT_MAX_MACS_TAP);
+    let handle = dp.add_tap_port(&t.name, tap, &policy)?;
     Ok(TapCtl {
         cfg: t.clone(),
         ifname,

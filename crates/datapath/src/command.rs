@@ -7,7 +7,17 @@ use port_vhost::ReadyQueue;
 use switch::SharedCounters;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::policy::Policy;
 use crate::types::{DatapathMode, FdbRow, PortId, PortStatus};
+use switch::MacAddr;
+
+/// A port's policy as one worker applies it, with what its forwarding table needs.
+pub(crate) struct PortRules {
+    pub policy: Policy,
+    /// Static entries: the port's MACs on each of its VLANs.
+    pub statics: Vec<(MacAddr, u16)>,
+    pub max_macs: Option<u32>,
+}
 
 /// One thing for a worker to do.
 pub(crate) enum Command {
@@ -17,6 +27,7 @@ pub(crate) enum Command {
         queue_pairs: u16,
         /// The port's own datapath mode (None: the worker's).
         mode: Option<DatapathMode>,
+        rules: Box<PortRules>,
         shared: Arc<SharedCounters>,
         status: Arc<PortStatus>,
     },
@@ -26,6 +37,7 @@ pub(crate) enum Command {
         tap: port_tap::Tap,
         /// The worker reads these queues (else it only writes to the first one).
         read: bool,
+        rules: Box<PortRules>,
         shared: Arc<SharedCounters>,
         status: Arc<PortStatus>,
     },

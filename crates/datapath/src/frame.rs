@@ -57,3 +57,88 @@ impl<'a> Src<'a> {
         }
     }
 }
+
+/// A copy of a frame's Ethernet header (14 bytes, or 18 with an 802.1Q tag), taken once:
+/// what forwarding decided on is what is delivered, whatever the guest writes meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EthHead {
+    bytes: [u8; TAGGED],
+    len: usize,
+}
+
+const UNTAGGED: usize = wire::ethernet::HEADER_LEN;
+const TAGGED: usize = wire::ethernet::TAGGED_HEADER_LEN;
+/// Where the EtherType (or the TPID of a tag) sits: after the two addresses.
+const TYPE_AT: usize = 12;
+
+impl EthHead {
+    /// The header at the start of `b`: 18 bytes when `tagged`, else 14.
+    pub fn new(b: &[u8], tagged: bool) -> Option<EthHead> {
+        let len = if tagged { TAGGED } else { UNTAGGED };
+        let mut bytes = [0u8; TAGGED];
+        bytes[..len].copy_from_slice(b.get(..len)?);
+        Some(EthHead { bytes, len })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn tagged(&self) -> bool {
+        self.len == TAGGED
+    }
+
+    /// The header as it leaves through a port that wants `action` done to the tag.
+    pub fn with(&self, action: switch::TagAction) -> EthHead {
+        use switch::TagAction;
+        match action {
+            TagAction::Keep => *self,
+            TagAction::Strip if self.tagged() => {
+                let mut bytes = [0u8; TAGGED];
+                bytes[..TYPE_AT].copy_from_slice(&self.bytes[..TYPE_AT]);
+                // The inner EtherType follows the 4-byte tag.
+                bytes[TYPE_AT..UNTAGGED].copy_from_slice(&self.bytes[TYPE_AT + 4..TAGGED]);
+                EthHead {
+                    bytes,
+                    len: UNTAGGED,
+                }
+            }
+            TagAction::Insert(vid) if !self.tagged() => {
+                let mut bytes = [0u8; TAGGED];
+                bytes[..TYPE_AT].copy_from_slice(&self.bytes[..TYPE_AT]);
+                bytes[TYPE_AT..TYPE_AT + 2]
+                    .copy_from_slice(&wire::ethernet::ETHERTYPE_VLAN.to_be_bytes());
+                bytes[TYPE_AT + 2..TYPE_AT + 4].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
+                bytes[TYPE_AT + 4..TAGGED].copy_from_slice(&self.bytes[TYPE_AT..UNTAGGED]);
+                EthHead { bytes, len: TAGGED }
+            }
+            TagAction::Strip | TagAction::Insert(_) => *self,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switch::TagAction;
+
+    #[test]
+    fn tags_in_and_out() {
+        let untagged: Vec<u8> = (1..=12).chain([0x08, 0x00]).collect();
+        let h = EthHead::new(&untagged, false).unwrap();
+        let t = h.with(TagAction::Insert(100));
+        assert_eq!(t.as_bytes()[12..], [0x81, 0x00, 0x00, 100, 0x08, 0x00]);
+        assert_eq!(t.as_bytes()[..12], untagged[..12]);
+        assert_eq!(t.with(TagAction::Strip), h);
+        assert_eq!(h.with(TagAction::Keep), h);
+        assert_eq!(h.with(TagAction::Strip), h, "nothing to strip");
+        assert!(
+            EthHead::new(&untagged, true).is_none(),
+            "too short for a tag"
+        );
+    }
+}

@@ -10,11 +10,16 @@ use port_vhost::{QueueControl, ReadyQueue};
 use switch::SharedCounters;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::command::{Command, CommandTx};
+use crate::command::{Command, CommandTx, PortRules};
 use crate::links::{Links, Peer};
 use crate::mailbox::{mailbox, Receiver as MailReceiver, Sender as MailSender};
-use crate::types::{DatapathConfig, DatapathMode, FdbRow, PortId, PortStatus, MAX_WORKERS};
+use crate::policy::{Policy, Share};
+use crate::types::{
+    DatapathConfig, DatapathMode, FdbRow, PortId, PortPolicy, PortStatus, MAX_WORKERS,
+};
 use crate::worker::Worker;
+use std::time::Instant;
+use switch::VlanMode;
 
 /// The datapath: its worker threads.
 ///
@@ -147,14 +152,26 @@ impl Datapath {
         name: &str,
         queue_pairs: u16,
         mode: Option<DatapathMode>,
+        policy: &PortPolicy,
     ) -> PortHandle {
         let h = self.new_handle(name, 2 * usize::from(queue_pairs.max(1)));
-        for w in &self.workers {
+        let now = Instant::now();
+        let qps = queue_pairs.max(1);
+        for (wi, w) in self.workers.iter().enumerate() {
+            // This worker's part of the port: the queue pairs it runs.
+            let here = (0..qps)
+                .filter(|&q| worker_of(h.id, q, self.workers.len()) == wi)
+                .count();
+            let share = Share {
+                here: u64::try_from(here).unwrap_or(0),
+                of: u64::from(qps),
+            };
             w.cmd.send(Command::AddPort {
                 id: h.id,
                 name: name.to_string(),
                 queue_pairs,
                 mode,
+                rules: rules(policy, share, share, now),
                 shared: h.counters.clone(),
                 status: h.status.clone(),
             });
@@ -164,9 +181,16 @@ impl Datapath {
 
     /// Adds a TAP port: the workers read and write its fds from now on (queue `q` is read
     /// by worker `(port + q) % workers`; a worker reading none writes to the first queue).
-    pub fn add_tap_port(&mut self, name: &str, tap: port_tap::Tap) -> io::Result<PortHandle> {
+    pub fn add_tap_port(
+        &mut self,
+        name: &str,
+        tap: port_tap::Tap,
+        policy: &PortPolicy,
+    ) -> io::Result<PortHandle> {
         let h = self.new_handle(name, 0);
         let n = self.workers.len();
+        let now = Instant::now();
+        let nq = u64::try_from(tap.queues.len().max(1)).unwrap_or(1);
         let mut split: Vec<Vec<std::fs::File>> = (0..n).map(|_| Vec::new()).collect();
         let first = match tap.queues.first() {
             Some(f) => Some(f.try_clone()?),
@@ -178,6 +202,16 @@ impl Datapath {
         }
         for (w, fds) in self.workers.iter().zip(split) {
             let read = !fds.is_empty();
+            // Ingress: the queues this worker reads. Egress: every worker writes to the
+            // TAP, each its own share.
+            let ingress = Share {
+                here: u64::try_from(fds.len()).unwrap_or(0),
+                of: nq,
+            };
+            let egress = Share {
+                here: 1,
+                of: u64::try_from(n).unwrap_or(1),
+            };
             let queues = if read {
                 fds
             } else {
@@ -195,6 +229,7 @@ impl Datapath {
                     offloads: tap.offloads,
                 },
                 read,
+                rules: rules(policy, ingress, egress, now),
                 shared: h.counters.clone(),
                 status: h.status.clone(),
             });
@@ -250,6 +285,26 @@ impl Datapath {
         }
         rows
     }
+}
+
+/// What one worker needs of a port's policy: its share of the limits, the static FDB
+/// entries (the port's MACs on each of its VLANs), the learning limit.
+fn rules(p: &PortPolicy, ingress: Share, egress: Share, now: Instant) -> Box<PortRules> {
+    let vlans: Vec<u16> = match &p.vlan {
+        VlanMode::Native => vec![0],
+        VlanMode::Access(v) => vec![*v],
+        VlanMode::Trunk(set) => set.iter().collect(),
+    };
+    let statics = p
+        .static_macs
+        .iter()
+        .flat_map(|m| vlans.iter().map(move |v| (*m, *v)))
+        .collect();
+    Box::new(PortRules {
+        policy: Policy::new(p, ingress, egress, now),
+        statics,
+        max_macs: p.max_macs,
+    })
 }
 
 /// The worker that runs queue pair `qp` of port `id` among `n`.

@@ -18,6 +18,7 @@
 //! | `types`    | `PortId`, `PortStatus`, `DatapathMode`, settings and limits            |
 //! | `io`       | the `writev` to a TAP fd (`unsafe`: raw iovecs)                        |
 //! | `mailbox`  | the lock-free ring between two workers (`unsafe`: shared buffer)       |
+//! | `policy`   | a port's security, VLAN, MTU and rate limits as one worker applies them |
 //! | `command`  | what the control plane asks of a worker                              |
 //! | `links`    | a worker's commands, inbox and outbox to the other workers            |
 //! | `frame`    | where a frame's bytes come from (a guest chain or a buffer)           |
@@ -38,11 +39,13 @@ mod io;
 mod links;
 #[allow(unsafe_code)] // the lock-free ring between two workers
 mod mailbox;
+mod policy;
 mod port;
 mod types;
 mod worker;
 
 pub use handle::{Datapath, PortHandle, VhostQueues};
 pub use types::{
-    DatapathConfig, DatapathMode, FdbRow, PortId, PortStatus, BURST, MAX_FRAME, MAX_WORKERS,
+    DatapathConfig, DatapathMode, FdbRow, Limit, PortId, PortPolicy, PortStatus, BURST, MAX_FRAME,
+    MAX_WORKERS,
 };

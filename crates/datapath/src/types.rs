@@ -200,3 +200,41 @@ pub struct FdbRow {
     /// A configured (static) address of the port, rather than a learned one.
     pub fixed: bool,
 }
+
+/// A rate limit: what may pass per second, in bits and in frames (None: not limited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limit {
+    /// Megabits per second (Ethernet frames, no virtio-net header).
+    pub mbit: Option<u64>,
+    /// Thousands of frames per second.
+    pub kpps: Option<u64>,
+}
+
+impl Limit {
+    /// Whether anything is limited.
+    pub fn is_set(&self) -> bool {
+        self.mbit.is_some() || self.kpps.is_some()
+    }
+}
+
+/// What a port may do on the switch (tenant isolation), set when it is added.
+#[derive(Debug, Clone, Default)]
+pub struct PortPolicy {
+    /// The addresses the port may send as (None: not checked, `spoofchk=off` or no MAC).
+    pub security: Option<switch::PortSecurity>,
+    /// The port's configured MACs: static FDB entries no other port can take over.
+    pub static_macs: Vec<MacAddr>,
+    /// Access, trunk or native (the default).
+    pub vlan: switch::VlanMode,
+    /// Most addresses the port may have learned (None: not limited).
+    pub max_macs: Option<u32>,
+    /// Largest IP packet delivered to the port (None: not enforced).
+    pub mtu: Option<u16>,
+    /// What the port may send into the switch.
+    pub ingress: Limit,
+    /// What the switch may deliver to the port.
+    pub egress: Limit,
+    /// Broadcast, multicast and unknown-unicast frames the port may send, in thousands per
+    /// second.
+    pub flood_kpps: Option<u64>,
+}

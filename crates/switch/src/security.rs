@@ -37,9 +37,10 @@ impl PortSecurity {
         &self.ips
     }
 
-    /// Whether `src` is one of the port's MACs.
+    /// Whether `src` is one of the port's MACs (any MAC when none is configured and only
+    /// IP addresses are checked).
     pub fn allows_src(&self, src: &MacAddr) -> bool {
-        self.macs.contains(src)
+        self.macs.is_empty() || self.macs.contains(src)
     }
 
     /// Whether frames of `ethertype` must be looked into ([`allows_payload`]).
@@ -84,7 +85,11 @@ impl PortSecurity {
                 return false;
             };
             next = n;
-            rest = rest.get(8 + 8 * usize::from(units)..).unwrap_or(&[]);
+            // Headers beyond what the caller could read hide what follows: refused.
+            let Some(r) = rest.get(8 + 8 * usize::from(units)..) else {
+                return false;
+            };
+            rest = r;
         }
         if EXTENSIONS.contains(&next) {
             return false;
@@ -92,7 +97,13 @@ impl PortSecurity {
         if next != icmpv6::NEXT_HEADER {
             return true;
         }
-        icmpv6::neighbor_advert_target(rest).is_none_or(|t| self.ips.contains(&IpAddr::V6(t)))
+        match rest.first() {
+            // Cut off before the message type: cannot tell, refused.
+            None => false,
+            Some(&icmpv6::TYPE_NEIGHBOR_ADVERT) => icmpv6::neighbor_advert_target(rest)
+                .is_some_and(|t| self.ips.contains(&IpAddr::V6(t))),
+            Some(_) => true,
+        }
     }
 }
 
@@ -157,6 +168,9 @@ mod tests {
         assert!(!s.allows_payload(ETHERTYPE_IPV6, &na(theirs, false)));
         assert!(!s.allows_payload(ETHERTYPE_IPV6, &na(theirs, true)));
         assert!(s.allows_payload(ETHERTYPE_IPV6, &na(mine, true)));
+        // Cut short (the part the datapath reads ends inside it): refused.
+        assert!(!s.allows_payload(ETHERTYPE_IPV6, &na(mine, false)[..60]));
+        assert!(!s.allows_payload(ETHERTYPE_IPV6, &na(mine, true)[..44]));
         // Without IP addresses nothing is inspected.
         let macs_only = PortSecurity::new(vec![ME], Vec::new());
         assert!(!macs_only.inspects(ETHERTYPE_ARP));

@@ -32,6 +32,10 @@ pub enum HdrError {
     /// A GSO type with `gso_size` 0 (there is no segment size to cut at).
     #[error("gso_type set with gso_size 0")]
     GsoSizeZero,
+    /// A `gso_size` below [`MIN_GSO_SIZE`]: a 64 KiB frame would become thousands of
+    /// segments, each costing a delivery.
+    #[error("gso_size {0} below the minimum {min}", min = MIN_GSO_SIZE)]
+    GsoSizeTooSmall(u16),
     /// `csum_start + csum_offset + 2` is past the end of the frame.
     #[error("checksum at {start}+{offset} does not fit a {frame_len}-byte frame")]
     CsumOutOfBounds {
@@ -43,6 +47,10 @@ pub enum HdrError {
         frame_len: usize,
     },
 }
+
+/// Smallest `gso_size` a sender may ask for: Linux's smallest TCP MSS (`tcp_min_snd_mss`,
+/// 48). With it a 64 KiB frame is at most 1366 segments.
+pub const MIN_GSO_SIZE: u16 = 48;
 
 /// Offloads a receiving port accepts in the `virtio_net_hdr` in front of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -210,6 +218,9 @@ fn validate_gso(hdr: &NetHdr, caps: TxCaps) -> Result<(), HdrError> {
     }
     if hdr.gso_size == 0 {
         return Err(HdrError::GsoSizeZero);
+    }
+    if hdr.gso_size < MIN_GSO_SIZE {
+        return Err(HdrError::GsoSizeTooSmall(hdr.gso_size));
     }
     Ok(())
 }
@@ -405,6 +416,14 @@ mod tests {
         assert_eq!(
             validate_tx(&zero, 65_000, TxCaps::ALL),
             Err(HdrError::GsoSizeZero)
+        );
+        let tiny = NetHdr {
+            gso_size: MIN_GSO_SIZE - 1,
+            ..zero
+        };
+        assert_eq!(
+            validate_tx(&tiny, 65_000, TxCaps::ALL),
+            Err(HdrError::GsoSizeTooSmall(MIN_GSO_SIZE - 1))
         );
         let h = tso4_hdr(); // field at 50..52
         assert_eq!(validate_tx(&h, 52, TxCaps::ALL), Ok(()));

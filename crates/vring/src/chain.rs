@@ -35,6 +35,8 @@ pub struct Chain {
     pub(crate) readable_segs: usize,
     pub(crate) readable_len: u32,
     pub(crate) writable_len: u32,
+    /// Descriptors walked to build the chain, zero-length and indirect ones included.
+    pub(crate) descs: u32,
 }
 
 // SAFETY: a Chain's addresses point into the mappings of the GuestMemory (Send + Sync) it
@@ -58,6 +60,7 @@ impl Chain {
             readable_segs: 0,
             readable_len: 0,
             writable_len: 0,
+            descs: 0,
         }
     }
 
@@ -80,6 +83,7 @@ impl Chain {
 
     pub(crate) fn clear(&mut self, head: u16) {
         self.head = head;
+        self.descs = 0;
         self.segs.clear();
         self.readable_segs = 0;
         self.readable_len = 0;
@@ -90,6 +94,7 @@ impl Chain {
     #[inline]
     pub(crate) fn set_single(&mut self, head: u16, seg: Seg, writable: bool) {
         self.head = head;
+        self.descs = 1;
         self.segs.clear();
         self.segs.push(seg);
         if writable {
@@ -116,6 +121,12 @@ impl Chain {
     /// Total device-writable bytes.
     pub fn writable_len(&self) -> u32 {
         self.writable_len
+    }
+
+    /// Descriptors walked to pop the chain (zero-length and indirect ones included): what
+    /// it cost, for budgets.
+    pub fn desc_count(&self) -> u32 {
+        self.descs
     }
 
     /// Number of translated buffers.

@@ -303,6 +303,8 @@ impl SplitQueue {
                 });
             }
             let first = self.desc_at(table, tlen, 0)?;
+            // The indirect descriptor itself counts too.
+            chain.descs = 1;
             return self.walk_table(table, tlen, first, chain);
         }
         self.walk_table(self.desc, size, d, chain)
@@ -330,6 +332,7 @@ impl SplitQueue {
                 });
             }
             self.add_buffer(d, chain)?;
+            chain.descs = chain.descs.saturating_add(1);
             if d.flags & DESC_F_NEXT == 0 {
                 return Ok(());
             }

@@ -115,6 +115,18 @@ pub enum ConfigError {
         /// The repeated key.
         key: String,
     },
+    /// A tenant-isolation setting of a port is out of range or inconsistent.
+    #[error("port {port}: bad `{key}` value `{value}`: expected {expected}")]
+    Isolation {
+        /// The port.
+        port: String,
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
     /// A key's value is not what it should be (or is missing).
     #[error("bad value `{value}` for `{key}` in `{flag} {spec}`: expected {expected}")]
     BadValue {

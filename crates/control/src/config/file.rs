@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::isolation::port_table;
 use super::validate::{check_mtu, check_queues, mac_for_port, port_datapath};
 use super::{
     Config, ConfigError, PortConfig, TapPort, VhostUserPort, AGING_SECS_RANGE, MAX_FDB_CAPACITY,
@@ -154,22 +155,22 @@ struct RawFdb {
     aging_secs: Option<Spanned<u64>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVhostUser {
-    name: Option<String>,
-    socket: Option<PathBuf>,
-    #[serde(default)]
-    client: bool,
-    mac: Option<String>,
-    #[serde(alias = "queue_pairs")]
-    queues: Option<u64>,
-    mtu: Option<u64>,
-    datapath: Option<String>,
+port_table! {
+    struct RawVhostUser {
+        name: Option<String>,
+        socket: Option<PathBuf>,
+        client: Option<bool>,
+        mac: Option<String>,
+        #[serde(alias = "queue_pairs")]
+        queues: Option<u64>,
+        mtu: Option<u64>,
+        datapath: Option<String>,
+    }
 }
 
 impl RawVhostUser {
-    fn into_port(self) -> Result<VhostUserPort, ConfigError> {
+    fn into_port(mut self) -> Result<VhostUserPort, ConfigError> {
+        let iso = self.isolation();
         let table = "vhost_user";
         let name = self.name.ok_or(ConfigError::MissingTableKey {
             table,
@@ -189,30 +190,34 @@ impl RawVhostUser {
             .as_deref()
             .map(|m| port_datapath(&name, m))
             .transpose()?;
+        let isolation = iso.into_isolation(&name)?;
         Ok(VhostUserPort {
             name,
             socket,
-            client: self.client,
+            client: self.client.unwrap_or(false),
             mac,
             queue_pairs,
             mtu,
             datapath,
+            isolation,
         })
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTap {
-    name: Option<String>,
-    ifname: Option<String>,
-    netns: Option<String>,
-    queues: Option<u64>,
-    mac: Option<String>,
+port_table! {
+    struct RawTap {
+        name: Option<String>,
+        ifname: Option<String>,
+        netns: Option<String>,
+        queues: Option<u64>,
+        mac: Option<String>,
+        mtu: Option<u64>,
+    }
 }
 
 impl RawTap {
-    fn into_port(self) -> Result<TapPort, ConfigError> {
+    fn into_port(mut self) -> Result<TapPort, ConfigError> {
+        let iso = self.isolation();
         let name = self.name.ok_or(ConfigError::MissingTableKey {
             table: "tap",
             key: "name",
@@ -220,12 +225,16 @@ impl RawTap {
         })?;
         let mac = self.mac.map(|m| mac_for_port(&name, &m)).transpose()?;
         let queues = self.queues.map_or(Ok(1), |q| check_queues(&name, q))?;
+        let mtu = self.mtu.map(|m| check_mtu(&name, m)).transpose()?;
+        let isolation = iso.into_isolation(&name)?;
         Ok(TapPort {
             ifname: self.ifname.unwrap_or_else(|| name.clone()),
             name,
             netns: self.netns,
             queues,
             mac,
+            mtu,
+            isolation,
         })
     }
 }

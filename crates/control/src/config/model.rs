@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use wire::MacAddr;
 
+use super::isolation::Isolation;
 use super::validate::{
     check_mtu, check_queues, check_station_mac, validate_name, validate_port_name,
 };
@@ -93,6 +94,21 @@ impl PortConfig {
         }
     }
 
+    /// The port's isolation settings.
+    pub fn isolation(&self) -> &Isolation {
+        match self {
+            PortConfig::VhostUser(p) => &p.isolation,
+            PortConfig::Tap(p) => &p.isolation,
+        }
+    }
+
+    /// Every MAC the port owns: its own and the allowed ones.
+    pub fn macs(&self) -> impl Iterator<Item = MacAddr> + '_ {
+        self.mac()
+            .into_iter()
+            .chain(self.isolation().allowed_macs.iter().copied())
+    }
+
     /// Checks this port on its own (not against the others).
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
@@ -119,6 +135,8 @@ pub struct VhostUserPort {
     pub mtu: Option<u16>,
     /// How this port's rings are served, if not the daemon's `datapath` (key `datapath`).
     pub datapath: Option<DatapathMode>,
+    /// Port security, learning limit, VLAN, rate limits.
+    pub isolation: Isolation,
 }
 
 impl VhostUserPort {
@@ -145,7 +163,7 @@ impl VhostUserPort {
         if let Some(mac) = &self.mac {
             check_station_mac(&self.name, mac)?;
         }
-        Ok(())
+        self.isolation.validate(&self.name)
     }
 }
 
@@ -162,6 +180,10 @@ pub struct TapPort {
     pub queues: u16,
     /// MAC address to set on the interface.
     pub mac: Option<MacAddr>,
+    /// MTU to set on the interface (and enforced on frames to it).
+    pub mtu: Option<u16>,
+    /// Port security, learning limit, VLAN, rate limits.
+    pub isolation: Isolation,
 }
 
 impl TapPort {
@@ -195,7 +217,10 @@ impl TapPort {
         if let Some(mac) = &self.mac {
             check_station_mac(&self.name, mac)?;
         }
-        Ok(())
+        if let Some(mtu) = self.mtu {
+            check_mtu(&self.name, u64::from(mtu))?;
+        }
+        self.isolation.validate(&self.name)
     }
 }
 
@@ -252,7 +277,7 @@ impl Config {
                     name: name.to_string(),
                 });
             }
-            if let Some(mac) = port.mac() {
+            for mac in port.macs() {
                 if let Some(first) = macs.insert(mac, name) {
                     return fail(ConfigError::DuplicateMac {
                         mac: mac.to_string(),

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use wire::MacAddr;
 
+use super::isolation::Isolation;
 use super::validate::{check_mtu, check_queues, mac_for_port, port_datapath};
 use super::{ConfigError, TapPort, VhostUserPort};
 
@@ -15,10 +16,18 @@ pub const VHOST_USER_FLAG: &str = "--vhost-user";
 /// The command-line flag of a tap port, as named in error messages.
 pub const TAP_FLAG: &str = "--tap";
 
-const VHOST_USER_KEYS: &[&str] = &[
-    "name", "socket", "client", "mac", "queues", "mtu", "datapath",
-];
-const TAP_KEYS: &[&str] = &["name", "ifname", "netns", "queues", "mac"];
+/// A port kind's own keys, then the isolation keys every port has.
+macro_rules! keys {
+    ($($k:literal),*) => {
+        &[
+            $($k,)* "spoofchk", "ips", "max-macs", "vlan", "trunk", "ingress-mbit",
+            "ingress-kpps", "egress-mbit", "egress-kpps", "flood-kpps",
+        ]
+    };
+}
+const VHOST_USER_KEYS: &[&str] =
+    keys!("name", "socket", "client", "mac", "queues", "mtu", "datapath");
+const TAP_KEYS: &[&str] = keys!("name", "ifname", "netns", "queues", "mac", "mtu");
 
 impl FromStr for VhostUserPort {
     type Err = ConfigError;
@@ -42,6 +51,7 @@ impl FromStr for VhostUserPort {
             .value("datapath")?
             .map(|m| port_datapath(&name, m))
             .transpose()?;
+        let isolation = Isolation::from_spec(&name, |k| items.value(k))?;
         let port = VhostUserPort {
             name,
             socket,
@@ -50,6 +60,7 @@ impl FromStr for VhostUserPort {
             queue_pairs,
             mtu,
             datapath,
+            isolation,
         };
         port.validate()?;
         Ok(port)
@@ -73,7 +84,7 @@ impl fmt::Display for VhostUserPort {
         if let Some(m) = self.datapath {
             write!(f, ",datapath={m}")?;
         }
-        Ok(())
+        self.isolation.fmt_spec(f)
     }
 }
 
@@ -91,12 +102,19 @@ impl FromStr for TapPort {
             None => 1,
         };
         let mac = items.mac("mac", &name)?;
+        let mtu = items
+            .number("mtu")?
+            .map(|n| check_mtu(&name, n))
+            .transpose()?;
+        let isolation = Isolation::from_spec(&name, |k| items.value(k))?;
         let port = TapPort {
             name,
             ifname,
             netns,
             queues,
             mac,
+            mtu,
+            isolation,
         };
         port.validate()?;
         Ok(port)
@@ -114,7 +132,10 @@ impl fmt::Display for TapPort {
         if let Some(mac) = &self.mac {
             write!(f, ",mac={mac}")?;
         }
-        Ok(())
+        if let Some(mtu) = self.mtu {
+            write!(f, ",mtu={mtu}")?;
+        }
+        self.isolation.fmt_spec(f)
     }
 }
 

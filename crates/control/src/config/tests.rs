@@ -35,6 +35,7 @@ fn vm(name: &str, socket: &str) -> PortConfig {
         queue_pairs: 1,
         mtu: None,
         datapath: None,
+        isolation: Isolation::default(),
     })
 }
 
@@ -50,6 +51,7 @@ fn vm1_full() -> VhostUserPort {
         queue_pairs: 2,
         mtu: Some(9000),
         datapath: None,
+        isolation: Isolation::default(),
     }
 }
 
@@ -175,6 +177,7 @@ fn vhost_user_defaults_and_forms() {
             queue_pairs: 1,
             mtu: None,
             datapath: None,
+            isolation: Isolation::default(),
         }
     );
     assert_eq!(vhost(&p.to_string()).unwrap(), p);
@@ -205,12 +208,14 @@ fn vhost_user_unknown_key() {
             (
                 "name=vm1,socket2=/tmp/vm1.sock",
                 "unknown key `socket2` in `--vhost-user name=vm1,socket2=/tmp/vm1.sock` (known \
-                 keys: name, socket, client, mac, queues, mtu, datapath)",
+                 keys: name, socket, client, mac, queues, mtu, datapath, spoofchk, ips, max-macs, vlan, trunk, ingress-mbit, ingress-kpps, \
+                 egress-mbit, egress-kpps, flood-kpps)",
             ),
             (
                 "name=vm1,socket=/s,server",
                 "unknown key `server` in `--vhost-user name=vm1,socket=/s,server` (known keys: \
-                 name, socket, client, mac, queues, mtu, datapath)",
+                 name, socket, client, mac, queues, mtu, datapath, spoofchk, ips, max-macs, vlan, trunk, ingress-mbit, ingress-kpps, \
+                 egress-mbit, egress-kpps, flood-kpps)",
             ),
         ],
     );
@@ -366,6 +371,8 @@ fn tap_full_and_defaults() {
             netns: Some("ns1".into()),
             queues: 2,
             mac: Some(VM1_MAC),
+            mtu: None,
+            isolation: Isolation::default(),
         }
     );
     assert_eq!(tap(&t.to_string()).unwrap(), t);
@@ -382,7 +389,8 @@ fn tap_errors() {
             (
                 "name=h,socket=/a",
                 "unknown key `socket` in `--tap name=h,socket=/a` (known keys: name, ifname, \
-                 netns, queues, mac)",
+                 netns, queues, mac, mtu, spoofchk, ips, max-macs, vlan, trunk, ingress-mbit, ingress-kpps, \
+                 egress-mbit, egress-kpps, flood-kpps)",
             ),
             ("ifname=x", "missing `name` in `--tap ifname=x`"),
             (
@@ -456,6 +464,8 @@ fn validate_duplicates() {
             netns: ns.map(str::to_string),
             queues: 1,
             mac: None,
+            mtu: None,
+            isolation: Isolation::default(),
         })
     };
     c.ports = vec![
@@ -502,6 +512,7 @@ fn validate_ports_built_in_code() {
         queue_pairs: 0,
         mtu: None,
         datapath: None,
+        isolation: Isolation::default(),
     };
     c.ports = vec![PortConfig::VhostUser(p.clone())];
     assert_eq!(
@@ -617,6 +628,8 @@ fn toml_full() {
                     netns: Some("ns1".into()),
                     queues: 2,
                     mac: Some(MacAddr([0x52, 0x54, 0, 0, 0, 2])),
+                    mtu: None,
+                    isolation: Isolation::default(),
                 }),
             ],
         }
@@ -660,7 +673,9 @@ fn toml_unknown_keys_with_location() {
             (
                 "[[vhost_user]]\nname = \"vm1\"\nsocket2 = \"/x\"\n",
                 "vnet.toml:3:1: unknown field `socket2`, expected one of `name`, `socket`, \
-                 `client`, `mac`, `queue_pairs`, `queues`, `mtu`, `datapath`",
+                 `client`, `mac`, `queue_pairs`, `queues`, `mtu`, `datapath`, `spoofchk`, \
+                 `allowed_macs`, `ips`, `max_macs`, `vlan`, `trunk`, `ingress_mbit`, \
+                 `ingress_kpps`, `egress_mbit`, `egress_kpps`, `flood_kpps`",
             ),
             (
                 "workers = 1\n[switch]\n",

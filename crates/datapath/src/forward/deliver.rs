@@ -2,15 +2,26 @@
 //! offloads completed or segmented as it needs), to a TAP with one `writev`, or to the
 //! worker that runs the port's rxqs.
 
-use switch::DropReason;
+use std::time::Instant;
+
+use switch::{DropReason, TagAction};
 use virtio_net::offload::{self, Delivery};
-use virtio_net::{csum, gso, NetHdr, HDR_LEN_V1};
+use virtio_net::{csum, gso, NetHdr, GSO_NONE, HDR_F_NEEDS_CSUM, HDR_LEN_V1};
 use vring::{Chain, IoVecs, RingError, SplitQueue};
 
 use super::{port_mut, Ctx, Followup, Ingress};
-use crate::frame::Src;
+use crate::frame::{EthHead, Src};
 use crate::port::Port;
 use crate::types::{PortId, MAX_FRAME};
+
+/// Bytes in front of the virtio_net_hdr of a frame handed to another worker: its VLAN
+/// (little-endian) and 2 bytes of padding.
+pub(crate) const MAIL_HEAD: usize = 4;
+/// Most rx buffers one frame may try: 2, and one more per 256 bytes (a guest posting tiny
+/// buffers cannot make every frame walk dozens of them).
+fn max_rx_attempts(total: usize) -> usize {
+    (2 + total / 256).min(MAX_RX_CHAINS)
+}
 
 /// Most rx chains one frame may take with MRG_RXBUF (64 KiB in 1 KiB buffers, with room).
 const MAX_RX_CHAINS: usize = 80;
@@ -54,13 +65,48 @@ impl Scratch {
     }
 }
 
-/// Whether the frame has been copied into `Scratch::frame` (done at most once per frame,
-/// even when flooded to several ports that need it).
-#[derive(PartialEq, Eq)]
+/// Whether the frame has been copied into `Scratch::frame` (done at most once per frame
+/// and Ethernet header, even when flooded to several ports that need it).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Linear {
     No,
-    Yes,
+    /// Linearized with this Ethernet header.
+    Yes(EthHead),
     Failed,
+}
+
+/// A frame being switched: its virtio_net_hdr as sent (validated), a copy of its Ethernet
+/// header, the bytes after that header, its VLAN.
+pub(super) struct Frame<'a> {
+    pub hdr: NetHdr,
+    pub eth: EthHead,
+    pub body: Src<'a>,
+    pub vlan: u16,
+    /// Length of the whole frame as sent.
+    pub len: usize,
+    pub now: Instant,
+    linear: Linear,
+}
+
+impl<'a> Frame<'a> {
+    pub fn new(
+        hdr: NetHdr,
+        eth: EthHead,
+        body: Src<'a>,
+        vlan: u16,
+        len: usize,
+        now: Instant,
+    ) -> Frame<'a> {
+        Frame {
+            hdr,
+            eth,
+            body,
+            vlan,
+            len,
+            now,
+            linear: Linear::No,
+        }
+    }
 }
 
 /// Where a delivery goes and how to spread it.
@@ -72,38 +118,78 @@ struct Out {
     qp: u16,
 }
 
-/// Delivers a frame without offloads from the chain `src` (frame at `off`, `len` bytes,
-/// sent with the virtio_net_hdr v1 `sender` right before it) to `egress`: into one rx
-/// buffer of a guest with a running rxq here, a 12-byte header and a first buffer that
-/// takes the whole frame; or to a TAP with one `writev`, header included, straight from
+/// `hdr` for a frame whose Ethernet header went from `from` to `to` bytes (a tag added or
+/// removed): the checksum start and the header length move with it.
+fn shifted(hdr: &NetHdr, from: usize, to: usize) -> NetHdr {
+    let mv = |v: u16| {
+        (usize::from(v) + to)
+            .checked_sub(from)
+            .and_then(|x| u16::try_from(x).ok())
+            .unwrap_or(v)
+    };
+    let mut h = *hdr;
+    if from != to {
+        if h.flags & HDR_F_NEEDS_CSUM != 0 {
+            h.csum_start = mv(h.csum_start);
+        }
+        if h.gso_type != GSO_NONE && h.hdr_len != 0 {
+            h.hdr_len = mv(h.hdr_len);
+        }
+    }
+    h
+}
+
+/// Whether a frame fits `dst`'s MTU: its IP packet, or for a GSO frame each segment's.
+fn fits_mtu(dst: &Port, f: &Frame<'_>) -> bool {
+    let Some(mtu) = dst.policy.mtu else {
+        return true;
+    };
+    let l3 = f.len.saturating_sub(f.eth.len());
+    if f.hdr.gso_type == GSO_NONE {
+        return l3 <= mtu;
+    }
+    // Headers up to the payload: what the sender says, at least up to the L4 header.
+    let headers = usize::from(f.hdr.hdr_len).max(usize::from(f.hdr.csum_start) + 8);
+    headers.saturating_sub(f.eth.len()) + usize::from(f.hdr.gso_size) <= mtu
+}
+
+/// Delivers a frame without offloads from a guest's chain to `egress`: into one rx buffer
+/// of a guest with a running rxq here, a 12-byte header and a first buffer that takes the
+/// whole frame; or to a TAP with one `writev`. The header written is `sender` (the copy
+/// validated, `num_buffers` 1), then the Ethernet header copy, then the rest straight from
 /// the chain. `None` leaves everything as it was, for the general path.
-///
-/// The header delivered is what [`offload::rx_hdr`] makes of a plain one (the sender's,
-/// flags zero) with `num_buffers` 1 (a TAP ignores `num_buffers`).
 pub(super) fn unicast_plain(
     cx: &mut Ctx<'_>,
     ingress: Ingress,
     egress: PortId,
-    src: &Chain,
-    off: usize,
-    len: usize,
+    f: &Frame<'_>,
     sender: &[u8; HDR_LEN_V1],
 ) -> Option<Result<(), DropReason>> {
+    let Src::Chain(src, off) = f.body else {
+        return None;
+    };
     let dst = port_mut(cx.ports, egress)?;
-    if dst.hdr_len != HDR_LEN_V1 || dst.is_broken() {
+    let plain = dst.hdr_len == HDR_LEN_V1
+        && !dst.is_broken()
+        && !dst.policy.egress.is_set()
+        && dst.policy.vlan.egress(f.vlan, f.eth.tagged()) == Some(TagAction::Keep);
+    if !plain || !fits_mtu(dst, f) {
         return None;
     }
+    let body_len = f.len - f.eth.len();
     if let Some(tap) = dst.tap_mut() {
         let (_, q) = tap.queue_for(usize::from(ingress.port.0))?;
         if !q.out.is_empty() {
             return None;
         }
         let mut iov = IoVecs::new(&mut cx.scratch.iov);
-        iov.push_chain(src, off - HDR_LEN_V1, HDR_LEN_V1 + len);
+        iov.push_bytes(sender);
+        iov.push_bytes(f.eth.as_bytes());
+        iov.push_chain(src, off, body_len);
         // EAGAIN, a vanished device, any error: the general path tries again and deals
         // with it.
         q.writev(&iov).ok()?;
-        dst.counters.count_tx(len);
+        dst.counters.count_tx(f.len);
         return Some(Ok(()));
     }
     let ring = &mut dst.rx_ring_for(ingress.qp)?.ring;
@@ -118,19 +204,37 @@ pub(super) fn unicast_plain(
     if !matches!(ring.pop(chain), Ok(true)) {
         return None;
     }
-    let total = HDR_LEN_V1 + len;
+    let total = HDR_LEN_V1 + f.len;
     let mut h = *sender;
     NetHdr::set_num_buffers(&mut h, 1);
+    let eth_len = f.eth.len();
     if chain.writable_len() as usize >= total
-        && chain.write_array(0, &h)
-        && src.copy_to(off, chain, HDR_LEN_V1, len) == len
+        && write_head(chain, &h, &f.eth)
+        && src.copy_to(off, chain, HDR_LEN_V1 + eth_len, body_len) == body_len
     {
         ring.push_used(chain.head(), u32::try_from(total).unwrap_or(u32::MAX));
-        delivered(dst, len);
+        delivered(dst, f.len);
         Some(Ok(()))
     } else {
         ring.unpop(1);
         None
+    }
+}
+
+/// Writes a 12-byte virtio_net_hdr and an Ethernet header at the start of `chain` with one
+/// inlined copy when they fit its first buffer.
+fn write_head(chain: &Chain, hdr: &[u8; HDR_LEN_V1], eth: &EthHead) -> bool {
+    const PLAIN: usize = HDR_LEN_V1 + wire::ethernet::HEADER_LEN;
+    const TAGGED: usize = HDR_LEN_V1 + wire::ethernet::TAGGED_HEADER_LEN;
+    let mut b = [0u8; TAGGED];
+    b[..HDR_LEN_V1].copy_from_slice(hdr);
+    b[HDR_LEN_V1..HDR_LEN_V1 + eth.len()].copy_from_slice(eth.as_bytes());
+    if eth.tagged() {
+        chain.write_array::<TAGGED>(0, &b)
+    } else {
+        let mut p = [0u8; PLAIN];
+        p.copy_from_slice(&b[..PLAIN]);
+        chain.write_array::<PLAIN>(0, &p)
     }
 }
 
@@ -152,42 +256,17 @@ pub(super) fn remote_worker(me: usize, p: &Port) -> Option<usize> {
     (others != 0).then(|| others.trailing_zeros() as usize)
 }
 
-/// A frame being switched: its virtio_net_hdr as sent, its bytes, whether it has been
-/// linearized yet.
-pub(super) struct Frame<'a> {
-    pub hdr: NetHdr,
-    pub data: Src<'a>,
-    pub len: usize,
-    pub linear: Linear,
-}
-
-impl<'a> Frame<'a> {
-    pub fn new(hdr: NetHdr, data: Src<'a>, len: usize) -> Frame<'a> {
-        Frame {
-            hdr,
-            data,
-            len,
-            linear: Linear::No,
-        }
-    }
-}
-
-/// Delivers `frame` to `egress`. With `remote`, a port whose rxqs run on other workers
-/// gets the frame through a mailbox (never for frames that came through one).
+/// Delivers `f` to `egress`: its VLAN membership, MTU and egress rate first, then the
+/// tag added or removed as the port carries the VLAN, offloads as it accepts them. With
+/// `remote`, a port whose rxqs run on other workers gets the frame through a mailbox
+/// (never for frames that came through one).
 pub(super) fn deliver(
     cx: &mut Ctx<'_>,
     ingress: Ingress,
     egress: PortId,
-    frame: &mut Frame<'_>,
+    f: &mut Frame<'_>,
     remote: bool,
 ) -> Result<(), DropReason> {
-    let Frame {
-        hdr,
-        data,
-        len: frame_len,
-        linear,
-    } = frame;
-    let (hdr, data, frame_len) = (&*hdr, *data, *frame_len);
     let Ctx {
         ports,
         scratch,
@@ -208,61 +287,102 @@ pub(super) fn deliver(
             return Err(DropReason::PortDown);
         };
         // The frame as it came, header first: the other worker applies the receiver's
-        // offloads itself. A full mailbox is a receiver that cannot keep up.
-        let sent = outbox.send(target, ingress.port, egress, HDR_LEN_V1 + frame_len, |b| {
-            let (h, f) = b.split_at_mut(HDR_LEN_V1);
-            hdr.write(h);
-            data.read_at(0, f);
-        });
+        // VLAN, limits and offloads itself. A full mailbox is a receiver that cannot keep
+        // up.
+        let sent = outbox.send(
+            target,
+            ingress.port,
+            egress,
+            MAIL_HEAD + HDR_LEN_V1 + f.len,
+            |b| {
+                b[..2].copy_from_slice(&f.vlan.to_le_bytes());
+                let (h, rest) = b[MAIL_HEAD..].split_at_mut(HDR_LEN_V1);
+                f.hdr.write(h);
+                let (e, body) = rest.split_at_mut(f.eth.len());
+                e.copy_from_slice(f.eth.as_bytes());
+                f.body.read_at(0, body);
+            },
+        );
         return if sent {
             Ok(())
         } else {
             Err(DropReason::NoRxBuffer)
         };
     }
+    let Some(action) = dst.policy.vlan.egress(f.vlan, f.eth.tagged()) else {
+        return Err(DropReason::Vlan);
+    };
+    if !fits_mtu(dst, f) {
+        return Err(DropReason::Oversize);
+    }
+    let eth = f.eth.with(action);
+    let out_len = f.len - f.eth.len() + eth.len();
+    if !dst.policy.egress.admit(out_len, f.now) {
+        return Err(DropReason::Policed);
+    }
+    let hdr = shifted(&f.hdr, f.eth.len(), eth.len());
     let out = Out {
         port: egress,
         hint: usize::from(ingress.port.0),
         qp: ingress.qp,
     };
-    let plan = offload::plan(hdr, dst.rx_caps);
-    let out_hdr = offload::rx_hdr(hdr, plan, dst.rx_caps);
-    match plan {
-        Delivery::AsIs => {
-            let Scratch { rx, iov, .. } = &mut **scratch;
-            let mut sink = Sink {
-                rx,
-                iov,
-                followups,
-                out: &out,
-            };
-            sink.put(dst, &out_hdr, data)
+    let plan = offload::plan(&hdr, dst.rx_caps);
+    let out_hdr = offload::rx_hdr(&hdr, plan, dst.rx_caps);
+    if plan == Delivery::AsIs {
+        let Scratch { rx, iov, .. } = &mut **scratch;
+        let mut sink = Sink {
+            rx,
+            iov,
+            followups,
+            out: &out,
+        };
+        return sink.put(dst, &out_hdr, eth.as_bytes(), f.body);
+    }
+    if f.linear != Linear::Yes(eth) && f.linear != Linear::Failed {
+        // The frame as this port gets it, in one buffer: checksum completed once (valid
+        // for every later receiver with this header), or to be segmented.
+        let buf = &mut scratch.frame[..out_len];
+        buf[..eth.len()].copy_from_slice(eth.as_bytes());
+        let n = f.body.read_at(0, &mut buf[eth.len()..]);
+        let ok = n == out_len - eth.len()
+            && (plan == Delivery::Segment || csum::complete_hdr(buf, &hdr).is_ok());
+        f.linear = if ok { Linear::Yes(eth) } else { Linear::Failed };
+    }
+    if f.linear == Linear::Failed {
+        return Err(DropReason::BadFrame);
+    }
+    let Scratch {
+        rx,
+        frame,
+        seg,
+        iov,
+    } = &mut **scratch;
+    let mut sink = Sink {
+        rx,
+        iov,
+        followups,
+        out: &out,
+    };
+    let bytes = &frame[..out_len];
+    if plan == Delivery::CompleteCsum {
+        return sink.put(dst, &out_hdr, &[], Src::Bytes(bytes));
+    }
+    let mut result = Ok(());
+    let r = gso::segment(&hdr, bytes, seg, &mut |s: &[u8]| match sink.put(
+        dst,
+        &out_hdr,
+        &[],
+        Src::Bytes(s),
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            result = Err(e);
+            false
         }
-        Delivery::CompleteCsum | Delivery::Segment => {
-            if *linear == Linear::No {
-                let n = data.read_at(0, &mut scratch.frame[..frame_len]);
-                let ok = n == frame_len
-                    && (plan == Delivery::Segment
-                        || csum::complete_hdr(&mut scratch.frame[..frame_len], hdr).is_ok());
-                // A completed checksum stays valid for every later receiver; a frame to be
-                // segmented is segmented from the original each time.
-                *linear = if ok { Linear::Yes } else { Linear::Failed };
-            }
-            if *linear == Linear::Failed {
-                Err(DropReason::BadFrame)
-            } else if plan == Delivery::CompleteCsum {
-                let Scratch { frame, rx, iov, .. } = &mut **scratch;
-                let mut sink = Sink {
-                    rx,
-                    iov,
-                    followups,
-                    out: &out,
-                };
-                sink.put(dst, &out_hdr, Src::Bytes(&frame[..frame_len]))
-            } else {
-                segment_to(dst, scratch, followups, &out, hdr, &out_hdr, frame_len)
-            }
-        }
+    });
+    match r {
+        Ok(_) => result,
+        Err(_) => Err(DropReason::BadFrame),
     }
 }
 
@@ -276,66 +396,33 @@ struct Sink<'s> {
 }
 
 impl Sink<'_> {
-    fn put(&mut self, dst: &mut Port, hdr: &NetHdr, data: Src<'_>) -> Result<(), DropReason> {
+    /// Delivers `hdr`, then `eth`, then `body` to `dst`.
+    fn put(
+        &mut self,
+        dst: &mut Port,
+        hdr: &NetHdr,
+        eth: &[u8],
+        body: Src<'_>,
+    ) -> Result<(), DropReason> {
         if dst.is_tap() {
-            tap_put(dst, self.iov, self.followups, self.out, hdr, data)
+            tap_put(dst, self.iov, self.followups, self.out, hdr, eth, body)
         } else {
-            rx_put(dst, self.rx, self.out.qp, hdr, data)
+            rx_put(dst, self.rx, self.out.qp, hdr, eth, body)
         }
     }
 }
 
-/// Segments the linearized frame and delivers each segment.
-fn segment_to(
-    dst: &mut Port,
-    scratch: &mut Scratch,
-    followups: &mut Vec<Followup>,
-    out: &Out,
-    hdr: &NetHdr,
-    out_hdr: &NetHdr,
-    frame_len: usize,
-) -> Result<(), DropReason> {
-    let Scratch {
-        rx,
-        frame,
-        seg,
-        iov,
-    } = scratch;
-    let mut sink = Sink {
-        rx,
-        iov,
-        followups,
-        out,
-    };
-    let mut result = Ok(());
-    let r = gso::segment(
-        hdr,
-        &frame[..frame_len],
-        seg,
-        &mut |s: &[u8]| match sink.put(dst, out_hdr, Src::Bytes(s)) {
-            Ok(()) => true,
-            Err(e) => {
-                result = Err(e);
-                false
-            }
-        },
-    );
-    match r {
-        Ok(_) => result,
-        Err(_) => Err(DropReason::BadFrame),
-    }
-}
-
-/// Writes `hdr` + `data` to the host with one `writev` (straight from guest memory when
-/// `data` is a chain). When the kernel's queue is full the frame waits in a bounded queue
-/// for EPOLLOUT; when that is full too it is dropped.
+/// Writes `hdr` + `eth` + `body` to the host with one `writev` (straight from guest memory
+/// when `body` is a chain). When the kernel's queue is full the frame waits in a bounded
+/// queue for EPOLLOUT; when that is full too it is dropped.
 fn tap_put(
     dst: &mut Port,
     iov: &mut [libc::iovec],
     followups: &mut Vec<Followup>,
     out: &Out,
     hdr: &NetHdr,
-    data: Src<'_>,
+    eth: &[u8],
+    body: Src<'_>,
 ) -> Result<(), DropReason> {
     let Some(tap) = dst.tap_mut() else {
         return Err(DropReason::PortDown);
@@ -347,11 +434,14 @@ fn tap_put(
     h.num_buffers = 0;
     let mut hb = [0u8; HDR_LEN_V1];
     h.write(&mut hb);
-    let len = data.len();
+    let len = eth.len() + body.len();
     if q.out.is_empty() {
         let mut v = IoVecs::new(iov);
         v.push_bytes(&hb);
-        if !data.push_to(&mut v) {
+        if !eth.is_empty() {
+            v.push_bytes(eth);
+        }
+        if !body.push_to(&mut v) {
             return Err(DropReason::TxError);
         }
         match q.writev(&v) {
@@ -374,9 +464,10 @@ fn tap_put(
         return Err(DropReason::TxError);
     };
     slot.extend_from_slice(&hb);
+    slot.extend_from_slice(eth);
     let start = slot.len();
-    slot.resize(start + len, 0);
-    data.read_at(0, &mut slot[start..]);
+    slot.resize(start + body.len(), 0);
+    body.read_at(0, &mut slot[start..]);
     if !q.out_armed {
         q.out_armed = true;
         followups.push(Followup::TapWritable {
@@ -388,24 +479,25 @@ fn tap_put(
     Ok(())
 }
 
-/// Writes `hdr` + `data` into the rx buffers of `dst`: one chain, or with MRG_RXBUF as many
-/// as needed (§5.1.6.4). Chains are given back if the frame does not fit. A ring that
-/// breaks the rules marks the port broken.
+/// Writes `hdr` + `eth` + `body` into the rx buffers of `dst`: one chain, or with
+/// MRG_RXBUF as many as needed (§5.1.6.4). Chains are given back if the frame does not
+/// fit. A ring that breaks the rules marks the port broken.
 fn rx_put(
     dst: &mut Port,
     chains: &mut [Chain],
     qp: u16,
     hdr: &NetHdr,
-    data: Src<'_>,
+    eth: &[u8],
+    body: Src<'_>,
 ) -> Result<(), DropReason> {
     let hl = dst.hdr_len;
     let mrg = dst.mrg_rxbuf();
     let Some(q) = dst.rx_ring_for(qp) else {
         return Err(DropReason::PortDown);
     };
-    match fill_rx(&mut q.ring, Rx { hl, mrg }, chains, hdr, data) {
+    match fill_rx(&mut q.ring, Rx { hl, mrg }, chains, hdr, eth, body) {
         Ok(()) => {
-            delivered(dst, data.len());
+            delivered(dst, eth.len() + body.len());
             Ok(())
         }
         Err(Fill::Drop(reason)) => Err(reason),
@@ -434,10 +526,12 @@ fn fill_rx(
     Rx { hl, mrg }: Rx,
     chains: &mut [Chain],
     hdr: &NetHdr,
-    data: Src<'_>,
+    eth: &[u8],
+    body: Src<'_>,
 ) -> Result<(), Fill> {
-    let len = data.len();
+    let len = eth.len() + body.len();
     let total = hl + len;
+    let attempts = max_rx_attempts(total).min(chains.len());
     let mut n = 0usize;
     let mut cap = 0usize;
     let give_back = |ring: &mut SplitQueue, n: usize, why: DropReason| {
@@ -445,7 +539,7 @@ fn fill_rx(
         Err(Fill::Drop(why))
     };
     while cap < total {
-        if n == chains.len() || (!mrg && n == 1) {
+        if n == attempts || (!mrg && n == 1) {
             return give_back(ring, n, DropReason::TooBig);
         }
         if ring.pending() == 0 {
@@ -467,20 +561,12 @@ fn fill_rx(
     h.num_buffers = u16::try_from(n).unwrap_or(u16::MAX);
     let mut hb = [0u8; HDR_LEN_V1];
     h.write(&mut hb[..hl]);
-    // The common case first: the header in one inlined copy, the frame with one copy.
-    if n == 1 && hl == HDR_LEN_V1 {
-        if let Src::Chain(c, off) = data {
-            if chains[0].write_array(0, &hb) && c.copy_to(off, &chains[0], hl, len) == len {
-                ring.push_used(chains[0].head(), u32::try_from(total).unwrap_or(u32::MAX));
-                return Ok(());
-            }
-        }
-    }
-    // Fill the chains in order: header, then the frame.
+    // Fill the chains in order: header, Ethernet header, then the rest.
     let mut w = MultiWriter::new(&chains[..n]);
     w.put_bytes(&hb[..hl]);
-    match data {
-        Src::Chain(c, off) => w.put_chain(c, off, len),
+    w.put_bytes(eth);
+    match body {
+        Src::Chain(c, off) => w.put_chain(c, off, body.len()),
         Src::Bytes(b) => w.put_bytes(b),
     }
     for (i, c) in chains[..n].iter().enumerate() {
@@ -488,6 +574,7 @@ fn fill_rx(
     }
     Ok(())
 }
+
 /// Sequential writer over the writable buffers of several chains.
 struct MultiWriter<'a> {
     chains: &'a [Chain],

@@ -15,12 +15,12 @@ use virtio_net::offload;
 use virtio_net::{NetHdr, HDR_LEN_V1};
 use wire::EthernetFrame;
 
-use crate::frame::{Src, HEAD_LEN};
+use crate::frame::{EthHead, Src, HEAD_LEN};
 use crate::links::Outbox;
 use crate::port::Port;
 use crate::types::{PortId, MAX_FRAME};
 pub(crate) use deliver::Scratch;
-use deliver::{deliver, remote_worker, unicast_plain, Frame};
+use deliver::{deliver, remote_worker, unicast_plain, Frame, MAIL_HEAD};
 
 /// What forwarding works with: borrowed from the worker for one frame.
 pub(crate) struct Ctx<'a> {
@@ -68,6 +68,10 @@ pub(crate) enum Followup {
     TapWritable { port: PortId, queue: usize },
 }
 
+/// Bytes after the Ethernet header read for port security: an IPv6 header, four extension
+/// headers of 8 bytes and a neighbour advertisement; ARP needs 28.
+const INSPECT_LEN: usize = 40 + 4 * 8 + wire::icmpv6::NEIGHBOR_ADVERT_LEN;
+
 fn port_mut(ports: &mut [Option<Port>], id: PortId) -> Option<&mut Port> {
     ports.get_mut(usize::from(id.0)).and_then(Option::as_mut)
 }
@@ -75,6 +79,9 @@ fn port_mut(ports: &mut [Option<Port>], id: PortId) -> Option<&mut Port> {
 /// Switches the frame `src` (virtio_net_hdr first) that came in at `ingress`. With `hold`,
 /// a unicast frame whose destination has no rx buffer is left to the caller. `pre`: the
 /// first [`HEAD_LEN`] bytes of `src`, when the caller read them already.
+///
+/// The headers are read once, into a copy: the checks, the forwarding decision and what is
+/// delivered all use that copy (a guest rewriting its buffer meanwhile changes nothing).
 pub(crate) fn switch_frame(
     cx: &mut Ctx<'_>,
     ingress: Ingress,
@@ -103,10 +110,12 @@ pub(crate) fn switch_frame(
         None => src.read_at(0, &mut head[..hl + wire::ethernet::TAGGED_HEADER_LEN]),
     };
     let total = src.len();
-    let eth = head
-        .get(hl..got)
-        .and_then(|h| EthernetFrame::new_checked(h).ok());
-    let (Some(eth), Some(hdr)) = (eth, NetHdr::parse(&head[..hl])) else {
+    let parsed = head.get(hl..got).and_then(|h| {
+        let eth = EthernetFrame::new_checked(h).ok()?;
+        let copy = EthHead::new(h, eth.is_vlan_tagged())?;
+        Some((eth, copy))
+    });
+    let (Some((eth, eth_head)), Some(hdr)) = (parsed, NetHdr::parse(&head[..hl])) else {
         port.counters.count_drop(DropReason::BadFrame);
         return Outcome::Done;
     };
@@ -119,20 +128,33 @@ pub(crate) fn switch_frame(
         port.counters.count_drop(DropReason::BadHeader);
         return Outcome::Done;
     }
-    let vlan = eth.vlan().unwrap_or(0);
-    let data = src.skip(hl);
+    let vlan = match admit(port, &eth, src.skip(hl), frame_len, now) {
+        Ok(v) => v,
+        Err(reason) => {
+            port.counters.count_drop(reason);
+            return Outcome::Done;
+        }
+    };
     let decision = cx.fdb.decide(ingress.port, vlan, eth.src(), eth.dst(), now);
-    let mut frame = Frame::new(hdr, data, frame_len);
+    let storm = decision == Decision::Flood
+        && port_mut(cx.ports, ingress.port).is_some_and(|p| !p.policy.admit_flood(now));
+    let decision = if storm {
+        Decision::Drop(DropReason::Storm)
+    } else {
+        decision
+    };
+    let body = src.skip(hl + eth_head.len());
+    let mut frame = Frame::new(hdr, eth_head, body, vlan, frame_len, now);
     // The common case on its own short path: a frame without offloads (flags and gso_type
     // zero) from a guest to one guest whose rxq runs here, or to a TAP.
-    if let (Decision::Unicast(egress), Src::Chain(c, off), true) = (
+    if let (Decision::Unicast(egress), Src::Chain(..), true) = (
         decision,
         src,
         hl == HDR_LEN_V1 && got == head.len() && hdr.flags == 0 && hdr.gso_type == 0,
     ) {
         let mut sender = [0u8; HDR_LEN_V1];
         sender.copy_from_slice(&head[..HDR_LEN_V1]);
-        if let Some(r) = unicast_plain(cx, ingress, egress, c, off + hl, frame_len, &sender) {
+        if let Some(r) = unicast_plain(cx, ingress, egress, &frame, &sender) {
             account(cx, ingress.port, egress, r);
             if let Some(p) = port_mut(cx.ports, ingress.port) {
                 p.counters.count_rx(frame_len);
@@ -155,9 +177,10 @@ pub(crate) fn switch_frame(
             for i in 0..cx.ports.len() {
                 let egress = PortId(u16::try_from(i).unwrap_or(u16::MAX));
                 let me = cx.outbox.me;
-                let up = cx.ports[i]
-                    .as_ref()
-                    .is_some_and(|p| p.can_receive() || remote_worker(me, p).is_some());
+                let up = cx.ports[i].as_ref().is_some_and(|p| {
+                    (p.can_receive() || remote_worker(me, p).is_some())
+                        && p.policy.vlan.egress(vlan, frame.eth.tagged()).is_some()
+                });
                 if egress != ingress.port && up {
                     let r = deliver(cx, ingress, egress, &mut frame, true);
                     account(cx, ingress.port, egress, r);
@@ -176,14 +199,45 @@ pub(crate) fn switch_frame(
     Outcome::Done
 }
 
+/// The ingress checks of a port's policy: its VLAN (the frame's, or why it is dropped),
+/// port security (source MAC, and the IP an ARP or neighbour advertisement claims), and
+/// for a TAP its ingress rate (a guest's is applied by not taking frames from its ring).
+fn admit(
+    port: &mut Port,
+    eth: &EthernetFrame<&[u8]>,
+    frame: Src<'_>,
+    frame_len: usize,
+    now: Instant,
+) -> Result<u16, DropReason> {
+    let vlan = port.policy.vlan.ingress(eth.vlan())?;
+    if let Some(sec) = &port.policy.security {
+        if !sec.allows_src(&eth.src()) {
+            return Err(DropReason::Spoofed);
+        }
+        let ethertype = eth.inner_ethertype();
+        if sec.inspects(ethertype) {
+            let mut payload = [0u8; INSPECT_LEN];
+            let n = frame.read_at(eth.payload_offset(), &mut payload);
+            if !sec.allows_payload(ethertype, &payload[..n]) {
+                return Err(DropReason::Spoofed);
+            }
+        }
+    }
+    if port.is_tap() && !port.policy.ingress.admit(frame_len, now) {
+        return Err(DropReason::Policed);
+    }
+    Ok(vlan)
+}
+
 fn count(cx: &mut Ctx<'_>, port: PortId, reason: DropReason) {
     if let Some(p) = port_mut(cx.ports, port) {
         p.counters.count_drop(reason);
     }
 }
 
-/// Delivers a frame another worker handed over (`bytes`: virtio_net_hdr v1, then the
-/// frame) to `egress`, which runs an rxq here, learning its source on the way.
+/// Delivers a frame another worker handed over (`bytes`: its VLAN and 2 bytes of padding,
+/// the virtio_net_hdr v1 as sent, then the frame as sent) to `egress`, which runs an rxq
+/// here, learning its source on the way.
 pub(crate) fn deliver_mail(
     cx: &mut Ctx<'_>,
     ingress: PortId,
@@ -191,15 +245,24 @@ pub(crate) fn deliver_mail(
     bytes: &[u8],
     now: Instant,
 ) {
-    let Some(hdr) = bytes.get(..HDR_LEN_V1).and_then(NetHdr::parse) else {
+    let Some(vlan) = bytes.get(..2).map(|v| u16::from_le_bytes([v[0], v[1]])) else {
         return;
     };
-    let frame = &bytes[HDR_LEN_V1..];
-    if let Ok(eth) = EthernetFrame::new_checked(frame) {
-        cx.fdb
-            .learn(eth.src(), eth.vlan().unwrap_or(0), ingress, now);
-    }
-    let mut f = Frame::new(hdr, Src::Bytes(frame), frame.len());
+    let Some(hdr) = bytes
+        .get(MAIL_HEAD..MAIL_HEAD + HDR_LEN_V1)
+        .and_then(NetHdr::parse)
+    else {
+        return;
+    };
+    let frame = bytes.get(MAIL_HEAD + HDR_LEN_V1..).unwrap_or(&[]);
+    let Some(eth_head) = EthernetFrame::new_checked(frame).ok().and_then(|eth| {
+        cx.fdb.learn(eth.src(), vlan, ingress, now);
+        EthHead::new(frame, eth.is_vlan_tagged())
+    }) else {
+        return;
+    };
+    let body = Src::Bytes(frame.get(eth_head.len()..).unwrap_or(&[]));
+    let mut f = Frame::new(hdr, eth_head, body, vlan, frame.len(), now);
     let r = deliver(cx, Ingress::new(ingress, 0), egress, &mut f, false);
     account(cx, ingress, egress, r);
 }

@@ -12,6 +12,7 @@ use virtio_net::features as f;
 use virtio_net::offload::{RxCaps, TxCaps};
 use vring::RingError;
 
+use crate::policy::Policy;
 use crate::types::{DatapathMode, PortStatus};
 use tap::TapPort;
 use vhost::{VhostRings, Vq};
@@ -43,6 +44,8 @@ pub(crate) struct Port {
     pub broken: bool,
     /// How this port's txqs are served (TAP ports: always by their fds' events).
     pub mode: DatapathMode,
+    /// Port security, VLAN, MTU, rate limits.
+    pub policy: Policy,
     pub kind: Kind,
 }
 
@@ -52,10 +55,12 @@ impl Port {
         name: String,
         queue_pairs: u16,
         mode: DatapathMode,
+        policy: Policy,
         shared: Arc<SharedCounters>,
         status: Arc<PortStatus>,
     ) -> Port {
         Port {
+            policy,
             name,
             hdr_len: virtio_net::HDR_LEN_V1,
             rx_caps: RxCaps::NONE,
@@ -74,10 +79,12 @@ impl Port {
         name: String,
         tap: port_tap::Tap,
         read: bool,
+        policy: Policy,
         shared: Arc<SharedCounters>,
         status: Arc<PortStatus>,
     ) -> Port {
         Port {
+            policy,
             name,
             hdr_len: port_tap::VNET_HDR_LEN,
             rx_caps: RxCaps::from_guest_features(tap.write_features()),

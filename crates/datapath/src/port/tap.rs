@@ -88,6 +88,8 @@ pub(crate) struct TapQueue {
     pub held_for: Option<PortId>,
     /// Buffers arrived while the held frame was being parked: try once more.
     pub retry: bool,
+    /// Since when the held frame waits.
+    pub held_since: Option<std::time::Instant>,
     /// This worker reads the queue (else it only writes to it: another worker reads it).
     pub read: bool,
 }
@@ -102,6 +104,7 @@ impl TapQueue {
             held: Vec::with_capacity(FRAME_ROOM),
             held_for: None,
             retry: false,
+            held_since: None,
         }
     }
 

@@ -20,6 +20,8 @@ pub(crate) struct Vq {
     pub counted: u16,
     /// The chains of one tx burst (txqs only; each keeps this ring's memory mapped).
     pub burst: Vec<Chain>,
+    /// Over the port's ingress rate: not served before this (txqs only).
+    pub throttled: Option<std::time::Instant>,
 }
 
 impl Vq {
@@ -44,6 +46,7 @@ impl Vq {
             err,
             index,
             burst,
+            throttled: None,
         }
     }
 

@@ -16,7 +16,7 @@ use switch::Fdb;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::command::Command;
+use crate::command::{Command, PortRules};
 use crate::forward::{Ctx, Followup, Scratch};
 use crate::links::{Links, Outbox};
 use crate::mailbox::Receiver as MailReceiver;
@@ -26,6 +26,10 @@ use crate::types::{DatapathConfig, DatapathMode, FdbRow, PortId, BURST, MAX_FRAM
 
 /// While polling busy rings, the fds are checked every this many rounds.
 const EPOLL_EVERY: u32 = 32;
+
+/// A frame from a TAP waits at most this long for its guest's rx buffers, then is
+/// dropped and the queue reads on (one guest that stops refilling blocks no one).
+const HOLD_MAX: Duration = Duration::from_millis(50);
 
 /// Adaptive mode goes back to sleeping on kicks after this long without a frame.
 const ADAPTIVE_IDLE: Duration = Duration::from_micros(200);
@@ -136,6 +140,10 @@ pub(crate) struct Worker {
     adaptive_active: bool,
     /// [`vring::sigbus::hits`] as of the last look.
     sigbus_seen: u64,
+    /// Txqs over their port's ingress rate, and when to serve them again.
+    throttled: Vec<(PortId, u16, Instant)>,
+    /// TAP queues holding a frame for a guest without rx buffers: (port, queue).
+    holds: Vec<(PortId, usize)>,
 }
 
 impl Worker {
@@ -176,6 +184,8 @@ impl Worker {
             adaptive_ports: 0,
             adaptive_active: false,
             sigbus_seen: vring::sigbus::hits(),
+            throttled: Vec::with_capacity(64),
+            holds: Vec::with_capacity(64),
         })
     }
 
@@ -193,6 +203,9 @@ impl Worker {
             } else {
                 0
             };
+            if timeout > 0 && !(self.throttled.is_empty() && self.holds.is_empty()) {
+                timeout = timeout.min(self.next_timer_ms(Instant::now()));
+            }
             if timeout > 0 {
                 // Other workers wake us (mail eventfd) only when they see this flag; set it,
                 // then look at the mailboxes once more, so a frame handed over just before
@@ -239,6 +252,7 @@ impl Worker {
             }
             let before = self.work;
             let now = Instant::now();
+            self.timers(now);
             self.process_mail(now);
             self.process_pending(now);
             self.sw.outbox.wake_mailed();
@@ -255,6 +269,38 @@ impl Worker {
                 self.sw.fdb.age(now);
                 last_age = now;
             }
+        }
+    }
+
+    /// Milliseconds until the earliest throttled txq may go again or a held TAP frame
+    /// times out (1000 when none).
+    fn next_timer_ms(&self, now: Instant) -> i32 {
+        let mut next = Duration::from_secs(1);
+        for &(_, _, until) in &self.throttled {
+            next = next.min(until.saturating_duration_since(now));
+        }
+        if !self.holds.is_empty() {
+            next = next.min(HOLD_MAX);
+        }
+        // Round up: waking before the bucket has refilled would only sleep again.
+        i32::try_from(next.as_micros().div_ceil(1000)).unwrap_or(1000)
+    }
+
+    /// Throttled txqs whose time came are served again; TAP frames held too long for a
+    /// guest without rx buffers are dropped.
+    fn timers(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.throttled.len() {
+            let (id, qp, until) = self.throttled[i];
+            if until <= now {
+                self.throttled.swap_remove(i);
+                self.schedule(id, qp);
+            } else {
+                i += 1;
+            }
+        }
+        if !self.holds.is_empty() {
+            self.expire_holds(now);
         }
     }
 
@@ -436,12 +482,19 @@ impl Worker {
                 name,
                 queue_pairs,
                 mode,
+                rules,
                 shared,
                 status,
             } => {
                 let mode = mode.unwrap_or(self.mode);
-                let p = Port::vhost(name, queue_pairs, mode, shared, status);
+                let PortRules {
+                    policy,
+                    statics,
+                    max_macs,
+                } = *rules;
+                let p = Port::vhost(name, queue_pairs, mode, policy, shared, status);
                 self.insert_port(id, p);
+                self.fdb_rules(id, &statics, max_macs);
                 self.count_modes();
             }
             Command::AddTap {
@@ -449,10 +502,26 @@ impl Worker {
                 name,
                 tap,
                 read,
+                rules,
                 shared,
                 status,
-            } => self.add_tap(id, name, tap, read, shared, status),
+            } => {
+                let PortRules {
+                    policy,
+                    statics,
+                    max_macs,
+                } = *rules;
+                let p = Port::tap(name, tap, read, policy, shared, status);
+                self.add_tap(id, p);
+                self.fdb_rules(id, &statics, max_macs);
+            }
             Command::RemovePort { id, done } => {
+                self.release_holds_for(id);
+                let own: Vec<(PortId, usize)> =
+                    self.holds.iter().copied().filter(|h| h.0 == id).collect();
+                for (port, qi) in own {
+                    self.drop_held(port, qi);
+                }
                 if let Some(p) = self
                     .sw
                     .ports
@@ -501,6 +570,18 @@ impl Worker {
                 let _ = reply.send(rows);
             }
             Command::Shutdown => self.running = false,
+        }
+    }
+
+    /// The port's static addresses and learning limit in this worker's table.
+    fn fdb_rules(&mut self, id: PortId, statics: &[(switch::MacAddr, u16)], max: Option<u32>) {
+        if let Some(max) = max {
+            self.sw.fdb.set_port_limit(id, max);
+        }
+        for &(mac, vlan) in statics {
+            if let Err(e) = self.sw.fdb.add_static(mac, vlan, id) {
+                tracing::error!("port {}: static address {mac} on VLAN {vlan}: {e}", id.0);
+            }
         }
     }
 

@@ -15,6 +15,9 @@ use crate::port::vhost::Vq;
 use crate::port::Port;
 use crate::types::{PortId, BURST};
 
+/// Most descriptors one tx burst of a queue may walk.
+const TX_DESC_BUDGET: u32 = 2048;
+
 impl Worker {
     /// One burst for each pending txq; those with work left stay pending.
     pub(super) fn process_pending(&mut self, now: Instant) {
@@ -39,6 +42,14 @@ impl Worker {
 
     /// Runs one burst of txq `qp` of `id`. Returns true if more work is waiting.
     fn process_tx(&mut self, id: PortId, qp: u16, now: Instant) -> bool {
+        if self
+            .txq(id, qp)
+            .and_then(|q| q.throttled)
+            .is_some_and(|until| until > now)
+        {
+            // Over its ingress rate: the throttle timer schedules it again.
+            return false;
+        }
         let polled = self.port_polled(id);
         let res = match self.txq(id, qp).map(|q| q.ring.refresh_avail()) {
             None => Ok(false),
@@ -72,13 +83,20 @@ impl Worker {
         let Some(vq) = self.txq(id, qp) else {
             return Ok(false);
         };
+        vq.throttled = None;
         let mut chains = std::mem::take(&mut vq.burst);
         let n = usize::from(vq.ring.pending().min(BURST)).min(chains.len());
         let mut popped = 0;
         let mut failed = None;
-        while popped < n {
+        // Cost, not only frames: a burst walks at most TX_DESC_BUDGET descriptors (a guest
+        // posting maximal chains gets a few frames per round, like everyone else).
+        let mut budget = TX_DESC_BUDGET;
+        while popped < n && budget > 0 {
             match vq.ring.pop(&mut chains[popped]) {
-                Ok(true) => popped += 1,
+                Ok(true) => {
+                    budget = budget.saturating_sub(chains[popped].desc_count());
+                    popped += 1;
+                }
                 Ok(false) => break,
                 Err(e) => {
                     failed = Some(e);
@@ -95,23 +113,47 @@ impl Worker {
             }
         }
         let ingress = Ingress::new(id, qp);
+        let (limited, hl) = self
+            .sw
+            .port(id)
+            .map_or((false, 0), |p| (p.policy.ingress.is_set(), p.hdr_len));
+        let mut switched = popped;
+        let mut throttle = None;
         let mut cx = self.sw.ctx();
         for (i, c) in chains[..popped].iter().enumerate() {
+            if limited {
+                // Over the ingress rate: the rest stays in the guest's ring (backpressure,
+                // as Firecracker's rate limiter does) until the bucket refills.
+                let len = (c.readable_len() as usize).saturating_sub(hl);
+                if let Some(p) = cx.ports.get_mut(usize::from(id.0)).and_then(Option::as_mut) {
+                    if !p.policy.ingress.admit(len, now) {
+                        switched = i;
+                        throttle = Some(now + p.policy.ingress.wait(len, now));
+                        break;
+                    }
+                }
+            }
             let pre = (have >> i & 1 == 1).then_some(&heads[i]);
             switch_frame(&mut cx, ingress, Src::Chain(c, 0), now, false, pre);
         }
-        self.work += popped as u64;
+        self.work += switched as u64;
         // Nothing stops a ring while its burst runs: it is still there.
         let Some(vq) = self.txq(id, qp) else {
             return Ok(false);
         };
-        for c in &chains[..popped] {
+        for c in &chains[..switched] {
             vq.ring.push_used(c.head(), 0);
         }
+        vq.ring.unpop(u16::try_from(popped - switched).unwrap_or(0));
         vq.burst = chains;
         vq.flush();
         if let Some(e) = failed {
             return Err(e);
+        }
+        if let Some(until) = throttle {
+            vq.throttled = Some(until);
+            self.throttled.push((id, qp, until));
+            return Ok(false);
         }
         if vq.ring.pending() > 0 {
             return Ok(true);
@@ -145,6 +187,7 @@ impl Worker {
     pub(super) fn break_port(&mut self, id: PortId, e: &RingError) {
         if self.sw.port(id).is_some_and(|p| p.mark_broken(e)) {
             self.sw.fdb.flush_port(id);
+            self.release_holds_for(id);
         }
     }
 
@@ -215,6 +258,10 @@ impl Worker {
         let base = self.retire(vq, &status);
         self.pending
             .retain(|&(p, qp)| !(p == id && index % 2 == 1 && qp == index / 2));
+        if index % 2 == 0 {
+            // Its rx buffers are gone: frames held for them go too.
+            self.release_holds_for(id);
+        }
         let me = self.index;
         let mut idle = false;
         if let Some(p) = self.sw.port(id) {

@@ -2,7 +2,6 @@
 //! buffer), frames flushed when the fd is writable again, a device that vanished.
 
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::Instant;
 
 use switch::DropReason;
@@ -13,21 +12,14 @@ use crate::forward::{switch_frame, Ingress, Outcome};
 use crate::frame::Src;
 use crate::port::tap::TapQueue;
 use crate::port::Port;
-use crate::types::{PortId, PortStatus, BURST};
+use crate::types::{PortId, BURST};
 
 impl Worker {
-    pub(super) fn add_tap(
-        &mut self,
-        id: PortId,
-        name: String,
-        tap: port_tap::Tap,
-        read: bool,
-        shared: Arc<switch::SharedCounters>,
-        status: Arc<PortStatus>,
-    ) {
-        let ifname = tap.ifname.clone();
-        let p = Port::tap(name, tap, read, shared, status);
+    /// Watches the TAP queues of `p` and adds it.
+    pub(super) fn add_tap(&mut self, id: PortId, p: Port) {
+        let read = p.tap_ref().is_some_and(|t| t.queues.iter().any(|q| q.read));
         if let Some(t) = p.tap_ref() {
+            let ifname = &t.ifname;
             for (qi, q) in t.queues.iter().enumerate() {
                 self.tap_interest(id, qi, q, ControlOperation::Add);
             }
@@ -138,11 +130,7 @@ impl Worker {
         self.unwait(waited);
         match r {
             Outcome::Done => {
-                if let Some(q) = self.sw.tap_queue(id, qi) {
-                    q.held_for = None;
-                    q.retry = false;
-                }
-                self.set_tap_interest(id, qi);
+                self.unhold(id, qi);
                 true
             }
             Outcome::Held(dst) => {
@@ -167,11 +155,81 @@ impl Worker {
                 arrived = vq.ring.enable_notify_on_more().is_ok_and(|n| n > seen);
             }
         }
+        let mut first = false;
         if let Some(q) = self.sw.tap_queue(id, qi) {
             q.held_for = Some(dst);
             q.retry = arrived;
+            if q.held_since.is_none() {
+                q.held_since = Some(Instant::now());
+                first = true;
+            }
+        }
+        if first {
+            self.holds.push((id, qi));
         }
         self.set_tap_interest(id, qi);
+    }
+
+    /// TAP queue `qi` of `id` holds nothing any more: it reads again.
+    fn unhold(&mut self, id: PortId, qi: usize) {
+        if let Some(q) = self.sw.tap_queue(id, qi) {
+            q.held_for = None;
+            q.retry = false;
+            q.held_since = None;
+        }
+        self.holds.retain(|&h| h != (id, qi));
+        self.set_tap_interest(id, qi);
+    }
+
+    /// Drops the frame TAP queue `qi` of `id` holds (counted `no_rx_buffer` on the port it
+    /// waited for) and reads on.
+    pub(super) fn drop_held(&mut self, id: PortId, qi: usize) {
+        let Some(waited) = self.sw.tap_queue(id, qi).and_then(|q| q.held_for) else {
+            self.holds.retain(|&h| h != (id, qi));
+            return;
+        };
+        self.unwait(waited);
+        if let Some(p) = self.sw.port(waited) {
+            p.counters.count_drop(DropReason::NoRxBuffer);
+        }
+        self.unhold(id, qi);
+        self.tap_rx(id, qi, false);
+    }
+
+    /// Drops the frames held longer than [`super::HOLD_MAX`].
+    pub(super) fn expire_holds(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.holds.len() {
+            let (id, qi) = self.holds[i];
+            let since = self.sw.tap_queue(id, qi).and_then(|q| q.held_since);
+            match since {
+                Some(t) if now.saturating_duration_since(t) < super::HOLD_MAX => i += 1,
+                // Dropping removes the entry (or it was stale).
+                _ => self.drop_held(id, qi),
+            }
+        }
+        self.flush_counters();
+    }
+
+    /// Port `dst` stopped, broke or went away: frames held for it are dropped at once.
+    pub(super) fn release_holds_for(&mut self, dst: PortId) {
+        let waiting: Vec<(PortId, usize)> = self
+            .holds
+            .iter()
+            .copied()
+            .filter(|&(id, qi)| {
+                self.sw
+                    .ports
+                    .get(usize::from(id.0))
+                    .and_then(Option::as_ref)
+                    .and_then(Port::tap_ref)
+                    .and_then(|t| t.queues.get(qi))
+                    .is_some_and(|q| q.held_for == Some(dst))
+            })
+            .collect();
+        for (id, qi) in waiting {
+            self.drop_held(id, qi);
+        }
     }
 
     fn unwait(&mut self, dst: PortId) {
