@@ -92,6 +92,8 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
         ("MAC", Align::Left),
         ("QPAIRS", Align::Right),
         ("MTU", Align::Right),
+        ("VLAN", Align::Left),
+        ("LIMITS", Align::Left),
         ("FEATURES", Align::Left),
     ]);
     for p in ports {
@@ -112,6 +114,8 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
             p.mac.map_or_else(|| "-".to_string(), |m| m.to_string()),
             p.queue_pairs.to_string(),
             p.mtu.to_string(),
+            or_dash(&p.vlan),
+            or_dash(&p.limits),
             or_dash(&p.features),
         ]);
     }
@@ -171,7 +175,8 @@ pub fn stats_table(stats: &[PortStats]) -> String {
     t.render()
 }
 
-/// The `fdb` table: MAC VLAN PORT AGE, sorted by VLAN then MAC.
+/// The `fdb` table: MAC VLAN PORT TYPE AGE, sorted by VLAN then MAC. Static entries
+/// (a port's configured addresses) have no age.
 pub fn fdb_table(entries: &[FdbEntry]) -> String {
     let mut sorted: Vec<&FdbEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| (a.vlan, &a.mac, &a.port).cmp(&(b.vlan, &b.mac, &b.port)));
@@ -179,14 +184,21 @@ pub fn fdb_table(entries: &[FdbEntry]) -> String {
         ("MAC", Align::Left),
         ("VLAN", Align::Right),
         ("PORT", Align::Left),
+        ("TYPE", Align::Left),
         ("AGE", Align::Right),
     ]);
     for e in sorted {
+        let (kind, age) = if e.fixed {
+            ("static", "-".to_string())
+        } else {
+            ("learned", format!("{}s", e.age_secs))
+        };
         t.row(vec![
             e.mac.to_string(),
             e.vlan.to_string(),
             e.port.clone(),
-            format!("{}s", e.age_secs),
+            kind.to_string(),
+            age,
         ]);
     }
     t.render()
@@ -211,6 +223,8 @@ mod tests {
             queue_pairs: 1,
             mtu: 1500,
             broken_reason: None,
+            vlan: None,
+            limits: None,
         }
     }
 
@@ -238,6 +252,8 @@ mod tests {
             PortInfo {
                 state: PortState::Broken,
                 broken_reason: Some("bad avail idx".into()),
+                vlan: Some("trunk:10,20".into()),
+                limits: Some("spoofchk max-macs=64".into()),
                 mode: PortMode::Client,
                 mac: None,
                 features: None,
@@ -265,6 +281,10 @@ mod tests {
         }
         assert_eq!(col(lines[3], "tap"), kind_at);
         assert!(lines[2].contains("broken (bad avail idx)"));
+        assert!(
+            lines[2].contains("trunk:10,20  spoofchk max-macs=64"),
+            "{out}"
+        );
         // QPAIRS and MTU are right-aligned under their headers.
         let mtu_end = col(lines[0], "MTU") + 3;
         assert_eq!(&lines[2][mtu_end - 4..mtu_end], "9000");
@@ -277,12 +297,14 @@ mod tests {
         let out = ports_table(&[vm("vm1")]);
         assert_eq!(
             out,
-            "NAME  KIND        STATE  MODE    SOCKET/IF      MAC                QPAIRS   MTU  FEATURES\n\
-             vm1   vhost-user  up     server  /tmp/vm1.sock  52:54:00:00:00:01       1  1500  VERSION_1,MRG_RXBUF\n"
+            "NAME  KIND        STATE  MODE    SOCKET/IF      MAC                QPAIRS   MTU  VLAN  \
+             LIMITS  FEATURES\n\
+             vm1   vhost-user  up     server  /tmp/vm1.sock  52:54:00:00:00:01       1  1500  -     \
+             -       VERSION_1,MRG_RXBUF\n"
         );
         assert_eq!(
             ports_table(&[]),
-            "NAME  KIND  STATE  MODE  SOCKET/IF  MAC  QPAIRS  MTU  FEATURES\n"
+            "NAME  KIND  STATE  MODE  SOCKET/IF  MAC  QPAIRS  MTU  VLAN  LIMITS  FEATURES\n"
         );
     }
 
@@ -339,23 +361,24 @@ mod tests {
 
     #[test]
     fn fdb_sorted() {
-        let e = |mac: &str, vlan, port: &str, age| FdbEntry {
+        let e = |mac: &str, vlan, port: &str, age, fixed| FdbEntry {
             mac: mac.parse().unwrap(),
             vlan,
             port: port.into(),
             age_secs: age,
+            fixed,
         };
         let out = fdb_table(&[
-            e("52:54:00:00:00:02", 10, "vm2", 3),
-            e("52:54:00:00:00:09", 0, "host0", 120),
-            e("52:54:00:00:00:01", 0, "vm1", 0),
+            e("52:54:00:00:00:02", 10, "vm2", 3, false),
+            e("52:54:00:00:00:09", 0, "host0", 120, false),
+            e("52:54:00:00:00:01", 0, "vm1", 0, true),
         ]);
         assert_eq!(
             out,
-            "MAC                VLAN  PORT    AGE\n\
-             52:54:00:00:00:01     0  vm1      0s\n\
-             52:54:00:00:00:09     0  host0  120s\n\
-             52:54:00:00:00:02    10  vm2      3s\n"
+            "MAC                VLAN  PORT   TYPE      AGE\n\
+             52:54:00:00:00:01     0  vm1    static      -\n\
+             52:54:00:00:00:09     0  host0  learned  120s\n\
+             52:54:00:00:00:02    10  vm2    learned    3s\n"
         );
     }
 }

@@ -204,6 +204,13 @@ pub struct PortInfo {
     /// Why the port is broken, when [`PortState::Broken`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broken_reason: Option<String>,
+    /// VLAN membership: `10` (access), `trunk:10,20`, none for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<String>,
+    /// Isolation settings in effect, e.g. `spoofchk max-macs=64 ingress=100M,5kpps
+    /// flood=2kpps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<String>,
 }
 
 /// Counters of one port, from the switch's view: `rx` is what the switch received from the
@@ -259,8 +266,11 @@ pub struct FdbEntry {
     pub vlan: u16,
     /// Name of the port it was learned on.
     pub port: String,
-    /// Seconds since the address was last seen.
+    /// Seconds since the address was last seen (0 for static entries).
     pub age_secs: u64,
+    /// A configured address of the port (never ages, never moves), not a learned one.
+    #[serde(default, rename = "static")]
+    pub fixed: bool,
 }
 
 /// Errors of the protocol helpers and the client.

@@ -16,6 +16,8 @@ fn port(name: &str) -> PortInfo {
         queue_pairs: 2,
         mtu: 1500,
         broken_reason: None,
+        vlan: None,
+        limits: None,
     }
 }
 
@@ -54,6 +56,8 @@ fn all_responses() -> Vec<Response> {
                 state: PortState::Broken,
                 features: None,
                 broken_reason: Some("avail index jumped".to_string()),
+                vlan: None,
+                limits: None,
                 ..port("host0")
             },
         ]),
@@ -64,6 +68,7 @@ fn all_responses() -> Vec<Response> {
             vlan: 0,
             port: "vm1".to_string(),
             age_secs: 12,
+            fixed: false,
         }]),
         Response::Version {
             version: "0.1.0".to_string(),
@@ -298,13 +303,16 @@ fn call_times_out() {
 fn mac_fields_keep_their_wire_form() {
     let golden = [
         r#"{"result":"ports","data":[{"name":"vm1","kind":"vhost-user","socket":"/tmp/vm1.sock","mode":"client","mac":"52:54:00:00:00:01","state":"up","features":"VERSION_1,MRG_RXBUF","queue_pairs":2,"mtu":1500},{"name":"host0","kind":"tap","mode":"server","state":"broken","queue_pairs":2,"mtu":1500,"broken_reason":"avail index jumped"}]}"#,
-        r#"{"result":"fdb","data":[{"mac":"52:54:00:00:00:01","vlan":0,"port":"vm1","age_secs":12}]}"#,
+        r#"{"result":"fdb","data":[{"mac":"52:54:00:00:00:01","vlan":0,"port":"vm1","age_secs":12,"static":false}]}"#,
     ];
     let responses = all_responses();
     for (resp, line) in [(&responses[0], golden[0]), (&responses[3], golden[1])] {
         assert_eq!(encode_line(resp).trim_end(), line);
         assert_eq!(&decode_line::<Response>(line).unwrap(), resp);
     }
+    // A daemon from before static entries sends no `static`: a learned entry.
+    let old = r#"{"result":"fdb","data":[{"mac":"52:54:00:00:00:01","vlan":0,"port":"vm1","age_secs":12}]}"#;
+    assert_eq!(&decode_line::<Response>(old).unwrap(), &responses[3]);
 }
 
 #[test]

@@ -394,6 +394,7 @@ impl Daemon {
                         vlan: r.vlan,
                         port: r.port,
                         age_secs: r.age.as_secs(),
+                        fixed: r.fixed,
                     })
                     .collect(),
             ),
@@ -432,6 +433,12 @@ impl Daemon {
             queue_pairs: p.cfg.queue_pairs,
             mtu: p.cfg.mtu.unwrap_or(1500),
             broken_reason: broken,
+            vlan: p.cfg.isolation.vlan_text(),
+            limits: Some(
+                p.cfg
+                    .isolation
+                    .limits_text(p.cfg.mac.is_some(), DEFAULT_MAX_MACS_VHOST),
+            ),
         }
     }
 
@@ -549,8 +556,14 @@ fn tap_info(t: &TapCtl) -> PortInfo {
         },
         features: None,
         queue_pairs: t.cfg.queues,
-        mtu: 1500,
+        mtu: t.cfg.mtu.unwrap_or(1500),
         broken_reason: broken,
+        vlan: t.cfg.isolation.vlan_text(),
+        limits: Some(
+            t.cfg
+                .isolation
+                .limits_text(t.cfg.mac.is_some(), DEFAULT_MAX_MACS_TAP),
+        ),
     }
 }
 

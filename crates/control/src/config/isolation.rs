@@ -186,6 +186,37 @@ impl Isolation {
         Ok(iso)
     }
 
+    /// VLAN membership for `vnetctl ports`: `10` (access), `trunk:10,20`, or none.
+    pub fn vlan_text(&self) -> Option<String> {
+        match (self.vlan, self.trunk.is_empty()) {
+            (Some(v), _) => Some(v.to_string()),
+            (None, false) => {
+                let t: Vec<String> = self.trunk.iter().map(u16::to_string).collect();
+                Some(format!("trunk:{}", t.join(",")))
+            }
+            (None, true) => None,
+        }
+    }
+
+    /// The limits in effect for `vnetctl ports`: `spoofchk` when sources are checked
+    /// (`has_mac`: the port has a configured MAC), the learning limit, the rates.
+    pub fn limits_text(&self, has_mac: bool, default_max_macs: u32) -> String {
+        let mut out = Vec::new();
+        if self.spoofchk && (has_mac || !self.allowed_macs.is_empty() || !self.ips.is_empty()) {
+            out.push("spoofchk".to_string());
+        }
+        out.push(format!(
+            "max-macs={}",
+            self.max_macs.unwrap_or(default_max_macs)
+        ));
+        for (key, v) in self.rates() {
+            if let Some(v) = v {
+                out.push(format!("{key}={v}"));
+            }
+        }
+        out.join(" ")
+    }
+
     /// The rate limits with their command-line keys.
     fn rates(&self) -> [(&'static str, Option<u64>); 5] {
         [
