@@ -21,10 +21,14 @@ struct Args {
     /// A vhost-user port:
     /// name=NAME,socket=PATH[,client][,mac=MAC][,queues=N][,mtu=N][,datapath=MODE].
     /// `client` makes vnetd connect to the VMM's server socket (and reconnect forever)
-    /// instead of listening.
+    /// instead of listening. Both port kinds also take the isolation options
+    /// [,spoofchk=off][,ips=IP:IP][,max-macs=N][,vlan=N|,trunk=N:M]
+    /// [,ingress-mbit=N][,ingress-kpps=N][,egress-mbit=N][,egress-kpps=N][,flood-kpps=N]
+    /// (README, "Multi-tenant").
     #[arg(long = "vhost-user", value_name = "SPEC")]
     vhost_user: Vec<String>,
-    /// A TAP port: name=NAME,ifname=IF[,netns=NS][,queues=N][,mac=MAC].
+    /// A TAP port: name=NAME,ifname=IF[,netns=NS][,queues=N][,mac=MAC][,mtu=N], and the
+    /// isolation options.
     #[arg(long = "tap", value_name = "SPEC")]
     tap: Vec<String>,
     /// How the datapath waits for work: event (sleep on guest kicks, no CPU when idle),

@@ -471,6 +471,33 @@ mod spec_tests {
         }
     }
 
+    /// The README's two-tenant example parses, both forms.
+    #[test]
+    fn readme_example() {
+        let readme = include_str!("../../../../README.md");
+        let sec = &readme[readme.find("## Multi-tenant").unwrap()..];
+        let block = |from: &str| {
+            let start = sec.find(from).unwrap() + from.len();
+            let end = start + sec[start..].find("```\n").unwrap();
+            sec[start..end].to_string()
+        };
+        let cli = block("```sh\n");
+        let mut ports = 0;
+        for line in cli.lines() {
+            let line = line.trim().trim_end_matches('\\').trim();
+            if let Some(spec) = line.strip_prefix("--vhost-user ") {
+                spec.parse::<VhostUserPort>().unwrap();
+                ports += 1;
+            } else if let Some(spec) = line.strip_prefix("--tap ") {
+                spec.parse::<crate::config::TapPort>().unwrap();
+                ports += 1;
+            }
+        }
+        assert_eq!(ports, 4);
+        let c = Config::from_toml_str(&block("```toml\n"), "README").unwrap();
+        assert_eq!(c.ports.len(), 3);
+    }
+
     #[test]
     fn toml_lists() {
         let c = Config::from_toml_str(
