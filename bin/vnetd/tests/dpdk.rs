@@ -37,18 +37,15 @@ const RING: u64 = 256;
 /// Enough to show sustained forwarding rather than a few bursts.
 const MIN_PACKETS: u64 = 1000;
 
-const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x00, 0x0a];
-const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x00, 0x0b];
+const MAC_A: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x00, 0x0a]);
+const MAC_B: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x00, 0x0b]);
 /// A station nobody has: frames to it are flooded.
-const MAC_UNKNOWN: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x00, 0x99];
+const MAC_UNKNOWN: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x00, 0x99]);
 
 /// vnetd with ports a and b, whose config space MACs match the virtio-user `mac=` devargs
 /// (DPDK releases that read the MAC back from the device then agree with the devarg).
 fn vnetd() -> Vnetd {
-    let (ma, mb) = (
-        format!("mac={}", fmt_mac(MAC_A)),
-        format!("mac={}", fmt_mac(MAC_B)),
-    );
+    let (ma, mb) = (format!("mac={}", MAC_A), format!("mac={}", MAC_B));
     Vnetd::start_ports(&[("a", &ma), ("b", &mb)])
 }
 
@@ -64,7 +61,7 @@ fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
         &v.dir,
         "b-rxonly",
         (c1, c1),
-        &[Vdev {
+        &[VirtioUser {
             sock: &v.sock("b"),
             mac: MAC_B,
             queues: 1,
@@ -78,7 +75,7 @@ fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
         &v.dir,
         "a-txonly",
         (c0, c0),
-        &[Vdev {
+        &[VirtioUser {
             sock: &v.sock("a"),
             mac: MAC_A,
             queues: 1,
@@ -86,7 +83,7 @@ fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
         }],
         &[
             "--forward-mode=txonly",
-            &format!("--eth-peer=0,{}", fmt_mac(MAC_UNKNOWN)),
+            &format!("--eth-peer=0,{}", MAC_UNKNOWN),
             "--txpkts=64",
         ],
     );
@@ -175,13 +172,13 @@ fn testpmd_io_forward_both_ports() {
         "ab-mac",
         (c0, c1),
         &[
-            Vdev {
+            VirtioUser {
                 sock: &v.sock("a"),
                 mac: MAC_A,
                 queues: 1,
                 extra: "in_order=0",
             },
-            Vdev {
+            VirtioUser {
                 sock: &v.sock("b"),
                 mac: MAC_B,
                 queues: 1,
@@ -192,8 +189,8 @@ fn testpmd_io_forward_both_ports() {
             "--forward-mode=mac",
             "--port-topology=paired",
             "--tx-first",
-            &format!("--eth-peer=0,{}", fmt_mac(MAC_B)),
-            &format!("--eth-peer=1,{}", fmt_mac(MAC_A)),
+            &format!("--eth-peer=0,{}", MAC_B),
+            &format!("--eth-peer=1,{}", MAC_A),
         ],
     );
     wait_until("traffic both ways", &v, &mut [&mut t], |v| {

@@ -132,7 +132,7 @@ fn two_pairs_both_ways(workers: &str, style: Style) {
             for len in [60, 1514, 9000] {
                 tag = tag.wrapping_add(1);
                 // Broadcast first (nothing learned yet), then unicast.
-                for d in [[0xff; 6], dst] {
+                for d in [MacAddr::BROADCAST, dst] {
                     let fr = frame(d, src, len, tag);
                     let (tx, rx) = if from == "a" {
                         (&mut a, &mut b)
@@ -242,16 +242,16 @@ const RUN: Duration = Duration::from_secs(3);
 /// virtio-user's default (and maximum) queue size.
 const RINGS: u64 = 2 * 256;
 const MIN_PACKETS: u64 = 1000;
-const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x02, 0x0a];
-const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x02, 0x0b];
+const MAC_A: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x02, 0x0a]);
+const MAC_B: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x02, 0x0b]);
 
 #[test]
 fn testpmd_two_queue_pairs() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(bin) = dpdk() else { return };
     let (ma, mb) = (
-        format!("mac={},queues=2", fmt_mac(MAC_A)),
-        format!("mac={},queues=2", fmt_mac(MAC_B)),
+        format!("mac={},queues=2", MAC_A),
+        format!("mac={},queues=2", MAC_B),
     );
     let mut v = Vnetd::start_ports(&[("a", &ma), ("b", &mb)]);
     let cpus = cpus();
@@ -267,13 +267,13 @@ fn testpmd_two_queue_pairs() {
         "ab-mac-2q",
         (c0, c1),
         &[
-            Vdev {
+            VirtioUser {
                 sock: &v.sock("a"),
                 mac: MAC_A,
                 queues: PAIRS,
                 extra: "in_order=0",
             },
-            Vdev {
+            VirtioUser {
                 sock: &v.sock("b"),
                 mac: MAC_B,
                 queues: PAIRS,
@@ -286,8 +286,8 @@ fn testpmd_two_queue_pairs() {
             "--rxq=2",
             "--txq=2",
             "--tx-first",
-            &format!("--eth-peer=0,{}", fmt_mac(MAC_B)),
-            &format!("--eth-peer=1,{}", fmt_mac(MAC_A)),
+            &format!("--eth-peer=0,{}", MAC_B),
+            &format!("--eth-peer=1,{}", MAC_A),
         ],
     );
     wait_until("traffic both ways", &v, &mut [&mut t], |v| {

@@ -199,11 +199,11 @@ pub fn run() -> Result<()> {
             ),
         ] {
             let mut cfg = VmConfig::new(name, &image, dir.join(format!("{name}.sock")), &dir);
-            cfg.mac = [0x52, 0x54, 0x00, 0x18, 0x00, mac];
+            cfg.mac = testbed::MacAddr([0x52, 0x54, 0x00, 0x18, 0x00, mac]);
             cfg.cmdline = args.to_cmdline();
             let vm = Vm::boot(&cfg)?;
             lock(&cleanup).pids.push((vm.pid(), false));
-            println!("    {name}: {ip}/24, mac {}", testbed::mac_string(cfg.mac));
+            println!("    {name}: {ip}/24, mac {}", cfg.mac);
             vms.push(vm);
         }
         let mut it = vms.into_iter();
