@@ -4,21 +4,22 @@
 //! Every scenario's run record has the same bookkeeping fields under the same names
 //! (`switch`, `run`, `attempts`, `pingpong_ns`, `placed_apart`, `unstable`, `busy`,
 //! `anomalies`, `error`, and `foreign_cpu`, `steal_cpu`, `anchor_drops`, `features`);
-//! [`run_record!`] makes it a [`RunRecord`]. The scenario modules ([`super::tap`],
-//! [`super::tso`], [`super::ovs`]) and the VM-to-VM code in `bench.rs` use these; this module
-//! uses only `bench.rs`'s process and probe helpers.
+//! [`run_record!`] makes it a [`RunRecord`]. Every scenario module ([`super::vm2vm`],
+//! [`super::tap`], [`super::tso`], and [`super::ovs`] through the VM-to-VM records) uses
+//! these, and [`super::runner`] drives them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::ctx::{vnetd_drop_delta, Ctx};
+use super::probe::foreign_processes;
+use super::proc::sleep;
 use super::{
-    foreign_processes, signal, sleep, stale_owner, vnetd_drop_delta, Args, Ctx, APART_FACTOR,
-    APART_MIN_NS, FOREIGN_CPU_LIMIT, IDLE_WINDOW, RETRIES, UNSTABLE_FRACTION, WARMUP,
+    APART_FACTOR, APART_MIN_NS, FOREIGN_CPU_LIMIT, IDLE_WINDOW, UNSTABLE_FRACTION, WARMUP,
 };
 
 /// The bookkeeping fields of a run record, to write.
@@ -54,6 +55,9 @@ pub(super) trait RunRecord {
     /// The JSON keys every scenario's run has: bookkeeping, the CPU others used, the
     /// anchor's drops, the features negotiated.
     fn record_json(&self) -> Value;
+    /// The switch's CPU (%) with both ports attached and no traffic, when the run
+    /// measured it.
+    fn idle_cpu(&self) -> Option<f64>;
 
     /// Neither other work nor the host's placement of our vCPUs disturbed it.
     fn clean(&self) -> bool {
@@ -68,7 +72,7 @@ pub(super) trait RunRecord {
 }
 
 /// Implements [`RunRecord`] for a struct with the bookkeeping fields, `foreign_cpu`,
-/// `steal_cpu`, `anchor_drops` and `features`, and an inherent `summary(&self) -> String`.
+/// `steal_cpu`, `anchor_drops`, `features` and `idle_cpu`, and an inherent `summary(&self) -> String`.
 macro_rules! run_record {
     ($t:ty) => {
         impl $crate::bench::common::RunRecord for $t {
@@ -105,6 +109,10 @@ macro_rules! run_record {
 
             fn summary(&self) -> String {
                 <$t>::summary(self)
+            }
+
+            fn idle_cpu(&self) -> Option<f64> {
+                self.idle_cpu
             }
 
             fn record_json(&self) -> serde_json::Value {
@@ -200,62 +208,6 @@ fn placement_anomaly(pingpong_ns: [Option<f64>; 2], best: f64) -> Option<String>
         "vCPUs placed apart by the host around this run: core-to-core round trip \
          {a:.0} ns before, {b:.0} ns after (best {best:.0} ns)"
     ))
-}
-
-/// One run of `switch` (`label`), once the machine is idle, and again (a few times) if
-/// other work or the host's placement of our vCPUs disturbed it. `what` describes the run
-/// in the `-->` line; `run` measures once (a failure is a result too).
-pub(super) fn attempt<R: RunRecord>(
-    ctx: &Ctx,
-    args: &Args,
-    what: &str,
-    label: &str,
-    run_no: u32,
-    mut run: impl FnMut() -> R,
-) -> R {
-    let mut attempt = 1;
-    loop {
-        let busy_before = ctx.wait_idle(args.wait_idle);
-        eprintln!(
-            "--> {what}, run {run_no}/{}{}",
-            args.runs,
-            if attempt > 1 {
-                format!(" (attempt {attempt})")
-            } else {
-                String::new()
-            }
-        );
-        let before = ctx.pingpong();
-        let mut result = run();
-        let after = ctx.pingpong();
-        let mut m = result.marks();
-        *m.pingpong_ns = [before, after];
-        *m.switch = label.to_string();
-        *m.run = run_no;
-        *m.attempts = attempt;
-        if let Some(busy) = &busy_before {
-            m.anomalies
-                .push(format!("machine busy before the run: {busy}"));
-            *m.busy = true;
-        }
-        m.check_placement(ctx.best_pingpong.get());
-        eprintln!("    {}", result.summary());
-        let f = result.flags();
-        if attempt >= RETRIES || f.failed {
-            return result;
-        }
-        // Something else started during the window: again once the machine is idle
-        // (unless it never was).
-        if f.busy && busy_before.is_none() {
-            eprintln!("    the machine got busy during the run: again");
-        } else if f.placed_apart || f.unstable {
-            eprintln!("    the host moved our vCPUs (apart): again in a few seconds");
-            sleep(Duration::from_secs(5));
-        } else {
-            return result;
-        }
-        attempt += 1;
-    }
 }
 
 /// What one measurement window saw: samples (`S`) at its start, half way and at its end.
@@ -526,291 +478,5 @@ pub(super) fn idle_json(idle: &[(String, f64)]) -> serde_json::Map<String, Value
         .collect()
 }
 
-/// Stops what is left in network namespace `name` (only our processes live in the bench's
-/// namespaces) and deletes it.
-pub(super) fn kill_netns(name: &str) {
-    if let Ok(out) = Command::new("ip")
-        .args(["netns", "pids", name])
-        .stderr(Stdio::null())
-        .output()
-    {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse() {
-                signal(pid, "KILL");
-            }
-        }
-    }
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Deletes the network namespaces, among those `ours` picks, of bench processes that are
-/// gone.
-pub(super) fn sweep_stale_netns(ours: impl Fn(&str) -> bool) {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        if !ours(name) {
-            continue;
-        }
-        let Some(pid) = stale_owner(name) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("removing network namespace {name} (left by bench process {pid})");
-            kill_netns(name);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, Default)]
-    struct Rec {
-        switch: String,
-        run: u32,
-        attempts: u32,
-        pingpong_ns: [Option<f64>; 2],
-        placed_apart: bool,
-        unstable: bool,
-        busy: bool,
-        anomalies: Vec<String>,
-        error: Option<String>,
-        foreign_cpu: f64,
-        steal_cpu: f64,
-        anchor_drops: Option<u64>,
-        features: String,
-        mpps: f64,
-    }
-
-    impl Rec {
-        fn summary(&self) -> String {
-            format!("{} {}", self.switch, self.mpps)
-        }
-    }
-
-    run_record!(Rec);
-
-    #[test]
-    fn placement() {
-        let mut r = Rec {
-            pingpong_ns: [Some(100.0), Some(140.0)],
-            ..Rec::default()
-        };
-        // Below the floor: never apart.
-        r.check_placement(10.0);
-        assert!(!r.placed_apart && r.clean());
-        let mut r = Rec {
-            pingpong_ns: [Some(100.0), Some(400.0)],
-            ..Rec::default()
-        };
-        r.check_placement(100.0);
-        assert!(r.placed_apart && !r.clean());
-        assert_eq!(
-            r.anomalies,
-            [
-                "vCPUs placed apart by the host around this run: core-to-core round trip 100 ns \
-              before, 400 ns after (best 100 ns)"
-            ]
-        );
-        // Once is enough.
-        r.check_placement(10.0);
-        assert_eq!(r.anomalies.len(), 1);
-        let mut r = Rec {
-            pingpong_ns: [None, Some(1000.0)],
-            ..Rec::default()
-        };
-        r.check_placement(100.0);
-        assert!(r.anomalies[0].contains("NaN ns before, 1000 ns after"));
-    }
-
-    #[test]
-    fn window_notes() {
-        let mut r = Rec::default();
-        r.marks().check_halves([1.0, 1.1], 3);
-        assert!(!r.unstable && r.anomalies.is_empty());
-        r.marks().check_halves([1.0, 2.0], 4);
-        assert!(r.unstable);
-        assert_eq!(
-            r.anomalies,
-            ["the rate changed within the window: 1.0000 Mpps, then 2.0000"]
-        );
-        let mut r = Rec::default();
-        r.marks().note_vnetd_drops(&BTreeMap::new());
-        r.marks().note_load(&[], 1.0, 1.0);
-        assert!(r.anomalies.is_empty() && !r.busy);
-        let drops = BTreeMap::from([("a.rx_full".to_string(), 3), ("b.tx".to_string(), 1)]);
-        r.marks().note_vnetd_drops(&drops);
-        r.marks().note_load(&["qemu (1)".to_string()], 6.0, 7.5);
-        assert!(r.busy);
-        assert_eq!(
-            r.anomalies,
-            [
-                "vnetd drops in the window: a.rx_full=3, b.tx=1",
-                "other processes ran during the window: qemu (1)",
-                "other processes used 6.0 % of a CPU during the window",
-                "the hypervisor stole 7.5 % of a CPU during the window",
-            ]
-        );
-        let mut r = Rec::default();
-        r.marks().note_load(&[], 0.0, 9.0);
-        assert!(!r.busy && r.anomalies.len() == 1);
-    }
-
-    #[test]
-    fn summaries_and_tallies() {
-        assert_eq!(summary_tail([Some(1.0), None], &[]), "");
-        assert_eq!(
-            summary_tail([Some(60.4), Some(70.6)], &["x".into(), "y".into()]),
-            "; CPU{gen}<->CPU{switch} round trip 60 / 71 ns\n    ! x\n    ! y"
-        );
-        let runs = [
-            Rec {
-                busy: true,
-                attempts: 1,
-                ..Rec::default()
-            },
-            Rec {
-                placed_apart: true,
-                unstable: true,
-                attempts: 3,
-                ..Rec::default()
-            },
-            Rec {
-                attempts: 1,
-                ..Rec::default()
-            },
-        ];
-        assert_eq!(
-            Tally::of(&runs),
-            Tally {
-                busy: 1,
-                apart: 1,
-                unstable: 1,
-                repeated: 2
-            }
-        );
-    }
-
-    #[test]
-    fn medians_of_clean_runs_or_all() {
-        let clean = Rec {
-            mpps: 1.0,
-            ..Rec::default()
-        };
-        let busy = Rec {
-            busy: true,
-            mpps: 2.0,
-            ..Rec::default()
-        };
-        let (used, all_clean) = clean_or_all(vec![&clean, &busy]).unwrap();
-        assert!(all_clean);
-        assert_eq!(used.len(), 1);
-        assert_eq!(used[0].mpps, 1.0);
-        let (used, all_clean) = clean_or_all(vec![&busy]).unwrap();
-        assert!(!all_clean && used.len() == 1);
-        assert!(clean_or_all::<Rec>(vec![]).is_none());
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-        assert_eq!(ratio(Some(3.0), Some(2.0)), Some(1.5));
-        assert_eq!(ratio(Some(3.0), Some(0.0)), None);
-        assert_eq!(ratio(None, Some(2.0)), None);
-    }
-
-    #[test]
-    fn run_lists_and_json() {
-        let runs = [
-            Rec {
-                switch: "dpdk".into(),
-                run: 1,
-                anomalies: vec!["a".into(), "b".into()],
-                ..Rec::default()
-            },
-            Rec {
-                switch: "vnetd poll".into(),
-                run: 2,
-                error: Some("gone".into()),
-                ..Rec::default()
-            },
-        ];
-        let name = |r: &Rec| format!("{} run {}", r.switch, r.run);
-        assert_eq!(failed_lines(&runs[..1], "X ", name), "");
-        assert_eq!(
-            failed_lines(&runs, "X ", name),
-            "1 X run(s) failed and are left out of the medians:\n  vnetd poll run 2: gone\n"
-        );
-        assert_eq!(anomaly_lines(&runs[1..], "odd:", name), "");
-        assert_eq!(
-            anomaly_lines(&runs, "odd:", name),
-            "odd:\n  dpdk run 1: a\n  dpdk run 1: b\n"
-        );
-        let v = run_json(&runs[1], json!({"mpps": null, "size": 64}));
-        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "anchor_drops_whole_run",
-                "anomalies",
-                "attempt",
-                "busy",
-                "core_to_core_round_trip_ns",
-                "error",
-                "features",
-                "mpps",
-                "other_cpu_pct",
-                "run",
-                "size",
-                "steal_cpu_pct",
-                "switch",
-                "unstable",
-                "vcpus_placed_apart",
-            ]
-        );
-        assert_eq!(v["switch"], "vnetd poll");
-        assert_eq!(v["error"], "gone");
-        assert_eq!(v["size"], 64);
-    }
-
-    #[test]
-    fn cells_and_tables() {
-        assert_eq!(vnetd_label(Some("poll")), "vnetd poll");
-        assert_eq!(vnetd_label(None), "vnetd");
-        assert_eq!(mode_of("vnetd poll"), "poll");
-        assert_eq!(mode_of("vnetd"), "");
-        assert_eq!(mode_of("dpdk"), "");
-        assert_eq!(vnetd_labels(vec![]), [""]);
-        assert_eq!(vnetd_labels(vec!["vnetd poll".into()]), ["vnetd poll"]);
-        assert_eq!(rate_cell(1.23456, 3, true), "1.235");
-        assert_eq!(rate_cell(1.23456, 4, false), "1.2346*");
-        let table = vec![
-            vec!["name".to_string(), "n".to_string(), "x".to_string()],
-            vec!["a".to_string(), "100".to_string(), String::new()],
-        ];
-        assert_eq!(
-            render_table(&table, |c| c == 0),
-            "name    n  x\n------------\na     100\n"
-        );
-        assert_eq!(idle_line(&[]), None);
-        let idle = [
-            ("dpdk".to_string(), 100.0),
-            ("vnetd event".to_string(), 0.26),
-        ];
-        assert_eq!(
-            idle_line(&idle).unwrap(),
-            "idle (both ports attached, no traffic, 3 s): CPU dpdk 100.0 %, vnetd event 0.3 %\n"
-        );
-        assert_eq!(
-            Value::Object(idle_json(&idle)),
-            json!({"dpdk": 100.0, "vnetd event": 0.26})
-        );
-    }
-}
+mod tests;

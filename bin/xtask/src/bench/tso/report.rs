@@ -1,436 +1,59 @@
-//! The "64 KiB TSO frames VM to VM" scenario of `cargo xtask bench` (`--scenarios tso`).
-//!
-//! The generator is not testpmd but our own userspace virtio-net driver, `vnet-frontend`:
-//! `crates/frontend/examples/tso_gen.rs`, built in release by the bench. One process on
-//! the generator CPU holds two frontends, A and B, busy polling, both negotiating what a
-//! Linux guest asks for (MRG_RXBUF, CSUM, GUEST_CSUM, HOST_TSO4, GUEST_TSO4, ...). Each
-//! direction is a closed loop: [`WINDOW`] TSO frames in flight, one more sent for every one
-//! received. Every frame is 65214 bytes of Ethernet/IPv4/TCP with a `virtio_net_hdr` as
-//! Linux sends it (NEEDS_CSUM, GSO_TCPV4, gso_size 1448).
-//!
-//! Switches, interleaved, `--runs` times each: every vnetd mode (`--modes`), the DPDK
-//! anchor (testpmd `io` between two `net_vhost` ports with
-//! `tso=1,legacy-ol-flags=1,ext-buffer=1`: the TSO frame reaches the other guest as a TSO
-//! frame, as with vnetd) and DPDK with its default offload flags (`tso=1` only: the frame
-//! arrives as one 64 KiB frame without GSO header, its TCP checksum completed in software
-//! by net_vhost). What arrived, and how, is counted either way.
-//!
-//! The generator answers `stats` on stdin with its counters (frames and bytes received
-//! per direction, with its own clock); the bench samples it after a warm-up, half way and
-//! at the end of `--secs`, with the switch's and the machine's CPU times, as the other
-//! scenarios do.
+//! The TSO scenario's run records and its part of the report.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::common::{
-    self, anomaly_lines, check_placement_all, failed_lines, idle_json, idle_line, median,
+use super::super::common::{
+    anomaly_lines, check_placement_all, clean_or_all, failed_lines, idle_json, idle_line, median,
     medians_json, mode_of, na, rate_cell, ratio, render_table, run_json, run_record, summary_tail,
-    vnetd_label, vnetd_labels, RunRecord, Tally, Window,
+    vnetd_labels, RunRecord, Tally, Window,
 };
-use super::{proc_ticks, Args, Ctx, Only, Proc, SystemTicks, TempDir, TAG, WARMUP};
-use crate::util::{self, cargo, warn};
-
-/// The generator: an example of the `vnet-frontend` crate.
-const GEN_PACKAGE: &str = "vnet-frontend";
-const GEN_EXAMPLE: &str = "tso_gen";
-/// TSO frames in flight per direction. Each takes 16 of the receiver's 4096-byte rx
-/// buffers (1024 per ring: room for 64) and one of the sender's 64 tx slots.
-const WINDOW: u64 = 16;
-/// Per run, as the generator builds it: Ethernet + IPv4 + TCP headers and 45 x 1448
-/// bytes of payload (IP total length 65200), gso_size 1448.
-const FRAME_BYTES: u64 = 65214;
-const MSS: u64 = 1448;
-/// net_vhost arguments of the anchor: TSO offered to the guests (HOST_TSO4/6; without
-/// `tso=1` the guest may not send TSO frames at all); the legacy offload flags, with
-/// which the vhost library turns the guest's GSO header into TX_TCP_SEG on the mbuf and
-/// back into a GSO header for the receiving guest; and external buffers, so that a 64 KiB
-/// frame lands in one buffer rather than a chain of ~32 2 KiB mbufs (more than twice the
-/// rate in a probe on the development machine; docs/bench.md).
-const ANCHOR_DEVARGS: &str = "tso=1,legacy-ol-flags=1,ext-buffer=1";
-/// DPDK's default offload flags (RTE_VHOST_USER_NET_COMPLIANT_OL_FLAGS): the mbuf gets
-/// RX_LRO, the receiving guest a plain frame, and net_vhost completes the TCP checksum in
-/// software because testpmd did not enable the port's rx checksum offload.
-const DEFAULT_DEVARGS: &str = "tso=1";
-
-/// Builds the generator (release). Called before any measurement.
-pub(super) fn build() -> Result<()> {
-    util::run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        GEN_PACKAGE,
-        "--example",
-        GEN_EXAMPLE,
-    ]))
-}
-
-fn gen_path() -> PathBuf {
-    super::target_dir()
-        .join("release")
-        .join("examples")
-        .join(GEN_EXAMPLE)
-}
-
-/// The switch of one run.
-#[derive(Debug, Clone, PartialEq)]
-enum TsoSwitch {
-    /// vnetd, with `--datapath MODE` when it has the option.
-    Vnetd(Option<String>),
-    /// testpmd io between two net_vhost ports, [`ANCHOR_DEVARGS`].
-    Dpdk,
-    /// The same with [`DEFAULT_DEVARGS`].
-    DpdkDefault,
-}
-
-impl TsoSwitch {
-    fn label(&self) -> String {
-        match self {
-            TsoSwitch::Vnetd(mode) => vnetd_label(mode.as_deref()),
-            TsoSwitch::Dpdk => "dpdk".into(),
-            TsoSwitch::DpdkDefault => "dpdk default-ol-flags".into(),
-        }
-    }
-}
-
-/// Runs the scenario: `--runs` rounds of every switch. Never fails: a set-up error is
-/// reported in the result.
-pub(super) fn run(ctx: &Ctx, args: &Args, modes: &[Option<String>]) -> TsoReport {
-    let vnetd = modes.iter().cloned().map(TsoSwitch::Vnetd);
-    let dpdk = [TsoSwitch::Dpdk, TsoSwitch::DpdkDefault];
-    let switches: Vec<TsoSwitch> = match args.only {
-        Some(Only::Dpdk) => dpdk.to_vec(),
-        Some(Only::Vnetd) => vnetd.collect(),
-        None => vnetd.chain(dpdk).collect(),
-    };
-    let mut report = TsoReport {
-        runs: Vec::new(),
-        switches,
-        runs_per_cell: args.runs,
-        secs: args.secs,
-        idle: Vec::new(),
-        error: None,
-    };
-    if !gen_path().exists() {
-        let err = format!("{} is missing", gen_path().display());
-        warn(format!("TSO scenario: {err}"));
-        report.error = Some(err);
-        return report;
-    }
-    eprintln!(
-        "bench: 64 KiB TSO frames VM to VM, generator {} ({WINDOW} frames in flight per \
-         direction)",
-        gen_path().display()
-    );
-    for run_no in 1..=args.runs {
-        for switch in &report.switches.clone() {
-            let label = switch.label();
-            let idle_check = !report.idle.iter().any(|(l, _)| *l == label);
-            let result = attempt(ctx, args, switch, run_no, idle_check);
-            if let Some(cpu) = result.idle_cpu {
-                report.idle.push((label, cpu));
-            }
-            report.runs.push(result);
-        }
-    }
-    report
-}
-
-/// One run, once the machine is idle, and again if something disturbed it.
-fn attempt(ctx: &Ctx, args: &Args, switch: &TsoSwitch, run_no: u32, idle_check: bool) -> TsoRun {
-    let label = switch.label();
-    let what = format!("TSO {label}, {FRAME_BYTES}-byte TSO frames");
-    common::attempt(ctx, args, &what, &label, run_no, || {
-        run_switch(ctx, switch, idle_check).unwrap_or_else(|err| TsoRun::failed(format!("{err:#}")))
-    })
-}
-
-/// One run of `switch`.
-fn run_switch(ctx: &Ctx, switch: &TsoSwitch, idle_check: bool) -> Result<TsoRun> {
-    let label = switch.label();
-    let name = ctx.next(&format!("tso-{label}"));
-    let dir = TempDir::create(ctx.sock_dir.0.join(&name))?;
-    let (sa, sb, ctl) = (
-        dir.0.join("a.sock"),
-        dir.0.join("b.sock"),
-        dir.0.join("ctl.sock"),
-    );
-    let log = ctx.logs.join(format!("{name}.log"));
-    let mut result = TsoRun::default();
-    let (mut sw, ctl) = match switch {
-        TsoSwitch::Vnetd(mode) => {
-            let cmd = ctx.vnetd_command(&dir.0, mode.as_deref(), 1);
-            let mut vnetd = Proc::spawn("vnetd", cmd, &log, None)?;
-            vnetd.wait_sockets(&[&sa, &sb, &ctl], &log)?;
-            (vnetd, Some(ctl))
-        }
-        TsoSwitch::Dpdk | TsoSwitch::DpdkDefault => {
-            let devargs = if *switch == TsoSwitch::Dpdk {
-                ANCHOR_DEVARGS
-            } else {
-                DEFAULT_DEVARGS
-            };
-            let prefix = format!("{TAG}{}-{name}", std::process::id());
-            let vdevs = [
-                format!("net_vhost0,iface={},queues=1,{devargs}", sa.display()),
-                format!("net_vhost1,iface={},queues=1,{devargs}", sb.display()),
-            ];
-            let app = ["--forward-mode=io", "--port-topology=paired"];
-            let cmd = ctx.testpmd_command(ctx.cpu_switch, &prefix, &vdevs, &app);
-            let mut anchor = Proc::spawn("anchor testpmd", cmd, &log, Some(prefix))?;
-            anchor.wait_forwarding()?;
-            if !(sa.exists() && sb.exists()) {
-                bail!(
-                    "the anchor created no vhost-user sockets; see {}",
-                    log.display()
-                );
-            }
-            (anchor, None)
-        }
-    };
-    let mut gen = TsoGen::start(ctx, &format!("{name}-gen"), [&sa, &sb])?;
-    let mut features = format!("generator: {}", gen.ready);
-    if let Some(ctl) = &ctl {
-        features += &format!("; vnetd: {}", ctx.wait_ports_up(ctl, &mut sw, ["a", "b"])?);
-    }
-    result.features = features;
-
-    let window = measure(ctx, &mut gen, &sw, ctl.as_deref())?;
-    gen.ask("stop", "stopped")?;
-    if idle_check {
-        result.idle_cpu = Some(ctx.idle_cpu(&sw)?);
-    }
-    gen.quit()?;
-
-    match switch {
-        TsoSwitch::Vnetd(_) => {
-            result.anomalies.extend(sw.stop_vnetd(&log)?);
-        }
-        TsoSwitch::Dpdk | TsoSwitch::DpdkDefault => {
-            let (dropped, anomalies) = sw.stop_anchor()?;
-            result.anomalies.extend(anomalies);
-            result.anchor_drops = Some(dropped);
-            if dropped > 0 {
-                result.anomalies.push(format!(
-                    "the anchor dropped {dropped} frame(s) over the run"
-                ));
-            }
-        }
-    }
-    result.fill(ctx, &window);
-    Ok(result)
-}
-
-/// The generator process, answering one line per command.
-struct TsoGen {
-    proc: Proc,
-    /// Its `ready` line: features negotiated on both ports.
-    ready: String,
-}
-
-impl TsoGen {
-    fn start(ctx: &Ctx, name: &str, socks: [&Path; 2]) -> Result<TsoGen> {
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c")
-            .arg(ctx.cpu_gen.to_string())
-            .arg(gen_path())
-            .arg(socks[0])
-            .arg(socks[1])
-            .args(["--window", &WINDOW.to_string()]);
-        let log = ctx.logs.join(format!("{name}.log"));
-        let mut gen = TsoGen {
-            proc: Proc::spawn("TSO generator", cmd, &log, None)?,
-            ready: String::new(),
-        };
-        let ready = gen.answer(0, "ready", Duration::from_secs(60))?;
-        let side = |s: &str| {
-            let f = u64::from_str_radix(
-                ready[s]["features"]
-                    .as_str()
-                    .unwrap_or("0")
-                    .trim_start_matches("0x"),
-                16,
-            )
-            .unwrap_or(0);
-            format!("{s} {}", virtio_features(f))
-        };
-        gen.ready = format!("{}; {}", side("a"), side("b"));
-        Ok(gen)
-    }
-
-    /// Waits for the line `<word> {json}` in the output from byte `from` on.
-    fn answer(&mut self, from: usize, word: &str, timeout: Duration) -> Result<Value> {
-        let prefix = format!("{word} ");
-        let out = self.proc.wait_output(from, timeout, word, |out| {
-            out.lines().any(|l| l.starts_with("error ")) && out.ends_with('\n')
-                || out
-                    .split_inclusive('\n')
-                    .any(|l| l.starts_with(&prefix) && l.ends_with('\n'))
-        })?;
-        if let Some(err) = out.lines().find_map(|l| l.strip_prefix("error ")) {
-            bail!("the TSO generator: {err}");
-        }
-        let line = out
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .context("no answer")?;
-        serde_json::from_str(line).with_context(|| format!("the generator's {word} line: {line}"))
-    }
-
-    /// Sends `command` and returns the JSON of its answer line `<word> {json}`.
-    fn ask(&mut self, command: &str, word: &str) -> Result<Value> {
-        let from = self.proc.output().len();
-        self.proc.send(command)?;
-        self.answer(from, word, Duration::from_secs(20))
-    }
-
-    fn quit(mut self) -> Result<()> {
-        self.proc.send("quit")?;
-        let status = self.proc.wait_exit(Duration::from_secs(20))?;
-        if !status.success() {
-            bail!(
-                "the TSO generator exited with {status}; see {}",
-                self.proc.log.display()
-            );
-        }
-        Ok(())
-    }
-}
-
-/// The offload-related names among feature bits `f`.
-fn virtio_features(f: u64) -> String {
-    const NAMES: [(u32, &str); 9] = [
-        (0, "CSUM"),
-        (1, "GUEST_CSUM"),
-        (7, "GUEST_TSO4"),
-        (8, "GUEST_TSO6"),
-        (11, "HOST_TSO4"),
-        (12, "HOST_TSO6"),
-        (15, "MRG_RXBUF"),
-        (28, "INDIRECT_DESC"),
-        (29, "EVENT_IDX"),
-    ];
-    let names: Vec<&str> = NAMES
-        .iter()
-        .filter(|(bit, _)| f & (1 << bit) != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    format!("{:#x} ({})", f, names.join(" "))
-}
-
-/// The generator's counters of one direction.
-#[derive(Debug, Clone, Default)]
-struct DirCounters {
-    frames: u64,
-    bytes: u64,
-    gso: u64,
-    needs_csum: u64,
-    lost: u64,
-    bad: u64,
-    min_len: u64,
-    max_len: u64,
-    first: String,
-}
-
-impl DirCounters {
-    fn of(v: &Value) -> DirCounters {
-        let n = |k: &str| v[k].as_u64().unwrap_or(0);
-        DirCounters {
-            frames: n("frames"),
-            bytes: n("bytes"),
-            gso: n("gso"),
-            needs_csum: n("needs_csum"),
-            lost: n("lost"),
-            bad: n("bad"),
-            min_len: n("min_len"),
-            max_len: n("max_len"),
-            first: v["first"].as_str().unwrap_or("").to_string(),
-        }
-    }
-}
-
-/// Counters and CPU times at one instant.
-#[derive(Debug)]
-struct Snap {
-    at: Instant,
-    /// The generator's clock, ns.
-    t_ns: u64,
-    /// A to B, B to A.
-    dirs: [DirCounters; 2],
-    switch_ticks: u64,
-    gen_ticks: u64,
-    system: SystemTicks,
-}
-
-fn snapshot(gen: &mut TsoGen, switch: &Proc) -> Result<Snap> {
-    let at = Instant::now();
-    let switch_ticks = proc_ticks(switch.pid())?;
-    let gen_ticks = proc_ticks(gen.proc.pid())?;
-    let system = SystemTicks::read()?;
-    let v = gen.ask("stats", "stats")?;
-    Ok(Snap {
-        at,
-        t_ns: v["t_ns"].as_u64().unwrap_or(0),
-        dirs: [DirCounters::of(&v["a_to_b"]), DirCounters::of(&v["b_to_a"])],
-        switch_ticks,
-        gen_ticks,
-        system,
-    })
-}
-
-/// Starts the traffic, waits for the warm-up, and measures a window of `--secs`.
-fn measure(ctx: &Ctx, gen: &mut TsoGen, switch: &Proc, ctl: Option<&Path>) -> Result<Window<Snap>> {
-    gen.ask("start", "started")?;
-    let ours = [switch.pid(), gen.proc.pid()];
-    Window::measure(ctx, ctl, &ours, || snapshot(gen, switch), |s| s.at)
-}
+use super::super::ctx::Ctx;
+use super::super::runner::Switch;
+use super::super::WARMUP;
+use super::{Snap, ANCHOR_DEVARGS, DEFAULT_DEVARGS, FRAME_BYTES, GEN_EXAMPLE, MSS, WINDOW};
 
 /// The result of one run.
 #[derive(Debug, Default)]
-struct TsoRun {
-    switch: String,
-    run: u32,
-    attempts: u32,
+pub(super) struct TsoRun {
+    pub(super) switch: String,
+    pub(super) run: u32,
+    pub(super) attempts: u32,
     /// Frames received per second, both directions, in millions; None when the run failed.
-    mpps: Option<f64>,
+    pub(super) mpps: Option<f64>,
     /// Bytes of those frames x 8, Gbit/s.
-    gbits: f64,
+    pub(super) gbits: f64,
     /// Per direction (A to B, B to A).
-    dir_mpps: [f64; 2],
-    dir_gbits: [f64; 2],
-    half_mpps: [f64; 2],
-    secs: f64,
+    pub(super) dir_mpps: [f64; 2],
+    pub(super) dir_gbits: [f64; 2],
+    pub(super) half_mpps: [f64; 2],
+    pub(super) secs: f64,
     /// Frames received in the window per direction, and their bytes.
-    frames: [u64; 2],
-    bytes: [u64; 2],
+    pub(super) frames: [u64; 2],
+    pub(super) bytes: [u64; 2],
     /// Of those, with a GSO header, and with NEEDS_CSUM.
-    gso: [u64; 2],
-    needs_csum: [u64; 2],
+    pub(super) gso: [u64; 2],
+    pub(super) needs_csum: [u64; 2],
     /// Shortest and longest frame received (whole run, both directions).
-    len_range: [u64; 2],
+    pub(super) len_range: [u64; 2],
     /// How the first frame of each direction arrived.
-    delivered: [String; 2],
-    switch_cpu: f64,
-    gen_cpu: f64,
-    foreign_cpu: f64,
-    steal_cpu: f64,
-    idle_cpu: Option<f64>,
-    pingpong_ns: [Option<f64>; 2],
-    placed_apart: bool,
-    unstable: bool,
-    busy: bool,
-    anchor_drops: Option<u64>,
-    features: String,
-    anomalies: Vec<String>,
-    error: Option<String>,
+    pub(super) delivered: [String; 2],
+    pub(super) switch_cpu: f64,
+    pub(super) gen_cpu: f64,
+    pub(super) foreign_cpu: f64,
+    pub(super) steal_cpu: f64,
+    pub(super) idle_cpu: Option<f64>,
+    pub(super) pingpong_ns: [Option<f64>; 2],
+    pub(super) placed_apart: bool,
+    pub(super) unstable: bool,
+    pub(super) busy: bool,
+    pub(super) anchor_drops: Option<u64>,
+    pub(super) features: String,
+    pub(super) anomalies: Vec<String>,
+    pub(super) error: Option<String>,
 }
 
 impl TsoRun {
-    fn failed(error: String) -> TsoRun {
+    pub(super) fn failed(error: String) -> TsoRun {
         TsoRun {
             error: Some(error),
             ..TsoRun::default()
@@ -438,7 +61,7 @@ impl TsoRun {
     }
 
     /// Computes the figures of a window and notes anything odd in it.
-    fn fill(&mut self, ctx: &Ctx, w: &Window<Snap>) {
+    pub(super) fn fill(&mut self, ctx: &Ctx, w: &Window<Snap>) {
         let gen_secs = |a: &Snap, b: &Snap| b.t_ns.saturating_sub(a.t_ns) as f64 / 1e9;
         let secs = gen_secs(&w.first, &w.last);
         self.secs = secs;
@@ -584,19 +207,19 @@ impl TsoMedians {
 
 /// Everything the scenario measured.
 #[derive(Debug)]
-pub(super) struct TsoReport {
-    runs: Vec<TsoRun>,
-    switches: Vec<TsoSwitch>,
-    runs_per_cell: u32,
-    secs: f64,
+pub(in crate::bench) struct TsoReport {
+    pub(super) runs: Vec<TsoRun>,
+    pub(super) switches: Vec<Switch>,
+    pub(super) runs_per_cell: u32,
+    pub(super) secs: f64,
     /// The switch's CPU with both ports attached and no traffic, first run of each.
-    idle: Vec<(String, f64)>,
-    error: Option<String>,
+    pub(super) idle: Vec<(String, f64)>,
+    pub(super) error: Option<String>,
 }
 
 impl TsoReport {
     /// Judges every run against the best placement seen over the whole bench.
-    pub(super) fn check_placement(&mut self, best: f64) {
+    pub(in crate::bench) fn check_placement(&mut self, best: f64) {
         check_placement_all(&mut self.runs, best);
     }
 
@@ -606,7 +229,7 @@ impl TsoReport {
             .iter()
             .filter(|r| r.switch == switch && r.mpps.is_some())
             .collect();
-        let (used, all_clean) = common::clean_or_all(ok)?;
+        let (used, all_clean) = clean_or_all(ok)?;
         Some(TsoMedians {
             mpps: median(used.iter().filter_map(|r| r.mpps).collect()),
             gbits: median(used.iter().map(|r| r.gbits).collect()),
@@ -621,8 +244,8 @@ impl TsoReport {
         vnetd_labels(
             self.switches
                 .iter()
-                .filter(|s| matches!(s, TsoSwitch::Vnetd(_)))
-                .map(TsoSwitch::label)
+                .filter(|s| s.is_vnetd())
+                .map(Switch::label)
                 .collect(),
         )
     }
@@ -642,7 +265,7 @@ impl TsoReport {
     }
 
     /// The scenario's part of the printed report.
-    pub(super) fn render(&self) -> String {
+    pub(in crate::bench) fn render(&self) -> String {
         let mut out = String::new();
         out += &format!(
             "\n64 KiB TSO frames VM to VM: generator = {GEN_EXAMPLE} (vnet-frontend), 2 \
@@ -707,7 +330,7 @@ impl TsoReport {
             ]);
         }
         out += &render_table(&table, |c| c == 0 || c == 2);
-        let default = TsoSwitch::DpdkDefault.label();
+        let default = Switch::DpdkDefaultOl.label();
         if let Some(m) = self.medians(&default) {
             out += &format!(
                 "\nDPDK with its default offload flags (net_vhost {DEFAULT_DEVARGS}): {} Mpps, \
@@ -770,7 +393,7 @@ impl TsoReport {
     }
 
     /// The scenario's part of the JSON report.
-    pub(super) fn json(&self) -> Value {
+    pub(in crate::bench) fn json(&self) -> Value {
         let dpdk = self.medians("dpdk");
         let rows: Vec<Value> = self
             .vnetd_labels()
@@ -811,7 +434,7 @@ impl TsoReport {
                 "rate": "frames (and their bytes) received by both frontends / the generator's time between samples",
             },
             "rows": rows,
-            "dpdk_default_ol_flags": self.medians(&TsoSwitch::DpdkDefault.label()).map(|m| m.json()),
+            "dpdk_default_ol_flags": self.medians(&Switch::DpdkDefaultOl.label()).map(|m| m.json()),
             "delivered": delivered,
             "idle_cpu_pct": idle,
             "runs": self.runs.iter().map(TsoRun::json).collect::<Vec<_>>(),
@@ -822,12 +445,12 @@ impl TsoReport {
 
 #[cfg(test)]
 mod tests {
+    use super::super::virtio_features;
+    use super::super::DirCounters;
     use super::*;
 
     #[test]
     fn labels_and_features() {
-        assert_eq!(TsoSwitch::Vnetd(Some("poll".into())).label(), "vnetd poll");
-        assert_eq!(TsoSwitch::Dpdk.label(), "dpdk");
         assert_eq!(
             virtio_features(1 | 2 | 1 << 7 | 1 << 11 | 1 << 15),
             "0x8883 (CSUM GUEST_CSUM GUEST_TSO4 HOST_TSO4 MRG_RXBUF)"
@@ -851,7 +474,7 @@ mod tests {
                 run("dpdk", 0.5, true),
                 run("vnetd poll", 0.2, true),
             ],
-            switches: vec![TsoSwitch::Vnetd(Some("poll".into())), TsoSwitch::Dpdk],
+            switches: vec![Switch::Vnetd(Some("poll".into())), Switch::Dpdk],
             runs_per_cell: 1,
             secs: 1.0,
             idle: Vec::new(),

@@ -1,0 +1,387 @@
+//! The printed and saved report: the machine, the VM-to-VM table, the TAP and TSO
+//! scenarios' parts, and the time stamp that names the files.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::common::{
+    anomaly_lines, failed_lines, idle_json, idle_line, mode_of, na, rate_cell, ratio, render_table,
+    vnetd_labels, Tally,
+};
+use super::runner::Switch;
+use super::vm2vm::{gbits, medians, Case, Medians, RunResult, TX_FIRST_BURSTS};
+use super::{ovs, tap, tso, APART_FACTOR, WARMUP};
+
+/// Everything the bench prints and saves.
+#[derive(Debug)]
+pub(super) struct Report {
+    pub(super) info: BTreeMap<&'static str, String>,
+    pub(super) runs: Vec<RunResult>,
+    pub(super) idle: Vec<(String, f64)>,
+    pub(super) switches: Vec<Switch>,
+    pub(super) args_runs: u32,
+    pub(super) secs: f64,
+    pub(super) sizes: Vec<u32>,
+    pub(super) devargs: Vec<String>,
+    pub(super) logs: PathBuf,
+    /// The shortest core-to-core round trip seen, ns.
+    pub(super) best_pingpong: f64,
+    /// Generator's and switch's CPUs.
+    pub(super) cpus: (usize, usize),
+    /// Queue pairs of the VM-to-VM scenarios that ran (`vm2vm`: 1, `vm2vm-2q`: 2).
+    pub(super) vm2vm: Vec<u16>,
+    /// The TAP scenario's results, when it ran.
+    pub(super) tap: Option<tap::TapReport>,
+    /// The TSO scenario's results, when it ran.
+    pub(super) tso: Option<tso::TsoReport>,
+    /// Why the OVS-DPDK anchor was left out, when it could not start.
+    pub(super) ovs_skipped: Option<String>,
+}
+
+/// One row of the table: a case and a vnetd mode (or the anchor alone).
+#[derive(Debug)]
+pub(super) struct Row {
+    pub(super) scenario: String,
+    pub(super) queues: u16,
+    pub(super) size: u32,
+    pub(super) mode: String,
+    pub(super) vnetd: Option<Medians>,
+    pub(super) dpdk: Option<Medians>,
+    /// The OVS-DPDK anchor, when it ran.
+    pub(super) ovs: Option<Medians>,
+}
+
+impl Report {
+    pub(super) fn rows(&self) -> Vec<Row> {
+        let labels = vnetd_labels(
+            self.switches
+                .iter()
+                .filter(|s| matches!(s, Switch::Vnetd(_)))
+                .map(Switch::label)
+                .collect(),
+        );
+        let mut rows = Vec::new();
+        for &queues in &self.vm2vm {
+            for devargs in &self.devargs {
+                for &size in &self.sizes {
+                    let case = Case {
+                        devargs: devargs.clone(),
+                        size,
+                        queues,
+                    };
+                    let scenario = case.scenario();
+                    let dpdk = medians(&self.runs, "dpdk", &case);
+                    let ovs = medians(&self.runs, &Switch::Ovs.label(), &case);
+                    for label in &labels {
+                        rows.push(Row {
+                            scenario: scenario.clone(),
+                            queues: case.queue_pairs(),
+                            size,
+                            mode: mode_of(label),
+                            vnetd: (!label.is_empty())
+                                .then(|| medians(&self.runs, label, &case))
+                                .flatten(),
+                            dpdk,
+                            ovs,
+                        });
+                    }
+                }
+            }
+        }
+        rows
+    }
+
+    pub(super) fn render(&self) -> String {
+        let mut out = String::new();
+        let i = &self.info;
+        if !self.vm2vm.is_empty() {
+            out += "\nvnet bench: VM-to-VM, one dpdk-testpmd generator (2 virtio-user ports, mac \
+                    forwarding) on one CPU, the switch under test alone on the other\n";
+        } else {
+            out += "\nvnet bench: the generator on one CPU, the switch under test alone on the \
+                    other\n";
+        }
+        out += &format!(
+            "date {}  kernel {}  cpu {} ({} CPUs)  dpdk {}  vnetd {}\n",
+            i["date"], i["kernel"], i["cpu"], i["cpus"], i["dpdk"], i["commit"]
+        );
+        out += &format!("command: {}\n", i["command"]);
+        if !self.vm2vm.is_empty() {
+            out += &self.render_vm2vm();
+        }
+        if let Some(tap) = &self.tap {
+            out += &tap.render();
+        }
+        if let Some(tso) = &self.tso {
+            out += &tso.render();
+        }
+        out += &format!("logs: {}", self.logs.display());
+        out
+    }
+
+    /// The VM-to-VM table and its notes.
+    pub(super) fn render_vm2vm(&self) -> String {
+        let mut out = String::new();
+        let with_ovs = self.switches.contains(&Switch::Ovs);
+        out += &format!(
+            "medians of {} run(s) x {} s; Gbit/s = Mpps x frame bytes x 8 (no FCS, preamble or \
+             gap); CPU % of one CPU; DPDK = testpmd io between 2 net_vhost ports{}{}\n\n",
+            self.args_runs,
+            self.secs,
+            if with_ovs {
+                "; OVS = OVS-DPDK, 2 dpdkvhostuserclient ports, flows in_port=1->2, 2->1"
+            } else {
+                ""
+            },
+            if self.vm2vm.iter().any(|q| *q > 1) {
+                "; Nq = N queue pairs on every port (generator --rxq/--txq N, vnetd queues=N, \
+                 anchor net_vhost queues=N)"
+            } else {
+                ""
+            }
+        );
+        let mut header = vec![
+            "scenario",
+            "size",
+            "vnetd mode",
+            "vnetd Mpps",
+            "vnetd Gbit/s",
+            "vnetd CPU %",
+            "DPDK Mpps",
+            "DPDK Gbit/s",
+            "DPDK CPU %",
+            "vnetd/DPDK",
+        ];
+        if with_ovs {
+            header.extend(["OVS Mpps", "OVS CPU %", "vnetd/OVS"]);
+        }
+        let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+        let side = |m: Option<Medians>, size: u32| match m {
+            Some(m) => [
+                rate_cell(m.mpps, 3, m.clean),
+                format!("{:.2}", gbits(m.mpps, size)),
+                format!("{:.0}", m.cpu),
+            ],
+            None => [na(), na(), na()],
+        };
+        for row in self.rows() {
+            let [vm, vg, vc] = side(row.vnetd, row.size);
+            let [dm, dg, dc] = side(row.dpdk, row.size);
+            let mpps = |m: Option<Medians>| m.map(|m| m.mpps);
+            let show = |r: Option<f64>| r.map_or_else(na, |r| format!("{r:.2}"));
+            let ratio_dpdk = show(ratio(mpps(row.vnetd), mpps(row.dpdk)));
+            let mode = if row.mode.is_empty() { na() } else { row.mode };
+            let mut cells = vec![
+                row.scenario,
+                row.size.to_string(),
+                mode,
+                vm,
+                vg,
+                vc,
+                dm,
+                dg,
+                dc,
+                ratio_dpdk,
+            ];
+            if with_ovs {
+                cells.extend(match row.ovs {
+                    Some(o) => [
+                        rate_cell(o.mpps, 3, o.clean),
+                        format!("{:.0}", o.cpu),
+                        show(ratio(mpps(row.vnetd), Some(o.mpps))),
+                    ],
+                    None => [na(), na(), na()],
+                });
+            }
+            table.push(cells);
+        }
+        out += &render_table(&table, |c| c < 3 && c != 1);
+        if let Some(idle) = idle_line(&self.idle) {
+            out += "\n";
+            out += &idle;
+        }
+        if let Some(why) = &self.ovs_skipped {
+            out += &format!("\nOVS-DPDK left out (it cannot start here): {why}\n");
+        }
+        let name = |r: &RunResult| {
+            format!(
+                "{} {} B {} run {}",
+                r.switch,
+                r.case.size,
+                r.case.label(),
+                r.run
+            )
+        };
+        let failed = failed_lines(&self.runs, "", name);
+        if !failed.is_empty() {
+            out += "\n";
+            out += &failed;
+        }
+        let Tally {
+            busy,
+            apart,
+            unstable,
+            repeated,
+        } = Tally::of(&self.runs);
+        if busy > 0 {
+            out += &format!(
+                "\nMACHINE BUSY: {busy} of {} run(s) shared the CPUs with other work; their \
+                 figures are not clean\n",
+                self.runs.len()
+            );
+        } else {
+            out += "\nmachine idle: no other QEMU or testpmd, other CPU use below 5 % in every \
+                    window\n";
+        }
+        let (a, b) = self.cpus;
+        out += &format!(
+            "CPU {a} <-> CPU {b} cache-line round trip: best {:.0} ns; in the runs kept, {apart} \
+             had the vCPUs placed apart by the host (round trip > {APART_FACTOR} x best: \
+             slower), {unstable} changed rate within the window\n",
+            self.best_pingpong
+        );
+        if repeated > 0 {
+            out += &format!("{repeated} disturbed attempt(s) were measured again and left out\n");
+        }
+        if self
+            .rows()
+            .iter()
+            .any(|r| [r.vnetd, r.dpdk, r.ovs].iter().flatten().any(|m| !m.clean))
+        {
+            out += "* no clean run: the median of disturbed runs\n";
+        }
+        out += &anomaly_lines(&self.runs, "anomalies:", name);
+        out
+    }
+
+    pub(super) fn json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .rows()
+            .into_iter()
+            .map(|row| {
+                let side = |m: Option<Medians>| m.map(|m| m.json(row.size));
+                let mpps = |m: Option<Medians>| m.map(|m| m.mpps);
+                json!({
+                    "scenario": row.scenario,
+                    "queue_pairs": row.queues,
+                    "size": row.size,
+                    "vnetd_mode": row.mode,
+                    "vnetd": side(row.vnetd),
+                    "dpdk": side(row.dpdk),
+                    "ratio": ratio(mpps(row.vnetd), mpps(row.dpdk)),
+                    "ovs": side(row.ovs),
+                    "ratio_ovs": ratio(mpps(row.vnetd), mpps(row.ovs)),
+                })
+            })
+            .collect();
+        let idle = idle_json(&self.idle);
+        json!({
+            "info": self.info,
+            "best_core_to_core_round_trip_ns": self.best_pingpong,
+            "method": {
+                "generator": "dpdk-testpmd -i, 2 net_virtio_user ports, --forward-mode=mac \
+                              --port-topology=paired, eth-peers crossed, start tx_first",
+                "tx_first_bursts": TX_FIRST_BURSTS,
+                "warmup_secs": WARMUP.as_secs_f64(),
+                "secs": self.secs,
+                "runs": self.args_runs,
+                "sizes": self.sizes,
+                "devargs": self.devargs,
+                "anchor": "dpdk-testpmd, 2 net_vhost ports, --forward-mode=io",
+                "anchor_ovs": ovs::DESCRIPTION,
+                "queue_pairs": self.vm2vm,
+                "queue_pairs_note": "N > 1: generator virtio-user queues=N with --rxq=N --txq=N, \
+                                     vnetd ports queues=N, anchor net_vhost queues=N with \
+                                     --rxq=N --txq=N",
+                "rate": "sum of both generator ports' RX-packets deltas / wall time between samples",
+            },
+            "rows": rows,
+            "idle_cpu_pct": idle,
+            "ovs_skipped": self.ovs_skipped,
+            "runs": self.runs.iter().map(RunResult::json).collect::<Vec<_>>(),
+            "vm2vm": !self.vm2vm.is_empty(),
+            "tap": self.tap.as_ref().map(tap::TapReport::json),
+            "tso": self.tso.as_ref().map(tso::TsoReport::json),
+            "logs": self.logs.display().to_string(),
+        })
+    }
+}
+
+/// A UTC time, to the second.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stamp {
+    pub(super) year: i64,
+    pub(super) month: u32,
+    pub(super) day: u32,
+    pub(super) secs_of_day: u64,
+}
+
+impl Stamp {
+    pub(super) fn of(t: SystemTime) -> Stamp {
+        let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (year, month, day) = civil_from_days(secs / 86_400);
+        Stamp {
+            year,
+            month,
+            day,
+            secs_of_day: secs % 86_400,
+        }
+    }
+
+    pub(super) fn hms(&self) -> (u64, u64, u64) {
+        let s = self.secs_of_day;
+        (s / 3600, s / 60 % 60, s % 60)
+    }
+
+    /// `2026-05-09T07:35:12Z`.
+    pub(super) fn iso(&self) -> String {
+        let (h, m, s) = self.hms();
+        format!(
+            "{:04}-{:02}-{:02}T{h:02}:{m:02}:{s:02}Z",
+            self.year, self.month, self.day
+        )
+    }
+
+    /// `20260509T073512Z`, for file names.
+    pub(super) fn compact(&self) -> String {
+        let (h, m, s) = self.hms();
+        format!(
+            "{:04}{:02}{:02}T{h:02}{m:02}{s:02}Z",
+            self.year, self.month, self.day
+        )
+    }
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+pub(super) fn civil_from_days(days: u64) -> (i64, u32, u32) {
+    let z = i64::try_from(days).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11]
+    let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
+    let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let small = |v: i64| u32::try_from(v).unwrap_or(0);
+    (year, small(month), small(day))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        let t = UNIX_EPOCH + Duration::from_secs(1_778_312_112);
+        assert_eq!(Stamp::of(t).iso(), "2026-05-09T07:35:12Z");
+        assert_eq!(Stamp::of(t).compact(), "20260509T073512Z");
+    }
+}

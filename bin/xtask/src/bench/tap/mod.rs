@@ -1,0 +1,793 @@
+//! The "VM to host through a TAP port" scenario of `cargo xtask bench`, both directions.
+//!
+//! The host is a network namespace the bench creates (`vnet-bench-<pid>`); each run gives
+//! it a fresh TAP interface (`vnbtap<n>`, 198.18.0.1/24, MAC [`MAC_TAP`]). Three things
+//! move frames between that TAP and the other CPU, one run each, interleaved:
+//!
+//! - vnetd, alone on the switch CPU, with a vhost-user port `a` and a TAP port `h`;
+//! - the DPDK anchor: testpmd on the switch CPU forwarding `io` between a `net_vhost` port
+//!   and a `net_tap` port (run inside the namespace, so that its TAP is created there);
+//! - the bare loop: a helper process (this binary, `bench-helper`) on the switch CPU doing
+//!   nothing but `write()` (guest to host) or `read()` (host to guest) on a plain TAP fd
+//!   (`IFF_TAP | IFF_NO_PI`): the syscall-bound rate of one CPU on a TAP.
+//!
+//! Guest to host: the guest is testpmd with one `net_virtio_user` port in `txonly` mode on
+//! the generator CPU, frames of `--txpkts` bytes, Ethernet/IPv4/UDP 198.18.0.2:9 ->
+//! 198.18.0.1:9 addressed to the TAP's MAC. What reaches the host is the TAP interface's
+//! kernel `rx_packets` counter in the namespace (read from `/proc/<pid>/net/dev` of a
+//! process living there, the same counters as `/sys/class/net/<if>/statistics`). The kernel
+//! counts a frame there when the writer injects it, before the stack drops it (no socket
+//! listens on port 9, and ICMP errors are switched off in the namespace, so nothing comes
+//! back). The bare loop writes the same frame itself.
+//!
+//! Host to guest: a sender process in the namespace, pinned to the generator CPU with the
+//! guest's testpmd (`rxonly`), puts prebuilt frames 198.18.0.1:9 -> 198.18.0.2:9 onto the
+//! TAP as fast as it can: an `AF_PACKET` socket bound to the TAP, `PACKET_QDISC_BYPASS`,
+//! `sendmmsg` batches. Frames the reader does not take in time overflow the TAP's queue
+//! (the interface's `tx_dropped`; its `txqueuelen` is raised to [`TAP_TXQUEUELEN`]). The
+//! rate is the guest's `RX-packets` (vnetd, DPDK) or, for the bare loop, the TAP's
+//! `tx_packets` (what the reader read). The sender and the polling guest share the
+//! generator CPU, so the sender offers about what half a CPU can push through AF_PACKET,
+//! and that, not the reader, is usually the limit: in the bare-loop run a spinning helper
+//! takes the guest's place, so that the sender offers the same in all three, and the
+//! switch's CPU % tells what the same rate costs each.
+//!
+//! Frames only ever go to 198.18.0.1 (the namespace's TAP) and 198.18.0.2 (the guest);
+//! the helpers refuse to touch a network device unless they run inside a namespace named
+//! `vnet-bench-*`. The namespace, and with it every TAP, goes when the bench ends (also
+//! on errors); namespaces of bench processes that died are removed by the next bench.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use testbed::netns::{self, Netns};
+use wire::{Ipv4Addr, MacAddr};
+
+use super::common::{RunRecord, Window};
+use super::ctx::Ctx;
+use super::probe::{proc_ticks, SystemTicks};
+use super::proc::{sleep, Proc, TempDir};
+use super::runner::{run_all, Outcome, Scenario, Switch};
+use super::testpmd::{parse_blocks, Block, BlockKind, Generator};
+use super::vm2vm::MAC_A;
+use super::{Args, TAG};
+use crate::util::{has_command, warn};
+use helper::helper_command;
+pub use helper::{helper, HelperArgs};
+pub(super) use report::TapReport;
+use report::TapRun;
+
+mod helper;
+mod report;
+
+/// The MAC address of the host's TAP interface (vnetd's `--tap mac=`, net_tap's `mac=`).
+pub(super) const MAC_TAP: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xbe, 0x00, 0xfe]);
+/// The host (the TAP in the namespace) and the guest (the generator's port, MAC [`MAC_A`]).
+pub(super) const HOST_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub(super) const GUEST_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// UDP port of every frame, both ends (discard).
+pub(super) const UDP_PORT: u16 = 9;
+/// testpmd's txonly addresses: from the guest to the host.
+const TX_IP: &str = "--tx-ip=198.18.0.2,198.18.0.1";
+/// TAP interfaces are `vnbtap<n>`; the helpers touch no other.
+pub(super) const IF_PREFIX: &str = "vnbtap";
+/// The TAP's queue towards its reader (`txqueuelen`, the kernel's default for a TAP is
+/// 500): room for what the host-side sender produces while the guest, which shares the
+/// generator CPU with it, is not scheduled, so that the two taking turns on that CPU (in
+/// slices of milliseconds) does not decide the host-to-guest rate.
+const TAP_TXQUEUELEN: u32 = 10_000;
+/// Frames per `sendmmsg` of the host-side sender.
+pub(super) const SEND_BATCH: usize = 64;
+/// Frames the host sends before a guest-to-host run, so that the switch learns the TAP's
+/// MAC (vnetd floods unknown destinations; a learned one is the usual case).
+const PRIME_FRAMES: u32 = 4;
+/// Direction of the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Dir {
+    /// The guest transmits, the host (the TAP) receives.
+    #[default]
+    ToHost,
+    /// The host transmits on the TAP, the guest receives.
+    ToGuest,
+}
+impl Dir {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Dir::ToHost => "guest->host",
+            Dir::ToGuest => "host->guest",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Dir::ToHost => "g2h",
+            Dir::ToGuest => "h2g",
+        }
+    }
+}
+
+/// Runs the scenario: every direction, size, run and switch, interleaved. Never fails: a
+/// set-up error is reported in the result.
+pub(super) fn run(ctx: &Ctx, args: &Args, modes: &[Option<String>]) -> TapReport {
+    let switches = Switch::list(modes, &[Switch::Dpdk, Switch::Bare], args.only);
+    // One generator variant: the first `--devargs` (by default in_order=0, like Linux guests).
+    let devargs = args
+        .devargs
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "in_order=0".into());
+    let mut report = TapReport {
+        runs: Vec::new(),
+        switches,
+        sizes: args.sizes.clone(),
+        runs_per_cell: args.runs,
+        secs: args.secs,
+        devargs,
+        netns: String::new(),
+        error: None,
+    };
+    if let Err(err) = measure(ctx, args, &mut report) {
+        warn(format!("TAP scenario: {err:#}"));
+        report.error = Some(format!("{err:#}"));
+    }
+    report
+}
+
+/// Sets the scenario up (its namespace) and runs it, the runs going into `report`.
+fn measure(ctx: &Ctx, args: &Args, report: &mut TapReport) -> Result<()> {
+    for prog in ["ip", "sysctl", "cat"] {
+        if !has_command(prog) {
+            bail!("`{prog}` is not on PATH (iproute2, procps, coreutils)");
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        bail!("/dev/net/tun is missing");
+    }
+    for name in netns::sweep_stale(TAG, |_| true) {
+        eprintln!("removed network namespace {name} (left by a bench process that is gone)");
+    }
+    let ns = TapNetns::create(&ctx.logs)?;
+    report.netns = ns.ns.name().to_string();
+    eprintln!(
+        "bench: VM to host through a TAP port in namespace {}, devargs {}",
+        report.netns, report.devargs
+    );
+    let scenario = Tap {
+        ns: &ns,
+        switches: report.switches.clone(),
+        sizes: report.sizes.clone(),
+        devargs: report.devargs.clone(),
+    };
+    let Outcome { runs, .. } = run_all(ctx, args, &scenario);
+    report.runs = runs;
+    Ok(())
+}
+
+/// The scenario: cells are (direction, frame size).
+struct Tap<'a> {
+    ns: &'a TapNetns,
+    switches: Vec<Switch>,
+    sizes: Vec<u32>,
+    devargs: String,
+}
+
+impl Scenario for Tap<'_> {
+    type Cell = (Dir, u32);
+    type Run = TapRun;
+
+    fn cells(&self) -> Vec<(Dir, u32)> {
+        [Dir::ToHost, Dir::ToGuest]
+            .iter()
+            .flat_map(|&dir| self.sizes.iter().map(move |&size| (dir, size)))
+            .collect()
+    }
+
+    fn switches(&self) -> &[Switch] {
+        &self.switches
+    }
+
+    fn describe(&self, switch: &Switch, &(dir, size): &(Dir, u32)) -> String {
+        format!("TAP {} {}, {size} bytes", dir.label(), switch.label())
+    }
+
+    fn run_once(
+        &self,
+        ctx: &Ctx,
+        switch: &Switch,
+        &(dir, size): &(Dir, u32),
+        _: bool,
+    ) -> Result<TapRun> {
+        let running = Running {
+            ctx,
+            ns: self.ns,
+            dir,
+            switch,
+            ifname: format!("{IF_PREFIX}{}", ctx.seq.get() + 1),
+        };
+        let mut result = running.run(size, &self.devargs)?;
+        result.dir = dir;
+        result.size = size;
+        Ok(result)
+    }
+
+    fn failed(&self, &(dir, size): &(Dir, u32), error: String) -> TapRun {
+        TapRun {
+            dir,
+            size,
+            ..TapRun::failed(error)
+        }
+    }
+}
+
+/// The scenario's network namespace ([`Netns`]), with a process living in it (`cat`, which exits when
+/// its stdin closes) whose `/proc/<pid>/net/dev` shows the namespace's counters. Dropping it
+/// stops everything left in it and deletes it, and with it every TAP in it.
+#[derive(Debug)]
+struct TapNetns {
+    /// Declared first: it goes before the namespace.
+    holder: Option<Proc>,
+    ns: Netns,
+}
+
+impl TapNetns {
+    fn create(logs: &Path) -> Result<TapNetns> {
+        let ns = Netns::create(&format!("{TAG}{}", std::process::id()))?;
+        // Quiet: IPv6 is off (no router solicitations, DAD, MLD), and no ICMP errors (port
+        // unreachable for the guest's UDP frames): nothing but the bench's frames moves.
+        ns.sysctl(&[
+            "net.ipv4.icmp_ratelimit=3600000",
+            "net.ipv4.icmp_msgs_per_sec=0",
+        ])?;
+        let mut holder = Proc::spawn(
+            "namespace holder",
+            ns.wrap(&Command::new("cat")),
+            &logs.join("netns-holder.log"),
+            None,
+        )?;
+        // `ip netns exec` has entered the namespace once the process has its network.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ns.holds(holder.pid()) {
+            holder.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("the namespace holder did not enter {}", ns.name());
+            }
+            sleep(Duration::from_millis(10));
+        }
+        Ok(TapNetns {
+            holder: Some(holder),
+            ns,
+        })
+    }
+
+    /// `cmd` run inside the namespace (`ip netns exec NS ...`, which execs it: same pid).
+    fn exec(&self, cmd: &Command) -> Command {
+        self.ns.wrap(cmd)
+    }
+
+    /// The counters of `ifname` in the namespace, now.
+    fn counters(&self, ifname: &str) -> Result<IfCounters> {
+        let pid = self.holder.as_ref().context("no namespace holder")?.pid();
+        let text = fs::read_to_string(format!("/proc/{pid}/net/dev"))
+            .with_context(|| format!("cannot read /proc/{pid}/net/dev"))?;
+        parse_net_dev(&text, ifname)
+            .with_context(|| format!("no interface {ifname} in namespace {}", self.ns.name()))
+    }
+
+    /// Waits until `ifname` exists in the namespace, while `owner` (which creates it) lives.
+    fn wait_link(&self, ifname: &str, owner: &mut Proc) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.counters(ifname).is_err() {
+            owner.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{ifname} did not appear in namespace {}", self.ns.name());
+            }
+            sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The host side of the TAP: our MAC, up, 198.18.0.1/24.
+    fn configure(&self, ifname: &str) -> Result<()> {
+        let ns = self.ns.name();
+        let qlen = TAP_TXQUEUELEN.to_string();
+        netns::ip(&[
+            "-n",
+            ns,
+            "link",
+            "set",
+            "dev",
+            ifname,
+            "address",
+            &MAC_TAP.to_string(),
+            "txqueuelen",
+            &qlen,
+            "up",
+        ])?;
+        let addr = format!("{HOST_IP}/24");
+        netns::ip(&["-n", ns, "addr", "add", &addr, "dev", ifname])?;
+        Ok(())
+    }
+}
+
+/// An interface's counters (`/proc/net/dev`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct IfCounters {
+    pub(super) rx_packets: u64,
+    pub(super) rx_dropped: u64,
+    pub(super) tx_packets: u64,
+    pub(super) tx_dropped: u64,
+}
+
+impl IfCounters {
+    fn since(&self, earlier: &IfCounters) -> IfCounters {
+        IfCounters {
+            rx_packets: self.rx_packets.saturating_sub(earlier.rx_packets),
+            rx_dropped: self.rx_dropped.saturating_sub(earlier.rx_dropped),
+            tx_packets: self.tx_packets.saturating_sub(earlier.tx_packets),
+            tx_dropped: self.tx_dropped.saturating_sub(earlier.tx_dropped),
+        }
+    }
+}
+
+/// `ifname`'s line of `/proc/net/dev`: `name: rx_bytes rx_packets rx_errs rx_drop ... |
+/// tx_bytes tx_packets tx_errs tx_drop ...`.
+fn parse_net_dev(text: &str, ifname: &str) -> Option<IfCounters> {
+    text.lines().find_map(|line| {
+        let (name, rest) = line.split_once(':')?;
+        if name.trim() != ifname {
+            return None;
+        }
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        (v.len() >= 12).then(|| IfCounters {
+            rx_packets: v[1],
+            rx_dropped: v[3],
+            tx_packets: v[9],
+            tx_dropped: v[11],
+        })
+    })
+}
+
+/// Counters and CPU times at one instant.
+#[derive(Debug)]
+struct Snap {
+    at: Instant,
+    tap: IfCounters,
+    /// The guest's port statistics, when there is a guest.
+    guest: Option<Block>,
+    switch_ticks: u64,
+    /// The guest's testpmd (or its stand-in, the spinner).
+    guest_ticks: u64,
+    /// The host-side sender.
+    sender_ticks: u64,
+    system: SystemTicks,
+}
+
+/// What one run has running.
+struct Running<'a> {
+    ctx: &'a Ctx,
+    ns: &'a TapNetns,
+    dir: Dir,
+    switch: &'a Switch,
+    ifname: String,
+}
+
+impl Running<'_> {
+    /// One run; every process it starts is stopped when it returns, also on errors.
+    fn run(&self, size: u32, devargs: &str) -> Result<TapRun> {
+        let ctx = self.ctx;
+        let label = self.switch.label();
+        let name = ctx.next(&format!("tap-{}-{label}", self.dir.key()));
+        let tmp = TempDir::create(ctx.sock_dir.0.join(&name))?;
+        let (sock, ctl) = (tmp.0.join("a.sock"), tmp.0.join("ctl.sock"));
+        let log = ctx.logs.join(format!("{name}.log"));
+
+        let mut switch = self.start_switch(&name, &sock, &ctl, &log, size)?;
+        self.ns.wait_link(&self.ifname, &mut switch)?;
+        self.ns.configure(&self.ifname)?;
+        let mut guest = match self.switch {
+            Switch::Bare => None,
+            _ => Some(self.start_guest(&format!("{name}-guest"), &sock, size, devargs)?),
+        };
+        let mut result = TapRun::default();
+        if let Switch::Vnetd(_) = self.switch {
+            result.features = ctx.wait_ports_up(&ctl, &mut switch, ["a", "h"])?;
+        }
+
+        // The generator CPU's helpers: the host-side sender, the guest's stand-in.
+        let mut sender: Option<Proc> = None;
+        let mut spinner: Option<Proc> = None;
+        match self.dir {
+            Dir::ToHost => {
+                if let Some(guest) = guest.as_mut() {
+                    self.prime(&name)?;
+                    guest.send_wait("start")?;
+                } else {
+                    switch.send("go")?;
+                }
+            }
+            Dir::ToGuest => {
+                if let Some(guest) = guest.as_mut() {
+                    // One burst from the guest: the switch learns its MAC.
+                    guest.send_wait("start tx_first 1")?;
+                } else {
+                    // The polling guest's stand-in: the sender gets the same share of the
+                    // generator CPU as with a guest.
+                    let cmd = helper_command(ctx.cpu_gen, "spin", "", size, &[])?;
+                    let log = ctx.logs.join(format!("{name}-spinner.log"));
+                    spinner = Some(Proc::spawn("spinner", cmd, &log, None)?);
+                }
+                let cmd = self.ns.exec(&helper_command(
+                    ctx.cpu_gen,
+                    "send",
+                    &self.ifname,
+                    size,
+                    &[],
+                )?);
+                let log = ctx.logs.join(format!("{name}-sender.log"));
+                let mut p = Proc::spawn("sender", cmd, &log, None)?;
+                p.wait_output(0, Duration::from_secs(20), "the sender's ready line", |o| {
+                    o.contains("ready")
+                })?;
+                sender = Some(p);
+            }
+        }
+
+        let mut ours: Vec<u32> = vec![switch.pid()];
+        ours.extend(guest.as_ref().map(|g| g.proc.pid()));
+        ours.extend(sender.iter().chain(&spinner).map(Proc::pid));
+        let vnetd_ctl = matches!(self.switch, Switch::Vnetd(_)).then_some(ctl.as_path());
+        let window = Window::measure(
+            ctx,
+            vnetd_ctl,
+            &ours,
+            || self.snapshot(&switch, guest.as_mut(), [&sender, &spinner]),
+            |s| s.at,
+        )?;
+        for p in sender.iter_mut().chain(&mut spinner) {
+            p.check_alive()?;
+        }
+        drop(sender);
+        drop(spinner);
+
+        if let Some(mut guest) = guest {
+            guest.send_wait("stop")?;
+            guest.quit()?;
+        }
+        match self.switch {
+            Switch::Vnetd(_) => {
+                result.anomalies.extend(switch.stop_vnetd(&log)?);
+            }
+            Switch::Dpdk => {
+                let (dropped, anomalies) = switch.stop_anchor()?;
+                result.anomalies.extend(anomalies);
+                result.anchor_drops = Some(dropped);
+            }
+            _ => {
+                switch.check_alive()?;
+            }
+        }
+        drop(switch);
+
+        self.fill(&mut result, &window);
+        Ok(result)
+    }
+
+    /// Starts what moves the frames: vnetd, the DPDK anchor or the bare loop.
+    fn start_switch(
+        &self,
+        name: &str,
+        sock: &Path,
+        ctl: &Path,
+        log: &Path,
+        size: u32,
+    ) -> Result<Proc> {
+        let ctx = self.ctx;
+        match self.switch {
+            Switch::Vnetd(mode) => {
+                let cmd = self.vnetd_command(sock, ctl, mode.as_deref());
+                let mut vnetd = Proc::spawn("vnetd", cmd, log, None)?;
+                vnetd.wait_sockets(&[sock, ctl], log)?;
+                Ok(vnetd)
+            }
+            Switch::Dpdk => {
+                let prefix = format!("{TAG}{}-{name}", std::process::id());
+                let vdevs = [
+                    format!("net_vhost0,iface={},queues=1", sock.display()),
+                    format!("net_tap0,iface={},mac={MAC_TAP}", self.ifname),
+                ];
+                // All its threads on the switch CPU: net_tap signals (SIGIO) every frame it
+                // queues, and DPDK's control threads would otherwise run on the other CPU.
+                let testpmd = ctx.testpmd_command(
+                    ctx.cpu_switch,
+                    &prefix,
+                    &vdevs,
+                    &["--forward-mode=io", "--port-topology=paired"],
+                );
+                let mut pinned = Command::new("taskset");
+                pinned
+                    .arg("-c")
+                    .arg(ctx.cpu_switch.to_string())
+                    .arg(testpmd.get_program())
+                    .args(testpmd.get_args());
+                let cmd = self.ns.exec(&pinned);
+                let mut anchor = Proc::spawn("anchor testpmd", cmd, log, Some(prefix))?;
+                anchor.wait_forwarding()?;
+                if !sock.exists() {
+                    bail!(
+                        "the anchor created no vhost-user socket; see {}",
+                        log.display()
+                    );
+                }
+                Ok(anchor)
+            }
+            Switch::Bare => {
+                let job = match self.dir {
+                    Dir::ToHost => "tap-write",
+                    Dir::ToGuest => "tap-read",
+                };
+                let cmd = self.ns.exec(&helper_command(
+                    ctx.cpu_switch,
+                    job,
+                    &self.ifname,
+                    size,
+                    &[],
+                )?);
+                let mut bare = Proc::spawn("bare loop", cmd, log, None)?;
+                bare.wait_output(
+                    0,
+                    Duration::from_secs(20),
+                    "the bare loop's ready line",
+                    |o| o.contains("ready"),
+                )?;
+                Ok(bare)
+            }
+            other => bail!("{} is no TAP switch", other.label()),
+        }
+    }
+
+    /// The vnetd command line of a TAP run: vhost-user port `a` (the guest) and TAP port
+    /// `h` in the bench's namespace, pinned to the switch CPU. The one place that says how
+    /// vnetd runs in this scenario.
+    fn vnetd_command(&self, sock: &Path, ctl: &Path, mode: Option<&str>) -> Command {
+        let ctx = self.ctx;
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c")
+            .arg(ctx.cpu_switch.to_string())
+            .arg(&ctx.vnetd)
+            .arg("--control")
+            .arg(ctl)
+            .arg("--vhost-user")
+            .arg(format!("name=a,socket={},mac={MAC_A}", sock.display()))
+            .arg("--tap")
+            .arg(format!(
+                "name=h,ifname={},netns={},mac={MAC_TAP}",
+                self.ifname,
+                self.ns.ns.name()
+            ));
+        if let Some(mode) = mode {
+            cmd.args(["--datapath", mode]);
+        }
+        cmd.env("VNET_LOG", "info");
+        cmd
+    }
+
+    /// The guest: testpmd with one virtio-user port on the generator CPU, txonly (guest to
+    /// host) or rxonly (host to guest), waiting at its prompt.
+    fn start_guest(&self, name: &str, sock: &Path, size: u32, devargs: &str) -> Result<Generator> {
+        let ctx = self.ctx;
+        let prefix = format!("{TAG}{}-{name}", std::process::id());
+        let mut spec = format!(
+            "net_virtio_user0,path={},queues=1,mac={MAC_A}",
+            sock.display()
+        );
+        if devargs != "default" && !devargs.is_empty() {
+            spec.push(',');
+            spec.push_str(devargs);
+        }
+        let mode = match self.dir {
+            Dir::ToHost => "--forward-mode=txonly",
+            Dir::ToGuest => "--forward-mode=rxonly",
+        };
+        let peer = format!("--eth-peer=0,{MAC_TAP}");
+        let txpkts = format!("--txpkts={size}");
+        let cmd = ctx.testpmd_command(
+            ctx.cpu_gen,
+            &prefix,
+            &[spec],
+            &["-i", mode, "--port-topology=loop", &peer, &txpkts, TX_IP],
+        );
+        let log = ctx.logs.join(format!("{name}.log"));
+        let proc = Proc::spawn(name, cmd, &log, Some(prefix))?;
+        let mut guest = Generator { proc };
+        guest
+            .proc
+            .wait_output(0, Duration::from_secs(60), "the testpmd prompt", |out| {
+                out.contains("testpmd> ")
+            })?;
+        let ports = testbed::dpdk::port_macs(&guest.proc.output());
+        if ports.len() != 1 {
+            bail!(
+                "the guest has {} port(s), not 1 (see {})",
+                ports.len(),
+                log.display()
+            );
+        }
+        Ok(guest)
+    }
+
+    /// A few frames from the host to the guest before guest-to-host traffic, so that the
+    /// switch knows where the TAP's MAC is.
+    fn prime(&self, name: &str) -> Result<()> {
+        let count = PRIME_FRAMES.to_string();
+        let cmd = self.ns.exec(&helper_command(
+            self.ctx.cpu_gen,
+            "send",
+            &self.ifname,
+            64,
+            &["--count", &count],
+        )?);
+        let log = self.ctx.logs.join(format!("{name}-prime.log"));
+        let mut p = Proc::spawn("primer", cmd, &log, None)?;
+        let status = p.wait_exit(Duration::from_secs(20))?;
+        if !status.success() {
+            bail!(
+                "sending {count} frames from the host failed ({status}); see {}",
+                log.display()
+            );
+        }
+        sleep(Duration::from_millis(50));
+        Ok(())
+    }
+
+    fn snapshot(
+        &self,
+        switch: &Proc,
+        guest: Option<&mut Generator>,
+        [sender, spinner]: [&Option<Proc>; 2],
+    ) -> Result<Snap> {
+        let at = Instant::now();
+        let tap = self.ns.counters(&self.ifname)?;
+        let switch_ticks = proc_ticks(switch.pid())?;
+        let ticks = |p: Option<&Proc>| p.map_or(Ok(0), |p| proc_ticks(p.pid()));
+        let sender_ticks = ticks(sender.as_ref())?;
+        // The spinner stands in for the guest.
+        let guest_ticks = ticks(guest.as_ref().map(|g| &g.proc))? + ticks(spinner.as_ref())?;
+        let system = SystemTicks::read()?;
+        let guest = guest.map(guest_stats).transpose()?;
+        Ok(Snap {
+            at,
+            tap,
+            guest,
+            switch_ticks,
+            guest_ticks,
+            sender_ticks,
+            system,
+        })
+    }
+
+    /// The frames counted at the receiving end.
+    fn count(&self, s: &Snap) -> u64 {
+        let guest = |key| s.guest.as_ref().map_or(0, |b| b.get(key));
+        match (self.dir, self.switch) {
+            (Dir::ToHost, _) => s.tap.rx_packets,
+            (Dir::ToGuest, Switch::Bare) => s.tap.tx_packets,
+            (Dir::ToGuest, _) => guest("RX-packets"),
+        }
+    }
+
+    /// Computes the figures of a window and notes anything odd in it.
+    fn fill(&self, r: &mut TapRun, w: &Window<Snap>) {
+        let ctx = self.ctx;
+        let (first, mid, last) = (&w.first, &w.mid, &w.last);
+        let wall = last.at - first.at;
+        r.secs = wall.as_secs_f64();
+        let total = self.count(last).saturating_sub(self.count(first));
+        let mpps = total as f64 / r.secs / 1e6;
+        r.mpps = Some(mpps);
+        let rate = |a: &Snap, b: &Snap| {
+            self.count(b).saturating_sub(self.count(a)) as f64 / (b.at - a.at).as_secs_f64() / 1e6
+        };
+        r.half_mpps = [rate(first, mid), rate(mid, last)];
+        let halves = r.half_mpps;
+        r.marks().check_halves(halves, 3);
+        r.tap = last.tap.since(&first.tap);
+        let guest_delta = |key: &str| {
+            let get = |s: &Snap| s.guest.as_ref().map_or(0, |b| b.get(key));
+            get(last).saturating_sub(get(first))
+        };
+        r.offered_mpps = match (self.dir, self.switch) {
+            (Dir::ToHost, Switch::Bare) => None,
+            (Dir::ToHost, _) => Some(guest_delta("TX-packets") as f64 / r.secs / 1e6),
+            (Dir::ToGuest, _) => Some((r.tap.tx_packets + r.tap.tx_dropped) as f64 / r.secs / 1e6),
+        };
+        let switch_ticks = last.switch_ticks.saturating_sub(first.switch_ticks);
+        let guest_ticks = last.guest_ticks.saturating_sub(first.guest_ticks);
+        let sender_ticks = last.sender_ticks.saturating_sub(first.sender_ticks);
+        let side_ticks = guest_ticks + sender_ticks;
+        r.switch_cpu = ctx.percent(switch_ticks, wall);
+        r.guest_cpu = ctx.percent(guest_ticks, wall);
+        r.sender_cpu = ctx.percent(sender_ticks, wall);
+        let busy_ticks = last.system.busy.saturating_sub(first.system.busy);
+        r.foreign_cpu = ctx.percent(busy_ticks.saturating_sub(switch_ticks + side_ticks), wall);
+        r.steal_cpu = ctx.percent(last.system.steal.saturating_sub(first.system.steal), wall);
+
+        if total == 0 {
+            r.anomalies.push("no frames arrived".into());
+        }
+        if r.tap.rx_dropped > 0 {
+            r.anomalies.push(format!(
+                "the TAP's rx_dropped +{} in the window",
+                r.tap.rx_dropped
+            ));
+        }
+        if self.dir == Dir::ToGuest {
+            for key in ["RX-missed", "RX-errors", "RX-nombuf"] {
+                let n = guest_delta(key);
+                if n > 0 {
+                    r.anomalies
+                        .push(format!("guest port {key} +{n} in the window"));
+                }
+            }
+            // What the switch read from the TAP and did not deliver.
+            if self.switch != &Switch::Bare {
+                let lost = r.tap.tx_packets.saturating_sub(total);
+                if lost as f64 > 0.01 * r.tap.tx_packets as f64 {
+                    r.anomalies.push(format!(
+                        "{lost} of the {} frames read from the TAP did not reach the guest",
+                        r.tap.tx_packets
+                    ));
+                }
+            }
+        }
+        r.marks().note_vnetd_drops(&w.vnetd_drops);
+        let (foreign, steal) = (r.foreign_cpu, r.steal_cpu);
+        r.marks().note_load(&w.busy, foreign, steal);
+    }
+}
+
+/// The guest's port 0 statistics, now.
+fn guest_stats(guest: &mut Generator) -> Result<Block> {
+    let from = guest.proc.output().len();
+    guest.proc.send("show port stats 0")?;
+    let out = guest
+        .proc
+        .wait_output(from, Duration::from_secs(20), "port statistics", |out| {
+            out.contains("testpmd> ")
+        })?;
+    parse_blocks(&out)
+        .into_iter()
+        .find(|b| b.kind == BlockKind::Nic && b.port == 0)
+        .with_context(|| format!("no statistics for port 0 in the guest's answer:\n{out}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_net_dev() {
+        let text =
+            "Inter-|   Receive                                                |  Transmit\n \
+                    face |bytes    packets errs drop fifo frame compressed multicast|bytes    \
+                    packets errs drop fifo colls carrier compressed\n    lo:       0       0    \
+                    0    0    0     0          0         0        0       0    0    0    0     \
+                    0       0          0\nvnbtap3: 6400 100 0 2 0 0 0 0 1280 20 0 7 0 0 0 0\n";
+        let c = parse_net_dev(text, "vnbtap3").unwrap();
+        assert_eq!(
+            c,
+            IfCounters {
+                rx_packets: 100,
+                rx_dropped: 2,
+                tx_packets: 20,
+                tx_dropped: 7
+            }
+        );
+        assert!(parse_net_dev(text, "vnbtap").is_none());
+    }
+}
