@@ -1,9 +1,7 @@
 //! What the scenarios share: the bookkeeping of a run (attempts, placement, disturbances),
-//! the retry loop around it, medians, and the pieces of the printed and JSON reports.
+//! measurement windows, medians, and the pieces of the printed and JSON reports.
 //!
-//! Every scenario's run record has the same bookkeeping fields under the same names
-//! (`switch`, `run`, `attempts`, `pingpong_ns`, `placed_apart`, `unstable`, `busy`,
-//! `anomalies`, `error`, and `foreign_cpu`, `steal_cpu`, `anchor_drops`, `features`);
+//! Every scenario's run record holds the same bookkeeping, a [`Record`] in its field `rec`;
 //! [`run_record!`] makes it a [`RunRecord`]. Every scenario module ([`super::vm2vm`],
 //! [`super::tap`], [`super::tso`], and [`super::ovs`] through the VM-to-VM records) uses
 //! these, and [`super::runner`] drives them.
@@ -22,129 +20,116 @@ use super::{
     APART_FACTOR, APART_MIN_NS, FOREIGN_CPU_LIMIT, IDLE_WINDOW, UNSTABLE_FRACTION, WARMUP,
 };
 
-/// The bookkeeping fields of a run record, to write.
-pub(super) struct Marks<'a> {
-    pub(super) switch: &'a mut String,
-    pub(super) run: &'a mut u32,
-    pub(super) attempts: &'a mut u32,
-    pub(super) pingpong_ns: &'a mut [Option<f64>; 2],
-    pub(super) placed_apart: &'a mut bool,
-    pub(super) unstable: &'a mut bool,
-    pub(super) busy: &'a mut bool,
-    pub(super) anomalies: &'a mut Vec<String>,
-}
-
-/// The bookkeeping fields of a run record, read.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Flags {
-    pub(super) placed_apart: bool,
-    pub(super) unstable: bool,
-    pub(super) busy: bool,
+/// The bookkeeping every run record has, whatever the scenario: which switch and run it
+/// was, how it went (attempts, placement, disturbances, anomalies, the error of a failed
+/// run) and the figures every scenario reports alike.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Record {
+    /// The switch's label.
+    pub(super) switch: String,
+    /// The run number (1..=`--runs`).
+    pub(super) run: u32,
+    /// Which attempt this is (earlier ones were disturbed).
     pub(super) attempts: u32,
-    pub(super) failed: bool,
+    /// Core-to-core round trip (ns) just before and just after the run.
+    pub(super) pingpong_ns: [Option<f64>; 2],
+    /// A probe found the vCPUs apart (see [`APART_FACTOR`]).
+    pub(super) placed_apart: bool,
+    /// The two halves of the window differ by more than [`UNSTABLE_FRACTION`].
+    pub(super) unstable: bool,
+    /// Other work shared the CPUs.
+    pub(super) busy: bool,
+    /// What was odd about the run, one line each.
+    pub(super) anomalies: Vec<String>,
+    /// Why the run failed; None when it did not.
+    pub(super) error: Option<String>,
+    /// CPU used by everything but our processes, % of one CPU.
+    pub(super) foreign_cpu: f64,
+    /// CPU the hypervisor stole, % of one CPU.
+    pub(super) steal_cpu: f64,
+    /// The switch's CPU (%) with both ports attached and no traffic, when measured.
+    pub(super) idle_cpu: Option<f64>,
+    /// Frames the anchor dropped over the whole run, warm-up included.
+    pub(super) anchor_drops: Option<u64>,
+    /// The features the ports negotiated.
+    pub(super) features: String,
 }
 
-/// The result of one run of any scenario.
+/// The result of one run of any scenario: its [`Record`] and its own figures.
 pub(super) trait RunRecord {
-    fn marks(&mut self) -> Marks<'_>;
-    fn flags(&self) -> Flags;
-    fn anomalies(&self) -> &[String];
-    fn error(&self) -> Option<&str>;
+    /// The bookkeeping.
+    fn rec(&self) -> &Record;
+    /// The bookkeeping, to write.
+    fn rec_mut(&mut self) -> &mut Record;
     /// The line printed after the run.
     fn summary(&self) -> String;
-    /// The JSON keys every scenario's run has: bookkeeping, the CPU others used, the
-    /// anchor's drops, the features negotiated.
-    fn record_json(&self) -> Value;
-    /// The switch's CPU (%) with both ports attached and no traffic, when the run
-    /// measured it.
-    fn idle_cpu(&self) -> Option<f64>;
-
-    /// Neither other work nor the host's placement of our vCPUs disturbed it.
-    fn clean(&self) -> bool {
-        let f = self.flags();
-        !f.busy && !f.placed_apart && !f.unstable
-    }
-
-    /// Flags the run if a core-to-core probe around it was slow against `best` (ns).
-    fn check_placement(&mut self, best: f64) {
-        self.marks().check_placement(best);
-    }
+    /// The rate, Mpps; None when the run failed.
+    fn mpps(&self) -> Option<f64>;
+    /// The switch's CPU, % of one CPU.
+    fn switch_cpu(&self) -> f64;
 }
 
-/// Implements [`RunRecord`] for a struct with the bookkeeping fields, `foreign_cpu`,
-/// `steal_cpu`, `anchor_drops`, `features` and `idle_cpu`, and an inherent `summary(&self) -> String`.
+/// Implements [`RunRecord`] for a struct with a `rec: Record` field, `mpps: Option<f64>`,
+/// `switch_cpu: f64` and an inherent `summary(&self) -> String`.
 macro_rules! run_record {
     ($t:ty) => {
         impl $crate::bench::common::RunRecord for $t {
-            fn marks(&mut self) -> $crate::bench::common::Marks<'_> {
-                $crate::bench::common::Marks {
-                    switch: &mut self.switch,
-                    run: &mut self.run,
-                    attempts: &mut self.attempts,
-                    pingpong_ns: &mut self.pingpong_ns,
-                    placed_apart: &mut self.placed_apart,
-                    unstable: &mut self.unstable,
-                    busy: &mut self.busy,
-                    anomalies: &mut self.anomalies,
-                }
+            fn rec(&self) -> &$crate::bench::common::Record {
+                &self.rec
             }
 
-            fn flags(&self) -> $crate::bench::common::Flags {
-                $crate::bench::common::Flags {
-                    placed_apart: self.placed_apart,
-                    unstable: self.unstable,
-                    busy: self.busy,
-                    attempts: self.attempts,
-                    failed: self.error.is_some(),
-                }
-            }
-
-            fn anomalies(&self) -> &[String] {
-                &self.anomalies
-            }
-
-            fn error(&self) -> Option<&str> {
-                self.error.as_deref()
+            fn rec_mut(&mut self) -> &mut $crate::bench::common::Record {
+                &mut self.rec
             }
 
             fn summary(&self) -> String {
                 <$t>::summary(self)
             }
 
-            fn idle_cpu(&self) -> Option<f64> {
-                self.idle_cpu
+            fn mpps(&self) -> Option<f64> {
+                self.mpps
             }
 
-            fn record_json(&self) -> serde_json::Value {
-                serde_json::json!({
-                    "switch": self.switch,
-                    "run": self.run,
-                    "other_cpu_pct": self.foreign_cpu,
-                    "steal_cpu_pct": self.steal_cpu,
-                    "core_to_core_round_trip_ns": self.pingpong_ns,
-                    "vcpus_placed_apart": self.placed_apart,
-                    "unstable": self.unstable,
-                    "attempt": self.attempts,
-                    "anchor_drops_whole_run": self.anchor_drops,
-                    "features": self.features,
-                    "busy": self.busy,
-                    "anomalies": self.anomalies,
-                    "error": self.error,
-                })
+            fn switch_cpu(&self) -> f64 {
+                self.switch_cpu
             }
         }
     };
 }
 pub(super) use run_record;
 
-impl Marks<'_> {
+impl Record {
+    /// Neither other work nor the host's placement of our vCPUs disturbed it.
+    pub(super) fn clean(&self) -> bool {
+        !self.busy && !self.placed_apart && !self.unstable
+    }
+
+    /// The JSON keys every scenario's run has.
+    pub(super) fn json(&self) -> Value {
+        json!({
+            "switch": self.switch,
+            "run": self.run,
+            "other_cpu_pct": self.foreign_cpu,
+            "steal_cpu_pct": self.steal_cpu,
+            "core_to_core_round_trip_ns": self.pingpong_ns,
+            "vcpus_placed_apart": self.placed_apart,
+            "unstable": self.unstable,
+            "attempt": self.attempts,
+            "anchor_drops_whole_run": self.anchor_drops,
+            "features": self.features,
+            "busy": self.busy,
+            "anomalies": self.anomalies,
+            "error": self.error,
+        })
+    }
+
     /// Flags the run if a core-to-core probe around it was slow against `best` (ns).
     pub(super) fn check_placement(&mut self, best: f64) {
-        if *self.placed_apart {
+        if self.placed_apart {
             return;
         }
-        if let Some(anomaly) = placement_anomaly(*self.pingpong_ns, best) {
-            *self.placed_apart = true;
+        if let Some(anomaly) = placement_anomaly(self.pingpong_ns, best) {
+            self.placed_apart = true;
             self.anomalies.push(anomaly);
         }
     }
@@ -153,7 +138,7 @@ impl Marks<'_> {
     /// [`UNSTABLE_FRACTION`]; `decimals` of the rates in the note.
     pub(super) fn check_halves(&mut self, [h1, h2]: [f64; 2], decimals: usize) {
         if (h1 - h2).abs() > UNSTABLE_FRACTION * h1.max(h2) {
-            *self.unstable = true;
+            self.unstable = true;
             self.anomalies.push(format!(
                 "the rate changed within the window: {h1:.decimals$} Mpps, then {h2:.decimals$}"
             ));
@@ -169,18 +154,19 @@ impl Marks<'_> {
         }
     }
 
-    /// Notes other work during the window: `others` (processes seen), `foreign_cpu` (%
-    /// of a CPU they used), `steal_cpu` (% the hypervisor stole).
-    pub(super) fn note_load(&mut self, others: &[String], foreign_cpu: f64, steal_cpu: f64) {
+    /// Notes other work during the window: `others` (processes seen), and the CPU they
+    /// used (`foreign_cpu`) and the hypervisor stole (`steal_cpu`), once filled in.
+    pub(super) fn note_load(&mut self, others: &[String]) {
+        let (foreign_cpu, steal_cpu) = (self.foreign_cpu, self.steal_cpu);
         if !others.is_empty() {
-            *self.busy = true;
+            self.busy = true;
             self.anomalies.push(format!(
                 "other processes ran during the window: {}",
                 others.join(", ")
             ));
         }
         if foreign_cpu > FOREIGN_CPU_LIMIT {
-            *self.busy = true;
+            self.busy = true;
             self.anomalies.push(format!(
                 "other processes used {foreign_cpu:.1} % of a CPU during the window"
             ));
@@ -258,10 +244,9 @@ impl<S> Window<S> {
     }
 }
 
-/// The JSON of a run: its [`RunRecord::record_json`] keys and the scenario's own `keys` (an
-/// object).
+/// The JSON of a run: its [`Record::json`] keys and the scenario's own `keys` (an object).
 pub(super) fn run_json<R: RunRecord>(run: &R, keys: Value) -> Value {
-    let mut v = run.record_json();
+    let mut v = run.rec().json();
     if let (Value::Object(all), Value::Object(own)) = (&mut v, keys) {
         all.extend(own);
     }
@@ -275,7 +260,7 @@ pub(super) fn failed_lines<R: RunRecord>(
     kind: &str,
     name: impl Fn(&R) -> String,
 ) -> String {
-    let failed: Vec<&R> = runs.iter().filter(|r| r.error().is_some()).collect();
+    let failed: Vec<&R> = runs.iter().filter(|r| r.rec().error.is_some()).collect();
     if failed.is_empty() {
         return String::new();
     }
@@ -284,7 +269,11 @@ pub(super) fn failed_lines<R: RunRecord>(
         failed.len()
     );
     for r in failed {
-        out += &format!("  {}: {}\n", name(r), r.error().unwrap_or(""));
+        out += &format!(
+            "  {}: {}\n",
+            name(r),
+            r.rec().error.as_deref().unwrap_or("")
+        );
     }
     out
 }
@@ -298,7 +287,7 @@ pub(super) fn anomaly_lines<R: RunRecord>(
 ) -> String {
     let mut out = String::new();
     for r in runs {
-        for a in r.anomalies() {
+        for a in &r.rec().anomalies {
             out += &format!("  {}: {a}\n", name(r));
         }
     }
@@ -322,10 +311,49 @@ pub(super) fn summary_tail(pingpong_ns: [Option<f64>; 2], anomalies: &[String]) 
     s
 }
 
+/// Medians of one switch's successful runs of one cell: of its clean runs (machine idle,
+/// vCPUs close), or of all when none was clean.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Medians {
+    /// Frames per second, millions.
+    pub(super) mpps: f64,
+    /// The switch's CPU, % of one CPU.
+    pub(super) cpu: f64,
+    /// A figure of the scenario's own, when its runs have it (TAP: the offered rate; TSO:
+    /// Gbit/s).
+    pub(super) extra: Option<f64>,
+    /// How many runs went in.
+    pub(super) runs: usize,
+    /// Only clean runs went in.
+    pub(super) clean: bool,
+}
+
+/// The [`Medians`] of the successful runs among `runs` that `keep` picks, with `extra` the
+/// scenario's own figure of a run; None when none succeeded.
+pub(super) fn medians<'a, R: RunRecord + 'a>(
+    runs: impl IntoIterator<Item = &'a R>,
+    keep: impl Fn(&R) -> bool,
+    extra: impl Fn(&R) -> Option<f64>,
+) -> Option<Medians> {
+    let ok: Vec<&R> = runs
+        .into_iter()
+        .filter(|r| keep(r) && r.mpps().is_some())
+        .collect();
+    let (used, clean) = clean_or_all(ok)?;
+    let extra: Vec<f64> = used.iter().filter_map(|r| extra(r)).collect();
+    Some(Medians {
+        mpps: median(used.iter().filter_map(|r| r.mpps()).collect()),
+        cpu: median(used.iter().map(|r| r.switch_cpu()).collect()),
+        extra: (!extra.is_empty()).then(|| median(extra)),
+        runs: used.len(),
+        clean,
+    })
+}
+
 /// What the medians are taken of: the clean runs among `ok` (the successful ones), or all of
 /// them when none is clean (then false); None when there are none.
 pub(super) fn clean_or_all<R: RunRecord>(ok: Vec<&R>) -> Option<(Vec<&R>, bool)> {
-    let clean: Vec<&R> = ok.iter().copied().filter(|r| r.clean()).collect();
+    let clean: Vec<&R> = ok.iter().copied().filter(|r| r.rec().clean()).collect();
     let (used, all_clean) = if clean.is_empty() {
         (ok, false)
     } else {
@@ -376,11 +404,11 @@ pub(super) struct Tally {
 impl Tally {
     pub(super) fn of<R: RunRecord>(runs: &[R]) -> Tally {
         let mut t = Tally::default();
-        for f in runs.iter().map(RunRecord::flags) {
-            t.busy += usize::from(f.busy);
-            t.apart += usize::from(f.placed_apart);
-            t.unstable += usize::from(f.unstable);
-            t.repeated += f.attempts.saturating_sub(1);
+        for r in runs.iter().map(RunRecord::rec) {
+            t.busy += usize::from(r.busy);
+            t.apart += usize::from(r.placed_apart);
+            t.unstable += usize::from(r.unstable);
+            t.repeated += r.attempts.saturating_sub(1);
         }
         t
     }
@@ -389,7 +417,7 @@ impl Tally {
 /// Judges every run against the best placement seen over the whole bench.
 pub(super) fn check_placement_all<R: RunRecord>(runs: &mut [R], best: f64) {
     for run in runs {
-        run.check_placement(best);
+        run.rec_mut().check_placement(best);
     }
 }
 

@@ -11,7 +11,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use testbed::dpdk;
 
-use super::probe::{clk_tck, foreign_processes, pingpong_ns, proc_ticks, SystemTicks};
+use super::probe::{
+    clk_tck, foreign_processes, pingpong_ns, proc_ticks, CpuUse, SystemTicks, Ticks,
+};
 use super::proc::{sleep, Proc, TempDir};
 use super::vm2vm::{MAC_A, MAC_B};
 use super::{target_dir, Args, BUSY_REWAIT_SECS, FOREIGN_CPU_LIMIT, IDLE_WINDOW, TAG};
@@ -196,6 +198,33 @@ impl Ctx {
         }
     }
 
+    /// A fresh directory for a run's sockets, and its log's name (see [`Ctx::next`]).
+    pub(super) fn run_dir(&self, what: &str) -> Result<RunDir> {
+        let name = self.next(what);
+        Ok(RunDir {
+            dir: TempDir::create(self.sock_dir.0.join(&name))?,
+            log: self.logs.join(format!("{name}.log")),
+            name,
+        })
+    }
+
+    /// Starts vnetd as [`Ctx::vnetd_command`] says, its sockets in `run`'s directory, and
+    /// waits for them.
+    pub(super) fn start_vnetd(
+        &self,
+        run: &RunDir,
+        mode: Option<&str>,
+        queues: u16,
+    ) -> Result<Proc> {
+        let cmd = self.vnetd_command(&run.dir.0, mode, queues);
+        let mut vnetd = Proc::spawn("vnetd", cmd, &run.log, None)?;
+        vnetd.wait_sockets(
+            &[&run.sock("a"), &run.sock("b"), &run.sock("ctl")],
+            &run.log,
+        )?;
+        Ok(vnetd)
+    }
+
     /// `vnetctl --control CTL <what> --json`, on the generator's CPU.
     pub(super) fn vnetctl(&self, ctl: &Path, what: &str) -> Result<Value> {
         let out = Command::new("taskset")
@@ -244,9 +273,30 @@ impl Ctx {
         Ok(self.percent(c1.saturating_sub(c0), t1 - t0))
     }
 
+    /// CPU use (% of one CPU) from sample `a` to sample `b`, `wall` apart.
+    pub(super) fn cpu_use(&self, a: &Ticks, b: &Ticks, wall: Duration) -> CpuUse {
+        CpuUse::between(a, b, wall, |ticks, wall| self.percent(ticks, wall))
+    }
+
     /// `ticks` of CPU time over `wall`, in % of one CPU.
     pub(super) fn percent(&self, ticks: u64, wall: Duration) -> f64 {
         ticks as f64 / self.clk_tck / wall.as_secs_f64() * 100.0
+    }
+}
+
+/// Where one run keeps its files: its name (`03-vnetd-event`), its sockets directory
+/// (removed with it) and its log.
+#[derive(Debug)]
+pub(super) struct RunDir {
+    pub(super) name: String,
+    pub(super) dir: TempDir,
+    pub(super) log: PathBuf,
+}
+
+impl RunDir {
+    /// The socket `<port>.sock` in the directory (`ctl` for vnetd's control socket).
+    pub(super) fn sock(&self, port: &str) -> PathBuf {
+        self.dir.0.join(format!("{port}.sock"))
     }
 }
 

@@ -174,7 +174,7 @@ pub(super) fn run(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunResult>
     let window = vm2vm::measure(ctx, &mut gen, &ovs.vswitchd, None)?;
     gen.send_wait("stop")?;
     if idle_check {
-        result.idle_cpu = Some(ctx.idle_cpu(&ovs.vswitchd)?);
+        result.rec.idle_cpu = Some(ctx.idle_cpu(&ovs.vswitchd)?);
     }
     // Over the whole run, warm-up included (`tx_first` puts more frames in flight than the
     // rings hold): like the DPDK anchor's drops, not an anomaly.
@@ -196,19 +196,19 @@ pub(super) fn run(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunResult>
     gen.quit()?;
 
     if let Err(err) = ovs.exit() {
-        result.anomalies.push(format!("{err:#}"));
+        result.rec.anomalies.push(format!("{err:#}"));
     }
     let complaints = ovs.complaints();
     if !complaints.is_empty() {
-        result.anomalies.push(format!(
+        result.rec.anomalies.push(format!(
             "{} error line(s) in {}: {}",
             complaints.len(),
             ovs.vswitchd.log.display(),
             complaints[0].trim()
         ));
     }
-    result.anchor_drops = Some(dropped);
-    result.features = features.join("; ");
+    result.rec.anchor_drops = Some(dropped);
+    result.rec.features = features.join("; ");
     result.fill(ctx, &window);
     Ok(result)
 }

@@ -104,6 +104,72 @@ pub(super) fn parse_proc_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU times at one instant, in clock ticks: the switch's process, each group of our other
+/// processes (generator, guest, sender...), and the whole machine.
+#[derive(Debug, Clone)]
+pub(super) struct Ticks {
+    switch: u64,
+    groups: Vec<u64>,
+    system: SystemTicks,
+}
+
+impl Ticks {
+    /// Reads the times of process `switch` and of each group of `groups` (the sum of its
+    /// processes), then the machine's.
+    pub(super) fn read(switch: u32, groups: &[&[u32]]) -> Result<Ticks> {
+        let switch = proc_ticks(switch)?;
+        let groups = groups
+            .iter()
+            .map(|pids| pids.iter().map(|&p| proc_ticks(p)).sum::<Result<u64>>())
+            .collect::<Result<Vec<u64>>>()?;
+        Ok(Ticks {
+            switch,
+            groups,
+            system: SystemTicks::read()?,
+        })
+    }
+}
+
+/// CPU use from one [`Ticks`] to a later one, % of one CPU.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct CpuUse {
+    /// The switch.
+    pub(super) switch: f64,
+    /// Each group of our other processes, in the order read.
+    pub(super) groups: Vec<f64>,
+    /// Everything else the machine ran.
+    pub(super) foreign: f64,
+    /// What the hypervisor stole.
+    pub(super) steal: f64,
+}
+
+impl CpuUse {
+    /// The use from `a` to `b`, `wall` apart; `percent` turns ticks over a wall time into %
+    /// of one CPU.
+    pub(super) fn between(
+        a: &Ticks,
+        b: &Ticks,
+        wall: Duration,
+        percent: impl Fn(u64, Duration) -> f64,
+    ) -> CpuUse {
+        let switch = b.switch.saturating_sub(a.switch);
+        let groups: Vec<u64> = b
+            .groups
+            .iter()
+            .zip(&a.groups)
+            .map(|(b, a)| b.saturating_sub(*a))
+            .collect();
+        let ours = switch + groups.iter().sum::<u64>();
+        let busy = b.system.busy.saturating_sub(a.system.busy);
+        CpuUse {
+            switch: percent(switch, wall),
+            groups: groups.iter().map(|&t| percent(t, wall)).collect(),
+            foreign: percent(busy.saturating_sub(ours), wall),
+            steal: percent(b.system.steal.saturating_sub(a.system.steal), wall),
+        }
+    }
+}
+
 /// The whole machine's CPU time, from /proc/stat, in clock ticks.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SystemTicks {
@@ -272,6 +338,31 @@ mod tests {
         assert_eq!(parse_proc_ticks(stat), Some(325));
         let sys = parse_system_ticks("cpu  10 1 5 1000 7 2 3 4 0 0\ncpu0 1 2 3\n").unwrap();
         assert_eq!((sys.busy, sys.steal), (21, 4));
+    }
+
+    #[test]
+    fn cpu_use_between_samples() {
+        let sys = |busy, steal| SystemTicks { busy, steal };
+        let a = Ticks {
+            switch: 100,
+            groups: vec![10, 0],
+            system: sys(1000, 5),
+        };
+        let b = Ticks {
+            switch: 200,
+            groups: vec![60, 20],
+            system: sys(1300, 15),
+        };
+        let cpu = CpuUse::between(&a, &b, Duration::from_secs(1), |t, _| t as f64);
+        assert_eq!(
+            cpu,
+            CpuUse {
+                switch: 100.0,
+                groups: vec![50.0, 20.0],
+                foreign: 130.0,
+                steal: 10.0
+            }
+        );
     }
 
     #[test]

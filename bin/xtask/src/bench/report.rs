@@ -7,12 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use super::common::Medians;
 use super::common::{
     anomaly_lines, failed_lines, idle_json, idle_line, mode_of, na, rate_cell, ratio, render_table,
     vnetd_labels, Tally,
 };
 use super::runner::Switch;
-use super::vm2vm::{gbits, medians, Case, Medians, RunResult, TX_FIRST_BURSTS};
+use super::vm2vm::{gbits, medians_json_of, medians_of, Case, RunResult, TX_FIRST_BURSTS};
 use super::{ovs, tap, tso, APART_FACTOR, WARMUP};
 
 /// Everything the bench prints and saves.
@@ -73,8 +74,8 @@ impl Report {
                         queues,
                     };
                     let scenario = case.scenario();
-                    let dpdk = medians(&self.runs, "dpdk", &case);
-                    let ovs = medians(&self.runs, &Switch::Ovs.label(), &case);
+                    let dpdk = medians_of(&self.runs, "dpdk", &case);
+                    let ovs = medians_of(&self.runs, &Switch::Ovs.label(), &case);
                     for label in &labels {
                         rows.push(Row {
                             scenario: scenario.clone(),
@@ -82,7 +83,7 @@ impl Report {
                             size,
                             mode: mode_of(label),
                             vnetd: (!label.is_empty())
-                                .then(|| medians(&self.runs, label, &case))
+                                .then(|| medians_of(&self.runs, label, &case))
                                 .flatten(),
                             dpdk,
                             ovs,
@@ -209,10 +210,10 @@ impl Report {
         let name = |r: &RunResult| {
             format!(
                 "{} {} B {} run {}",
-                r.switch,
+                r.rec.switch,
                 r.case.size,
                 r.case.label(),
-                r.run
+                r.rec.run
             )
         };
         let failed = failed_lines(&self.runs, "", name);
@@ -262,7 +263,7 @@ impl Report {
             .rows()
             .into_iter()
             .map(|row| {
-                let side = |m: Option<Medians>| m.map(|m| m.json(row.size));
+                let side = |m: Option<Medians>| m.map(|m| medians_json_of(&m, row.size));
                 let mpps = |m: Option<Medians>| m.map(|m| m.mpps);
                 json!({
                     "scenario": row.scenario,

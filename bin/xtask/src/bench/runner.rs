@@ -70,8 +70,8 @@ impl Switch {
 pub(super) trait Scenario {
     /// One cell of its table: what varies besides the switch and the run number.
     type Cell: Clone;
-    /// The result of one run.
-    type Run: RunRecord;
+    /// The result of one run (a default one, with its error, for a run that failed).
+    type Run: RunRecord + Default;
 
     /// The cells, in the order they run.
     fn cells(&self) -> Vec<Self::Cell>;
@@ -91,8 +91,10 @@ pub(super) trait Scenario {
         cell: &Self::Cell,
         idle_check: bool,
     ) -> Result<Self::Run>;
-    /// The record of a run of `cell` that failed with `error`.
-    fn failed(&self, cell: &Self::Cell, error: String) -> Self::Run;
+    /// Notes in `run` which cell it is of (a failed run too).
+    fn note_cell(&self, run: &mut Self::Run, cell: &Self::Cell) {
+        let _ = (run, cell);
+    }
 }
 
 /// What [`run_all`] measured: every run kept, and the idle CPU (%) of each switch label
@@ -117,11 +119,17 @@ pub(super) fn run_all<S: Scenario>(ctx: &Ctx, args: &Args, scenario: &S) -> Outc
                     scenario.idle_check() && !out.idle.iter().any(|(l, _)| *l == label);
                 let what = scenario.describe(switch, &cell);
                 let result = attempt(ctx, args, &what, &label, run_no, || {
-                    scenario
+                    let mut run = scenario
                         .run_once(ctx, switch, &cell, idle_check)
-                        .unwrap_or_else(|err| scenario.failed(&cell, format!("{err:#}")))
+                        .unwrap_or_else(|err| {
+                            let mut failed = S::Run::default();
+                            failed.rec_mut().error = Some(format!("{err:#}"));
+                            failed
+                        });
+                    scenario.note_cell(&mut run, &cell);
+                    run
                 });
-                if let Some(cpu) = result.idle_cpu() {
+                if let Some(cpu) = result.rec().idle_cpu {
                     out.idle.push((label, cpu));
                 }
                 out.runs.push(result);
@@ -173,20 +181,20 @@ pub(super) fn attempt<R: RunRecord>(
         let before = ctx.pingpong();
         let mut result = run();
         let after = ctx.pingpong();
-        let mut m = result.marks();
-        *m.pingpong_ns = [before, after];
-        *m.switch = label.to_string();
-        *m.run = run_no;
-        *m.attempts = attempt;
+        let rec = result.rec_mut();
+        rec.pingpong_ns = [before, after];
+        rec.switch = label.to_string();
+        rec.run = run_no;
+        rec.attempts = attempt;
         if let Some(busy) = &busy_before {
-            m.anomalies
+            rec.anomalies
                 .push(format!("machine busy before the run: {busy}"));
-            *m.busy = true;
+            rec.busy = true;
         }
-        m.check_placement(ctx.best_pingpong.get());
+        rec.check_placement(ctx.best_pingpong.get());
         eprintln!("    {}", result.summary());
-        let f = result.flags();
-        if attempt >= RETRIES || f.failed {
+        let f = result.rec();
+        if attempt >= RETRIES || f.error.is_some() {
             return result;
         }
         // Something else started during the window: again once the machine is idle

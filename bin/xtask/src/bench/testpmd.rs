@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use testbed::dpdk;
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, RunDir};
 use super::proc::Proc;
 use super::vm2vm::{Case, MAC_A, MAC_B};
 use super::TAG;
@@ -31,6 +31,43 @@ impl Ctx {
             .arg(&self.testpmd)
             .args(dpdk::testpmd_args((cpu, cpu), prefix, vdevs, app));
         cmd
+    }
+
+    /// Starts the DPDK anchor in `run`'s directory: testpmd on the switch CPU forwarding `io`
+    /// between two `net_vhost` ports (`a.sock`, `b.sock`) of `queues` queue pairs and more
+    /// `devargs`, with more application arguments `app`; waits until it forwards.
+    pub(super) fn start_vhost_anchor(
+        &self,
+        run: &RunDir,
+        queues: u16,
+        devargs: &str,
+        app: &[String],
+    ) -> Result<Proc> {
+        let prefix = format!("{TAG}{}-{}", std::process::id(), run.name);
+        let socks = [run.sock("a"), run.sock("b")];
+        let vdevs: Vec<String> = socks
+            .iter()
+            .enumerate()
+            .map(|(i, sock)| {
+                let mut vdev = format!("net_vhost{i},iface={},queues={queues}", sock.display());
+                if !devargs.is_empty() {
+                    vdev = format!("{vdev},{devargs}");
+                }
+                vdev
+            })
+            .collect();
+        let mut args = vec!["--forward-mode=io", "--port-topology=paired"];
+        args.extend(app.iter().map(String::as_str));
+        let cmd = self.testpmd_command(self.cpu_switch, &prefix, &vdevs, &args);
+        let mut anchor = Proc::spawn("anchor testpmd", cmd, &run.log, Some(prefix))?;
+        anchor.wait_forwarding()?;
+        if !socks.iter().all(|s| s.exists()) {
+            bail!(
+                "the anchor created no vhost-user sockets; see {}",
+                run.log.display()
+            );
+        }
+        Ok(anchor)
     }
 
     /// Starts the generator on the two sockets and waits for its prompt.

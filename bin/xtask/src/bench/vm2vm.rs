@@ -39,16 +39,15 @@ use serde_json::{json, Value};
 use testbed::MacAddr;
 
 use super::common::{
-    clean_or_all, median, medians_json, run_json, run_record, summary_tail, RunRecord, Window,
+    medians, medians_json, run_json, run_record, summary_tail, Medians, Record, Window,
 };
 use super::ctx::Ctx;
 use super::ovs;
-use super::probe::{proc_ticks, SystemTicks};
-use super::proc::{Proc, TempDir};
+use super::probe::Ticks;
+use super::proc::Proc;
 use super::runner::{Scenario, Switch};
 use super::testpmd::{Block, BlockKind, Generator};
 use super::Args;
-use super::TAG;
 
 /// The generator's ports, A and B, and the MACs vnetd's devices present (the same).
 pub(super) const MAC_A: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xbe, 0x00, 0x0a]);
@@ -168,21 +167,16 @@ impl Scenario for Vm2vm {
         case: &Case,
         idle_check: bool,
     ) -> Result<RunResult> {
-        let mut result = match switch {
+        match switch {
             Switch::Vnetd(mode) => run_vnetd(ctx, case, mode.as_deref(), idle_check),
             Switch::Dpdk => run_dpdk(ctx, case, idle_check),
             Switch::Ovs => ovs::run(ctx, case, idle_check),
             other => bail!("{} is no VM-to-VM switch", other.label()),
-        }?;
-        result.case = case.clone();
-        Ok(result)
+        }
     }
 
-    fn failed(&self, case: &Case, error: String) -> RunResult {
-        RunResult {
-            case: case.clone(),
-            ..RunResult::failed(error)
-        }
+    fn note_cell(&self, run: &mut RunResult, case: &Case) {
+        run.case = case.clone();
     }
 }
 
@@ -210,74 +204,46 @@ pub(super) fn run_vnetd(
     mode: Option<&str>,
     idle_check: bool,
 ) -> Result<RunResult> {
-    let label = Switch::Vnetd(mode.map(str::to_string)).label();
-    let name = ctx.next(&label);
-    let dir = TempDir::create(ctx.sock_dir.0.join(&name))?;
-    let (sa, sb, ctl) = (
-        dir.0.join("a.sock"),
-        dir.0.join("b.sock"),
-        dir.0.join("ctl.sock"),
-    );
-    let vlog = ctx.logs.join(format!("{name}.log"));
-    let cmd = ctx.vnetd_command(&dir.0, mode, case.queue_pairs());
-    let mut vnetd = Proc::spawn("vnetd", cmd, &vlog, None)?;
-    vnetd.wait_sockets(&[&sa, &sb, &ctl], &vlog)?;
-    let mut gen = ctx.start_generator(&format!("{name}-gen"), [&sa, &sb], case)?;
+    let run = ctx.run_dir(&Switch::Vnetd(mode.map(str::to_string)).label())?;
+    let mut vnetd = ctx.start_vnetd(&run, mode, case.queue_pairs())?;
+    let (sa, sb, ctl) = (run.sock("a"), run.sock("b"), run.sock("ctl"));
+    let mut gen = ctx.start_generator(&format!("{}-gen", run.name), [&sa, &sb], case)?;
     let features = ctx.wait_ports_up(&ctl, &mut vnetd, ["a", "b"])?;
 
     let mut result = RunResult::default();
     let window = measure(ctx, &mut gen, &vnetd, Some(&ctl))?;
     gen.send_wait("stop")?;
     if idle_check {
-        result.idle_cpu = Some(ctx.idle_cpu(&vnetd)?);
+        result.rec.idle_cpu = Some(ctx.idle_cpu(&vnetd)?);
     }
     gen.quit()?;
 
     // The frontend is gone: vnetd should be quiet, then exit cleanly on SIGTERM.
-    result.anomalies.extend(vnetd.stop_vnetd(&vlog)?);
-    result.features = features;
+    result.rec.anomalies.extend(vnetd.stop_vnetd(&run.log)?);
+    result.rec.features = features;
     result.fill(ctx, &window);
     Ok(result)
 }
 
 /// One run with the DPDK anchor as the switch.
 pub(super) fn run_dpdk(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunResult> {
-    let name = ctx.next("dpdk");
-    let dir = TempDir::create(ctx.sock_dir.0.join(&name))?;
-    let (sa, sb) = (dir.0.join("a.sock"), dir.0.join("b.sock"));
-    let prefix = format!("{TAG}{}-{name}", std::process::id());
-    let q = case.queue_pairs();
-    let vdevs = [
-        format!("net_vhost0,iface={},queues={q}", sa.display()),
-        format!("net_vhost1,iface={},queues={q}", sb.display()),
-    ];
-    let queue_args = case.queue_args();
-    let mut app = vec!["--forward-mode=io", "--port-topology=paired"];
-    app.extend(queue_args.iter().map(String::as_str));
-    let cmd = ctx.testpmd_command(ctx.cpu_switch, &prefix, &vdevs, &app);
-    let alog = ctx.logs.join(format!("{name}.log"));
-    let mut anchor = Proc::spawn("anchor testpmd", cmd, &alog, Some(prefix))?;
-    anchor.wait_forwarding()?;
-    if !(sa.exists() && sb.exists()) {
-        bail!(
-            "the anchor created no vhost-user sockets; see {}",
-            alog.display()
-        );
-    }
-    let mut gen = ctx.start_generator(&format!("{name}-gen"), [&sa, &sb], case)?;
+    let run = ctx.run_dir("dpdk")?;
+    let mut anchor = ctx.start_vhost_anchor(&run, case.queue_pairs(), "", &case.queue_args())?;
+    let (sa, sb) = (run.sock("a"), run.sock("b"));
+    let mut gen = ctx.start_generator(&format!("{}-gen", run.name), [&sa, &sb], case)?;
 
     let mut result = RunResult::default();
     let window = measure(ctx, &mut gen, &anchor, None)?;
     gen.send_wait("stop")?;
     if idle_check {
-        result.idle_cpu = Some(ctx.idle_cpu(&anchor)?);
+        result.rec.idle_cpu = Some(ctx.idle_cpu(&anchor)?);
     }
     gen.quit()?;
 
     let (dropped, anomalies) = anchor.stop_anchor()?;
-    result.anomalies.extend(anomalies);
+    result.rec.anomalies.extend(anomalies);
     // Not an anomaly: `tx_first` puts more frames in flight than the rings hold.
-    result.anchor_drops = Some(dropped);
+    result.rec.anchor_drops = Some(dropped);
     result.fill(ctx, &window);
     Ok(result)
 }
@@ -297,25 +263,17 @@ pub(super) fn measure(
 /// Counters and CPU times at one instant.
 fn snapshot(gen: &mut Generator, switch: &Proc) -> Result<Snapshot> {
     let at = Instant::now();
-    let switch_ticks = proc_ticks(switch.pid())?;
-    let gen_ticks = proc_ticks(gen.proc.pid())?;
-    let system = SystemTicks::read()?;
+    let ticks = Ticks::read(switch.pid(), &[&[gen.proc.pid()]])?;
     let blocks = gen.stats()?;
-    Ok(Snapshot {
-        at,
-        switch_ticks,
-        gen_ticks,
-        system,
-        blocks,
-    })
+    Ok(Snapshot { at, ticks, blocks })
 }
 
 #[derive(Debug)]
 pub(super) struct Snapshot {
     pub(super) at: Instant,
-    pub(super) switch_ticks: u64,
-    pub(super) gen_ticks: u64,
-    pub(super) system: SystemTicks,
+    /// The switch's and the generator's CPU times.
+    pub(super) ticks: Ticks,
+    /// The generator's statistics.
     pub(super) blocks: Vec<Block>,
 }
 
@@ -331,9 +289,7 @@ impl Snapshot {
 /// The result of one run.
 #[derive(Debug, Default)]
 pub(super) struct RunResult {
-    pub(super) switch: String,
     pub(super) case: Case,
-    pub(super) run: u32,
     /// None when the run failed.
     pub(super) mpps: Option<f64>,
     /// Per generator port (A, B) received Mpps.
@@ -343,36 +299,13 @@ pub(super) struct RunResult {
     pub(super) secs: f64,
     pub(super) switch_cpu: f64,
     pub(super) gen_cpu: f64,
-    /// CPU used by everything but the switch and the generator, % of one CPU.
-    pub(super) foreign_cpu: f64,
-    pub(super) steal_cpu: f64,
-    pub(super) idle_cpu: Option<f64>,
-    /// Core-to-core round trip (ns) just before and just after the run.
-    pub(super) pingpong_ns: [Option<f64>; 2],
-    /// A probe found the vCPUs apart (see [`APART_FACTOR`]).
-    pub(super) placed_apart: bool,
-    /// Which attempt this is (earlier ones were disturbed).
-    pub(super) attempts: u32,
     /// Mpps of the first and the second half of the window.
     pub(super) half_mpps: [f64; 2],
-    /// The two halves differ by more than [`UNSTABLE_FRACTION`].
-    pub(super) unstable: bool,
-    /// Frames the anchor dropped over the whole run, warm-up included.
-    pub(super) anchor_drops: Option<u64>,
-    pub(super) features: String,
-    pub(super) busy: bool,
-    pub(super) anomalies: Vec<String>,
-    pub(super) error: Option<String>,
+    /// The bookkeeping every scenario's runs have.
+    pub(super) rec: Record,
 }
 
 impl RunResult {
-    pub(super) fn failed(error: String) -> RunResult {
-        RunResult {
-            error: Some(error),
-            ..RunResult::default()
-        }
-    }
-
     /// Computes the figures of a window and notes anything odd in it.
     pub(super) fn fill(&mut self, ctx: &Ctx, w: &Window<Snapshot>) {
         let wall = w.last.at - w.first.at;
@@ -403,55 +336,47 @@ impl RunResult {
         };
         self.half_mpps = [half_rate(&w.first, &w.mid), half_rate(&w.mid, &w.last)];
         let halves = self.half_mpps;
-        self.marks().check_halves(halves, 3);
+        self.rec.check_halves(halves, 3);
         let h2 = halves[1];
-        self.switch_cpu = ctx.percent(
-            w.last.switch_ticks.saturating_sub(w.first.switch_ticks),
-            wall,
-        );
-        self.gen_cpu = ctx.percent(w.last.gen_ticks.saturating_sub(w.first.gen_ticks), wall);
-        let busy = w.last.system.busy.saturating_sub(w.first.system.busy);
-        let ours = w.last.switch_ticks.saturating_sub(w.first.switch_ticks)
-            + w.last.gen_ticks.saturating_sub(w.first.gen_ticks);
-        self.foreign_cpu = ctx.percent(busy.saturating_sub(ours), wall);
-        self.steal_cpu = ctx.percent(
-            w.last.system.steal.saturating_sub(w.first.system.steal),
-            wall,
-        );
+        let cpu = ctx.cpu_use(&w.first.ticks, &w.last.ticks, wall);
+        self.switch_cpu = cpu.switch;
+        self.gen_cpu = cpu.groups[0];
+        (self.rec.foreign_cpu, self.rec.steal_cpu) = (cpu.foreign, cpu.steal);
 
         if total == 0 {
-            self.anomalies.push("no frames forwarded".into());
+            self.rec.anomalies.push("no frames forwarded".into());
         }
         for port in 0..2 {
             for key in ["RX-missed", "RX-errors", "RX-nombuf", "TX-errors"] {
                 let n = delta(BlockKind::Nic, port, key);
                 if n > 0 {
-                    self.anomalies
+                    self.rec
+                        .anomalies
                         .push(format!("generator port {port} {key} +{n} in the window"));
                 }
             }
             for key in ["RX-dropped", "TX-dropped"] {
                 let n = delta(BlockKind::Fwd, port, key);
                 if n > 0 {
-                    self.anomalies
+                    self.rec
+                        .anomalies
                         .push(format!("generator port {port} {key} +{n} in the window"));
                 }
             }
         }
-        self.marks().note_vnetd_drops(&w.vnetd_drops);
+        self.rec.note_vnetd_drops(&w.vnetd_drops);
         if self.testpmd_mpps > 0.0 && (self.testpmd_mpps - h2).abs() / h2 > 0.02 {
-            self.anomalies.push(format!(
+            self.rec.anomalies.push(format!(
                 "testpmd's own Rx-pps says {:.3} Mpps for the second half, the counters {h2:.3}",
                 self.testpmd_mpps
             ));
         }
-        let (foreign, steal) = (self.foreign_cpu, self.steal_cpu);
-        self.marks().note_load(&w.busy, foreign, steal);
+        self.rec.note_load(&w.busy);
     }
 
     pub(super) fn summary(&self) -> String {
         let Some(mpps) = self.mpps else {
-            return format!("failed: {}", self.error.as_deref().unwrap_or("?"));
+            return format!("failed: {}", self.rec.error.as_deref().unwrap_or("?"));
         };
         let mut s = format!(
             "{mpps:.3} Mpps (halves {:.3}, {:.3}), {:.2} Gbit/s, switch CPU {:.1} %, generator \
@@ -461,13 +386,13 @@ impl RunResult {
             gbits(mpps, self.case.size),
             self.switch_cpu,
             self.gen_cpu,
-            self.foreign_cpu,
+            self.rec.foreign_cpu,
             self.secs
         );
-        if let Some(idle) = self.idle_cpu {
+        if let Some(idle) = self.rec.idle_cpu {
             s += &format!("; idle CPU {idle:.1} %");
         }
-        s + &summary_tail(self.pingpong_ns, &self.anomalies)
+        s + &summary_tail(self.rec.pingpong_ns, &self.rec.anomalies)
     }
 
     pub(super) fn json(&self) -> Value {
@@ -482,7 +407,7 @@ impl RunResult {
             "secs": self.secs,
             "switch_cpu_pct": self.switch_cpu,
             "generator_cpu_pct": self.gen_cpu,
-            "idle_cpu_pct": self.idle_cpu,
+            "idle_cpu_pct": self.rec.idle_cpu,
             "half_window_mpps": self.half_mpps,
         });
         run_json(self, own)
@@ -496,41 +421,18 @@ pub(super) fn gbits(mpps: f64, size: u32) -> f64 {
     mpps * f64::from(size) * 8.0 / 1000.0
 }
 
-/// Medians of one switch's successful runs of one case: of its clean runs (machine idle,
-/// vCPUs close), or of all when none was clean.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Medians {
-    pub(super) mpps: f64,
-    pub(super) cpu: f64,
-    pub(super) runs: usize,
-    /// Only clean runs went in.
-    pub(super) clean: bool,
+/// The JSON of the medians of a VM-to-VM cell of frame `size`.
+pub(super) fn medians_json_of(m: &Medians, size: u32) -> Value {
+    medians_json(m.mpps, gbits(m.mpps, size), m.cpu, m.runs, m.clean)
 }
 
-impl Medians {
-    pub(super) fn json(&self, size: u32) -> Value {
-        medians_json(
-            self.mpps,
-            gbits(self.mpps, size),
-            self.cpu,
-            self.runs,
-            self.clean,
-        )
-    }
-}
-
-pub(super) fn medians(runs: &[RunResult], switch: &str, case: &Case) -> Option<Medians> {
-    let ok: Vec<&RunResult> = runs
-        .iter()
-        .filter(|r| r.switch == switch && r.case == *case && r.mpps.is_some())
-        .collect();
-    let (used, all_clean) = clean_or_all(ok)?;
-    Some(Medians {
-        mpps: median(used.iter().filter_map(|r| r.mpps).collect()),
-        cpu: median(used.iter().map(|r| r.switch_cpu).collect()),
-        runs: used.len(),
-        clean: all_clean,
-    })
+/// The medians of `switch`'s runs of `case`.
+pub(super) fn medians_of(runs: &[RunResult], switch: &str, case: &Case) -> Option<Medians> {
+    medians(
+        runs,
+        |r| r.rec.switch == switch && r.case == *case,
+        |_| None,
+    )
 }
 
 #[cfg(test)]
@@ -569,6 +471,7 @@ mod tests {
 
     #[test]
     fn medians_and_rates() {
+        use super::super::common::median;
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!((gbits(1.0, 1514) - 12.112).abs() < 1e-9);

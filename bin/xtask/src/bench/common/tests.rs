@@ -4,43 +4,41 @@ use super::*;
 
 #[derive(Debug, Default)]
 struct Rec {
-    switch: String,
-    run: u32,
-    attempts: u32,
-    pingpong_ns: [Option<f64>; 2],
-    placed_apart: bool,
-    unstable: bool,
-    busy: bool,
-    anomalies: Vec<String>,
-    error: Option<String>,
-    foreign_cpu: f64,
-    steal_cpu: f64,
-    anchor_drops: Option<u64>,
-    features: String,
-    idle_cpu: Option<f64>,
-    mpps: f64,
+    rec: Record,
+    mpps: Option<f64>,
+    switch_cpu: f64,
 }
 
 impl Rec {
     fn summary(&self) -> String {
-        format!("{} {}", self.switch, self.mpps)
+        format!("{} {:?}", self.rec.switch, self.mpps)
     }
+}
+
+/// A successful run of `mpps` whose bookkeeping `set` fills in.
+fn run(mpps: f64, set: impl FnOnce(&mut Record)) -> Rec {
+    let mut r = Rec {
+        mpps: Some(mpps),
+        ..Rec::default()
+    };
+    set(&mut r.rec);
+    r
 }
 
 run_record!(Rec);
 
 #[test]
 fn placement() {
-    let mut r = Rec {
+    let mut r = Record {
         pingpong_ns: [Some(100.0), Some(140.0)],
-        ..Rec::default()
+        ..Record::default()
     };
     // Below the floor: never apart.
     r.check_placement(10.0);
     assert!(!r.placed_apart && r.clean());
-    let mut r = Rec {
+    let mut r = Record {
         pingpong_ns: [Some(100.0), Some(400.0)],
-        ..Rec::default()
+        ..Record::default()
     };
     r.check_placement(100.0);
     assert!(r.placed_apart && !r.clean());
@@ -54,9 +52,9 @@ fn placement() {
     // Once is enough.
     r.check_placement(10.0);
     assert_eq!(r.anomalies.len(), 1);
-    let mut r = Rec {
+    let mut r = Record {
         pingpong_ns: [None, Some(1000.0)],
-        ..Rec::default()
+        ..Record::default()
     };
     r.check_placement(100.0);
     assert!(r.anomalies[0].contains("NaN ns before, 1000 ns after"));
@@ -64,22 +62,26 @@ fn placement() {
 
 #[test]
 fn window_notes() {
-    let mut r = Rec::default();
-    r.marks().check_halves([1.0, 1.1], 3);
+    let mut r = Record::default();
+    r.check_halves([1.0, 1.1], 3);
     assert!(!r.unstable && r.anomalies.is_empty());
-    r.marks().check_halves([1.0, 2.0], 4);
+    r.check_halves([1.0, 2.0], 4);
     assert!(r.unstable);
     assert_eq!(
         r.anomalies,
         ["the rate changed within the window: 1.0000 Mpps, then 2.0000"]
     );
-    let mut r = Rec::default();
-    r.marks().note_vnetd_drops(&BTreeMap::new());
-    r.marks().note_load(&[], 1.0, 1.0);
+    let mut r = Record::default();
+    r.note_vnetd_drops(&BTreeMap::new());
+    r.foreign_cpu = 1.0;
+    r.steal_cpu = 1.0;
+    r.note_load(&[]);
     assert!(r.anomalies.is_empty() && !r.busy);
     let drops = BTreeMap::from([("a.rx_full".to_string(), 3), ("b.tx".to_string(), 1)]);
-    r.marks().note_vnetd_drops(&drops);
-    r.marks().note_load(&["qemu (1)".to_string()], 6.0, 7.5);
+    r.note_vnetd_drops(&drops);
+    r.foreign_cpu = 6.0;
+    r.steal_cpu = 7.5;
+    r.note_load(&["qemu (1)".to_string()]);
     assert!(r.busy);
     assert_eq!(
         r.anomalies,
@@ -90,8 +92,11 @@ fn window_notes() {
             "the hypervisor stole 7.5 % of a CPU during the window",
         ]
     );
-    let mut r = Rec::default();
-    r.marks().note_load(&[], 0.0, 9.0);
+    let mut r = Record {
+        steal_cpu: 9.0,
+        ..Record::default()
+    };
+    r.note_load(&[]);
     assert!(!r.busy && r.anomalies.len() == 1);
 }
 
@@ -103,21 +108,18 @@ fn summaries_and_tallies() {
         "; CPU{gen}<->CPU{switch} round trip 60 / 71 ns\n    ! x\n    ! y"
     );
     let runs = [
-        Rec {
-            busy: true,
-            attempts: 1,
-            ..Rec::default()
-        },
-        Rec {
-            placed_apart: true,
-            unstable: true,
-            attempts: 3,
-            ..Rec::default()
-        },
-        Rec {
-            attempts: 1,
-            ..Rec::default()
-        },
+        run(0.0, |r| {
+            r.busy = true;
+            r.attempts = 1;
+        }),
+        run(0.0, |r| {
+            r.placed_apart = true;
+            r.unstable = true;
+            r.attempts = 3;
+        }),
+        run(0.0, |r| {
+            r.attempts = 1;
+        }),
     ];
     assert_eq!(
         Tally::of(&runs),
@@ -132,22 +134,21 @@ fn summaries_and_tallies() {
 
 #[test]
 fn medians_of_clean_runs_or_all() {
-    let clean = Rec {
-        mpps: 1.0,
-        ..Rec::default()
-    };
-    let busy = Rec {
-        busy: true,
-        mpps: 2.0,
-        ..Rec::default()
-    };
+    let clean = run(1.0, |_| {});
+    let busy = run(2.0, |r| r.busy = true);
     let (used, all_clean) = clean_or_all(vec![&clean, &busy]).unwrap();
     assert!(all_clean);
     assert_eq!(used.len(), 1);
-    assert_eq!(used[0].mpps, 1.0);
+    assert_eq!(used[0].mpps, Some(1.0));
     let (used, all_clean) = clean_or_all(vec![&busy]).unwrap();
     assert!(!all_clean && used.len() == 1);
     assert!(clean_or_all::<Rec>(vec![]).is_none());
+    let m = medians([&clean, &busy], |_| true, |r| r.mpps.map(|x| x * 10.0)).unwrap();
+    assert_eq!(
+        (m.mpps, m.extra, m.runs, m.clean),
+        (1.0, Some(10.0), 1, true)
+    );
+    assert!(medians([&busy], |r| r.rec.switch == "x", |_| None).is_none());
     assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
     assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
     assert!(median(vec![]).is_nan());
@@ -159,20 +160,18 @@ fn medians_of_clean_runs_or_all() {
 #[test]
 fn run_lists_and_json() {
     let runs = [
-        Rec {
-            switch: "dpdk".into(),
-            run: 1,
-            anomalies: vec!["a".into(), "b".into()],
-            ..Rec::default()
-        },
-        Rec {
-            switch: "vnetd poll".into(),
-            run: 2,
-            error: Some("gone".into()),
-            ..Rec::default()
-        },
+        run(0.0, |r| {
+            r.switch = "dpdk".into();
+            r.run = 1;
+            r.anomalies = vec!["a".into(), "b".into()];
+        }),
+        run(0.0, |r| {
+            r.switch = "vnetd poll".into();
+            r.run = 2;
+            r.error = Some("gone".into());
+        }),
     ];
-    let name = |r: &Rec| format!("{} run {}", r.switch, r.run);
+    let name = |r: &Rec| format!("{} run {}", r.rec.switch, r.rec.run);
     assert_eq!(failed_lines(&runs[..1], "X ", name), "");
     assert_eq!(
         failed_lines(&runs, "X ", name),

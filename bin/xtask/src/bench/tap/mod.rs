@@ -46,9 +46,9 @@ use anyhow::{bail, Context, Result};
 use testbed::netns::{self, Netns};
 use wire::{Ipv4Addr, MacAddr};
 
-use super::common::{RunRecord, Window};
+use super::common::Window;
 use super::ctx::Ctx;
-use super::probe::{proc_ticks, SystemTicks};
+use super::probe::Ticks;
 use super::proc::{sleep, Proc, TempDir};
 use super::runner::{run_all, Outcome, Scenario, Switch};
 use super::testpmd::{parse_blocks, Block, BlockKind, Generator};
@@ -207,18 +207,12 @@ impl Scenario for Tap<'_> {
             switch,
             ifname: format!("{IF_PREFIX}{}", ctx.seq.get() + 1),
         };
-        let mut result = running.run(size, &self.devargs)?;
-        result.dir = dir;
-        result.size = size;
-        Ok(result)
+        running.run(size, &self.devargs)
     }
 
-    fn failed(&self, &(dir, size): &(Dir, u32), error: String) -> TapRun {
-        TapRun {
-            dir,
-            size,
-            ..TapRun::failed(error)
-        }
+    fn note_cell(&self, run: &mut TapRun, &(dir, size): &(Dir, u32)) {
+        run.dir = dir;
+        run.size = size;
     }
 }
 
@@ -360,12 +354,9 @@ struct Snap {
     tap: IfCounters,
     /// The guest's port statistics, when there is a guest.
     guest: Option<Block>,
-    switch_ticks: u64,
-    /// The guest's testpmd (or its stand-in, the spinner).
-    guest_ticks: u64,
-    /// The host-side sender.
-    sender_ticks: u64,
-    system: SystemTicks,
+    /// CPU times of the switch, then of the guest's testpmd (or its stand-in, the
+    /// spinner), then of the host-side sender.
+    ticks: Ticks,
 }
 
 /// What one run has running.
@@ -396,7 +387,7 @@ impl Running<'_> {
         };
         let mut result = TapRun::default();
         if let Switch::Vnetd(_) = self.switch {
-            result.features = ctx.wait_ports_up(&ctl, &mut switch, ["a", "h"])?;
+            result.rec.features = ctx.wait_ports_up(&ctl, &mut switch, ["a", "h"])?;
         }
 
         // The generator CPU's helpers: the host-side sender, the guest's stand-in.
@@ -461,12 +452,12 @@ impl Running<'_> {
         }
         match self.switch {
             Switch::Vnetd(_) => {
-                result.anomalies.extend(switch.stop_vnetd(&log)?);
+                result.rec.anomalies.extend(switch.stop_vnetd(&log)?);
             }
             Switch::Dpdk => {
                 let (dropped, anomalies) = switch.stop_anchor()?;
-                result.anomalies.extend(anomalies);
-                result.anchor_drops = Some(dropped);
+                result.rec.anomalies.extend(anomalies);
+                result.rec.anchor_drops = Some(dropped);
             }
             _ => {
                 switch.check_alive()?;
@@ -653,21 +644,22 @@ impl Running<'_> {
     ) -> Result<Snap> {
         let at = Instant::now();
         let tap = self.ns.counters(&self.ifname)?;
-        let switch_ticks = proc_ticks(switch.pid())?;
-        let ticks = |p: Option<&Proc>| p.map_or(Ok(0), |p| proc_ticks(p.pid()));
-        let sender_ticks = ticks(sender.as_ref())?;
         // The spinner stands in for the guest.
-        let guest_ticks = ticks(guest.as_ref().map(|g| &g.proc))? + ticks(spinner.as_ref())?;
-        let system = SystemTicks::read()?;
+        let guests: Vec<u32> = guest
+            .as_ref()
+            .map(|g| &g.proc)
+            .into_iter()
+            .chain(spinner)
+            .map(Proc::pid)
+            .collect();
+        let senders: Vec<u32> = sender.iter().map(Proc::pid).collect();
+        let ticks = Ticks::read(switch.pid(), &[&guests, &senders])?;
         let guest = guest.map(guest_stats).transpose()?;
         Ok(Snap {
             at,
             tap,
             guest,
-            switch_ticks,
-            guest_ticks,
-            sender_ticks,
-            system,
+            ticks,
         })
     }
 
@@ -695,7 +687,7 @@ impl Running<'_> {
         };
         r.half_mpps = [rate(first, mid), rate(mid, last)];
         let halves = r.half_mpps;
-        r.marks().check_halves(halves, 3);
+        r.rec.check_halves(halves, 3);
         r.tap = last.tap.since(&first.tap);
         let guest_delta = |key: &str| {
             let get = |s: &Snap| s.guest.as_ref().map_or(0, |b| b.get(key));
@@ -706,22 +698,16 @@ impl Running<'_> {
             (Dir::ToHost, _) => Some(guest_delta("TX-packets") as f64 / r.secs / 1e6),
             (Dir::ToGuest, _) => Some((r.tap.tx_packets + r.tap.tx_dropped) as f64 / r.secs / 1e6),
         };
-        let switch_ticks = last.switch_ticks.saturating_sub(first.switch_ticks);
-        let guest_ticks = last.guest_ticks.saturating_sub(first.guest_ticks);
-        let sender_ticks = last.sender_ticks.saturating_sub(first.sender_ticks);
-        let side_ticks = guest_ticks + sender_ticks;
-        r.switch_cpu = ctx.percent(switch_ticks, wall);
-        r.guest_cpu = ctx.percent(guest_ticks, wall);
-        r.sender_cpu = ctx.percent(sender_ticks, wall);
-        let busy_ticks = last.system.busy.saturating_sub(first.system.busy);
-        r.foreign_cpu = ctx.percent(busy_ticks.saturating_sub(switch_ticks + side_ticks), wall);
-        r.steal_cpu = ctx.percent(last.system.steal.saturating_sub(first.system.steal), wall);
+        let cpu = ctx.cpu_use(&first.ticks, &last.ticks, wall);
+        r.switch_cpu = cpu.switch;
+        (r.guest_cpu, r.sender_cpu) = (cpu.groups[0], cpu.groups[1]);
+        (r.rec.foreign_cpu, r.rec.steal_cpu) = (cpu.foreign, cpu.steal);
 
         if total == 0 {
-            r.anomalies.push("no frames arrived".into());
+            r.rec.anomalies.push("no frames arrived".into());
         }
         if r.tap.rx_dropped > 0 {
-            r.anomalies.push(format!(
+            r.rec.anomalies.push(format!(
                 "the TAP's rx_dropped +{} in the window",
                 r.tap.rx_dropped
             ));
@@ -730,7 +716,8 @@ impl Running<'_> {
             for key in ["RX-missed", "RX-errors", "RX-nombuf"] {
                 let n = guest_delta(key);
                 if n > 0 {
-                    r.anomalies
+                    r.rec
+                        .anomalies
                         .push(format!("guest port {key} +{n} in the window"));
                 }
             }
@@ -738,16 +725,15 @@ impl Running<'_> {
             if self.switch != &Switch::Bare {
                 let lost = r.tap.tx_packets.saturating_sub(total);
                 if lost as f64 > 0.01 * r.tap.tx_packets as f64 {
-                    r.anomalies.push(format!(
+                    r.rec.anomalies.push(format!(
                         "{lost} of the {} frames read from the TAP did not reach the guest",
                         r.tap.tx_packets
                     ));
                 }
             }
         }
-        r.marks().note_vnetd_drops(&w.vnetd_drops);
-        let (foreign, steal) = (r.foreign_cpu, r.steal_cpu);
-        r.marks().note_load(&w.busy, foreign, steal);
+        r.rec.note_vnetd_drops(&w.vnetd_drops);
+        r.rec.note_load(&w.busy);
     }
 }
 

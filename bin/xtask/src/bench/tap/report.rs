@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::super::common::{
-    anomaly_lines, check_placement_all, clean_or_all, failed_lines, median, medians_json, mode_of,
-    na, rate_cell, ratio, render_table, run_json, run_record, summary_tail, Tally,
+    anomaly_lines, check_placement_all, failed_lines, medians, medians_json, mode_of, na,
+    rate_cell, ratio, render_table, run_json, run_record, summary_tail, Medians, Record, Tally,
 };
 use super::super::runner::{table_rows, Switch};
 use super::super::vm2vm::{gbits, MAC_A};
@@ -16,9 +16,6 @@ use super::{Dir, IfCounters, GUEST_IP, HOST_IP, IF_PREFIX, MAC_TAP};
 pub(super) struct TapRun {
     pub(super) dir: Dir,
     pub(super) size: u32,
-    pub(super) switch: String,
-    pub(super) run: u32,
-    pub(super) attempts: u32,
     /// None when the run failed.
     pub(super) mpps: Option<f64>,
     pub(super) half_mpps: [f64; 2],
@@ -32,29 +29,11 @@ pub(super) struct TapRun {
     /// The guest's testpmd and the host-side sender, both on the generator CPU.
     pub(super) guest_cpu: f64,
     pub(super) sender_cpu: f64,
-    pub(super) foreign_cpu: f64,
-    pub(super) steal_cpu: f64,
-    pub(super) pingpong_ns: [Option<f64>; 2],
-    pub(super) placed_apart: bool,
-    pub(super) unstable: bool,
-    pub(super) busy: bool,
-    /// Frames the DPDK anchor dropped over the whole run.
-    pub(super) anchor_drops: Option<u64>,
-    pub(super) features: String,
-    pub(super) anomalies: Vec<String>,
-    pub(super) error: Option<String>,
-    /// Never measured in this scenario.
-    pub(super) idle_cpu: Option<f64>,
+    /// The bookkeeping every scenario's runs have.
+    pub(super) rec: Record,
 }
 
 impl TapRun {
-    pub(super) fn failed(error: String) -> TapRun {
-        TapRun {
-            error: Some(error),
-            ..TapRun::default()
-        }
-    }
-
     /// CPU time of the switch per frame moved, ns: what a frame costs it, whatever the
     /// bottleneck was.
     fn ns_per_frame(&self) -> Option<f64> {
@@ -64,7 +43,7 @@ impl TapRun {
 
     fn summary(&self) -> String {
         let Some(mpps) = self.mpps else {
-            return format!("failed: {}", self.error.as_deref().unwrap_or("?"));
+            return format!("failed: {}", self.rec.error.as_deref().unwrap_or("?"));
         };
         let mut s = format!(
             "{mpps:.3} Mpps (halves {:.3}, {:.3}), switch CPU {:.1} % ({}), guest {:.1} %, \
@@ -76,13 +55,13 @@ impl TapRun {
                 .map_or_else(|| "-".into(), |ns| format!("{ns:.0} ns/frame")),
             self.guest_cpu,
             self.sender_cpu,
-            self.foreign_cpu,
+            self.rec.foreign_cpu,
             self.secs
         );
         if let Some(offered) = self.offered_mpps {
             s += &format!("; offered {offered:.3} Mpps");
         }
-        s + &summary_tail(self.pingpong_ns, &self.anomalies)
+        s + &summary_tail(self.rec.pingpong_ns, &self.rec.anomalies)
     }
 
     fn json(&self) -> Value {
@@ -131,21 +110,12 @@ impl TapReport {
         check_placement_all(&mut self.runs, best);
     }
 
-    fn medians(&self, dir: Dir, size: u32, switch: &str) -> Option<TapMedians> {
-        let ok: Vec<&TapRun> = self
-            .runs
-            .iter()
-            .filter(|r| r.dir == dir && r.size == size && r.switch == switch && r.mpps.is_some())
-            .collect();
-        let (used, all_clean) = clean_or_all(ok)?;
-        let offered: Vec<f64> = used.iter().filter_map(|r| r.offered_mpps).collect();
-        Some(TapMedians {
-            mpps: median(used.iter().filter_map(|r| r.mpps).collect()),
-            cpu: median(used.iter().map(|r| r.switch_cpu).collect()),
-            offered: (!offered.is_empty()).then(|| median(offered)),
-            runs: used.len(),
-            clean: all_clean,
-        })
+    fn medians(&self, dir: Dir, size: u32, switch: &str) -> Option<Medians> {
+        medians(
+            &self.runs,
+            |r| r.dir == dir && r.size == size && r.rec.switch == switch,
+            |r| r.offered_mpps,
+        )
     }
 
     fn rows(&self) -> Vec<TapRow> {
@@ -205,13 +175,12 @@ impl TapReport {
             "target",
         ];
         let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-        let cells = |m: Option<TapMedians>| match m {
+        let cells = |m: Option<Medians>| match m {
             Some(m) => (rate_cell(m.mpps, 3, m.clean), format!("{:.0}", m.cpu)),
             None => (na(), na()),
         };
-        let ratio = |a: Option<TapMedians>, b: Option<TapMedians>| {
-            ratio(a.map(|m| m.mpps), b.map(|m| m.mpps))
-        };
+        let ratio =
+            |a: Option<Medians>, b: Option<Medians>| ratio(a.map(|m| m.mpps), b.map(|m| m.mpps));
         for row in self.rows() {
             let (vm, vc) = cells(row.vnetd);
             let (dm, dc) = cells(row.dpdk);
@@ -249,7 +218,7 @@ impl TapReport {
                 let label = switch.label();
                 if let Some(o) = self
                     .medians(Dir::ToGuest, size, &label)
-                    .and_then(|m| m.offered)
+                    .and_then(|m| m.extra)
                 {
                     offered.push(format!("{label} {o:.3}"));
                 }
@@ -262,8 +231,15 @@ impl TapReport {
                 );
             }
         }
-        let name =
-            |r: &TapRun| format!("{} {} {} B run {}", r.dir.label(), r.switch, r.size, r.run);
+        let name = |r: &TapRun| {
+            format!(
+                "{} {} {} B run {}",
+                r.dir.label(),
+                r.rec.switch,
+                r.size,
+                r.rec.run
+            )
+        };
         out += &failed_lines(&self.runs, "TAP ", |r| format!("TAP {}", name(r)));
         let Tally {
             busy,
@@ -294,18 +270,17 @@ impl TapReport {
     }
 
     pub(in crate::bench) fn json(&self) -> Value {
-        let side = |m: Option<TapMedians>, size: u32| {
+        let side = |m: Option<Medians>, size: u32| {
             m.map(|m| {
                 let mut v = medians_json(m.mpps, gbits(m.mpps, size), m.cpu, m.runs, m.clean);
                 v["cpu_ns_per_frame"] =
                     json!((m.mpps > 0.0).then(|| m.cpu / 100.0 / m.mpps * 1000.0));
-                v["offered_mpps"] = json!(m.offered);
+                v["offered_mpps"] = json!(m.extra);
                 v
             })
         };
-        let ratio = |a: Option<TapMedians>, b: Option<TapMedians>| {
-            ratio(a.map(|m| m.mpps), b.map(|m| m.mpps))
-        };
+        let ratio =
+            |a: Option<Medians>, b: Option<Medians>| ratio(a.map(|m| m.mpps), b.map(|m| m.mpps));
         let rows: Vec<Value> = self
             .rows()
             .into_iter()
@@ -370,24 +345,14 @@ fn target(vs_dpdk: Option<f64>, vs_bare: Option<f64>) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct TapMedians {
-    mpps: f64,
-    cpu: f64,
-    /// What the sender offered (host to guest) or the guest sent (guest to host).
-    offered: Option<f64>,
-    runs: usize,
-    clean: bool,
-}
-
 #[derive(Debug)]
 struct TapRow {
     dir: Dir,
     size: u32,
     mode: String,
-    vnetd: Option<TapMedians>,
-    dpdk: Option<TapMedians>,
-    bare: Option<TapMedians>,
+    vnetd: Option<Medians>,
+    dpdk: Option<Medians>,
+    bare: Option<Medians>,
 }
 
 #[cfg(test)]

@@ -29,10 +29,10 @@ use serde_json::Value;
 
 use super::common::Window;
 use super::ctx::Ctx;
-use super::probe::{proc_ticks, SystemTicks};
-use super::proc::{Proc, TempDir};
+use super::probe::Ticks;
+use super::proc::Proc;
 use super::runner::{run_all, Outcome, Scenario, Switch};
-use super::{target_dir, Args, TAG};
+use super::{target_dir, Args};
 use crate::util::{self, cargo, warn};
 pub(super) use report::TsoReport;
 use report::TsoRun;
@@ -140,80 +140,43 @@ impl Scenario for Tso {
     fn run_once(&self, ctx: &Ctx, switch: &Switch, (): &(), idle_check: bool) -> Result<TsoRun> {
         run_switch(ctx, switch, idle_check)
     }
-
-    fn failed(&self, (): &(), error: String) -> TsoRun {
-        TsoRun::failed(error)
-    }
 }
 
 /// One run of `switch`.
 fn run_switch(ctx: &Ctx, switch: &Switch, idle_check: bool) -> Result<TsoRun> {
-    let label = switch.label();
-    let name = ctx.next(&format!("tso-{label}"));
-    let dir = TempDir::create(ctx.sock_dir.0.join(&name))?;
-    let (sa, sb, ctl) = (
-        dir.0.join("a.sock"),
-        dir.0.join("b.sock"),
-        dir.0.join("ctl.sock"),
-    );
-    let log = ctx.logs.join(format!("{name}.log"));
+    let run = ctx.run_dir(&format!("tso-{}", switch.label()))?;
+    let (sa, sb, ctl) = (run.sock("a"), run.sock("b"), run.sock("ctl"));
     let mut result = TsoRun::default();
     let (mut sw, ctl) = match switch {
-        Switch::Vnetd(mode) => {
-            let cmd = ctx.vnetd_command(&dir.0, mode.as_deref(), 1);
-            let mut vnetd = Proc::spawn("vnetd", cmd, &log, None)?;
-            vnetd.wait_sockets(&[&sa, &sb, &ctl], &log)?;
-            (vnetd, Some(ctl))
-        }
-        Switch::Dpdk | Switch::DpdkDefaultOl => {
-            let devargs = if *switch == Switch::Dpdk {
-                ANCHOR_DEVARGS
-            } else {
-                DEFAULT_DEVARGS
-            };
-            let prefix = format!("{TAG}{}-{name}", std::process::id());
-            let vdevs = [
-                format!("net_vhost0,iface={},queues=1,{devargs}", sa.display()),
-                format!("net_vhost1,iface={},queues=1,{devargs}", sb.display()),
-            ];
-            let app = ["--forward-mode=io", "--port-topology=paired"];
-            let cmd = ctx.testpmd_command(ctx.cpu_switch, &prefix, &vdevs, &app);
-            let mut anchor = Proc::spawn("anchor testpmd", cmd, &log, Some(prefix))?;
-            anchor.wait_forwarding()?;
-            if !(sa.exists() && sb.exists()) {
-                bail!(
-                    "the anchor created no vhost-user sockets; see {}",
-                    log.display()
-                );
-            }
-            (anchor, None)
-        }
+        Switch::Vnetd(mode) => (ctx.start_vnetd(&run, mode.as_deref(), 1)?, Some(ctl)),
+        Switch::Dpdk => (ctx.start_vhost_anchor(&run, 1, ANCHOR_DEVARGS, &[])?, None),
+        Switch::DpdkDefaultOl => (ctx.start_vhost_anchor(&run, 1, DEFAULT_DEVARGS, &[])?, None),
         other => bail!("{} is no TSO switch", other.label()),
     };
-    let mut gen = TsoGen::start(ctx, &format!("{name}-gen"), [&sa, &sb])?;
+    let mut gen = TsoGen::start(ctx, &format!("{}-gen", run.name), [&sa, &sb])?;
     let mut features = format!("generator: {}", gen.ready);
     if let Some(ctl) = &ctl {
         features += &format!("; vnetd: {}", ctx.wait_ports_up(ctl, &mut sw, ["a", "b"])?);
     }
-    result.features = features;
+    result.rec.features = features;
 
     let window = measure(ctx, &mut gen, &sw, ctl.as_deref())?;
     gen.ask("stop", "stopped")?;
     if idle_check {
-        result.idle_cpu = Some(ctx.idle_cpu(&sw)?);
+        result.rec.idle_cpu = Some(ctx.idle_cpu(&sw)?);
     }
     gen.quit()?;
 
     match switch {
         Switch::Vnetd(_) => {
-            result.anomalies.extend(sw.stop_vnetd(&log)?);
+            result.rec.anomalies.extend(sw.stop_vnetd(&run.log)?);
         }
         _ => {
             let (dropped, anomalies) = sw.stop_anchor()?;
-            result.anomalies.extend(anomalies);
-            result.anchor_drops = Some(dropped);
+            result.rec.anomalies.extend(anomalies);
+            result.rec.anchor_drops = Some(dropped);
             if dropped > 0 {
-                result.anomalies.push(format!(
+                result.rec.anomalies.push(format!(
                     "the anchor dropped {dropped} frame(s) over the run"
                 ));
             }
@@ -359,24 +322,19 @@ pub(super) struct Snap {
     pub(super) t_ns: u64,
     /// A to B, B to A.
     pub(super) dirs: [DirCounters; 2],
-    pub(super) switch_ticks: u64,
-    pub(super) gen_ticks: u64,
-    pub(super) system: SystemTicks,
+    /// The switch's and the generator's CPU times.
+    pub(super) ticks: Ticks,
 }
 
 fn snapshot(gen: &mut TsoGen, switch: &Proc) -> Result<Snap> {
     let at = Instant::now();
-    let switch_ticks = proc_ticks(switch.pid())?;
-    let gen_ticks = proc_ticks(gen.proc.pid())?;
-    let system = SystemTicks::read()?;
+    let ticks = Ticks::read(switch.pid(), &[&[gen.proc.pid()]])?;
     let v = gen.ask("stats", "stats")?;
     Ok(Snap {
         at,
         t_ns: v["t_ns"].as_u64().unwrap_or(0),
         dirs: [DirCounters::of(&v["a_to_b"]), DirCounters::of(&v["b_to_a"])],
-        switch_ticks,
-        gen_ticks,
-        system,
+        ticks,
     })
 }
 

@@ -3,9 +3,9 @@
 use serde_json::{json, Value};
 
 use super::super::common::{
-    anomaly_lines, check_placement_all, clean_or_all, failed_lines, idle_json, idle_line, median,
+    anomaly_lines, check_placement_all, failed_lines, idle_json, idle_line, median, medians,
     medians_json, mode_of, na, rate_cell, ratio, render_table, run_json, run_record, summary_tail,
-    vnetd_labels, RunRecord, Tally, Window,
+    vnetd_labels, Medians, Record, Tally, Window,
 };
 use super::super::ctx::Ctx;
 use super::super::runner::Switch;
@@ -15,9 +15,6 @@ use super::{Snap, ANCHOR_DEVARGS, DEFAULT_DEVARGS, FRAME_BYTES, GEN_EXAMPLE, MSS
 /// The result of one run.
 #[derive(Debug, Default)]
 pub(super) struct TsoRun {
-    pub(super) switch: String,
-    pub(super) run: u32,
-    pub(super) attempts: u32,
     /// Frames received per second, both directions, in millions; None when the run failed.
     pub(super) mpps: Option<f64>,
     /// Bytes of those frames x 8, Gbit/s.
@@ -39,27 +36,11 @@ pub(super) struct TsoRun {
     pub(super) delivered: [String; 2],
     pub(super) switch_cpu: f64,
     pub(super) gen_cpu: f64,
-    pub(super) foreign_cpu: f64,
-    pub(super) steal_cpu: f64,
-    pub(super) idle_cpu: Option<f64>,
-    pub(super) pingpong_ns: [Option<f64>; 2],
-    pub(super) placed_apart: bool,
-    pub(super) unstable: bool,
-    pub(super) busy: bool,
-    pub(super) anchor_drops: Option<u64>,
-    pub(super) features: String,
-    pub(super) anomalies: Vec<String>,
-    pub(super) error: Option<String>,
+    /// The bookkeeping every scenario's runs have.
+    pub(super) rec: Record,
 }
 
 impl TsoRun {
-    pub(super) fn failed(error: String) -> TsoRun {
-        TsoRun {
-            error: Some(error),
-            ..TsoRun::default()
-        }
-    }
-
     /// Computes the figures of a window and notes anything odd in it.
     pub(super) fn fill(&mut self, ctx: &Ctx, w: &Window<Snap>) {
         let gen_secs = |a: &Snap, b: &Snap| b.t_ns.saturating_sub(a.t_ns) as f64 / 1e9;
@@ -89,14 +70,14 @@ impl TsoRun {
             self.delivered[d] = b.first.clone();
             let lost = b.lost.saturating_sub(a.lost);
             if lost > 0 {
-                self.anomalies.push(format!(
+                self.rec.anomalies.push(format!(
                     "{} frame(s) {} lost in the window (nothing came back for 100 ms)",
                     lost,
                     ["A to B", "B to A"][d]
                 ));
             }
             if b.bad > 0 {
-                self.anomalies.push(format!(
+                self.rec.anomalies.push(format!(
                     "{} of the first frames {} arrived different from what was sent: {}",
                     b.bad,
                     ["A to B", "B to A"][d],
@@ -104,7 +85,7 @@ impl TsoRun {
                 ));
             }
             if self.frames[d] == 0 {
-                self.anomalies.push(format!(
+                self.rec.anomalies.push(format!(
                     "no frames {} in the window",
                     ["A to B", "B to A"][d]
                 ));
@@ -116,26 +97,19 @@ impl TsoRun {
         let half = |a: &Snap, b: &Snap| frames(a, b) as f64 / gen_secs(a, b) / 1e6;
         self.half_mpps = [half(&w.first, &w.mid), half(&w.mid, &w.last)];
         let halves = self.half_mpps;
-        self.marks().check_halves(halves, 4);
+        self.rec.check_halves(halves, 4);
         let wall = w.last.at - w.first.at;
-        let switch = w.last.switch_ticks.saturating_sub(w.first.switch_ticks);
-        let gen = w.last.gen_ticks.saturating_sub(w.first.gen_ticks);
-        self.switch_cpu = ctx.percent(switch, wall);
-        self.gen_cpu = ctx.percent(gen, wall);
-        let busy = w.last.system.busy.saturating_sub(w.first.system.busy);
-        self.foreign_cpu = ctx.percent(busy.saturating_sub(switch + gen), wall);
-        self.steal_cpu = ctx.percent(
-            w.last.system.steal.saturating_sub(w.first.system.steal),
-            wall,
-        );
-        self.marks().note_vnetd_drops(&w.vnetd_drops);
-        let (foreign, steal) = (self.foreign_cpu, self.steal_cpu);
-        self.marks().note_load(&w.busy, foreign, steal);
+        let cpu = ctx.cpu_use(&w.first.ticks, &w.last.ticks, wall);
+        self.switch_cpu = cpu.switch;
+        self.gen_cpu = cpu.groups[0];
+        (self.rec.foreign_cpu, self.rec.steal_cpu) = (cpu.foreign, cpu.steal);
+        self.rec.note_vnetd_drops(&w.vnetd_drops);
+        self.rec.note_load(&w.busy);
     }
 
     fn summary(&self) -> String {
         let Some(mpps) = self.mpps else {
-            return format!("failed: {}", self.error.as_deref().unwrap_or("?"));
+            return format!("failed: {}", self.rec.error.as_deref().unwrap_or("?"));
         };
         let mut s = format!(
             "{mpps:.4} Mpps (A->B {:.4}, B->A {:.4}; halves {:.4}, {:.4}), {:.2} Gbit/s, \
@@ -148,15 +122,15 @@ impl TsoRun {
             self.gbits,
             self.switch_cpu,
             self.gen_cpu,
-            self.foreign_cpu,
+            self.rec.foreign_cpu,
             self.secs,
             self.gso.iter().sum::<u64>(),
             self.frames.iter().sum::<u64>()
         );
-        if let Some(idle) = self.idle_cpu {
+        if let Some(idle) = self.rec.idle_cpu {
             s += &format!("; idle CPU {idle:.1} %");
         }
-        s + &summary_tail(self.pingpong_ns, &self.anomalies)
+        s + &summary_tail(self.rec.pingpong_ns, &self.rec.anomalies)
     }
 
     fn json(&self) -> Value {
@@ -181,7 +155,7 @@ impl TsoRun {
             "secs": self.secs,
             "switch_cpu_pct": self.switch_cpu,
             "generator_cpu_pct": self.gen_cpu,
-            "idle_cpu_pct": self.idle_cpu,
+            "idle_cpu_pct": self.rec.idle_cpu,
         });
         run_json(self, own)
     }
@@ -189,20 +163,9 @@ impl TsoRun {
 
 run_record!(TsoRun);
 
-/// Medians of one switch's successful runs: of its clean runs, or of all when none was.
-#[derive(Debug, Clone, Copy)]
-struct TsoMedians {
-    mpps: f64,
-    gbits: f64,
-    cpu: f64,
-    runs: usize,
-    clean: bool,
-}
-
-impl TsoMedians {
-    fn json(&self) -> Value {
-        medians_json(self.mpps, self.gbits, self.cpu, self.runs, self.clean)
-    }
+/// The JSON of the medians of TSO runs.
+fn medians_json_of(m: &Medians) -> Value {
+    medians_json(m.mpps, m.extra.unwrap_or(0.0), m.cpu, m.runs, m.clean)
 }
 
 /// Everything the scenario measured.
@@ -223,20 +186,9 @@ impl TsoReport {
         check_placement_all(&mut self.runs, best);
     }
 
-    fn medians(&self, switch: &str) -> Option<TsoMedians> {
-        let ok: Vec<&TsoRun> = self
-            .runs
-            .iter()
-            .filter(|r| r.switch == switch && r.mpps.is_some())
-            .collect();
-        let (used, all_clean) = clean_or_all(ok)?;
-        Some(TsoMedians {
-            mpps: median(used.iter().filter_map(|r| r.mpps).collect()),
-            gbits: median(used.iter().map(|r| r.gbits).collect()),
-            cpu: median(used.iter().map(|r| r.switch_cpu).collect()),
-            runs: used.len(),
-            clean: all_clean,
-        })
+    /// The medians of `switch`'s runs, with Gbit/s as their `extra`.
+    fn medians(&self, switch: &str) -> Option<Medians> {
+        medians(&self.runs, |r| r.rec.switch == switch, |r| Some(r.gbits))
     }
 
     /// vnetd mode labels, or one empty label when only DPDK ran.
@@ -255,7 +207,7 @@ impl TsoReport {
         let r = self
             .runs
             .iter()
-            .find(|r| r.switch == switch && r.mpps.is_some())?;
+            .find(|r| r.rec.switch == switch && r.mpps.is_some())?;
         let gso: u64 = r.gso.iter().sum();
         let frames: u64 = r.frames.iter().sum();
         Some(format!(
@@ -299,15 +251,15 @@ impl TsoReport {
             "DPDK CPU %",
             "vnetd/DPDK",
         ];
-        let cells = |m: Option<TsoMedians>| match m {
+        let cells = |m: Option<Medians>| match m {
             Some(m) => (
                 rate_cell(m.mpps, 4, m.clean),
-                format!("{:.2}", m.gbits),
+                format!("{:.2}", m.extra.unwrap_or(0.0)),
                 format!("{:.0}", m.cpu),
             ),
             None => (na(), na(), na()),
         };
-        let mpps = |m: Option<TsoMedians>| m.map(|m| m.mpps);
+        let mpps = |m: Option<Medians>| m.map(|m| m.mpps);
         let dpdk = self.medians("dpdk");
         let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
         for label in self.vnetd_labels() {
@@ -336,7 +288,7 @@ impl TsoReport {
                 "\nDPDK with its default offload flags (net_vhost {DEFAULT_DEVARGS}): {} Mpps, \
                  {:.2} Gbit/s, CPU {:.0} %\n",
                 rate_cell(m.mpps, 4, m.clean),
-                m.gbits,
+                m.extra.unwrap_or(0.0),
                 m.cpu
             );
         }
@@ -386,7 +338,7 @@ impl TsoReport {
         {
             out += "* no clean run: the median of disturbed runs\n";
         }
-        let name = |r: &TsoRun| format!("{} run {}", r.switch, r.run);
+        let name = |r: &TsoRun| format!("{} run {}", r.rec.switch, r.rec.run);
         out += &failed_lines(&self.runs, "TSO ", name);
         out += &anomaly_lines(&self.runs, "TSO anomalies:", name);
         out
@@ -404,8 +356,8 @@ impl TsoReport {
                     "scenario": "TSO VM-to-VM",
                     "frame_bytes": FRAME_BYTES,
                     "vnetd_mode": mode_of(&label),
-                    "vnetd": vnetd.map(|m| m.json()),
-                    "dpdk": dpdk.map(|m| m.json()),
+                    "vnetd": vnetd.map(|m| medians_json_of(&m)),
+                    "dpdk": dpdk.map(|m| medians_json_of(&m)),
                     "ratio": ratio(vnetd.map(|m| m.mpps), dpdk.map(|m| m.mpps)),
                 })
             })
@@ -434,7 +386,7 @@ impl TsoReport {
                 "rate": "frames (and their bytes) received by both frontends / the generator's time between samples",
             },
             "rows": rows,
-            "dpdk_default_ol_flags": self.medians(&Switch::DpdkDefaultOl.label()).map(|m| m.json()),
+            "dpdk_default_ol_flags": self.medians(&Switch::DpdkDefaultOl.label()).map(|m| medians_json_of(&m)),
             "delivered": delivered,
             "idle_cpu_pct": idle,
             "runs": self.runs.iter().map(TsoRun::json).collect::<Vec<_>>(),
@@ -462,10 +414,13 @@ mod tests {
     #[test]
     fn medians_prefer_clean_runs() {
         let run = |switch: &str, mpps: f64, busy: bool| TsoRun {
-            switch: switch.into(),
+            rec: Record {
+                switch: switch.into(),
+                busy,
+                ..Record::default()
+            },
             mpps: Some(mpps),
             gbits: mpps * 500.0,
-            busy,
             ..TsoRun::default()
         };
         let report = TsoReport {
