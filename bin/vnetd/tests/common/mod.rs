@@ -245,6 +245,22 @@ pub fn frame(dst: MacAddr, src: MacAddr, len: usize, tag: u8) -> Vec<u8> {
     b
 }
 
+/// Sends a 100-byte frame `dst` <- `src` (payload after `tag`) from `from`; `to` must
+/// receive it unchanged within `wait`.
+pub fn pass_frame(
+    from: &mut Frontend,
+    to: &mut Frontend,
+    dst: MacAddr,
+    src: MacAddr,
+    tag: u8,
+    wait: Duration,
+) {
+    let x = frame(dst, src, 100, tag);
+    from.send(0, &virtio_net::NetHdr::default(), &x).unwrap();
+    let (_, got) = to.recv(0, wait).unwrap().expect("frame");
+    assert_eq!(got, x);
+}
+
 /// A binary of another workspace package, built next to this test (`cargo xtask test`
 /// builds all binaries first; `cargo build --bins` does it by hand).
 pub fn workspace_bin(name: &str) -> PathBuf {

@@ -224,6 +224,106 @@ pub fn parse_report(out: &str) -> Report {
     Report { macs, ports }
 }
 
+/// A testpmd forwarding in `mac` mode between its port 0 on vnetd's port `a` and its port 1
+/// on `b`, `--port-topology=paired`: what port 0 receives leaves port 1 towards port 0's
+/// MAC and the other way round, after `--tx-first` seeded a burst on every tx queue.
+pub struct Paired {
+    /// The MACs of testpmd's ports 0 and 1.
+    pub macs: [MacAddr; 2],
+    /// Queue pairs of each port.
+    pub queues: u16,
+    /// Frames each port must at least receive.
+    pub min_packets: u64,
+    /// Frames the rings may hold when testpmd stops (see [`assert_forwarded`]).
+    pub slack: u64,
+}
+
+impl Paired {
+    /// Starts it (log `testpmd-<name>.log` in vnetd's directory, on the first and last
+    /// CPUs we may use) and waits until traffic flows both ways.
+    pub fn start(&self, bin: &Path, v: &Vnetd, name: &str) -> Testpmd {
+        let cpus = cpus();
+        let [ma, mb] = self.macs;
+        let (sa, sb) = (v.sock("a"), v.sock("b"));
+        let ports = [
+            VirtioUser {
+                sock: &sa,
+                mac: ma,
+                queues: self.queues,
+                extra: "in_order=0",
+            },
+            VirtioUser {
+                sock: &sb,
+                mac: mb,
+                queues: self.queues,
+                extra: "in_order=0",
+            },
+        ];
+        let (peer0, peer1) = (format!("--eth-peer=0,{mb}"), format!("--eth-peer=1,{ma}"));
+        let (rxq, txq) = (
+            format!("--rxq={}", self.queues),
+            format!("--txq={}", self.queues),
+        );
+        let mut app = vec!["--forward-mode=mac", "--port-topology=paired"];
+        if self.queues > 1 {
+            app.extend([rxq.as_str(), txq.as_str()]);
+        }
+        app.extend(["--tx-first", &peer0, &peer1]);
+        let mut t = Testpmd::start(
+            bin,
+            &v.dir,
+            name,
+            (cpus[0], cpus[cpus.len() - 1]),
+            &ports,
+            &app,
+        );
+        wait_until("traffic both ways", v, &mut [&mut t], |v| {
+            v.port_stats("a").tx_packets > 0 && v.port_stats("b").tx_packets > 0
+        });
+        t
+    }
+
+    /// Lets the traffic run for `run`, then stops testpmd and checks that vnetd learned
+    /// both MACs and that testpmd's report and vnetd's counters agree (printing both,
+    /// `what` saying which test); `started` is when the measured traffic began.
+    pub fn check(&self, v: &Vnetd, t: &mut Testpmd, started: Instant, run: Duration, what: &str) {
+        let [ma, mb] = self.macs;
+        let (fa, fb) = (features(v, "a"), features(v, "b"));
+        std::thread::sleep(run);
+        t.check_running();
+        assert_learned(v, ma, "a");
+        assert_learned(v, mb, "b");
+        let r = t.stop();
+        let ran = started.elapsed();
+        let (sa, sb) = settled_stats(v);
+        let (p0, p1) = (r.ports[0], r.ports.get(1).copied().unwrap_or_default());
+        eprintln!(
+            "{ran:.1?} of traffic{what}: testpmd port0 {p0:?} port1 {p1:?}; vnetd a rx {} tx \
+             {}, b rx {} tx {} ({:.2} Mpps each way); drops a {} b {}; features a [{fa}] b \
+             [{fb}]",
+            sa.rx_packets,
+            sa.tx_packets,
+            sb.rx_packets,
+            sb.tx_packets,
+            p0.rx as f64 / ran.as_secs_f64() / 1e6,
+            drops(&sa),
+            drops(&sb),
+        );
+        assert_eq!(r.macs, vec![ma, mb], "port MACs");
+        assert_eq!(r.ports.len(), 2, "{r:?}");
+        for (port, p) in [p0, p1].iter().enumerate() {
+            assert!(
+                p.rx > self.min_packets,
+                "testpmd port {port} received only {}",
+                p.rx
+            );
+        }
+        assert!(sa.tx_packets > self.min_packets, "{sa:?}");
+        assert!(sb.tx_packets > self.min_packets, "{sb:?}");
+        assert_forwarded(p0, p1, &sa, &sb, self.slack);
+    }
+}
+
 /// Polls until `cond` holds, failing early if a testpmd exits.
 pub fn wait_until(what: &str, v: &Vnetd, pmds: &mut [&mut Testpmd], cond: impl Fn(&Vnetd) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);

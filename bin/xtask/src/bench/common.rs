@@ -394,14 +394,28 @@ pub(super) fn medians_json(mpps: f64, gbits: f64, cpu: f64, runs: usize, clean: 
 /// How many runs were disturbed, and how.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(super) struct Tally {
+    /// Runs that shared the CPUs with other work.
     pub(super) busy: usize,
+    /// Runs with the vCPUs placed apart.
     pub(super) apart: usize,
+    /// Runs whose rate changed within the window.
     pub(super) unstable: usize,
     /// Disturbed attempts measured again.
     pub(super) repeated: u32,
 }
 
 impl Tally {
+    /// `MACHINE BUSY: <n> of <total> <kind>run(s) shared the CPUs with other work`, when
+    /// other work disturbed any run.
+    pub(super) fn busy_line(&self, total: usize, kind: &str) -> Option<String> {
+        (self.busy > 0).then(|| {
+            format!(
+                "MACHINE BUSY: {} of {total} {kind}run(s) shared the CPUs with other work",
+                self.busy
+            )
+        })
+    }
+
     pub(super) fn of<R: RunRecord>(runs: &[R]) -> Tally {
         let mut t = Tally::default();
         for r in runs.iter().map(RunRecord::rec) {
@@ -419,6 +433,61 @@ pub(super) fn check_placement_all<R: RunRecord>(runs: &mut [R], best: f64) {
     for run in runs {
         run.rec_mut().check_placement(best);
     }
+}
+
+/// The first columns of a scenario's table: `scenario`, `what` (the cell: `size`, `frame`),
+/// `vnetd mode`, then for each of `sides` its Mpps, Gbit/s (if `gbits`) and CPU %.
+pub(super) fn table_header(what: &str, sides: &[&str], gbits: bool) -> Vec<String> {
+    let mut header: Vec<String> = ["scenario", what, "vnetd mode"].map(String::from).to_vec();
+    for side in sides {
+        header.push(format!("{side} Mpps"));
+        if gbits {
+            header.push(format!("{side} Gbit/s"));
+        }
+        header.push(format!("{side} CPU %"));
+    }
+    header
+}
+
+/// The cells of one switch's medians in a table row: its Mpps with `decimals` (starred
+/// when not of clean runs only), its Gbit/s when `gbits` says them, its CPU %; dashes when
+/// it has none.
+pub(super) fn side_cells(
+    m: Option<Medians>,
+    decimals: usize,
+    gbits: Option<&dyn Fn(&Medians) -> f64>,
+) -> Vec<String> {
+    let n = if gbits.is_some() { 3 } else { 2 };
+    let Some(m) = m else {
+        return vec![na(); n];
+    };
+    let mut cells = vec![rate_cell(m.mpps, decimals, m.clean)];
+    cells.extend(gbits.map(|g| format!("{:.2}", g(&m))));
+    cells.push(format!("{:.0}", m.cpu));
+    cells
+}
+
+/// The first cells of a table row: the scenario, the cell (`what`), the vnetd mode (a
+/// dash for none), then the `sides`' cells ([`side_cells`]).
+pub(super) fn row_cells(
+    scenario: String,
+    what: String,
+    mode: &str,
+    sides: Vec<Vec<String>>,
+) -> Vec<String> {
+    let mode = if mode.is_empty() {
+        na()
+    } else {
+        mode.to_string()
+    };
+    let mut cells = vec![scenario, what, mode];
+    cells.extend(sides.into_iter().flatten());
+    cells
+}
+
+/// The ratio of two medians' rates, as a cell (a dash when one is missing).
+pub(super) fn ratio_cell(a: Option<Medians>, b: Option<Medians>) -> String {
+    ratio(a.map(|m| m.mpps), b.map(|m| m.mpps)).map_or_else(na, |r| format!("{r:.2}"))
 }
 
 /// The labels of the vnetd modes that ran, or one empty label when none did (the anchors'

@@ -22,18 +22,26 @@ use crate::util::warn;
 /// What the bench needs everywhere.
 #[derive(Debug)]
 pub(super) struct Ctx {
+    /// `dpdk-testpmd`.
     pub(super) testpmd: PathBuf,
+    /// The release vnetd and vnetctl the bench built.
     pub(super) vnetd: PathBuf,
     pub(super) vnetctl: PathBuf,
+    /// This vnetd has `--datapath` (event / poll modes).
     pub(super) vnetd_has_datapath: bool,
+    /// The generator's CPU.
     pub(super) cpu_gen: usize,
+    /// The CPU of the switch under test.
     pub(super) cpu_switch: usize,
+    /// Seconds of each measurement window (`--secs`).
     pub(super) secs: f64,
+    /// Clock ticks per second of /proc times.
     pub(super) clk_tck: f64,
     /// Sockets of the current run live here (short paths: unix socket names are limited).
     pub(super) sock_dir: TempDir,
     /// Every process's output, kept.
     pub(super) logs: PathBuf,
+    /// Runs so far: numbers their files.
     pub(super) seq: std::cell::Cell<usize>,
     /// The last wait for an idle machine timed out.
     pub(super) gave_up: std::cell::Cell<bool>,

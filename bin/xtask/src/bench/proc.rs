@@ -163,6 +163,20 @@ impl Proc {
         }
     }
 
+    /// Says `quit` on its stdin and waits (20 s) for a clean exit; `what` names it in the
+    /// error.
+    pub(super) fn quit(&mut self, what: &str) -> Result<()> {
+        self.send("quit")?;
+        let status = self.wait_exit(Duration::from_secs(20))?;
+        if !status.success() {
+            bail!(
+                "the {what} exited with {status}; see {}",
+                self.log.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Waits for it to exit.
     pub(super) fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use super::common::Medians;
 use super::common::{
-    anomaly_lines, failed_lines, idle_json, idle_line, mode_of, na, rate_cell, ratio, render_table,
-    vnetd_labels, Tally,
+    anomaly_lines, failed_lines, idle_json, idle_line, mode_of, ratio, ratio_cell, render_table,
+    row_cells, side_cells, table_header, vnetd_labels, Tally,
 };
 use super::runner::Switch;
 use super::vm2vm::{gbits, medians_json_of, medians_of, Case, RunResult, TX_FIRST_BURSTS};
@@ -19,14 +19,20 @@ use super::{ovs, tap, tso, APART_FACTOR, WARMUP};
 /// Everything the bench prints and saves.
 #[derive(Debug)]
 pub(super) struct Report {
+    /// The machine, version and command ([`super::probe::machine_info`]).
     pub(super) info: BTreeMap<&'static str, String>,
+    /// Every VM-to-VM run kept.
     pub(super) runs: Vec<RunResult>,
+    /// Each switch's CPU (%) with both ports attached and no traffic.
     pub(super) idle: Vec<(String, f64)>,
+    /// The switches of the VM-to-VM scenarios.
     pub(super) switches: Vec<Switch>,
+    /// `--runs`, `--secs`, `--sizes` and `--devargs`.
     pub(super) args_runs: u32,
     pub(super) secs: f64,
     pub(super) sizes: Vec<u32>,
     pub(super) devargs: Vec<String>,
+    /// Where the logs are.
     pub(super) logs: PathBuf,
     /// The shortest core-to-core round trip seen, ns.
     pub(super) best_pingpong: f64,
@@ -144,58 +150,25 @@ impl Report {
                 ""
             }
         );
-        let mut header = vec![
-            "scenario",
-            "size",
-            "vnetd mode",
-            "vnetd Mpps",
-            "vnetd Gbit/s",
-            "vnetd CPU %",
-            "DPDK Mpps",
-            "DPDK Gbit/s",
-            "DPDK CPU %",
-            "vnetd/DPDK",
-        ];
+        let mut header = table_header("size", &["vnetd", "DPDK"], true);
+        header.push("vnetd/DPDK".into());
         if with_ovs {
-            header.extend(["OVS Mpps", "OVS CPU %", "vnetd/OVS"]);
+            header.extend(["OVS Mpps", "OVS CPU %", "vnetd/OVS"].map(String::from));
         }
-        let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-        let side = |m: Option<Medians>, size: u32| match m {
-            Some(m) => [
-                rate_cell(m.mpps, 3, m.clean),
-                format!("{:.2}", gbits(m.mpps, size)),
-                format!("{:.0}", m.cpu),
-            ],
-            None => [na(), na(), na()],
-        };
+        let mut table: Vec<Vec<String>> = vec![header];
         for row in self.rows() {
-            let [vm, vg, vc] = side(row.vnetd, row.size);
-            let [dm, dg, dc] = side(row.dpdk, row.size);
-            let mpps = |m: Option<Medians>| m.map(|m| m.mpps);
-            let show = |r: Option<f64>| r.map_or_else(na, |r| format!("{r:.2}"));
-            let ratio_dpdk = show(ratio(mpps(row.vnetd), mpps(row.dpdk)));
-            let mode = if row.mode.is_empty() { na() } else { row.mode };
-            let mut cells = vec![
-                row.scenario,
+            let gbits_of = |m: &Medians| gbits(m.mpps, row.size);
+            let side = |m| side_cells(m, 3, Some(&gbits_of));
+            let mut cells = row_cells(
+                row.scenario.clone(),
                 row.size.to_string(),
-                mode,
-                vm,
-                vg,
-                vc,
-                dm,
-                dg,
-                dc,
-                ratio_dpdk,
-            ];
+                &row.mode,
+                vec![side(row.vnetd), side(row.dpdk)],
+            );
+            cells.push(ratio_cell(row.vnetd, row.dpdk));
             if with_ovs {
-                cells.extend(match row.ovs {
-                    Some(o) => [
-                        rate_cell(o.mpps, 3, o.clean),
-                        format!("{:.0}", o.cpu),
-                        show(ratio(mpps(row.vnetd), Some(o.mpps))),
-                    ],
-                    None => [na(), na(), na()],
-                });
+                cells.extend(side_cells(row.ovs, 3, None));
+                cells.push(ratio_cell(row.vnetd, row.ovs));
             }
             table.push(cells);
         }
@@ -221,22 +194,20 @@ impl Report {
             out += "\n";
             out += &failed;
         }
+        let t = Tally::of(&self.runs);
+        match t.busy_line(self.runs.len(), "") {
+            Some(busy) => out += &format!("\n{busy}; their figures are not clean\n"),
+            None => {
+                out += "\nmachine idle: no other QEMU or testpmd, other CPU use below 5 % in \
+                        every window\n";
+            }
+        }
         let Tally {
-            busy,
             apart,
             unstable,
             repeated,
-        } = Tally::of(&self.runs);
-        if busy > 0 {
-            out += &format!(
-                "\nMACHINE BUSY: {busy} of {} run(s) shared the CPUs with other work; their \
-                 figures are not clean\n",
-                self.runs.len()
-            );
-        } else {
-            out += "\nmachine idle: no other QEMU or testpmd, other CPU use below 5 % in every \
-                    window\n";
-        }
+            ..
+        } = t;
         let (a, b) = self.cpus;
         out += &format!(
             "CPU {a} <-> CPU {b} cache-line round trip: best {:.0} ns; in the runs kept, {apart} \
@@ -314,9 +285,11 @@ impl Report {
 /// A UTC time, to the second.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Stamp {
+    /// The date.
     pub(super) year: i64,
     pub(super) month: u32,
     pub(super) day: u32,
+    /// Seconds since midnight.
     pub(super) secs_of_day: u64,
 }
 

@@ -167,15 +167,7 @@ impl Generator {
 
     /// Quits testpmd and waits for it.
     pub(super) fn quit(mut self) -> Result<()> {
-        self.proc.send("quit")?;
-        let status = self.proc.wait_exit(Duration::from_secs(20))?;
-        if !status.success() {
-            bail!(
-                "the generator exited with {status}; see {}",
-                self.proc.log.display()
-            );
-        }
-        Ok(())
+        self.proc.quit("generator")
     }
 }
 

@@ -270,6 +270,7 @@ fn snapshot(gen: &mut Generator, switch: &Proc) -> Result<Snapshot> {
 
 #[derive(Debug)]
 pub(super) struct Snapshot {
+    /// When it was taken.
     pub(super) at: Instant,
     /// The switch's and the generator's CPU times.
     pub(super) ticks: Ticks,

@@ -219,6 +219,21 @@ fn cells_and_tables() {
     assert_eq!(vnetd_labels(vec![]), [""]);
     assert_eq!(vnetd_labels(vec!["vnetd poll".into()]), ["vnetd poll"]);
     assert_eq!(rate_cell(1.23456, 3, true), "1.235");
+    assert_eq!(
+        table_header("size", &["vnetd", "DPDK"], true).join("|"),
+        "scenario|size|vnetd mode|vnetd Mpps|vnetd Gbit/s|vnetd CPU %|DPDK Mpps|DPDK Gbit/s|\
+         DPDK CPU %"
+    );
+    assert_eq!(table_header("frame", &["bare"], false).len(), 5);
+    let t = Tally {
+        busy: 2,
+        ..Tally::default()
+    };
+    assert_eq!(
+        t.busy_line(5, "TAP ").unwrap(),
+        "MACHINE BUSY: 2 of 5 TAP run(s) shared the CPUs with other work"
+    );
+    assert_eq!(Tally::default().busy_line(5, ""), None);
     assert_eq!(rate_cell(1.23456, 4, false), "1.2346*");
     let table = vec![
         vec!["name".to_string(), "n".to_string(), "x".to_string()],

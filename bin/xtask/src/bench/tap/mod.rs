@@ -309,9 +309,13 @@ impl TapNetns {
 /// An interface's counters (`/proc/net/dev`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct IfCounters {
+    /// Frames the host received (from the switch).
     pub(super) rx_packets: u64,
+    /// Of those, dropped.
     pub(super) rx_dropped: u64,
+    /// Frames the host sent (taken by the switch).
     pub(super) tx_packets: u64,
+    /// Frames the TAP's queue had no room for.
     pub(super) tx_dropped: u64,
 }
 
@@ -350,7 +354,9 @@ fn parse_net_dev(text: &str, ifname: &str) -> Option<IfCounters> {
 /// Counters and CPU times at one instant.
 #[derive(Debug)]
 struct Snap {
+    /// When it was taken.
     at: Instant,
+    /// The TAP's counters.
     tap: IfCounters,
     /// The guest's port statistics, when there is a guest.
     guest: Option<Block>,

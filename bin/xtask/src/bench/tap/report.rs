@@ -3,8 +3,9 @@
 use serde_json::{json, Value};
 
 use super::super::common::{
-    anomaly_lines, check_placement_all, failed_lines, medians, medians_json, mode_of, na,
-    rate_cell, ratio, render_table, run_json, run_record, summary_tail, Medians, Record, Tally,
+    anomaly_lines, check_placement_all, failed_lines, medians, medians_json, mode_of, ratio,
+    ratio_cell, render_table, row_cells, run_json, run_record, side_cells, summary_tail,
+    table_header, Medians, Record, Tally,
 };
 use super::super::runner::{table_rows, Switch};
 use super::super::vm2vm::{gbits, MAC_A};
@@ -19,6 +20,7 @@ pub(super) struct TapRun {
     /// None when the run failed.
     pub(super) mpps: Option<f64>,
     pub(super) half_mpps: [f64; 2],
+    /// Seconds of each window.
     pub(super) secs: f64,
     /// What was offered: the guest's TX-packets rate (guest to host), or what the sender
     /// put on the TAP, taken or dropped (host to guest).
@@ -93,12 +95,18 @@ run_record!(TapRun);
 /// Everything the scenario measured.
 #[derive(Debug)]
 pub(in crate::bench) struct TapReport {
+    /// Every run kept.
     pub(super) runs: Vec<TapRun>,
+    /// The switches measured.
     pub(super) switches: Vec<Switch>,
+    /// Frame sizes, and runs per cell and switch.
     pub(super) sizes: Vec<u32>,
     pub(super) runs_per_cell: u32,
+    /// Seconds of each window.
     pub(super) secs: f64,
+    /// The guest's virtio-user devargs.
     pub(super) devargs: String,
+    /// The namespace of the TAPs.
     pub(super) netns: String,
     /// The scenario could not be set up (or stopped half way).
     pub(super) error: Option<String>,
@@ -160,54 +168,28 @@ impl TapReport {
         if let Some(err) = &self.error {
             out += &format!("  the scenario stopped: {err}\n");
         }
-        let header = [
-            "scenario",
-            "size",
-            "vnetd mode",
-            "vnetd Mpps",
-            "vnetd CPU %",
-            "DPDK Mpps",
-            "DPDK CPU %",
-            "bare Mpps",
-            "bare CPU %",
-            "vnetd/DPDK",
-            "vnetd/bare",
-            "target",
-        ];
-        let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-        let cells = |m: Option<Medians>| match m {
-            Some(m) => (rate_cell(m.mpps, 3, m.clean), format!("{:.0}", m.cpu)),
-            None => (na(), na()),
-        };
+        let mut header = table_header("size", &["vnetd", "DPDK", "bare"], false);
+        header.extend(["vnetd/DPDK", "vnetd/bare", "target"].map(String::from));
+        let last = header.len() - 1;
+        let mut table: Vec<Vec<String>> = vec![header];
         let ratio =
             |a: Option<Medians>, b: Option<Medians>| ratio(a.map(|m| m.mpps), b.map(|m| m.mpps));
         for row in self.rows() {
-            let (vm, vc) = cells(row.vnetd);
-            let (dm, dc) = cells(row.dpdk);
-            let (bm, bc) = cells(row.bare);
-            let vs_dpdk = ratio(row.vnetd, row.dpdk);
-            let vs_bare = ratio(row.vnetd, row.bare);
-            let show = |r: Option<f64>| r.map_or_else(na, |r| format!("{r:.2}"));
-            table.push(vec![
+            let side = |m| side_cells(m, 3, None);
+            let mut cells = row_cells(
                 format!("TAP {}", row.dir.label()),
                 row.size.to_string(),
-                if row.mode.is_empty() {
-                    na()
-                } else {
-                    row.mode.clone()
-                },
-                vm,
-                vc,
-                dm,
-                dc,
-                bm,
-                bc,
-                show(vs_dpdk),
-                show(vs_bare),
-                target(vs_dpdk, vs_bare),
-            ]);
+                &row.mode,
+                vec![side(row.vnetd), side(row.dpdk), side(row.bare)],
+            );
+            cells.push(ratio_cell(row.vnetd, row.dpdk));
+            cells.push(ratio_cell(row.vnetd, row.bare));
+            cells.push(target(
+                ratio(row.vnetd, row.dpdk),
+                ratio(row.vnetd, row.bare),
+            ));
+            table.push(cells);
         }
-        let last = header.len() - 1;
         out += &render_table(&table, |c| c == 0 || c == 2 || c == last);
         out += "\n";
         // Host to guest the sender, on the generator CPU with the guest, is usually the
@@ -241,22 +223,17 @@ impl TapReport {
             )
         };
         out += &failed_lines(&self.runs, "TAP ", |r| format!("TAP {}", name(r)));
-        let Tally {
-            busy,
-            apart,
-            unstable,
-            repeated,
-        } = Tally::of(&self.runs);
-        if busy > 0 {
-            out += &format!(
-                "MACHINE BUSY: {busy} of {} TAP run(s) shared the CPUs with other work\n",
-                self.runs.len()
-            );
+        let t = Tally::of(&self.runs);
+        if let Some(busy) = t.busy_line(self.runs.len(), "TAP ") {
+            out += &format!("{busy}\n");
         }
         out += &format!(
-            "TAP runs kept: {} ({apart} with the vCPUs placed apart, {unstable} changed rate \
-             within the window); {repeated} disturbed attempt(s) measured again\n",
-            self.runs.len()
+            "TAP runs kept: {} ({} with the vCPUs placed apart, {} changed rate within the \
+             window); {} disturbed attempt(s) measured again\n",
+            self.runs.len(),
+            t.apart,
+            t.unstable,
+            t.repeated
         );
         let rows = self.rows();
         if rows

@@ -250,15 +250,7 @@ impl TsoGen {
     }
 
     fn quit(mut self) -> Result<()> {
-        self.proc.send("quit")?;
-        let status = self.proc.wait_exit(Duration::from_secs(20))?;
-        if !status.success() {
-            bail!(
-                "the TSO generator exited with {status}; see {}",
-                self.proc.log.display()
-            );
-        }
-        Ok(())
+        self.proc.quit("TSO generator")
     }
 }
 
@@ -286,14 +278,19 @@ pub(super) fn virtio_features(f: u64) -> String {
 /// The generator's counters of one direction.
 #[derive(Debug, Clone, Default)]
 pub(super) struct DirCounters {
+    /// Frames received, and their bytes.
     pub(super) frames: u64,
     pub(super) bytes: u64,
+    /// Of those, with a GSO header, and with NEEDS_CSUM.
     pub(super) gso: u64,
     pub(super) needs_csum: u64,
+    /// Frames lost (nothing came back in time), and first frames that arrived changed.
     pub(super) lost: u64,
     pub(super) bad: u64,
+    /// Shortest and longest frame received.
     pub(super) min_len: u64,
     pub(super) max_len: u64,
+    /// How the first frame arrived.
     pub(super) first: String,
 }
 
@@ -317,6 +314,7 @@ impl DirCounters {
 /// Counters and CPU times at one instant.
 #[derive(Debug)]
 pub(super) struct Snap {
+    /// When it was taken.
     pub(super) at: Instant,
     /// The generator's clock, ns.
     pub(super) t_ns: u64,

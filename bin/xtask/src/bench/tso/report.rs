@@ -4,8 +4,9 @@ use serde_json::{json, Value};
 
 use super::super::common::{
     anomaly_lines, check_placement_all, failed_lines, idle_json, idle_line, median, medians,
-    medians_json, mode_of, na, rate_cell, ratio, render_table, run_json, run_record, summary_tail,
-    vnetd_labels, Medians, Record, Tally, Window,
+    medians_json, mode_of, rate_cell, ratio, ratio_cell, render_table, row_cells, run_json,
+    run_record, side_cells, summary_tail, table_header, vnetd_labels, Medians, Record, Tally,
+    Window,
 };
 use super::super::ctx::Ctx;
 use super::super::runner::Switch;
@@ -171,12 +172,16 @@ fn medians_json_of(m: &Medians) -> Value {
 /// Everything the scenario measured.
 #[derive(Debug)]
 pub(in crate::bench) struct TsoReport {
+    /// Every run kept.
     pub(super) runs: Vec<TsoRun>,
+    /// The switches measured.
     pub(super) switches: Vec<Switch>,
+    /// Runs per switch, seconds of each window.
     pub(super) runs_per_cell: u32,
     pub(super) secs: f64,
     /// The switch's CPU with both ports attached and no traffic, first run of each.
     pub(super) idle: Vec<(String, f64)>,
+    /// Why the scenario did not run.
     pub(super) error: Option<String>,
 }
 
@@ -239,47 +244,22 @@ impl TsoReport {
         if let Some(err) = &self.error {
             out += &format!("  the scenario did not run: {err}\n");
         }
-        let header = [
-            "scenario",
-            "frame",
-            "vnetd mode",
-            "vnetd Mpps",
-            "vnetd Gbit/s",
-            "vnetd CPU %",
-            "DPDK Mpps",
-            "DPDK Gbit/s",
-            "DPDK CPU %",
-            "vnetd/DPDK",
-        ];
-        let cells = |m: Option<Medians>| match m {
-            Some(m) => (
-                rate_cell(m.mpps, 4, m.clean),
-                format!("{:.2}", m.extra.unwrap_or(0.0)),
-                format!("{:.0}", m.cpu),
-            ),
-            None => (na(), na(), na()),
-        };
-        let mpps = |m: Option<Medians>| m.map(|m| m.mpps);
+        let mut header = table_header("frame", &["vnetd", "DPDK"], true);
+        header.push("vnetd/DPDK".into());
+        let gbits_of = |m: &Medians| m.extra.unwrap_or(0.0);
+        let side = |m| side_cells(m, 4, Some(&gbits_of));
         let dpdk = self.medians("dpdk");
-        let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+        let mut table: Vec<Vec<String>> = vec![header];
         for label in self.vnetd_labels() {
             let vnetd = (!label.is_empty()).then(|| self.medians(&label)).flatten();
-            let (vm, vg, vc) = cells(vnetd);
-            let (dm, dg, dc) = cells(dpdk);
-            let ratio = ratio(mpps(vnetd), mpps(dpdk)).map_or_else(na, |r| format!("{r:.2}"));
-            let mode = mode_of(&label);
-            table.push(vec![
+            let mut cells = row_cells(
                 "TSO VM-to-VM".into(),
                 FRAME_BYTES.to_string(),
-                if mode.is_empty() { na() } else { mode },
-                vm,
-                vg,
-                vc,
-                dm,
-                dg,
-                dc,
-                ratio,
-            ]);
+                &mode_of(&label),
+                vec![side(vnetd), side(dpdk)],
+            );
+            cells.push(ratio_cell(vnetd, dpdk));
+            table.push(cells);
         }
         out += &render_table(&table, |c| c == 0 || c == 2);
         let default = Switch::DpdkDefaultOl.label();
@@ -314,21 +294,14 @@ impl TsoReport {
                 median(gen)
             );
         }
-        let Tally {
-            busy,
-            apart,
-            unstable,
-            repeated,
-        } = Tally::of(&self.runs);
-        if busy > 0 {
-            out += &format!(
-                "MACHINE BUSY: {busy} of {} TSO run(s) shared the CPUs with other work\n",
-                self.runs.len()
-            );
+        let t = Tally::of(&self.runs);
+        if let Some(busy) = t.busy_line(self.runs.len(), "TSO ") {
+            out += &format!("{busy}\n");
         }
         out += &format!(
-            "runs kept: {apart} with the vCPUs placed apart, {unstable} changed rate within the \
-             window; {repeated} disturbed attempt(s) measured again\n"
+            "runs kept: {} with the vCPUs placed apart, {} changed rate within the window; {} \
+             disturbed attempt(s) measured again\n",
+            t.apart, t.unstable, t.repeated
         );
         if self
             .switches
