@@ -285,47 +285,34 @@ impl Report {
 /// A UTC time, to the second.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Stamp {
-    /// The date.
-    pub(super) year: i64,
-    pub(super) month: u32,
-    pub(super) day: u32,
-    /// Seconds since midnight.
-    pub(super) secs_of_day: u64,
+    /// Seconds since the Unix epoch.
+    secs: u64,
 }
 
 impl Stamp {
     pub(super) fn of(t: SystemTime) -> Stamp {
-        let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let (year, month, day) = civil_from_days(secs / 86_400);
         Stamp {
-            year,
-            month,
-            day,
-            secs_of_day: secs % 86_400,
+            secs: t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         }
     }
 
-    pub(super) fn hms(&self) -> (u64, u64, u64) {
-        let s = self.secs_of_day;
-        (s / 3600, s / 60 % 60, s % 60)
+    /// Year, month, day, hour, minute, second.
+    fn parts(&self) -> (i64, u32, u32, u64, u64, u64) {
+        let (year, month, day) = civil_from_days(self.secs / 86_400);
+        let s = self.secs % 86_400;
+        (year, month, day, s / 3600, s / 60 % 60, s % 60)
     }
 
     /// `2026-05-09T07:35:12Z`.
     pub(super) fn iso(&self) -> String {
-        let (h, m, s) = self.hms();
-        format!(
-            "{:04}-{:02}-{:02}T{h:02}:{m:02}:{s:02}Z",
-            self.year, self.month, self.day
-        )
+        let (y, mo, d, h, m, s) = self.parts();
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
     }
 
     /// `20260509T073512Z`, for file names.
     pub(super) fn compact(&self) -> String {
-        let (h, m, s) = self.hms();
-        format!(
-            "{:04}{:02}{:02}T{h:02}{m:02}{s:02}Z",
-            self.year, self.month, self.day
-        )
+        let (y, mo, d, h, m, s) = self.parts();
+        format!("{y:04}{mo:02}{d:02}T{h:02}{m:02}{s:02}Z")
     }
 }
 

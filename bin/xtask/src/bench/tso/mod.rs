@@ -275,39 +275,26 @@ pub(super) fn virtio_features(f: u64) -> String {
     format!("{:#x} ({})", f, names.join(" "))
 }
 
-/// The generator's counters of one direction.
+/// The generator's counters of one direction, as it reports them: `frames` received and
+/// their `bytes`, of those with a GSO header (`gso`) and with NEEDS_CSUM (`needs_csum`),
+/// frames `lost` (nothing came back in time), first frames that arrived changed (`bad`),
+/// the shortest and longest frame (`min_len`, `max_len`), and how the `first` arrived.
 #[derive(Debug, Clone, Default)]
-pub(super) struct DirCounters {
-    /// Frames received, and their bytes.
-    pub(super) frames: u64,
-    pub(super) bytes: u64,
-    /// Of those, with a GSO header, and with NEEDS_CSUM.
-    pub(super) gso: u64,
-    pub(super) needs_csum: u64,
-    /// Frames lost (nothing came back in time), and first frames that arrived changed.
-    pub(super) lost: u64,
-    pub(super) bad: u64,
-    /// Shortest and longest frame received.
-    pub(super) min_len: u64,
-    pub(super) max_len: u64,
-    /// How the first frame arrived.
-    pub(super) first: String,
-}
+pub(super) struct DirCounters(Value);
 
 impl DirCounters {
     fn of(v: &Value) -> DirCounters {
-        let n = |k: &str| v[k].as_u64().unwrap_or(0);
-        DirCounters {
-            frames: n("frames"),
-            bytes: n("bytes"),
-            gso: n("gso"),
-            needs_csum: n("needs_csum"),
-            lost: n("lost"),
-            bad: n("bad"),
-            min_len: n("min_len"),
-            max_len: n("max_len"),
-            first: v["first"].as_str().unwrap_or("").to_string(),
-        }
+        DirCounters(v.clone())
+    }
+
+    /// The counter `key` (0 when missing).
+    pub(super) fn n(&self, key: &str) -> u64 {
+        self.0[key].as_u64().unwrap_or(0)
+    }
+
+    /// How the first frame arrived.
+    pub(super) fn first(&self) -> &str {
+        self.0["first"].as_str().unwrap_or("")
     }
 }
 
