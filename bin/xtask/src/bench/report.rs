@@ -345,4 +345,75 @@ mod tests {
         assert_eq!(Stamp::of(t).iso(), "2026-05-09T07:35:12Z");
         assert_eq!(Stamp::of(t).compact(), "20260509T073512Z");
     }
+
+    #[test]
+    fn vm2vm_table_and_json() {
+        let case = Case {
+            devargs: "in_order=0".into(),
+            size: 64,
+            queues: 1,
+        };
+        let run = |switch: &str, mpps: f64, cpu: f64| RunResult {
+            case: case.clone(),
+            mpps: Some(mpps),
+            switch_cpu: cpu,
+            rec: crate::bench::common::Record {
+                switch: switch.into(),
+                run: 1,
+                attempts: 1,
+                ..Default::default()
+            },
+            ..RunResult::default()
+        };
+        let info = ["date", "kernel", "cpu", "cpus", "dpdk", "commit", "command"]
+            .into_iter()
+            .map(|k| (k, format!("<{k}>")))
+            .collect();
+        let report = Report {
+            info,
+            runs: vec![run("vnetd event", 3.0, 100.0), run("dpdk", 2.0, 100.0)],
+            idle: vec![("dpdk".into(), 100.0)],
+            switches: vec![Switch::Vnetd(Some("event".into())), Switch::Dpdk],
+            args_runs: 1,
+            secs: 5.0,
+            sizes: vec![64],
+            devargs: vec!["in_order=0".into()],
+            logs: PathBuf::from("/tmp/logs"),
+            best_pingpong: 100.0,
+            cpus: (0, 1),
+            vm2vm: vec![1],
+            tap: None,
+            tso: None,
+            ovs_skipped: None,
+        };
+        let text = report.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("scenario"))
+            .unwrap();
+        let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            cells(lines[header]).join(" "),
+            "scenario size vnetd mode vnetd Mpps vnetd Gbit/s vnetd CPU % DPDK Mpps DPDK \
+             Gbit/s DPDK CPU % vnetd/DPDK"
+        );
+        assert_eq!(
+            cells(lines[header + 2]).join(" "),
+            "VM-to-VM in_order=0 64 event 3.000 1.54 100 2.000 1.02 100 1.50"
+        );
+        assert!(
+            text.contains("machine idle: no other QEMU or testpmd"),
+            "{text}"
+        );
+        assert!(text.ends_with("logs: /tmp/logs"), "{text}");
+        let json = report.json();
+        let row = &json["rows"][0];
+        assert_eq!(row["vnetd_mode"], "event");
+        assert_eq!(row["ratio"], 1.5);
+        assert_eq!(row["vnetd"]["mpps"], 3.0);
+        assert_eq!(row["dpdk"]["runs"], 1);
+        assert_eq!(json["runs"][0]["switch"], "vnetd event");
+        assert_eq!(json["idle_cpu_pct"]["dpdk"], 100.0);
+    }
 }
