@@ -369,7 +369,7 @@ pub fn assert_learned(v: &Vnetd, mac: MacAddr, port: &str) {
     };
     let m = mac.to_string();
     assert!(
-        fdb.iter().any(|e| e.mac.0 == mac && e.port == port),
+        fdb.iter().any(|e| e.mac == mac && e.port == port),
         "{m} not learned on {port}: {fdb:?}"
     );
 }
