@@ -119,8 +119,12 @@ fn vnetctl_shows_ports_stats_and_fdb() {
     let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
-    a.send(0, &Default::default(), &frame([0xff; 6], mac(1), 60, 0))
-        .unwrap();
+    a.send(
+        0,
+        &Default::default(),
+        &frame(MacAddr::BROADCAST, mac(1), 60, 0),
+    )
+    .unwrap();
     b.recv(0, std::time::Duration::from_secs(3))
         .unwrap()
         .unwrap();

@@ -37,18 +37,15 @@ const RING: u64 = 256;
 /// Enough to show sustained forwarding rather than a few bursts.
 const MIN_PACKETS: u64 = 1000;
 
-const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x00, 0x0a];
-const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x00, 0x0b];
+const MAC_A: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x00, 0x0a]);
+const MAC_B: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x00, 0x0b]);
 /// A station nobody has: frames to it are flooded.
-const MAC_UNKNOWN: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x00, 0x99];
+const MAC_UNKNOWN: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x00, 0x99]);
 
 /// vnetd with ports a and b, whose config space MACs match the virtio-user `mac=` devargs
 /// (DPDK releases that read the MAC back from the device then agree with the devarg).
 fn vnetd() -> Vnetd {
-    let (ma, mb) = (
-        format!("mac={}", fmt_mac(MAC_A)),
-        format!("mac={}", fmt_mac(MAC_B)),
-    );
+    let (ma, mb) = (format!("mac={}", MAC_A), format!("mac={}", MAC_B));
     Vnetd::start_ports(&[("a", &ma), ("b", &mb)])
 }
 
@@ -64,7 +61,7 @@ fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
         &v.dir,
         "b-rxonly",
         (c1, c1),
-        &[Vdev {
+        &[VirtioUser {
             sock: &v.sock("b"),
             mac: MAC_B,
             queues: 1,
@@ -78,7 +75,7 @@ fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
         &v.dir,
         "a-txonly",
         (c0, c0),
-        &[Vdev {
+        &[VirtioUser {
             sock: &v.sock("a"),
             mac: MAC_A,
             queues: 1,
@@ -86,7 +83,7 @@ fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
         }],
         &[
             "--forward-mode=txonly",
-            &format!("--eth-peer=0,{}", fmt_mac(MAC_UNKNOWN)),
+            &format!("--eth-peer=0,{}", MAC_UNKNOWN),
             "--txpkts=64",
         ],
     );
@@ -163,79 +160,17 @@ fn testpmd_io_forward_both_ports() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(bin) = dpdk() else { return };
     let mut v = vnetd();
-    let cpus = cpus();
-    let (c0, c1) = (cpus[0], cpus[cpus.len() - 1]);
     let t0 = Instant::now();
-
     // `mac` forwarding: what port 0 receives leaves port 1 with source MAC_B and destination
     // MAC_A (port 1's peer), and the other way round; `--tx-first` seeds a burst on each.
-    let mut t = Testpmd::start(
-        &bin,
-        &v.dir,
-        "ab-mac",
-        (c0, c1),
-        &[
-            Vdev {
-                sock: &v.sock("a"),
-                mac: MAC_A,
-                queues: 1,
-                extra: "in_order=0",
-            },
-            Vdev {
-                sock: &v.sock("b"),
-                mac: MAC_B,
-                queues: 1,
-                extra: "in_order=0",
-            },
-        ],
-        &[
-            "--forward-mode=mac",
-            "--port-topology=paired",
-            "--tx-first",
-            &format!("--eth-peer=0,{}", fmt_mac(MAC_B)),
-            &format!("--eth-peer=1,{}", fmt_mac(MAC_A)),
-        ],
-    );
-    wait_until("traffic both ways", &v, &mut [&mut t], |v| {
-        v.port_stats("a").tx_packets > 0 && v.port_stats("b").tx_packets > 0
-    });
-    let started = Instant::now();
-    let (fa, fb) = (features(&v, "a"), features(&v, "b"));
-    std::thread::sleep(RUN);
-    t.check_running();
-    assert_learned(&v, MAC_A, "a");
-    assert_learned(&v, MAC_B, "b");
-    let r = t.stop();
-    let ran = started.elapsed();
-    let (sa, sb) = settled_stats(&v);
-    let (p0, p1) = (r.ports[0], r.ports.get(1).copied().unwrap_or_default());
-    eprintln!(
-        "{ran:.1?} of traffic: testpmd port0 {p0:?} port1 {p1:?}; vnetd a rx {} tx {}, \
-         b rx {} tx {} ({:.2} Mpps each way); drops a {} b {}; features a [{fa}] b [{fb}]",
-        sa.rx_packets,
-        sa.tx_packets,
-        sb.rx_packets,
-        sb.tx_packets,
-        p0.rx as f64 / ran.as_secs_f64() / 1e6,
-        drops(&sa),
-        drops(&sb),
-    );
-
-    assert_eq!(r.macs, vec![MAC_A, MAC_B], "port MACs");
-    assert_eq!(r.ports.len(), 2, "{r:?}");
-    assert!(
-        p0.rx > MIN_PACKETS,
-        "testpmd port 0 received only {}",
-        p0.rx
-    );
-    assert!(
-        p1.rx > MIN_PACKETS,
-        "testpmd port 1 received only {}",
-        p1.rx
-    );
-    assert!(sa.tx_packets > MIN_PACKETS, "{sa:?}");
-    assert!(sb.tx_packets > MIN_PACKETS, "{sb:?}");
-    assert_forwarded(p0, p1, &sa, &sb, RING);
+    let paired = Paired {
+        macs: [MAC_A, MAC_B],
+        queues: 1,
+        min_packets: MIN_PACKETS,
+        slack: RING,
+    };
+    let mut t = paired.start(&bin, &v, "ab-mac");
+    paired.check(&v, &mut t, Instant::now(), RUN, "");
 
     drop(t);
     assert_ports_released(&mut v);

@@ -38,7 +38,7 @@ use std::time::Duration;
 use api::{PortMode, PortState, Request, Response};
 use common::guest::*;
 use common::*;
-use testbed::{mac_string, GuestArgs, GuestImage, Ready, Role, TestResult, Vm, VmConfig};
+use testbed::{GuestArgs, GuestImage, Ready, Role, TestResult, Vm, VmConfig};
 
 /// Guests under TCG are CPU-heavy: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -51,13 +51,13 @@ const PEER_WAIT_SECS: u32 = 60;
 
 const IP_1: &str = "198.18.0.1";
 const IP_2: &str = "198.18.0.2";
-const MAC_1: [u8; 6] = [0x52, 0x54, 0x00, 0x18, 0x00, 0x01];
-const MAC_2: [u8; 6] = [0x52, 0x54, 0x00, 0x18, 0x00, 0x02];
+const MAC_1: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x18, 0x00, 0x01]);
+const MAC_2: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x18, 0x00, 0x02]);
 
 /// Waits for a guest's `VNET-READY` and checks its MAC and link.
-fn ready(vm: &mut Vm, mac: [u8; 6]) -> Ready {
+fn ready(vm: &mut Vm, mac: MacAddr) -> Ready {
     let r = ok(&format!("{} ready", vm.name()), vm.wait_ready(BOOT));
-    assert_eq!(r.mac, mac_string(mac), "{}", r.line);
+    assert_eq!(r.mac, Some(mac), "{}", r.line);
     assert!(
         r.link_up(),
         "{}: link down at boot (did vnetd drop QEMU's vhost-user connection? see its log): {}",
@@ -127,7 +127,7 @@ fn two_guests_ping() {
         r => panic!("unexpected {r:?}"),
     };
     for (mac, port) in [(MAC_1, "vm1"), (MAC_2, "vm2")] {
-        let mac = mac_string(mac);
+        let mac = mac.to_string();
         assert!(
             fdb.iter()
                 .any(|e| e.mac.to_string().eq_ignore_ascii_case(&mac) && e.port == port),
@@ -453,11 +453,7 @@ fn jumbo_mtu_9000() {
     passed(results, "ping");
     let big = passed(results, "ping_big");
     assert_eq!(big.get("size"), Some("8972"), "{}", big.line);
-    let tx = passed(results, "iperf_tx");
-    let rx = passed(results, "iperf_rx");
-    for r in [tx, rx] {
-        assert!(r.number("gbps").unwrap_or_default() > 0.0, "{}", r.line);
-    }
+    let [tx, rx] = iperf_passed(results, ["iperf_tx", "iperf_rx"]);
     for p in run.v.ports() {
         assert_eq!(p.mtu, 9000, "{p:?}");
     }
@@ -497,11 +493,7 @@ fn multiqueue_guests() {
     );
     let ping1 = passed(&run.results[0], "ping");
     let ping2 = passed(&run.results[1], "ping");
-    let tx = passed(&run.results[1], "iperf_tx_p2");
-    let rx = passed(&run.results[1], "iperf_rx_p2");
-    for r in [tx, rx] {
-        assert!(r.number("gbps").unwrap_or_default() > 0.0, "{}", r.line);
-    }
+    let [tx, rx] = iperf_passed(&run.results[1], ["iperf_tx_p2", "iperf_rx_p2"]);
     for port in ["vm1", "vm2"] {
         assert!(
             run.features(port).iter().any(|f| f == "mq"),

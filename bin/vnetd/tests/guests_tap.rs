@@ -19,7 +19,7 @@ use api::PortState;
 use common::guest::*;
 use common::netns::*;
 use common::*;
-use testbed::{mac_string, GuestArgs, Vm, VmConfig};
+use testbed::{GuestArgs, Vm, VmConfig};
 
 /// Guests under TCG are CPU-heavy: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -29,7 +29,7 @@ const PEER_WAIT_SECS: u32 = 60;
 
 const HOST_IP: &str = "198.18.0.1";
 const GUEST_IP: &str = "198.18.0.2";
-const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x18, 0x00, 0x02];
+const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x18, 0x00, 0x02]);
 
 /// virtio-net-pci properties that turn off every offload vnetd offers.
 const NO_OFFLOADS: &str = "csum=off,guest_csum=off,host_tso4=off,guest_tso4=off,\
@@ -47,7 +47,7 @@ fn iperf3_server(ns: &Netns) -> Process {
     let mut p = Process(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let listening = ns.run(&["ss", "-Hltn", "sport = :5201"]);
+        let listening = ns.run(&["ss", "-Hltn", "sport = :5201"]).unwrap();
         if !listening.trim().is_empty() {
             return p;
         }
@@ -68,14 +68,14 @@ fn guest_and_host(tag: &str, offloads: bool, label: &str) {
         return;
     }
     let Some(image) = guest_image() else { return };
-    let ns = Netns::new(tag);
+    let ns = Netns::for_test(tag).unwrap();
     let ifname = format!("vg{tag}{}", std::process::id() % 100_000);
     let dir = test_dir("vnet-gtap");
     let args: Vec<String> = vec![
         "--control".into(),
         dir.join("ctl.sock").display().to_string(),
         "--tap".into(),
-        format!("name=host0,ifname={ifname},netns={}", ns.0),
+        format!("name=host0,ifname={ifname},netns={}", ns.name()),
         "--vhost-user".into(),
         format!("name=vm1,socket={}", dir.join("vm1.sock").display()),
     ];
@@ -87,8 +87,9 @@ fn guest_and_host(tag: &str, offloads: bool, label: &str) {
         &format!("{HOST_IP}/24"),
         "dev",
         &ifname,
-    ]);
-    ns.run(&["ip", "link", "set", &ifname, "up"]);
+    ])
+    .unwrap();
+    ns.run(&["ip", "link", "set", &ifname, "up"]).unwrap();
     let _iperf3 = iperf3_server(&ns);
 
     let mut cfg = VmConfig::new("vm1", &image, v.sock("vm1"), v.dir.join("guests"));
@@ -109,21 +110,20 @@ fn guest_and_host(tag: &str, offloads: bool, label: &str) {
     .to_cmdline();
     let mut vm = ok("boot vm1", Vm::boot(&cfg));
     let ready = ok("vm1 ready", vm.wait_ready(BOOT));
-    assert_eq!(ready.mac, mac_string(GUEST_MAC), "{}", ready.line);
+    assert_eq!(ready.mac, Some(GUEST_MAC), "{}", ready.line);
     assert!(ready.link_up(), "link down at boot: {}", ready.line);
     v.wait_ports("both ports up", |p| {
         p.iter().all(|p| p.state == PortState::Up)
     });
     let results = wait_done(&vm, &mut v);
     let ping = passed(&results, "ping");
-    let tx = passed(&results, "iperf_tx");
-    let rx = passed(&results, "iperf_rx");
-    for r in [tx, rx] {
-        assert!(r.number("gbps").unwrap_or_default() > 0.0, "{}", r.line);
-    }
+    let [tx, rx] = iperf_passed(&results, ["iperf_tx", "iperf_rx"]);
 
     // And the other way: the host pings the guest.
-    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", GUEST_IP]);
+    let out = ns
+        .command(&["ping", "-c", "3", "-i", "0.2", "-W", "2", GUEST_IP])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "host -> guest ping failed: {text}");
     let host_rtt = text

@@ -16,11 +16,8 @@ use virtio_net::NetHdr;
 
 const WAIT: Duration = Duration::from_secs(3);
 
-fn ping(from: &mut Frontend, to: &mut Frontend, dst: [u8; 6], src: [u8; 6], tag: u8) {
-    let x = frame(dst, src, 100, tag);
-    from.send(0, &NetHdr::default(), &x).unwrap();
-    let (_, got) = to.recv(0, WAIT).unwrap().expect("frame");
-    assert_eq!(got, x);
+fn ping(from: &mut Frontend, to: &mut Frontend, dst: MacAddr, src: MacAddr, tag: u8) {
+    pass_frame(from, to, dst, src, tag, WAIT);
 }
 
 fn broken(v: &Vnetd, name: &str) -> bool {
@@ -145,7 +142,7 @@ fn truncated_guest_memory_breaks_only_that_port() {
     let (v, mut a, mut b, mut c, evil) = three_good_and_evil();
     evil.truncate_memory().unwrap();
     // A broadcast reaches evil's rx ring: vnetd touches the truncated memory.
-    let x = frame([0xff; 6], mac(1), 60, 7);
+    let x = frame(MacAddr::BROADCAST, mac(1), 60, 7);
     a.send(0, &NetHdr::default(), &x).unwrap();
     for f in [&mut b, &mut c] {
         assert_eq!(f.recv(0, WAIT).unwrap().expect("broadcast").1, x);
@@ -180,7 +177,7 @@ fn rx_ring_corruption_breaks_receiver_not_sender() {
         evil.write_guest(desc + 16 * i, &wild.encode()).unwrap();
     }
     // A broadcast from a reaches b and c; evil's rx ring is found corrupt on delivery.
-    let x = frame([0xff; 6], mac(1), 60, 5);
+    let x = frame(MacAddr::BROADCAST, mac(1), 60, 5);
     a.send(0, &NetHdr::default(), &x).unwrap();
     assert_eq!(b.recv(0, WAIT).unwrap().unwrap().1, x);
     assert_eq!(c.recv(0, WAIT).unwrap().unwrap().1, x);

@@ -15,11 +15,8 @@ use virtio_net::NetHdr;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn ping(from: &mut Frontend, to: &mut Frontend, dst: [u8; 6], src: [u8; 6], tag: u8) {
-    let x = frame(dst, src, 100, tag);
-    from.send(0, &NetHdr::default(), &x).unwrap();
-    let (_, got) = to.recv(0, WAIT).unwrap().expect("frame");
-    assert_eq!(got, x);
+fn ping(from: &mut Frontend, to: &mut Frontend, dst: MacAddr, src: MacAddr, tag: u8) {
+    pass_frame(from, to, dst, src, tag, WAIT);
 }
 
 #[test]
@@ -49,7 +46,7 @@ fn client_mode_waits_for_the_vmm_and_reconnects() {
     let mut b = Frontend::accept(cfg(&sb), &lb).unwrap();
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
     assert!(v.ports().iter().all(|p| p.mode == api::PortMode::Client));
-    ping(&mut a, &mut b, [0xff; 6], mac(1), 1);
+    ping(&mut a, &mut b, MacAddr::BROADCAST, mac(1), 1);
     ping(&mut b, &mut a, mac(1), mac(2), 2);
     // The VMM of b restarts: vnetd sees the hang-up and connects again by itself.
     drop(b);
@@ -59,7 +56,7 @@ fn client_mode_waits_for_the_vmm_and_reconnects() {
     });
     let mut b = Frontend::accept(cfg(&sb), &lb).unwrap();
     v.wait_ports("b up", |p| p.iter().all(|p| p.state == api::PortState::Up));
-    ping(&mut a, &mut b, [0xff; 6], mac(1), 3);
+    ping(&mut a, &mut b, MacAddr::BROADCAST, mac(1), 3);
     ping(&mut b, &mut a, mac(1), mac(2), 4);
     // On SIGTERM vnetd exits cleanly and does not delete sockets it did not create.
     let mut v = v;
@@ -91,7 +88,7 @@ fn kick_before_enable_is_not_lost() {
         ..FrontendConfig::new(v.sock("a"))
     })
     .unwrap();
-    let x = frame([0xff; 6], mac(1), 200, 9);
+    let x = frame(MacAddr::BROADCAST, mac(1), 200, 9);
     // Queued and kicked while vnetd must not touch the ring yet.
     a.send(0, &NetHdr::default(), &x).unwrap();
     assert!(

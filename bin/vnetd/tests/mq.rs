@@ -132,7 +132,7 @@ fn two_pairs_both_ways(workers: &str, style: Style) {
             for len in [60, 1514, 9000] {
                 tag = tag.wrapping_add(1);
                 // Broadcast first (nothing learned yet), then unicast.
-                for d in [[0xff; 6], dst] {
+                for d in [MacAddr::BROADCAST, dst] {
                     let fr = frame(d, src, len, tag);
                     let (tx, rx) = if from == "a" {
                         (&mut a, &mut b)
@@ -242,96 +242,33 @@ const RUN: Duration = Duration::from_secs(3);
 /// virtio-user's default (and maximum) queue size.
 const RINGS: u64 = 2 * 256;
 const MIN_PACKETS: u64 = 1000;
-const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x02, 0x0a];
-const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xd0, 0x02, 0x0b];
+const MAC_A: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x02, 0x0a]);
+const MAC_B: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xd0, 0x02, 0x0b]);
 
 #[test]
 fn testpmd_two_queue_pairs() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(bin) = dpdk() else { return };
     let (ma, mb) = (
-        format!("mac={},queues=2", fmt_mac(MAC_A)),
-        format!("mac={},queues=2", fmt_mac(MAC_B)),
+        format!("mac={},queues=2", MAC_A),
+        format!("mac={},queues=2", MAC_B),
     );
     let mut v = Vnetd::start_ports(&[("a", &ma), ("b", &mb)]);
-    let cpus = cpus();
-    let (c0, c1) = (cpus[0], cpus[cpus.len() - 1]);
     let t0 = Instant::now();
-
     // `mac` forwarding, paired: what port 0 receives leaves port 1 towards MAC_A and the
     // other way round. With two rx and tx queues per port there are four streams, and
     // `--tx-first` seeds a burst on each, so both tx queues of both ports carry frames.
-    let mut t = Testpmd::start(
-        &bin,
-        &v.dir,
-        "ab-mac-2q",
-        (c0, c1),
-        &[
-            Vdev {
-                sock: &v.sock("a"),
-                mac: MAC_A,
-                queues: PAIRS,
-                extra: "in_order=0",
-            },
-            Vdev {
-                sock: &v.sock("b"),
-                mac: MAC_B,
-                queues: PAIRS,
-                extra: "in_order=0",
-            },
-        ],
-        &[
-            "--forward-mode=mac",
-            "--port-topology=paired",
-            "--rxq=2",
-            "--txq=2",
-            "--tx-first",
-            &format!("--eth-peer=0,{}", fmt_mac(MAC_B)),
-            &format!("--eth-peer=1,{}", fmt_mac(MAC_A)),
-        ],
-    );
-    wait_until("traffic both ways", &v, &mut [&mut t], |v| {
-        v.port_stats("a").tx_packets > 0 && v.port_stats("b").tx_packets > 0
-    });
+    let paired = Paired {
+        macs: [MAC_A, MAC_B],
+        queues: PAIRS,
+        min_packets: MIN_PACKETS,
+        slack: RINGS,
+    };
+    let mut t = paired.start(&bin, &v, "ab-mac-2q");
     // testpmd enabled pair 1 of both ports (VQ_PAIRS_SET 2 -> SET_VRING_ENABLE).
     wait_rings_started(&v, &["a", "b"]);
     assert_mq_ports(&v, &["a", "b"]);
-    let started = Instant::now();
-    let (fa, fb) = (features(&v, "a"), features(&v, "b"));
-    std::thread::sleep(RUN);
-    t.check_running();
-    assert_learned(&v, MAC_A, "a");
-    assert_learned(&v, MAC_B, "b");
-    let r = t.stop();
-    let ran = started.elapsed();
-    let (sa, sb) = settled_stats(&v);
-    let (p0, p1) = (r.ports[0], r.ports.get(1).copied().unwrap_or_default());
-    eprintln!(
-        "{ran:.1?} of traffic, 2 queue pairs: testpmd port0 {p0:?} port1 {p1:?}; vnetd a rx \
-         {} tx {}, b rx {} tx {} ({:.2} Mpps each way); drops a {} b {}; features a [{fa}] \
-         b [{fb}]",
-        sa.rx_packets,
-        sa.tx_packets,
-        sb.rx_packets,
-        sb.tx_packets,
-        p0.rx as f64 / ran.as_secs_f64() / 1e6,
-        drops(&sa),
-        drops(&sb),
-    );
-
-    assert_eq!(r.macs, vec![MAC_A, MAC_B], "port MACs");
-    assert_eq!(r.ports.len(), 2, "{r:?}");
-    assert!(
-        p0.rx > MIN_PACKETS,
-        "testpmd port 0 received only {}",
-        p0.rx
-    );
-    assert!(
-        p1.rx > MIN_PACKETS,
-        "testpmd port 1 received only {}",
-        p1.rx
-    );
-    assert_forwarded(p0, p1, &sa, &sb, RINGS);
+    paired.check(&v, &mut t, Instant::now(), RUN, ", 2 queue pairs");
 
     drop(t);
     assert_ports_released(&mut v);

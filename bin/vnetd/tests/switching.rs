@@ -54,7 +54,7 @@ fn scenario_ports(feat: Feat, opts: [&str; 3], args: &[&str]) {
     let (ma, mb, mc) = (mac(1), mac(2), mac(3));
 
     // 1. Broadcast from A floods to B and C, never back to A.
-    let bc = frame([0xff; 6], ma, 60, 1);
+    let bc = frame(MacAddr::BROADCAST, ma, 60, 1);
     a.send(0, &h, &bc).unwrap();
     assert_eq!(recv_one(&mut b), bc, "{feat:?}");
     assert_eq!(recv_one(&mut c), bc, "{feat:?}");
@@ -213,7 +213,8 @@ fn port_down_on_disconnect_and_back_on_reconnect() {
     let mut b = connect(&v.sock("b"), all);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
     let h = NetHdr::default();
-    a.send(0, &h, &frame([0xff; 6], mac(1), 60, 0)).unwrap();
+    a.send(0, &h, &frame(MacAddr::BROADCAST, mac(1), 60, 0))
+        .unwrap();
     recv_one(&mut b);
     drop(b);
     v.wait_ports("b down", |p| {
@@ -258,7 +259,12 @@ fn multi_region_memory_with_add_mem_reg_and_set_mem_table() {
         let h = NetHdr::default();
         // Enough traffic that buffers in every region are used.
         for i in 0..300u32 {
-            let x = frame([0xff; 6], mac(1), 60 + (i as usize * 13) % 1400, i as u8);
+            let x = frame(
+                MacAddr::BROADCAST,
+                mac(1),
+                60 + (i as usize * 13) % 1400,
+                i as u8,
+            );
             a.send(0, &h, &x).unwrap();
             assert_eq!(recv_one(&mut b), x, "{reg:?} frame {i}");
         }

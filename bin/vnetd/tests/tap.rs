@@ -34,7 +34,7 @@ fn vnetd_with_tap_workers(
         "--control".to_string(),
         dir.join("ctl.sock").display().to_string(),
         "--tap".into(),
-        format!("name=host0,ifname={ifn},netns={}{sep}{extra}", ns.0),
+        format!("name=host0,ifname={ifn},netns={}{sep}{extra}", ns.name()),
         "--workers".into(),
         workers.to_string(),
     ];
@@ -100,7 +100,7 @@ fn host_pings_a_frontend_through_a_tap_in_a_namespace() {
 }
 
 fn ping_through_tap(queues: u16, workers: usize) {
-    let ns = Netns::new(&format!("tap1q{queues}w{workers}"));
+    let ns = Netns::for_test(&format!("tap1q{queues}w{workers}")).unwrap();
     let ifn = ifname(&format!("a{queues}{workers}"));
     let v = vnetd_with_tap_workers(&ns, &ifn, &format!("queues={queues}"), &["a"], workers);
     // The workers log the queues they took as they get them: wait for the lines.
@@ -121,7 +121,10 @@ fn ping_through_tap(queues: u16, workers: usize) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = ns.exec(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn]);
+    let out = ns
+        .command(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -136,7 +139,7 @@ fn ping_through_tap(queues: u16, workers: usize) {
     let host0 = v.ports().into_iter().find(|p| p.name == "host0").unwrap();
     assert_eq!(
         host0.ifname.as_deref(),
-        Some(format!("{ifn}@{}", ns.0).as_str())
+        Some(format!("{ifn}@{}", ns.name()).as_str())
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -145,18 +148,21 @@ fn ping_through_tap(queues: u16, workers: usize) {
     let t = responder(a, stop.clone(), echoes.clone(), largest.clone());
     // Small pings, then full-size frames (1472 bytes of ICMP payload: a 1514-byte frame).
     for size in ["56", "1472"] {
-        let out = ns.exec(&[
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "3",
-            "-s",
-            size,
-            "198.18.0.2",
-        ]);
+        let out = ns
+            .command(&[
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "3",
+                "-s",
+                size,
+                "198.18.0.2",
+            ])
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "ping -s {size} failed: {}{}\n{}",
@@ -192,7 +198,7 @@ fn inject_with_vnet_hdr(ns: &Netns, ifname: &str, hdr_and_frame: &[u8]) {
          assert n == len(d), n\n",
         path.display()
     );
-    let out = ns.exec(&["python3", "-c", &py]);
+    let out = ns.command(&["python3", "-c", &py]).output().unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(
         out.status.success(),
@@ -207,7 +213,7 @@ fn tso_frame_from_the_host_whole_to_offloading_guest_segmented_to_other() {
     if !can_use_tap() {
         return;
     }
-    let ns = Netns::new("tap2");
+    let ns = Netns::for_test("tap2").unwrap();
     let ifn = ifname("b");
     let v = vnetd_with_tap(&ns, &ifn, "", &["b", "c"]);
     let no_offloads = f::GUEST_CSUM | f::GUEST_TSO4 | f::GUEST_TSO6 | f::GUEST_ECN;
@@ -247,20 +253,20 @@ fn deleted_tap_takes_only_its_port_down() {
     if !can_use_tap() {
         return;
     }
-    let ns = Netns::new("tap3");
+    let ns = Netns::for_test("tap3").unwrap();
     let ifn = ifname("c");
     let mut v = vnetd_with_tap(&ns, &ifn, "", &["a", "b"]);
     let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
-    let out = ns.exec(&["ip", "link", "del", &ifn]);
+    let out = ns.command(&["ip", "link", "del", &ifn]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     // A broadcast makes vnetd write to the TAP; the device is gone.
-    let x = frame([0xff; 6], mac(1), 60, 1);
+    let x = frame(MacAddr::BROADCAST, mac(1), 60, 1);
     a.send(0, &Default::default(), &x).unwrap();
     assert_eq!(b.recv(0, Duration::from_secs(3)).unwrap().unwrap().1, x);
     v.wait_ports("host0 down", |p| {
@@ -292,7 +298,7 @@ fn host_traffic_waits_a_bounded_time_for_guest_rx_buffers() {
     if !can_use_tap() {
         return;
     }
-    let ns = Netns::new("tap4");
+    let ns = Netns::for_test("tap4").unwrap();
     let ifn = ifname("d");
     let v = vnetd_with_tap(&ns, &ifn, "", &["a"]);
     for cmd in [
@@ -308,14 +314,21 @@ fn host_traffic_waits_a_bounded_time_for_guest_rx_buffers() {
             &ifn,
         ],
     ] {
-        assert!(ns.exec(&cmd).status.success(), "{cmd:?}");
+        assert!(
+            ns.command(&cmd).output().unwrap().status.success(),
+            "{cmd:?}"
+        );
     }
     let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
     let rx_chains = a.rx_chains();
     // Let the switch learn A's MAC, so host frames to it are unicast.
-    a.send(0, &Default::default(), &frame([0xff; 6], mac(2), 60, 0))
-        .unwrap();
+    a.send(
+        0,
+        &Default::default(),
+        &frame(MacAddr::BROADCAST, mac(2), 60, 0),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     // 2000 UDP datagrams to A, which does not read yet: its rx ring fills, then vnetd must
     // stop reading the TAP (the host's queue absorbs or drops the rest), not spin; a frame
@@ -323,7 +336,12 @@ fn host_traffic_waits_a_bounded_time_for_guest_rx_buffers() {
     let py = "import socket\n\
               s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
               for i in range(2000):\n    s.sendto(i.to_bytes(4, 'big') * 16, ('198.18.0.2', 9))\n";
-    assert!(ns.exec(&["python3", "-c", py]).status.success());
+    assert!(ns
+        .command(&["python3", "-c", py])
+        .output()
+        .unwrap()
+        .status
+        .success());
     std::thread::sleep(Duration::from_millis(200));
     let pid = v.pid();
     let t0 = cpu_ticks(pid);
@@ -359,20 +377,25 @@ fn attaches_to_an_existing_persistent_tap() {
     if !can_use_tap() {
         return;
     }
-    let ns = Netns::new("tap5");
+    let ns = Netns::for_test("tap5").unwrap();
     let ifn = ifname("e");
     // A persistent device made beforehand, as an administrator (or libvirt) would.
     ns.run(&[
         "ip", "tuntap", "add", "dev", &ifn, "mode", "tap", "vnet_hdr",
-    ]);
+    ])
+    .unwrap();
     let v = vnetd_with_tap(&ns, &ifn, "", &["a"]);
-    ns.run(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn]);
+    ns.run(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn])
+        .unwrap();
     let a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
     let stop = Arc::new(AtomicBool::new(false));
     let echoes = Arc::new(AtomicU64::new(0));
     let t = responder(a, stop.clone(), echoes.clone(), Arc::new(AtomicU64::new(0)));
-    let out = ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "3", "198.18.0.2"]);
+    let out = ns
+        .command(&["ping", "-c", "2", "-i", "0.2", "-W", "3", "198.18.0.2"])
+        .output()
+        .unwrap();
     stop.store(true, Ordering::Relaxed);
     let _a = t.join().unwrap();
     assert!(
@@ -383,5 +406,10 @@ fn attaches_to_an_existing_persistent_tap() {
     assert_eq!(echoes.load(Ordering::Relaxed), 2);
     // The device outlives vnetd: it was not vnetd's to delete.
     drop(v);
-    assert!(ns.exec(&["ip", "link", "show", &ifn]).status.success());
+    assert!(ns
+        .command(&["ip", "link", "show", &ifn])
+        .output()
+        .unwrap()
+        .status
+        .success());
 }

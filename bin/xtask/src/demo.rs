@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use testbed::{GuestArgs, Vm, VmConfig};
+use testbed::{GuestArgs, Netns, Vm, VmConfig};
 
 use crate::{deps, util};
 
@@ -30,7 +30,8 @@ const IPERF_SECS: u32 = 3;
 struct Cleanup {
     /// Processes to stop: (pid, SIGTERM first?).
     pids: Vec<(u32, bool)>,
-    netns: bool,
+    /// Deleted (with what still runs in it) when dropped.
+    netns: Option<Netns>,
     dir: Option<PathBuf>,
 }
 
@@ -51,17 +52,7 @@ impl Cleanup {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        if std::mem::take(&mut self.netns) {
-            let _ = Command::new("ip")
-                .args(["netns", "pids", NETNS])
-                .output()
-                .map(|o| {
-                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        let _ = Command::new("kill").args(["-KILL", pid]).status();
-                    }
-                });
-            let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
-        }
+        drop(self.netns.take());
         if let Some(d) = self.dir.take() {
             let _ = std::fs::remove_dir_all(d);
         }
@@ -125,18 +116,8 @@ pub fn run() -> Result<()> {
         4,
         "Starting vnetd: ports vm1, vm2 (vhost-user) and host0 (TAP into namespace vnet-demo)",
         || {
-            let _ = Command::new("ip").args(["netns", "del", NETNS]).output();
-            sh(&["ip", "netns", "add", NETNS])?;
-            lock(&cleanup).netns = true;
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                NETNS,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ])?;
+            // IPv6 off in the namespace: only the demo's traffic moves.
+            lock(&cleanup).netns = Some(Netns::create(NETNS)?);
             let args = [
                 "--control".to_string(),
                 ctl.display().to_string(),
@@ -199,11 +180,11 @@ pub fn run() -> Result<()> {
             ),
         ] {
             let mut cfg = VmConfig::new(name, &image, dir.join(format!("{name}.sock")), &dir);
-            cfg.mac = [0x52, 0x54, 0x00, 0x18, 0x00, mac];
+            cfg.mac = testbed::MacAddr([0x52, 0x54, 0x00, 0x18, 0x00, mac]);
             cfg.cmdline = args.to_cmdline();
             let vm = Vm::boot(&cfg)?;
             lock(&cleanup).pids.push((vm.pid(), false));
-            println!("    {name}: {ip}/24, mac {}", testbed::mac_string(cfg.mac));
+            println!("    {name}: {ip}/24, mac {}", cfg.mac);
             vms.push(vm);
         }
         let mut it = vms.into_iter();

@@ -3,7 +3,8 @@
 //! One module per command; a new command is a module with a `run` function and a variant of
 //! [`Command`]. Helpers shared by commands live in [`util`].
 
-// `unsafe` only in the bench's TAP helpers (`bench::tap::sys`: TUNSETIFF, AF_PACKET).
+// `unsafe` only in the bench's host-side sender (`bench::tap::helper::sys`: an AF_PACKET
+// socket, which neither std nor our crates offer).
 #![deny(unsafe_code)]
 
 mod bench;

@@ -5,7 +5,7 @@
 //! `VNET_REQUIRE_DPDK=1`, which turns that into a failure.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,13 +17,6 @@ use vnet_frontend::{Frontend, FrontendConfig, FrontendError, MemRegistration, Tx
 /// testpmd busy-polls a core; run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn find_testpmd() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("dpdk-testpmd"))
-        .find(|p| p.is_file())
-}
 
 /// A running `dpdk-testpmd`; killed, and its socket and runtime dir removed, on drop
 /// (also when the test panics).
@@ -40,7 +33,7 @@ impl Testpmd {
     /// Starts testpmd with a vhost-user server port of `queues` queue pairs and extra
     /// vdev arguments (e.g. ",tso=1"). `None` if DPDK is not installed and not required.
     fn start(queues: u16, vdev_extra: &str) -> Option<Testpmd> {
-        let Some(bin) = find_testpmd() else {
+        let Some(bin) = testbed::dpdk::which(testbed::dpdk::TESTPMD) else {
             testbed::skip(
                 "VNET_REQUIRE_DPDK",
                 "DPDK tests: dpdk-testpmd is not on PATH (run `cargo xtask deps`)",
@@ -129,7 +122,7 @@ impl Drop for Testpmd {
         }
         let _ = std::fs::remove_file(&self.sock);
         let _ = std::fs::remove_file(&self.log);
-        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&self.prefix));
+        testbed::dpdk::remove_files(&self.prefix);
     }
 }
 

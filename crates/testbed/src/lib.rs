@@ -7,6 +7,10 @@
 //! * [`qemu`]: boots such a guest in QEMU (TCG) with a vhost-user virtio-net device, reads
 //!   its console, parses its results, resets it through the monitor.
 //! * [`GuestArgs`]: the `vnet.*` parameters, typed.
+//! * [`netns`]: network namespaces the tests and benches create and delete.
+//! * [`dpdk`]: `dpdk-testpmd` command lines, hugepages and clean-up.
+//!
+//! MAC addresses are [`MacAddr`] (the `wire` crate's) everywhere.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -14,7 +18,7 @@
 //!
 //! let image = ensure_image(&vnet_testbed::default_target_dir())?;
 //! let mut cfg = VmConfig::new("vm2", &image, "/tmp/vm2.sock", "/tmp/logs");
-//! cfg.mac = [0x52, 0x54, 0x00, 0x00, 0x00, 0x02];
+//! cfg.mac = vnet_testbed::MacAddr([0x52, 0x54, 0x00, 0x00, 0x00, 0x02]);
 //! cfg.cmdline = GuestArgs::client("198.18.0.2/24", "198.18.0.1", &["ping"]).to_cmdline();
 //! let mut vm = Vm::boot(&cfg)?;
 //! vm.wait_ready(Duration::from_secs(60))?;
@@ -29,8 +33,10 @@
 #![deny(missing_docs)]
 
 pub mod cpio;
+pub mod dpdk;
 mod error;
 pub mod image;
+pub mod netns;
 pub mod qemu;
 pub mod skip;
 
@@ -38,8 +44,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use image::{ensure_image, GuestImage};
-pub use qemu::{mac_string, Ready, TestResult, Vm, VmConfig};
+pub use netns::Netns;
+pub use qemu::{Ready, TestResult, Vm, VmConfig};
 pub use skip::skip;
+pub use wire::MacAddr;
 
 /// What the guest's init does after bringing `eth0` up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,6 @@
 //! The console is read by polling the serial file; a wait fails early when QEMU exits or the
 //! guest kernel panics. After [`Vm::reset`] waits and results look at the new boot only.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -19,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{io, Error, Result};
 use crate::image::GuestImage;
+use crate::MacAddr;
 
 /// The QEMU binary; `VNET_QEMU` overrides it.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -39,7 +39,7 @@ pub struct VmConfig<'a> {
     /// `client` port option); otherwise QEMU connects to vnetd's socket.
     pub server: bool,
     /// The guest's MAC address (virtio-net-pci `mac=`).
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     /// Extra `virtio-net-pci` properties, comma separated, e.g.
     /// `csum=off,guest_csum=off,mrg_rxbuf=off` or `host_mtu=9000`.
     pub netdev_opts: String,
@@ -69,7 +69,7 @@ impl<'a> VmConfig<'a> {
             image,
             vhost_user_socket: socket.into(),
             server: false,
-            mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            mac: MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
             netdev_opts: String::new(),
             cmdline: String::new(),
             mem_mib: 512,
@@ -90,10 +90,7 @@ impl<'a> VmConfig<'a> {
             chardev.push_str(",server=on,wait=off");
         }
         // Debian's QEMU 7.2 crashes with vhost-user + TCG + MSI-X: legacy INTx (vectors=0).
-        let mut device = format!(
-            "virtio-net-pci,netdev=net0,mac={},vectors=0",
-            mac_string(self.mac)
-        );
+        let mut device = format!("virtio-net-pci,netdev=net0,mac={},vectors=0", self.mac);
         let mut netdev = String::from("vhost-user,id=net0,chardev=vnet0");
         if self.queue_pairs > 1 {
             netdev.push_str(&format!(",queues={}", self.queue_pairs));
@@ -149,16 +146,6 @@ impl<'a> VmConfig<'a> {
     }
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn mac_string(mac: [u8; 6]) -> String {
-    let mut s = String::new();
-    for (i, b) in mac.iter().enumerate() {
-        let sep = if i == 0 { "" } else { ":" };
-        let _ = write!(s, "{sep}{b:02x}");
-    }
-    s
-}
-
 /// QEMU option values double commas.
 fn escape_opt(value: &str) -> String {
     value.replace(',', ",,")
@@ -169,8 +156,8 @@ fn escape_opt(value: &str) -> String {
 pub struct Ready {
     /// The whole line.
     pub line: String,
-    /// The `mac=` field.
-    pub mac: String,
+    /// The `mac=` field, when it is a MAC address.
+    pub mac: Option<MacAddr>,
     /// The `ip=` field.
     pub ip: String,
     /// The `mtu=` field.
@@ -330,7 +317,7 @@ impl Vm {
                 .to_string()
         };
         Ok(Ready {
-            mac: field("mac="),
+            mac: field("mac=").parse().ok(),
             ip: field("ip="),
             mtu: field("mtu="),
             operstate: field("operstate="),
@@ -585,7 +572,7 @@ mod tests {
         };
         let mut cfg = VmConfig::new("vm1", &image, "/run/a,b.sock", "/tmp/logs");
         cfg.server = true;
-        cfg.mac = [0x52, 0x54, 0, 0, 0, 0x0a];
+        cfg.mac = MacAddr([0x52, 0x54, 0, 0, 0, 0x0a]);
         cfg.netdev_opts = "mrg_rxbuf=off".into();
         cfg.cmdline = "vnet.ip=198.18.0.1/24".into();
         let args = cfg.args(Path::new("/tmp/m"), Path::new("/tmp/s")).join(" ");

@@ -52,6 +52,15 @@ pub fn wait_done(vm: &Vm, v: &mut Vnetd) -> Vec<TestResult> {
 }
 
 /// The named result among `results`, which must have passed.
+/// The iperf3 results `names` (one per direction): each passed and moved data.
+pub fn iperf_passed<'a>(results: &'a [TestResult], names: [&str; 2]) -> [&'a TestResult; 2] {
+    names.map(|name| {
+        let r = passed(results, name);
+        assert!(r.number("gbps").unwrap_or_default() > 0.0, "{}", r.line);
+        r
+    })
+}
+
 pub fn passed<'a>(results: &'a [TestResult], name: &str) -> &'a TestResult {
     let r = results
         .iter()

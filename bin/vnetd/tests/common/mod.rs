@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use api::{PortStats, Request, Response};
 use frontend::{Frontend, FrontendConfig};
 use virtio_net::features as f;
+pub use wire::MacAddr;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -228,20 +229,36 @@ pub fn connect(path: &Path, features: u64) -> Frontend {
     Frontend::connect(cfg).unwrap()
 }
 
-pub fn mac(n: u8) -> [u8; 6] {
-    [0x52, 0x54, 0x00, 0x00, 0x00, n]
+pub fn mac(n: u8) -> MacAddr {
+    MacAddr([0x52, 0x54, 0x00, 0x00, 0x00, n])
 }
 
 /// An Ethernet frame of `len` bytes with a recognizable payload.
-pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u8) -> Vec<u8> {
+pub fn frame(dst: MacAddr, src: MacAddr, len: usize, tag: u8) -> Vec<u8> {
     let mut b = vec![0u8; len.max(14)];
-    b[0..6].copy_from_slice(&dst);
-    b[6..12].copy_from_slice(&src);
+    b[0..6].copy_from_slice(dst.as_bytes());
+    b[6..12].copy_from_slice(src.as_bytes());
     b[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental ethertype
     for (i, x) in b[14..].iter_mut().enumerate() {
         *x = tag.wrapping_add(u8::try_from(i % 256).unwrap());
     }
     b
+}
+
+/// Sends a 100-byte frame `dst` <- `src` (payload after `tag`) from `from`; `to` must
+/// receive it unchanged within `wait`.
+pub fn pass_frame(
+    from: &mut Frontend,
+    to: &mut Frontend,
+    dst: MacAddr,
+    src: MacAddr,
+    tag: u8,
+    wait: Duration,
+) {
+    let x = frame(dst, src, 100, tag);
+    from.send(0, &virtio_net::NetHdr::default(), &x).unwrap();
+    let (_, got) = to.recv(0, wait).unwrap().expect("frame");
+    assert_eq!(got, x);
 }
 
 /// A binary of another workspace package, built next to this test (`cargo xtask test`

@@ -4,7 +4,7 @@
 use wire::{arp, icmpv4, ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Addr, Ipv4Packet, MacAddr};
 
 /// The reply to `frame` for a station `mac` / `ip`, if it asks for one.
-pub fn answer(frame: &[u8], mac: [u8; 6], ip: Ipv4Addr) -> Option<Vec<u8>> {
+pub fn answer(frame: &[u8], mac: MacAddr, ip: Ipv4Addr) -> Option<Vec<u8>> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let l3 = eth.payload_offset();
     match eth.inner_ethertype() {
@@ -15,11 +15,11 @@ pub fn answer(frame: &[u8], mac: [u8; 6], ip: Ipv4Addr) -> Option<Vec<u8>> {
             }
             let mut out = vec![0u8; 42];
             out[0..6].copy_from_slice(&a.sender_hw_addr().0);
-            out[6..12].copy_from_slice(&mac);
+            out[6..12].copy_from_slice(mac.as_bytes());
             out[12..14].copy_from_slice(&wire::ETHERTYPE_ARP.to_be_bytes());
             let mut r = ArpPacket::new_ethernet_ipv4(&mut out[14..]).ok()?;
             r.set_operation(arp::OP_REPLY);
-            r.set_sender_hw_addr(MacAddr(mac));
+            r.set_sender_hw_addr(mac);
             r.set_sender_proto_addr(ip);
             r.set_target_hw_addr(a.sender_hw_addr());
             r.set_target_proto_addr(a.sender_proto_addr());
@@ -38,7 +38,7 @@ pub fn answer(frame: &[u8], mac: [u8; 6], ip: Ipv4Addr) -> Option<Vec<u8>> {
             }
             let mut out = frame[..l3 + total].to_vec();
             out[0..6].copy_from_slice(&frame[6..12]);
-            out[6..12].copy_from_slice(&mac);
+            out[6..12].copy_from_slice(mac.as_bytes());
             let mut ip4 = Ipv4Packet::new_checked(&mut out[l3..]).ok()?;
             let src = ip4.src_addr();
             ip4.set_src_addr(ip);

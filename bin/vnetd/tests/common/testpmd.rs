@@ -15,111 +15,34 @@ use std::time::{Duration, Instant};
 
 use api::{PortState, PortStats, Request, Response};
 
+use testbed::dpdk;
+pub use testbed::dpdk::VirtioUser;
+use testbed::MacAddr;
+
 use super::Vnetd;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-pub fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-pub fn which(prog: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
-}
-
-/// Mount points of hugetlbfs file systems.
-pub fn hugetlbfs_mounts() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, fs) = (f.next()?, f.next()?, f.next()?);
-            (fs == "hugetlbfs").then(|| PathBuf::from(dir))
-        })
-        .collect()
-}
-
-pub fn free_hugepages() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The testpmd binary, or None (with a message) when the tests should be skipped.
 pub fn dpdk() -> Option<PathBuf> {
-    let why = match which("dpdk-testpmd") {
-        None => "dpdk-testpmd is not on PATH".to_string(),
-        Some(_) if hugetlbfs_mounts().is_empty() => "no hugetlbfs is mounted".to_string(),
-        // Two testpmds with -m 256 each, in 2 MiB pages.
-        Some(_) if free_hugepages() < 256 => {
-            format!("only {} hugepages are free", free_hugepages())
-        }
-        Some(p) => return Some(p),
-    };
-    testbed::skip(
-        "VNET_REQUIRE_DPDK",
-        &format!("DPDK tests: {why} (run `cargo xtask deps`)"),
-    );
-    None
+    // Two testpmds with -m 256 each, in 2 MiB pages.
+    if let Some(why) = dpdk::unavailable(256) {
+        testbed::skip(
+            "VNET_REQUIRE_DPDK",
+            &format!("DPDK tests: {why} (run `cargo xtask deps`)"),
+        );
+        return None;
+    }
+    dpdk::which(dpdk::TESTPMD)
 }
 
-/// CPUs this process may run on.
+/// CPUs this process may run on (at least CPU 0).
 pub fn cpus() -> Vec<usize> {
-    let list = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(str::to_string))
-        .unwrap_or_default();
-    let mut v = vec![];
-    for part in list.trim().split(',').filter(|s| !s.is_empty()) {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
-            v.extend(a..=b);
-        }
-    }
+    let mut v = dpdk::allowed_cpus();
     if v.is_empty() {
         v.push(0);
     }
     v
-}
-
-/// Removes what a testpmd with this `--file-prefix` leaves behind: its runtime directory
-/// and its hugepage files (which keep the pages reserved until deleted).
-pub fn remove_dpdk_files(prefix: &str) {
-    let mut runtime = vec![PathBuf::from("/var/run/dpdk"), PathBuf::from("/tmp/dpdk")];
-    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
-        runtime.push(PathBuf::from(x).join("dpdk"));
-    }
-    for d in runtime {
-        let _ = std::fs::remove_dir_all(d.join(prefix));
-    }
-    let map = format!("{prefix}map_");
-    for m in hugetlbfs_mounts() {
-        for e in std::fs::read_dir(&m).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(&map) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-}
-
-/// One virtio-user port of a testpmd: `net_virtio_user<n>` on `sock`.
-pub struct Vdev<'a> {
-    pub sock: &'a Path,
-    pub mac: [u8; 6],
-    /// Queue pairs (`queues=`; more than one also needs testpmd's `--rxq` / `--txq`).
-    pub queues: u16,
-    /// Extra devargs, e.g. `mrg_rxbuf=0`.
-    pub extra: &'a str,
 }
 
 /// A running testpmd. Dropping it stops it (EOF on stdin, then SIGKILL), prints its output
@@ -143,7 +66,7 @@ pub struct PortFigures {
 #[derive(Debug)]
 pub struct Report {
     /// MAC address of each port, in port order.
-    pub macs: Vec<[u8; 6]>,
+    pub macs: Vec<MacAddr>,
     /// Final forward statistics of each port, in port order.
     pub ports: Vec<PortFigures>,
 }
@@ -156,7 +79,7 @@ impl Testpmd {
         dir: &Path,
         name: &str,
         (cpu_main, cpu_fwd): (usize, usize),
-        vdevs: &[Vdev],
+        vdevs: &[VirtioUser],
         app_args: &[&str],
     ) -> Testpmd {
         let prefix = format!(
@@ -164,40 +87,15 @@ impl Testpmd {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let mut args: Vec<String> = vec![
-            format!("--lcores=0@{cpu_main},1@{cpu_fwd}"),
-            "--no-pci".into(),
-            "--no-telemetry".into(),
-            "--single-file-segments".into(),
-            "-m".into(),
-            "256".into(),
-            format!("--file-prefix={prefix}"),
-        ];
-        for (i, d) in vdevs.iter().enumerate() {
-            let mut spec = format!(
-                "net_virtio_user{i},path={},queues={},mac={}",
-                d.sock.display(),
-                d.queues,
-                fmt_mac(d.mac)
-            );
-            if !d.extra.is_empty() {
-                spec.push(',');
-                spec.push_str(d.extra);
-            }
-            args.push(format!("--vdev={spec}"));
-        }
-        args.push("--".into());
-        // All allocations fit in the -m 256 preallocated at start, so the memory table
-        // virtio-user gives vnetd does not change while traffic runs.
-        args.push("--total-num-mbufs=16384".into());
-        args.extend(app_args.iter().map(|s| s.to_string()));
+        let vdevs: Vec<String> = vdevs.iter().enumerate().map(|(i, d)| d.vdev(i)).collect();
+        let args = dpdk::testpmd_args((cpu_main, cpu_fwd), &prefix, &vdevs, app_args);
 
         let out = dir.join(format!("testpmd-{name}.log"));
         let mut f = File::create(&out).unwrap();
         writeln!(f, "$ {} {}", bin.display(), args.join(" ")).unwrap();
         // Line-buffered stdout, so that the output of a testpmd that must be killed is not
         // lost in its stdio buffer.
-        let mut cmd = match which("stdbuf") {
+        let mut cmd = match dpdk::which("stdbuf") {
             Some(s) => {
                 let mut c = Command::new(s);
                 c.arg("-oL").arg(bin);
@@ -285,17 +183,8 @@ impl Drop for Testpmd {
                 self.output()
             );
         }
-        remove_dpdk_files(&self.prefix);
+        dpdk::remove_files(&self.prefix);
     }
-}
-
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut m = [0u8; 6];
-    let mut parts = s.trim().split(':');
-    for b in &mut m {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(m)
 }
 
 /// The number after `key` on `line`.
@@ -306,20 +195,11 @@ pub fn figure(line: &str, key: &str) -> Option<u64> {
 
 /// Parses `Port N: MAC` lines and the `Forward statistics for port N` blocks.
 pub fn parse_report(out: &str) -> Report {
-    let mut macs = vec![];
+    let macs = dpdk::port_macs(out);
     let mut ports: Vec<PortFigures> = vec![];
     let mut current: Option<usize> = None;
     for line in out.lines() {
         let t = line.trim();
-        if let Some(rest) = t.strip_prefix("Port ") {
-            if let Some((n, m)) = rest.split_once(": ") {
-                if let (Ok(n), Some(m)) = (n.parse::<usize>(), parse_mac(m)) {
-                    if n == macs.len() {
-                        macs.push(m);
-                    }
-                }
-            }
-        }
         if let Some(i) = t.find("Forward statistics for port ") {
             current = t[i + "Forward statistics for port ".len()..]
                 .split_whitespace()
@@ -342,6 +222,106 @@ pub fn parse_report(out: &str) -> Report {
         }
     }
     Report { macs, ports }
+}
+
+/// A testpmd forwarding in `mac` mode between its port 0 on vnetd's port `a` and its port 1
+/// on `b`, `--port-topology=paired`: what port 0 receives leaves port 1 towards port 0's
+/// MAC and the other way round, after `--tx-first` seeded a burst on every tx queue.
+pub struct Paired {
+    /// The MACs of testpmd's ports 0 and 1.
+    pub macs: [MacAddr; 2],
+    /// Queue pairs of each port.
+    pub queues: u16,
+    /// Frames each port must at least receive.
+    pub min_packets: u64,
+    /// Frames the rings may hold when testpmd stops (see [`assert_forwarded`]).
+    pub slack: u64,
+}
+
+impl Paired {
+    /// Starts it (log `testpmd-<name>.log` in vnetd's directory, on the first and last
+    /// CPUs we may use) and waits until traffic flows both ways.
+    pub fn start(&self, bin: &Path, v: &Vnetd, name: &str) -> Testpmd {
+        let cpus = cpus();
+        let [ma, mb] = self.macs;
+        let (sa, sb) = (v.sock("a"), v.sock("b"));
+        let ports = [
+            VirtioUser {
+                sock: &sa,
+                mac: ma,
+                queues: self.queues,
+                extra: "in_order=0",
+            },
+            VirtioUser {
+                sock: &sb,
+                mac: mb,
+                queues: self.queues,
+                extra: "in_order=0",
+            },
+        ];
+        let (peer0, peer1) = (format!("--eth-peer=0,{mb}"), format!("--eth-peer=1,{ma}"));
+        let (rxq, txq) = (
+            format!("--rxq={}", self.queues),
+            format!("--txq={}", self.queues),
+        );
+        let mut app = vec!["--forward-mode=mac", "--port-topology=paired"];
+        if self.queues > 1 {
+            app.extend([rxq.as_str(), txq.as_str()]);
+        }
+        app.extend(["--tx-first", &peer0, &peer1]);
+        let mut t = Testpmd::start(
+            bin,
+            &v.dir,
+            name,
+            (cpus[0], cpus[cpus.len() - 1]),
+            &ports,
+            &app,
+        );
+        wait_until("traffic both ways", v, &mut [&mut t], |v| {
+            v.port_stats("a").tx_packets > 0 && v.port_stats("b").tx_packets > 0
+        });
+        t
+    }
+
+    /// Lets the traffic run for `run`, then stops testpmd and checks that vnetd learned
+    /// both MACs and that testpmd's report and vnetd's counters agree (printing both,
+    /// `what` saying which test); `started` is when the measured traffic began.
+    pub fn check(&self, v: &Vnetd, t: &mut Testpmd, started: Instant, run: Duration, what: &str) {
+        let [ma, mb] = self.macs;
+        let (fa, fb) = (features(v, "a"), features(v, "b"));
+        std::thread::sleep(run);
+        t.check_running();
+        assert_learned(v, ma, "a");
+        assert_learned(v, mb, "b");
+        let r = t.stop();
+        let ran = started.elapsed();
+        let (sa, sb) = settled_stats(v);
+        let (p0, p1) = (r.ports[0], r.ports.get(1).copied().unwrap_or_default());
+        eprintln!(
+            "{ran:.1?} of traffic{what}: testpmd port0 {p0:?} port1 {p1:?}; vnetd a rx {} tx \
+             {}, b rx {} tx {} ({:.2} Mpps each way); drops a {} b {}; features a [{fa}] b \
+             [{fb}]",
+            sa.rx_packets,
+            sa.tx_packets,
+            sb.rx_packets,
+            sb.tx_packets,
+            p0.rx as f64 / ran.as_secs_f64() / 1e6,
+            drops(&sa),
+            drops(&sb),
+        );
+        assert_eq!(r.macs, vec![ma, mb], "port MACs");
+        assert_eq!(r.ports.len(), 2, "{r:?}");
+        for (port, p) in [p0, p1].iter().enumerate() {
+            assert!(
+                p.rx > self.min_packets,
+                "testpmd port {port} received only {}",
+                p.rx
+            );
+        }
+        assert!(sa.tx_packets > self.min_packets, "{sa:?}");
+        assert!(sb.tx_packets > self.min_packets, "{sb:?}");
+        assert_forwarded(p0, p1, &sa, &sb, self.slack);
+    }
 }
 
 /// Polls until `cond` holds, failing early if a testpmd exits.
@@ -383,13 +363,13 @@ pub fn has_feature(features: &str, name: &str) -> bool {
 }
 
 /// Asserts that the FDB has `mac` on `port`.
-pub fn assert_learned(v: &Vnetd, mac: [u8; 6], port: &str) {
+pub fn assert_learned(v: &Vnetd, mac: MacAddr, port: &str) {
     let Response::Fdb(fdb) = v.call(Request::Fdb) else {
         panic!("unexpected response to fdb")
     };
-    let m = fmt_mac(mac);
+    let m = mac.to_string();
     assert!(
-        fdb.iter().any(|e| e.mac.0 == mac && e.port == port),
+        fdb.iter().any(|e| e.mac == mac && e.port == port),
         "{m} not learned on {port}: {fdb:?}"
     );
 }

@@ -35,11 +35,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::common::{kill_netns, sweep_stale_netns};
-use super::{
-    free_hugepages, sleep, Args, Case, Ctx, Only, Proc, RunResult, Switch, TempDir, TAG,
-    TESTPMD_MEM_MB,
-};
+use testbed::dpdk::free_hugepages;
+use testbed::netns::{self, Netns};
+
+use super::ctx::Ctx;
+use super::proc::{sleep, Proc, TempDir};
+use super::runner::Switch;
+use super::vm2vm::{self, Case, RunResult};
+use super::{Args, Only, TAG, TESTPMD_MEM_MB};
 use crate::deps;
 use crate::util::{has_command, is_root, warn};
 
@@ -79,7 +82,9 @@ pub(super) fn add_anchor(ctx: &Ctx, args: &Args, switches: &mut Vec<Switch>) -> 
     if !vm2vm || args.only == Some(Only::Vnetd) || switches.contains(&Switch::Ovs) {
         return None;
     }
-    sweep_stale_netns(|name| name.ends_with("-ovs"));
+    for name in netns::sweep_stale(TAG, |name| name.ends_with("-ovs")) {
+        eprintln!("removed network namespace {name} (left by a bench process that is gone)");
+    }
     match probe(ctx) {
         Ok(()) => {
             switches.push(Switch::Ovs);
@@ -166,10 +171,10 @@ pub(super) fn run(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunResult>
     ovs.wait_ports_up()?;
 
     let mut result = RunResult::default();
-    let window = ctx.measure(&mut gen, &ovs.vswitchd, None)?;
+    let window = vm2vm::measure(ctx, &mut gen, &ovs.vswitchd, None)?;
     gen.send_wait("stop")?;
     if idle_check {
-        result.idle_cpu = Some(ctx.idle_cpu(&ovs.vswitchd)?);
+        result.rec.idle_cpu = Some(ctx.idle_cpu(&ovs.vswitchd)?);
     }
     // Over the whole run, warm-up included (`tx_first` puts more frames in flight than the
     // rings hold): like the DPDK anchor's drops, not an anomaly.
@@ -191,19 +196,19 @@ pub(super) fn run(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunResult>
     gen.quit()?;
 
     if let Err(err) = ovs.exit() {
-        result.anomalies.push(format!("{err:#}"));
+        result.rec.anomalies.push(format!("{err:#}"));
     }
     let complaints = ovs.complaints();
     if !complaints.is_empty() {
-        result.anomalies.push(format!(
+        result.rec.anomalies.push(format!(
             "{} error line(s) in {}: {}",
             complaints.len(),
             ovs.vswitchd.log.display(),
             complaints[0].trim()
         ));
     }
-    result.anchor_drops = Some(dropped);
-    result.features = features.join("; ");
+    result.rec.anchor_drops = Some(dropped);
+    result.rec.features = features.join("; ");
     result.fill(ctx, &window);
     Ok(result)
 }
@@ -281,14 +286,15 @@ impl Ovs {
             &format!("other_config:dpdk-extra={extra}"),
         ])?;
 
-        let netns = Netns::create()?;
+        // The TAPs of its userspace datapath and bridge appear in this namespace only.
+        let netns = Netns::create(&format!("{TAG}{}-ovs", std::process::id()))?;
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", &cpu])
             .arg(vswitchd())
             .arg(format!("unix:{}", dir.join("db.sock").display()))
             .arg(format!("--unixctl={}", dir.join("vswitchd.ctl").display()))
             .arg("--no-chdir");
-        let cmd = env(netns.exec(&cmd), dir);
+        let cmd = env(netns.wrap(&cmd), dir);
         let log = ctx.logs.join(format!("{name}-vswitchd.log"));
         let vswitchd = Proc::spawn("ovs-vswitchd", cmd, &log, Some(prefix))?;
         let mut ovs = Ovs {
@@ -533,40 +539,6 @@ fn parse_map(text: &str) -> BTreeMap<String, String> {
     map
 }
 
-/// The network namespace ovs-vswitchd runs in (`vnet-bench-<pid>-ovs`): the TAPs of its
-/// userspace datapath and bridge appear there. Dropping it stops what is left in it and
-/// deletes it, TAPs included.
-#[derive(Debug)]
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns> {
-        let name = format!("{TAG}{}-ovs", std::process::id());
-        kill_netns(&name);
-        let mut add = Command::new("ip");
-        add.args(["netns", "add", &name]);
-        output(&mut add)?;
-        Ok(Netns { name })
-    }
-
-    /// `cmd` run inside the namespace (`ip netns exec NS ...`, which execs it: same pid).
-    fn exec(&self, cmd: &Command) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name])
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        kill_netns(&self.name);
-    }
-}
-
 /// The `dpdk-lcore-mask` / `pmd-cpu-mask` of one CPU.
 fn cpu_mask(cpu: usize) -> String {
     format!("{:#x}", 1u64 << cpu)
@@ -575,7 +547,6 @@ fn cpu_mask(cpu: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::stale_owner;
 
     #[test]
     fn parses_ovsdb_maps() {
@@ -596,7 +567,7 @@ mod tests {
     fn masks_and_names() {
         assert_eq!(cpu_mask(1), "0x2");
         assert_eq!(cpu_mask(0), "0x1");
-        assert_eq!(stale_owner("vnet-bench-42-ovs"), Some(42));
+        assert_eq!(netns::owner_pid(TAG, "vnet-bench-42-ovs"), Some(42));
         assert_eq!(Switch::Ovs.label(), "ovs-dpdk");
     }
 }
