@@ -16,7 +16,7 @@ use virtio_net::{NetHdr, GSO_NONE};
 
 const WAIT: Duration = Duration::from_secs(3);
 const QUIET: Duration = Duration::from_millis(150);
-const BCAST: [u8; 6] = [0xff; 6];
+const BCAST: MacAddr = MacAddr::BROADCAST;
 const NO_GUEST_OFFLOADS: u64 = f::GUEST_CSUM | f::GUEST_TSO4 | f::GUEST_TSO6 | f::GUEST_ECN;
 
 fn up(v: &Vnetd, names: &[&str], features: u64) -> Vec<Frontend> {
@@ -103,7 +103,7 @@ fn a_configured_mac_cannot_be_stolen() {
     };
     let a_row = rows
         .iter()
-        .find(|r| r.mac.octets() == mac(1))
+        .find(|r| r.mac == mac(1))
         .expect("a's address in the table");
     assert_eq!(a_row.port, "a");
 }

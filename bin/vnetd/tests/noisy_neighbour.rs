@@ -21,9 +21,9 @@ use virtio_net::NetHdr;
 
 const RUN: Duration = Duration::from_secs(2);
 /// The victim b's configured address, and a's.
-const VB: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xb];
-const VA: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];
-const EVIL: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xe];
+const VB: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0xb]);
+const VA: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0xa]);
+const EVIL: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0xe]);
 
 struct Bed {
     v: Vnetd,
@@ -54,8 +54,10 @@ fn bed() -> Bed {
     );
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
     let h = NetHdr::default();
-    a.send(0, &h, &frame([0xff; 6], VA, 60, 0)).unwrap();
-    b.send(0, &h, &frame([0xff; 6], VB, 60, 0)).unwrap();
+    a.send(0, &h, &frame(MacAddr::BROADCAST, VA, 60, 0))
+        .unwrap();
+    b.send(0, &h, &frame(MacAddr::BROADCAST, VB, 60, 0))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     Bed {
         v,
@@ -103,7 +105,7 @@ fn victim_rate(bed: &mut Bed) -> f64 {
             break;
         }
         // Only the victim's own frames count (a flood from the attacker would not).
-        if f[6..12] == VA {
+        if f[6..12] == VA.0 {
             n += 1;
         }
     }
@@ -126,7 +128,7 @@ fn attack(bed: &mut Bed, attack: impl Fn(&mut Frontend, u64) + Send + 'static) -
                 attack(&mut evil, round);
                 round += 1;
                 while let Ok(Some((_, f))) = evil.recv(0, Duration::ZERO) {
-                    if f[..6] == VB || f[..6] == VA {
+                    if f[..6] == VB.0 || f[..6] == VA.0 {
                         leaked.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -184,7 +186,7 @@ fn victims_keep_their_rate_and_their_frames() {
     // 1. Steal b's address: every frame from it is refused (static entry).
     let r = attack(&mut bed, |evil, _| {
         let frames: Vec<(NetHdr, Vec<u8>)> = (0..32)
-            .map(|i| (NetHdr::default(), frame([0xff; 6], VB, 64, i)))
+            .map(|i| (NetHdr::default(), frame(MacAddr::BROADCAST, VB, 64, i)))
             .collect();
         send_burst(evil, &frames);
     });
@@ -207,7 +209,10 @@ fn victims_keep_their_rate_and_their_frames() {
                 let n = (round * 32 + i) % 200_000;
                 let mut src = [0x02, 0x66, 0, 0, 0, 0];
                 src[2..].copy_from_slice(&(n as u32).to_be_bytes());
-                (NetHdr::default(), frame([0xff; 6], src, 64, 2))
+                (
+                    NetHdr::default(),
+                    frame(MacAddr::BROADCAST, MacAddr(src), 64, 2),
+                )
             })
             .collect();
         send_burst(evil, &frames);

@@ -19,6 +19,13 @@ use super::vm2vm::{MAC_A, MAC_B};
 use super::{target_dir, Args, BUSY_REWAIT_SECS, FOREIGN_CPU_LIMIT, IDLE_WINDOW, TAG};
 use crate::util::warn;
 
+/// Suffix of a `--modes` entry that runs vnetd with tenant isolation on (`poll+isolated`).
+pub(super) const ISOLATED: &str = "+isolated";
+/// The isolation options of those runs: port security (each port sends from its `mac=`),
+/// an access VLAN, ingress and egress limits of 100 Mpps, storm control at 1 Mpps; all far
+/// above what the generator offers, so only their cost shows.
+const ISOLATION: &str = ",vlan=10,ingress-kpps=100000,egress-kpps=100000,flood-kpps=1000";
+
 /// What the bench needs everywhere.
 #[derive(Debug)]
 pub(super) struct Ctx {
@@ -141,9 +148,9 @@ impl Ctx {
         Ok(self.percent(b.busy.saturating_sub(a.busy), t1 - t0))
     }
 
-    /// The vnetd command line of one run: ports a and b with their sockets in `dir` and
-    /// `queues` queue pairs each, pinned to the switch CPU. The one place that says how vnetd
-    /// runs; a mode is a table row.
+    /// The vnetd command line of one run (`mode` may end in [`ISOLATED`]): ports a and b
+    /// with their sockets in `dir` and `queues` queue pairs each, pinned to the switch CPU.
+    /// The one place that says how vnetd runs; a mode is a table row.
     pub(super) fn vnetd_command(&self, dir: &Path, mode: Option<&str>, queues: u16) -> Command {
         let mut cmd = Command::new("taskset");
         cmd.arg("-c")
@@ -151,6 +158,13 @@ impl Ctx {
             .arg(&self.vnetd)
             .arg("--control")
             .arg(dir.join("ctl.sock"));
+        // `MODE+isolated`: the same mode with tenant isolation on both ports (source MACs
+        // checked, an access VLAN, rate limits far above the offered load); the plain rows
+        // check nothing.
+        let (mode, isolated) = match mode.and_then(|m| m.strip_suffix(ISOLATED)) {
+            Some(m) => (Some(m), true),
+            None => (mode, false),
+        };
         for (name, mac) in [("a", MAC_A), ("b", MAC_B)] {
             let mut spec = format!(
                 "name={name},socket={},mac={mac}",
@@ -159,9 +173,10 @@ impl Ctx {
             if queues > 1 {
                 spec += &format!(",queues={queues}");
             }
+            spec += if isolated { ISOLATION } else { ",spoofchk=off" };
             cmd.arg("--vhost-user").arg(spec);
         }
-        if let Some(mode) = mode {
+        if let Some(mode) = mode.filter(|m| !m.is_empty()) {
             cmd.args(["--datapath", mode]);
         }
         cmd.env("VNET_LOG", "info");

@@ -61,7 +61,9 @@ pub struct Args {
     /// Measure only vnetd, or only the anchors (DPDK; OVS-DPDK in the VM-to-VM scenarios).
     #[arg(long, value_enum)]
     only: Option<Only>,
-    /// vnetd datapath modes, one table row each (used when `vnetd --help` has `--datapath`).
+    /// vnetd datapath modes, one table row each (used when `vnetd --help` has `--datapath`);
+    /// `MODE+isolated` (e.g. `poll+isolated`) adds a row of that mode with tenant isolation
+    /// on: port security, an access VLAN and rate limits above the offered load.
     #[arg(long, value_delimiter = ',', default_value = "event,poll")]
     modes: Vec<String>,
     /// virtio-user devargs of the generator's ports, one group of rows each; repeat the
@@ -198,6 +200,11 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let runner::Outcome { mut runs, idle } = runner::run_all(&ctx, args, &vm2vm);
 
+    // `+isolated` rows are VM-to-VM only.
+    let modes: Vec<Option<String>> = modes
+        .into_iter()
+        .filter(|m| !m.as_deref().is_some_and(|m| m.ends_with(ctx::ISOLATED)))
+        .collect();
     let mut tap = args
         .scenarios
         .contains(&ScenarioName::Tap)
