@@ -73,11 +73,24 @@ const TYPE_AT: usize = 12;
 
 impl EthHead {
     /// The header at the start of `b`: 18 bytes when `tagged`, else 14.
+    #[inline]
     pub fn new(b: &[u8], tagged: bool) -> Option<EthHead> {
         let len = if tagged { TAGGED } else { UNTAGGED };
-        let mut bytes = [0u8; TAGGED];
-        bytes[..len].copy_from_slice(b.get(..len)?);
-        Some(EthHead { bytes, len })
+        // Fixed-size copies (inlined moves, no memcpy call): all 18 bytes when there are.
+        let bytes = match b.first_chunk::<TAGGED>() {
+            Some(full) => *full,
+            None => {
+                let mut bytes = [0u8; TAGGED];
+                bytes[..UNTAGGED].copy_from_slice(b.first_chunk::<UNTAGGED>()?);
+                bytes
+            }
+        };
+        (b.len() >= len).then_some(EthHead { bytes, len })
+    }
+
+    /// All 18 bytes (past `len`, whatever followed the header).
+    pub fn raw(&self) -> &[u8; TAGGED] {
+        &self.bytes
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -223,18 +223,19 @@ pub(super) fn unicast_plain(
 
 /// Writes a 12-byte virtio_net_hdr and an Ethernet header at the start of `chain` with one
 /// inlined copy when they fit its first buffer.
+#[inline]
 fn write_head(chain: &Chain, hdr: &[u8; HDR_LEN_V1], eth: &EthHead) -> bool {
     const PLAIN: usize = HDR_LEN_V1 + wire::ethernet::HEADER_LEN;
     const TAGGED: usize = HDR_LEN_V1 + wire::ethernet::TAGGED_HEADER_LEN;
+    // Fixed-size moves only: the header, then all 18 bytes of the Ethernet copy (the
+    // untagged write stops after 14 of them).
     let mut b = [0u8; TAGGED];
     b[..HDR_LEN_V1].copy_from_slice(hdr);
-    b[HDR_LEN_V1..HDR_LEN_V1 + eth.len()].copy_from_slice(eth.as_bytes());
+    b[HDR_LEN_V1..].copy_from_slice(eth.raw());
     if eth.tagged() {
         chain.write_array::<TAGGED>(0, &b)
     } else {
-        let mut p = [0u8; PLAIN];
-        p.copy_from_slice(&b[..PLAIN]);
-        chain.write_array::<PLAIN>(0, &p)
+        chain.write_array::<PLAIN>(0, b.first_chunk::<PLAIN>().unwrap_or(&[0; PLAIN]))
     }
 }
 

@@ -94,20 +94,26 @@ pub(crate) fn switch_frame(
         return Outcome::Done;
     };
     let hl = port.hdr_len;
-    // The virtio_net_hdr and Ethernet header (with a VLAN tag), in one inlined copy when
-    // they lie in one buffer.
-    let mut head = [0u8; HEAD_LEN];
-    let fast = match (src, pre) {
-        (_, Some(p)) if hl == HDR_LEN_V1 => Some(*p),
-        (Src::Chain(c, off), _) if hl == HDR_LEN_V1 => c.read_array::<HEAD_LEN>(off),
-        _ => None,
-    };
-    let got = match fast {
-        Some(h) => {
-            head = h;
-            head.len()
+    // The virtio_net_hdr and Ethernet header (with a VLAN tag): the caller's copy when it
+    // read them already (no second copy), else one inlined copy when they lie in one
+    // buffer, else a gathering read.
+    let mut local = [0u8; HEAD_LEN];
+    let (head, got): (&[u8; HEAD_LEN], usize) = match (pre, src) {
+        (Some(p), _) if hl == HDR_LEN_V1 => (p, HEAD_LEN),
+        (_, Src::Chain(c, off)) if hl == HDR_LEN_V1 => match c.read_array::<HEAD_LEN>(off) {
+            Some(h) => {
+                local = h;
+                (&local, HEAD_LEN)
+            }
+            None => {
+                let n = src.read_at(0, &mut local);
+                (&local, n)
+            }
+        },
+        _ => {
+            let n = src.read_at(0, &mut local[..hl + wire::ethernet::TAGGED_HEADER_LEN]);
+            (&local, n)
         }
-        None => src.read_at(0, &mut head[..hl + wire::ethernet::TAGGED_HEADER_LEN]),
     };
     let total = src.len();
     let parsed = head.get(hl..got).and_then(|h| {
@@ -202,6 +208,7 @@ pub(crate) fn switch_frame(
 /// The ingress checks of a port's policy: its VLAN (the frame's, or why it is dropped),
 /// port security (source MAC, and the IP an ARP or neighbour advertisement claims), and
 /// for a TAP its ingress rate (a guest's is applied by not taking frames from its ring).
+#[inline]
 fn admit(
     port: &mut Port,
     eth: &EthernetFrame<&[u8]>,

@@ -45,7 +45,7 @@ pub(crate) struct Port {
     /// How this port's txqs are served (TAP ports: always by their fds' events).
     pub mode: DatapathMode,
     /// Port security, VLAN, MTU, rate limits.
-    pub policy: Policy,
+    pub policy: Box<Policy>,
     pub kind: Kind,
 }
 
@@ -60,7 +60,7 @@ impl Port {
         status: Arc<PortStatus>,
     ) -> Port {
         Port {
-            policy,
+            policy: Box::new(policy),
             name,
             hdr_len: virtio_net::HDR_LEN_V1,
             rx_caps: RxCaps::NONE,
@@ -84,7 +84,7 @@ impl Port {
         status: Arc<PortStatus>,
     ) -> Port {
         Port {
-            policy,
+            policy: Box::new(policy),
             name,
             hdr_len: port_tap::VNET_HDR_LEN,
             rx_caps: RxCaps::from_guest_features(tap.write_features()),
