@@ -17,7 +17,7 @@ use wire::EthernetFrame;
 
 use crate::frame::{Src, HEAD_LEN};
 use crate::links::Outbox;
-use crate::port::Port;
+use crate::port::{find_mut as port_mut, Port};
 use crate::types::{PortId, MAX_FRAME};
 pub(crate) use deliver::Scratch;
 use deliver::{deliver, remote_worker, unicast_plain, Frame};
@@ -66,10 +66,6 @@ pub(crate) enum Followup {
     TapGone(PortId),
     /// Frames now wait on TAP queue `queue` of `port`: watch it for EPOLLOUT.
     TapWritable { port: PortId, queue: usize },
-}
-
-fn port_mut(ports: &mut [Option<Port>], id: PortId) -> Option<&mut Port> {
-    ports.get_mut(usize::from(id.0)).and_then(Option::as_mut)
 }
 
 /// Switches the frame `src` (virtio_net_hdr first) that came in at `ingress`. With `hold`,
