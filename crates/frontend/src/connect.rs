@@ -7,20 +7,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::message::VhostUserHeaderFlag;
-use vhost::vhost_user::{Frontend as VuFrontend, VhostUserFrontend, VhostUserProtocolFeatures};
+use vhost::vhost_user::{VhostUserFrontend, VhostUserProtocolFeatures};
 use virtio_net::features as f;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::guest::GuestMemory;
 use crate::queue::{QueueParams, RxQueue, TxQueue};
+use crate::request::{acked, eventfd};
 use crate::{session, Frontend, FrontendConfig, FrontendError, Notifiers, QueuePair};
-
-/// A non-blocking eventfd.
-pub(crate) fn eventfd() -> Result<EventFd, FrontendError> {
-    EventFd::new(EFD_NONBLOCK).map_err(FrontendError::io("eventfd"))
-}
 
 impl Notifiers {
     fn new() -> Result<Notifiers, FrontendError> {
@@ -44,28 +38,6 @@ impl Notifiers {
             Err(e) => Err(FrontendError::io("call eventfd read")(e)),
         }
     }
-}
-
-pub(crate) fn vhost_err(op: &'static str) -> impl FnOnce(vhost::Error) -> FrontendError {
-    move |source| FrontendError::Vhost { op, source }
-}
-
-/// Runs a request that has no reply of its own with NEED_REPLY set when REPLY_ACK was
-/// negotiated, so a NACK surfaces as an error right there.
-pub(crate) fn acked<T>(
-    vu: &mut VuFrontend,
-    reply_ack: bool,
-    op: &'static str,
-    req: impl FnOnce(&mut VuFrontend) -> vhost::Result<T>,
-) -> Result<T, FrontendError> {
-    if reply_ack {
-        vu.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
-    }
-    let r = req(vu);
-    if reply_ack {
-        vu.set_hdr_flags(VhostUserHeaderFlag::empty());
-    }
-    r.map_err(vhost_err(op))
 }
 
 /// Checks what can be checked before talking to the backend.

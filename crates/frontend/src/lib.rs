@@ -9,7 +9,8 @@
 //! * `queue`: virtio-net rx/tx queues (§5.1.6): tx layouts, indirect tables, mergeable rx
 //!   buffers.
 //! * [`Frontend`]: set-up (`connect`: socket, memory and queues; `session`: the vhost-user
-//!   requests in the order of the VMM played), then the frame API (`io`).
+//!   requests in the order of the VMM played; `request`: eventfds, errors and REPLY_ACK
+//!   shared by every request), then the frame API (`io`).
 //! * `hostile` (cargo feature `hostile`, for tests): raw descriptors, avail indexes,
 //!   guest memory pokes and truncation, to play a misbehaving driver.
 //!
@@ -27,6 +28,7 @@ mod hostile;
 mod io;
 mod mem;
 mod queue;
+mod request;
 mod ring;
 mod session;
 #[cfg(test)]
@@ -46,9 +48,9 @@ pub use hostile::RawDesc;
 pub use ring::VringAddrs;
 pub use virtio_net::config::NetConfig;
 
-use connect::vhost_err;
 use guest::GuestMemory;
 use queue::{RxQueue, TxQueue};
+use request::vhost_err;
 use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::EventFd;
 

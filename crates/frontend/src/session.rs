@@ -8,8 +8,8 @@ use vhost::vhost_user::{Frontend as VuFrontend, VhostUserFrontend, VhostUserProt
 use vhost::{VhostBackend, VringConfigData};
 use virtio_net::features as f;
 
-use crate::connect::{acked, eventfd, vhost_err};
 use crate::guest::GuestMemory;
+use crate::request::{acked, eventfd, vhost_err};
 use crate::{FrontendConfig, FrontendError, MemRegistration, SessionStyle, MAX_MEM_TABLE_REGIONS};
 use crate::{Notifiers, QueuePair};
 

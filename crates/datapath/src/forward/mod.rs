@@ -17,7 +17,7 @@ use wire::EthernetFrame;
 
 use crate::frame::{EthHead, Src, HEAD_LEN};
 use crate::links::Outbox;
-use crate::port::Port;
+use crate::port::{find_mut as port_mut, Port};
 use crate::types::{PortId, MAX_FRAME};
 pub(crate) use deliver::Scratch;
 use deliver::{deliver, remote_worker, unicast_plain, Frame, MAIL_HEAD};
@@ -71,10 +71,6 @@ pub(crate) enum Followup {
 /// Bytes after the Ethernet header read for port security: an IPv6 header, four extension
 /// headers of 8 bytes and a neighbour advertisement; ARP needs 28.
 const INSPECT_LEN: usize = 40 + 4 * 8 + wire::icmpv6::NEIGHBOR_ADVERT_LEN;
-
-fn port_mut(ports: &mut [Option<Port>], id: PortId) -> Option<&mut Port> {
-    ports.get_mut(usize::from(id.0)).and_then(Option::as_mut)
-}
 
 /// Switches the frame `src` (virtio_net_hdr first) that came in at `ingress`. With `hold`,
 /// a unicast frame whose destination has no rx buffer is left to the caller. `pre`: the

@@ -13,9 +13,19 @@ use virtio_net::offload::{RxCaps, TxCaps};
 use vring::RingError;
 
 use crate::policy::Policy;
-use crate::types::{DatapathMode, PortStatus};
+use crate::types::{DatapathMode, PortId, PortStatus};
 use tap::TapPort;
 use vhost::{VhostRings, Vq};
+
+/// Port `id` of a port table (indexed by id; `None`: no such port).
+pub(crate) fn find(ports: &[Option<Port>], id: PortId) -> Option<&Port> {
+    ports.get(usize::from(id.0)).and_then(Option::as_ref)
+}
+
+/// [`find`], mutably.
+pub(crate) fn find_mut(ports: &mut [Option<Port>], id: PortId) -> Option<&mut Port> {
+    ports.get_mut(usize::from(id.0)).and_then(Option::as_mut)
+}
 
 /// What kind of port, with its own state.
 #[derive(Debug)]

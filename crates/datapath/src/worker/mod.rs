@@ -21,7 +21,7 @@ use crate::forward::{Ctx, Followup, Scratch};
 use crate::links::{Links, Outbox};
 use crate::mailbox::Receiver as MailReceiver;
 use crate::port::tap::TapQueue;
-use crate::port::Port;
+use crate::port::{self, Port};
 use crate::types::{DatapathConfig, DatapathMode, FdbRow, PortId, BURST, MAX_FRAME};
 
 /// While polling busy rings, the fds are checked every this many rounds.
@@ -91,9 +91,7 @@ impl Switching {
     }
 
     fn port(&mut self, id: PortId) -> Option<&mut Port> {
-        self.ports
-            .get_mut(usize::from(id.0))
-            .and_then(Option::as_mut)
+        port::find_mut(&mut self.ports, id)
     }
 
     /// TAP queue `qi` of port `id`, unless the device is gone.
@@ -347,11 +345,7 @@ impl Worker {
     }
 
     fn port_polled(&self, id: PortId) -> bool {
-        self.sw
-            .ports
-            .get(usize::from(id.0))
-            .and_then(Option::as_ref)
-            .is_some_and(|p| self.polled(p))
+        port::find(&self.sw.ports, id).is_some_and(|p| self.polled(p))
     }
 
     /// Turns guest tx kicks on or off on every running txq of the adaptive ports; with
@@ -558,9 +552,7 @@ impl Worker {
                     .map(|e| FdbRow {
                         mac: e.mac,
                         vlan: e.vlan,
-                        port: ports
-                            .get(usize::from(e.port.0))
-                            .and_then(Option::as_ref)
+                        port: port::find(ports, e.port)
                             .map(|p| p.name.clone())
                             .unwrap_or_default(),
                         age: e.age,

@@ -256,6 +256,8 @@ impl Worker {
         let vq = p.vhost_mut()?.slot(index)?.take()?;
         let status = p.status.clone();
         let base = self.retire(vq, &status);
+        // Scratch chains let go of guest memory they may still hold.
+        self.sw.scratch.release();
         self.pending
             .retain(|&(p, qp)| !(p == id && index % 2 == 1 && qp == index / 2));
         if index % 2 == 0 {
@@ -280,7 +282,7 @@ impl Worker {
     }
 
     /// Publishes what is pending on a ring (counting it), stops watching its kick and
-    /// returns its base. Scratch chains let go of guest memory they may still hold.
+    /// returns its base.
     fn retire(&mut self, mut vq: Vq, status: &crate::types::PortStatus) -> u16 {
         vq.flush();
         vq.count_used(status);
@@ -291,7 +293,6 @@ impl Worker {
                 EpollEvent::default(),
             );
         }
-        self.sw.scratch.release();
         vq.ring.next_avail()
     }
 
@@ -307,6 +308,7 @@ impl Worker {
             for vq in rings {
                 self.retire(vq, &p.status);
             }
+            self.sw.scratch.release();
         }
         if let Some(t) = p.tap_mut() {
             for q in &t.queues {

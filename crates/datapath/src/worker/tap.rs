@@ -7,11 +7,11 @@ use std::time::Instant;
 use switch::DropReason;
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 
-use super::{Token, Worker};
+use super::{Switching, Token, Worker};
 use crate::forward::{switch_frame, Ingress, Outcome};
 use crate::frame::Src;
 use crate::port::tap::TapQueue;
-use crate::port::Port;
+use crate::port::{self, Port};
 use crate::types::{PortId, BURST};
 
 impl Worker {
@@ -270,15 +270,11 @@ impl Worker {
 
     /// Sends the frames that waited for the TAP fd to become writable.
     fn tap_flush_out(&mut self, id: PortId, qi: usize) {
-        let Some(p) = self
-            .sw
-            .ports
-            .get_mut(usize::from(id.0))
-            .and_then(Option::as_mut)
-        else {
+        let Switching { ports, scratch, .. } = &mut self.sw;
+        let Some(p) = port::find_mut(ports, id) else {
             return;
         };
-        let iov = &mut self.sw.scratch.iov;
+        let iov = &mut scratch.iov;
         let Some(q) = p.tap_mut().and_then(|t| t.queues.get_mut(qi)) else {
             return;
         };
@@ -328,12 +324,7 @@ impl Worker {
 
     /// Updates what epoll reports for TAP queue `qi` of `id` to its state.
     pub(super) fn set_tap_interest(&mut self, id: PortId, qi: usize) {
-        let Some(p) = self
-            .sw
-            .ports
-            .get(usize::from(id.0))
-            .and_then(Option::as_ref)
-        else {
+        let Some(p) = port::find(&self.sw.ports, id) else {
             return;
         };
         if let Some(q) = p.tap_ref().and_then(|t| t.queues.get(qi)) {
