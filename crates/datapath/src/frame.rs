@@ -63,7 +63,7 @@ impl<'a> Src<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct EthHead {
     bytes: [u8; TAGGED],
-    len: usize,
+    tagged: bool,
 }
 
 const UNTAGGED: usize = wire::ethernet::HEADER_LEN;
@@ -72,37 +72,40 @@ const TAGGED: usize = wire::ethernet::TAGGED_HEADER_LEN;
 const TYPE_AT: usize = 12;
 
 impl EthHead {
-    /// The header at the start of `b`: 18 bytes when `tagged`, else 14.
+    /// The header in `b`, the first 18 bytes of a frame of which `avail` bytes exist (the
+    /// rest of `b` is ignored when untagged); None when the frame is shorter than its header.
     #[inline]
-    pub fn new(b: &[u8], tagged: bool) -> Option<EthHead> {
+    pub fn new(b: &[u8; TAGGED], avail: usize) -> Option<EthHead> {
+        let tagged =
+            u16::from_be_bytes([b[TYPE_AT], b[TYPE_AT + 1]]) == wire::ethernet::ETHERTYPE_VLAN;
         let len = if tagged { TAGGED } else { UNTAGGED };
-        // Fixed-size copies (inlined moves, no memcpy call): all 18 bytes when there are.
-        let bytes = match b.first_chunk::<TAGGED>() {
-            Some(full) => *full,
-            None => {
-                let mut bytes = [0u8; TAGGED];
-                bytes[..UNTAGGED].copy_from_slice(b.first_chunk::<UNTAGGED>()?);
-                bytes
-            }
-        };
-        (b.len() >= len).then_some(EthHead { bytes, len })
+        (avail >= len).then_some(EthHead { bytes: *b, tagged })
     }
 
-    /// All 18 bytes (past `len`, whatever followed the header).
-    pub fn raw(&self) -> &[u8; TAGGED] {
-        &self.bytes
+    /// The header at the start of `b` (a frame in one buffer).
+    pub fn from_slice(b: &[u8]) -> Option<EthHead> {
+        let mut bytes = [0u8; TAGGED];
+        let n = b.len().min(TAGGED);
+        bytes[..n].copy_from_slice(&b[..n]);
+        EthHead::new(&bytes, b.len())
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        &self.bytes[..self.len()]
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        if self.tagged {
+            TAGGED
+        } else {
+            UNTAGGED
+        }
     }
 
+    #[inline]
     pub fn tagged(&self) -> bool {
-        self.len == TAGGED
+        self.tagged
     }
 
     /// The header as it leaves through a port that wants `action` done to the tag.
@@ -117,7 +120,7 @@ impl EthHead {
                 bytes[TYPE_AT..UNTAGGED].copy_from_slice(&self.bytes[TYPE_AT + 4..TAGGED]);
                 EthHead {
                     bytes,
-                    len: UNTAGGED,
+                    tagged: false,
                 }
             }
             TagAction::Insert(vid) if !self.tagged() => {
@@ -127,7 +130,10 @@ impl EthHead {
                     .copy_from_slice(&wire::ethernet::ETHERTYPE_VLAN.to_be_bytes());
                 bytes[TYPE_AT + 2..TYPE_AT + 4].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
                 bytes[TYPE_AT + 4..TAGGED].copy_from_slice(&self.bytes[TYPE_AT..UNTAGGED]);
-                EthHead { bytes, len: TAGGED }
+                EthHead {
+                    bytes,
+                    tagged: true,
+                }
             }
             TagAction::Strip | TagAction::Insert(_) => *self,
         }
@@ -142,16 +148,22 @@ mod tests {
     #[test]
     fn tags_in_and_out() {
         let untagged: Vec<u8> = (1..=12).chain([0x08, 0x00]).collect();
-        let h = EthHead::new(&untagged, false).unwrap();
+        let h = EthHead::from_slice(&untagged).unwrap();
         let t = h.with(TagAction::Insert(100));
         assert_eq!(t.as_bytes()[12..], [0x81, 0x00, 0x00, 100, 0x08, 0x00]);
         assert_eq!(t.as_bytes()[..12], untagged[..12]);
         assert_eq!(t.with(TagAction::Strip), h);
         assert_eq!(h.with(TagAction::Keep), h);
         assert_eq!(h.with(TagAction::Strip), h, "nothing to strip");
+        let tagged: Vec<u8> = untagged[..12]
+            .iter()
+            .copied()
+            .chain([0x81, 0, 0, 5])
+            .collect();
         assert!(
-            EthHead::new(&untagged, true).is_none(),
+            EthHead::from_slice(&tagged).is_none(),
             "too short for a tag"
         );
+        assert!(EthHead::from_slice(&untagged[..13]).is_none());
     }
 }

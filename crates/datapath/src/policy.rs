@@ -58,11 +58,13 @@ impl Buckets {
         }
     }
 
+    #[inline]
     pub fn is_set(&self) -> bool {
         self.bytes.is_some() || self.frames.is_some()
     }
 
     /// Takes a frame of `len` bytes if both buckets have room; else nothing.
+    #[inline(always)]
     pub fn admit(&mut self, len: usize, now: Instant) -> bool {
         let len = u64::try_from(len).unwrap_or(u64::MAX);
         if let Some(b) = &mut self.bytes {

@@ -17,15 +17,21 @@ pub enum Decision<P> {
     Drop(DropReason),
 }
 
-/// A decision remembered for the next frame with the same addresses.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Cached<P> {
-    now: Instant,
-    gen: u64,
+/// What a decision depends on, besides the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key<P> {
     ingress: P,
     vlan: u16,
     src: MacAddr,
     dst: MacAddr,
+    now: Instant,
+}
+
+/// A decision remembered for the next frame with the same addresses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cached<P> {
+    gen: u64,
+    key: Key<P>,
     decision: Decision<P>,
 }
 
@@ -48,6 +54,7 @@ impl<P: PortKey> Fdb<P> {
     ///   with [`DropReason::MacLimit`].
     ///
     /// A full table does not change the decision: the source simply stays unknown.
+    #[inline]
     pub fn decide(
         &mut self,
         ingress: P,
@@ -58,52 +65,51 @@ impl<P: PortKey> Fdb<P> {
     ) -> Decision<P> {
         // Frames of one burst share `now`: the same addresses on the same ingress, with
         // the table unchanged since, decide (and learn) exactly as the previous frame did.
-        if let Some(c) = &self.last {
-            if c.gen == self.gen
-                && c.ingress == ingress
-                && c.vlan == vlan
-                && c.src == src
-                && c.dst == dst
-                && c.now == now
-            {
-                return c.decision;
-            }
-        }
-        let decision = self.decide_uncached(ingress, vlan, src, dst, now);
-        self.last = Some(Cached {
-            now,
-            gen: self.gen,
+        let key = Key {
             ingress,
             vlan,
             src,
             dst,
+            now,
+        };
+        match &self.last {
+            Some(c) if c.gen == self.gen && c.key == key => c.decision,
+            _ => self.decide_uncached(key),
+        }
+    }
+
+    /// [`decide`](Self::decide) without the cache; remembered for the next frame.
+    #[inline(never)]
+    fn decide_uncached(&mut self, key: Key<P>) -> Decision<P> {
+        let Key {
+            ingress,
+            vlan,
+            src,
+            dst,
+            now,
+        } = key;
+        let decision = match self.learn(src, vlan, ingress, now) {
+            Learn::InvalidMac => Decision::Drop(DropReason::InvalidSrcMac),
+            Learn::Static { .. } => Decision::Drop(DropReason::Spoofed),
+            Learn::LimitReached => Decision::Drop(DropReason::MacLimit),
+            Learn::New | Learn::Refreshed | Learn::Moved { .. } | Learn::TableFull => {
+                if dst.is_multicast() {
+                    Decision::Flood
+                } else {
+                    match self.lookup(&dst, vlan, now) {
+                        Some(port) if port == ingress => Decision::Drop(DropReason::Hairpin),
+                        Some(port) => Decision::Unicast(port),
+                        None => Decision::Flood,
+                    }
+                }
+            }
+        };
+        self.last = Some(Cached {
+            gen: self.gen,
+            key,
             decision,
         });
         decision
-    }
-
-    fn decide_uncached(
-        &mut self,
-        ingress: P,
-        vlan: u16,
-        src: MacAddr,
-        dst: MacAddr,
-        now: Instant,
-    ) -> Decision<P> {
-        match self.learn(src, vlan, ingress, now) {
-            Learn::InvalidMac => return Decision::Drop(DropReason::InvalidSrcMac),
-            Learn::Static { .. } => return Decision::Drop(DropReason::Spoofed),
-            Learn::LimitReached => return Decision::Drop(DropReason::MacLimit),
-            Learn::New | Learn::Refreshed | Learn::Moved { .. } | Learn::TableFull => {}
-        }
-        if dst.is_multicast() {
-            return Decision::Flood;
-        }
-        match self.lookup(&dst, vlan, now) {
-            Some(port) if port == ingress => Decision::Drop(DropReason::Hairpin),
-            Some(port) => Decision::Unicast(port),
-            None => Decision::Flood,
-        }
     }
 }
 

@@ -169,6 +169,36 @@ impl Chain {
         }
     }
 
+    /// Writes `head` at the start of the device-writable buffers, then `len` readable bytes
+    /// of `src` from `src_off` right after it, when the first writable buffer takes both and
+    /// the source bytes lie in one buffer (a small frame into a large enough rx buffer, the
+    /// common case); false (nothing written) when not.
+    #[inline]
+    pub fn put_head_and_copy<const N: usize>(
+        &self,
+        head: &[u8; N],
+        src: &Chain,
+        src_off: usize,
+        len: usize,
+    ) -> bool {
+        let (Some(d), Some((sp, sroom))) =
+            (self.writable().first(), locate(src.readable(), src_off))
+        else {
+            return false;
+        };
+        if (d.len as usize) < N.saturating_add(len) || sroom < len {
+            return false;
+        }
+        // SAFETY: `d.ptr..d.ptr+d.len` is one checked writable segment and N + len <=
+        // d.len, so both writes stay inside it; `sp..sp+len` lies in one checked readable
+        // segment (sroom >= len).
+        unsafe {
+            access::write_array::<N>(d.ptr, head);
+            access::copy_guest_to_guest(sp, d.ptr.add(N), len);
+        }
+        true
+    }
+
     /// Copies device-readable bytes from offset `off` into `buf`; returns bytes copied
     /// (less than `buf.len()` when the chain ends first).
     pub fn read_at(&self, off: usize, buf: &mut [u8]) -> usize {

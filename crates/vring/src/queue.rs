@@ -239,24 +239,37 @@ impl SplitQueue {
 
     /// Pops the next chain into `chain` (whose buffers are then translated and checked).
     /// Returns `Ok(false)` when nothing is pending as of the last refresh.
+    #[inline(always)]
     pub fn pop(&mut self, chain: &mut Chain) -> Result<bool, RingError> {
         if self.next_avail == self.avail_idx {
             return Ok(false);
         }
         chain.bind(&self.mem);
         let head = self.avail_head(self.next_avail);
-        let d = self.desc_at(self.desc, u32::from(self.size), head)?;
-        // The common case first: one direct buffer inside one region (what DPDK and Linux
-        // use for small frames and mergeable rx buffers). The same checks as the general
-        // walk, with less bookkeeping.
-        let single = d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) == 0 && d.len != 0;
-        match single
-            .then(|| self.mem.translate(d.addr, u64::from(d.len), &mut self.hint))
-            .flatten()
-        {
-            Some(p) => chain.set_single(head, Seg::new(p, d.len), d.flags & DESC_F_WRITE != 0),
-            None => self.walk_chain(head, d, chain)?,
+        // The common case inline: one direct buffer inside one region (what DPDK and Linux
+        // use for small frames and mergeable rx buffers), with the same checks as the
+        // general walk and less bookkeeping.
+        if u32::from(head) < u32::from(self.size) {
+            // SAFETY: `head < size` and the table's `16 * size` bytes were range-checked
+            // in `new`, 8-aligned.
+            let d = unsafe { access::read_desc(self.desc.add(16 * usize::from(head))) };
+            if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) == 0 && d.len != 0 {
+                if let Some(p) = self.mem.translate(d.addr, u64::from(d.len), &mut self.hint) {
+                    chain.set_single(head, Seg::new(p, d.len), d.flags & DESC_F_WRITE != 0);
+                    self.next_avail = self.next_avail.wrapping_add(1);
+                    return Ok(true);
+                }
+            }
         }
+        self.pop_slow(head, chain)
+    }
+
+    /// [`pop`](Self::pop) of anything but a single direct buffer in one region (or an
+    /// error).
+    #[inline(never)]
+    fn pop_slow(&mut self, head: u16, chain: &mut Chain) -> Result<bool, RingError> {
+        let d = self.desc_at(self.desc, u32::from(self.size), head)?;
+        self.walk_chain(head, d, chain)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         Ok(true)
     }

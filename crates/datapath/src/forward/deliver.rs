@@ -10,7 +10,7 @@ use virtio_net::{csum, gso, NetHdr, GSO_NONE, HDR_F_NEEDS_CSUM, HDR_LEN_V1};
 use vring::{Chain, IoVecs, RingError, SplitQueue};
 
 use super::{port_mut, Ctx, Followup, Ingress};
-use crate::frame::{EthHead, Src};
+use crate::frame::{EthHead, Src, HEAD_LEN};
 use crate::port::Port;
 use crate::types::{PortId, MAX_FRAME};
 
@@ -153,38 +153,58 @@ fn fits_mtu(dst: &Port, f: &Frame<'_>) -> bool {
     headers.saturating_sub(f.eth.len()) + usize::from(f.hdr.gso_size) <= mtu
 }
 
-/// Delivers a frame without offloads from a guest's chain to `egress`: into one rx buffer
-/// of a guest with a running rxq here, a 12-byte header and a first buffer that takes the
-/// whole frame; or to a TAP with one `writev`. The header written is `sender` (the copy
-/// validated, `num_buffers` 1), then the Ethernet header copy, then the rest straight from
-/// the chain. `None` leaves everything as it was, for the general path.
+/// A frame without offloads in a guest's chain, as [`unicast_plain`] takes it.
+pub(super) struct Plain<'a> {
+    pub src: &'a Chain,
+    /// Where the bytes after the Ethernet header start in `src`.
+    pub body: usize,
+    /// Length of the whole frame.
+    pub len: usize,
+    /// The Ethernet header has an 802.1Q tag.
+    pub tagged: bool,
+    pub vlan: u16,
+    pub now: Instant,
+}
+
+/// Delivers a frame without offloads from a guest's chain to `egress`, a port that takes
+/// it as it is (no tag to add or remove): into one rx buffer of a guest with a running rxq
+/// here, a 12-byte header and a first buffer that takes the whole frame; or to a TAP with
+/// one `writev`. `head` is the copy of the virtio_net_hdr v1 and Ethernet header the switch
+/// checked: what is written (`num_buffers` set to 1), followed by the rest of the frame
+/// straight from the chain. `None` leaves everything as it was, for the general path.
 pub(super) fn unicast_plain(
     cx: &mut Ctx<'_>,
     ingress: Ingress,
     egress: PortId,
-    f: &Frame<'_>,
-    sender: &[u8; HDR_LEN_V1],
+    f: &Plain<'_>,
+    head: &[u8; HEAD_LEN],
 ) -> Option<Result<(), DropReason>> {
-    let Src::Chain(src, off) = f.body else {
-        return None;
-    };
+    let (src, off) = (f.src, f.body);
     let dst = port_mut(cx.ports, egress)?;
-    let plain = dst.hdr_len == HDR_LEN_V1
-        && !dst.is_broken()
-        && !dst.policy.egress.is_set()
-        && dst.policy.vlan.egress(f.vlan, f.eth.tagged()) == Some(TagAction::Keep);
-    if !plain || !fits_mtu(dst, f) {
+    let eth_len = if f.tagged {
+        wire::ethernet::TAGGED_HEADER_LEN
+    } else {
+        wire::ethernet::HEADER_LEN
+    };
+    let body_len = f.len - eth_len;
+    if dst.hdr_len != HDR_LEN_V1
+        || dst.is_broken()
+        || dst.policy.vlan.egress(f.vlan, f.tagged) != Some(TagAction::Keep)
+        || dst.policy.mtu.is_some_and(|mtu| body_len > mtu)
+    {
         return None;
     }
-    let body_len = f.len - f.eth.len();
+    let limited = dst.policy.egress.is_set();
     if let Some(tap) = dst.tap_mut() {
+        if limited {
+            return None;
+        }
         let (_, q) = tap.queue_for(usize::from(ingress.port.0))?;
         if !q.out.is_empty() {
             return None;
         }
         let mut iov = IoVecs::new(&mut cx.scratch.iov);
-        iov.push_bytes(sender);
-        iov.push_bytes(f.eth.as_bytes());
+        iov.push_bytes(&head[..HDR_LEN_V1 + eth_len]);
         iov.push_chain(src, off, body_len);
         // EAGAIN, a vanished device, any error: the general path tries again and deals
         // with it.
@@ -192,7 +212,8 @@ pub(super) fn unicast_plain(
         dst.counters.count_tx(f.len);
         return Some(Ok(()));
     }
-    let ring = &mut dst.rx_ring_for(ingress.qp)?.ring;
+    let (q, policy) = dst.rx_ring_and_policy(ingress.qp)?;
+    let ring = &mut q.ring;
     if ring.pending() == 0 {
         match ring.refresh_avail() {
             Ok(0) => return Some(Err(DropReason::NoRxBuffer)),
@@ -205,13 +226,15 @@ pub(super) fn unicast_plain(
         return None;
     }
     let total = HDR_LEN_V1 + f.len;
-    let mut h = *sender;
-    NetHdr::set_num_buffers(&mut h, 1);
-    let eth_len = f.eth.len();
-    if chain.writable_len() as usize >= total
-        && write_head(chain, &h, &f.eth)
-        && src.copy_to(off, chain, HDR_LEN_V1 + eth_len, body_len) == body_len
-    {
+    if (chain.writable_len() as usize) < total {
+        ring.unpop(1);
+        return None;
+    }
+    if limited && !policy.egress.admit(f.len, f.now) {
+        ring.unpop(1);
+        return Some(Err(DropReason::Policed));
+    }
+    if put_head_and_body(chain, head, f.tagged, src, off, body_len) {
         ring.push_used(chain.head(), u32::try_from(total).unwrap_or(u32::MAX));
         delivered(dst, f.len);
         Some(Ok(()))
@@ -221,21 +244,29 @@ pub(super) fn unicast_plain(
     }
 }
 
-/// Writes a 12-byte virtio_net_hdr and an Ethernet header at the start of `chain` with one
-/// inlined copy when they fit its first buffer.
+/// Writes `head` (a virtio_net_hdr v1, `num_buffers` set to 1 on the way, and an Ethernet
+/// header, 18 bytes when `tagged`, else 14) into the first buffer of `chain`, then `len`
+/// bytes of `src` from `off` after it: fixed-size copies of the header, one of the rest.
+/// False (nothing written) unless the first buffer takes it all.
 #[inline]
-fn write_head(chain: &Chain, hdr: &[u8; HDR_LEN_V1], eth: &EthHead) -> bool {
+fn put_head_and_body(
+    chain: &Chain,
+    head: &[u8; HEAD_LEN],
+    tagged: bool,
+    src: &Chain,
+    off: usize,
+    len: usize,
+) -> bool {
     const PLAIN: usize = HDR_LEN_V1 + wire::ethernet::HEADER_LEN;
-    const TAGGED: usize = HDR_LEN_V1 + wire::ethernet::TAGGED_HEADER_LEN;
-    // Fixed-size moves only: the header, then all 18 bytes of the Ethernet copy (the
-    // untagged write stops after 14 of them).
-    let mut b = [0u8; TAGGED];
-    b[..HDR_LEN_V1].copy_from_slice(hdr);
-    b[HDR_LEN_V1..].copy_from_slice(eth.raw());
-    if eth.tagged() {
-        chain.write_array::<TAGGED>(0, &b)
+    let mut b = *head;
+    if let Some(h) = b.first_chunk_mut::<HDR_LEN_V1>() {
+        NetHdr::set_num_buffers(h, 1);
+    }
+    if tagged {
+        chain.put_head_and_copy::<HEAD_LEN>(&b, src, off, len)
     } else {
-        chain.write_array::<PLAIN>(0, b.first_chunk::<PLAIN>().unwrap_or(&[0; PLAIN]))
+        b.first_chunk::<PLAIN>()
+            .is_some_and(|p| chain.put_head_and_copy::<PLAIN>(p, src, off, len))
     }
 }
 

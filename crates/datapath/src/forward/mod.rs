@@ -20,7 +20,7 @@ use crate::links::Outbox;
 use crate::port::{find_mut as port_mut, Port};
 use crate::types::{PortId, MAX_FRAME};
 pub(crate) use deliver::Scratch;
-use deliver::{deliver, remote_worker, unicast_plain, Frame, MAIL_HEAD};
+use deliver::{deliver, remote_worker, unicast_plain, Frame, Plain, MAIL_HEAD};
 
 /// What forwarding works with: borrowed from the worker for one frame.
 pub(crate) struct Ctx<'a> {
@@ -112,12 +112,14 @@ pub(crate) fn switch_frame(
         }
     };
     let total = src.len();
-    let parsed = head.get(hl..got).and_then(|h| {
-        let eth = EthernetFrame::new_checked(h).ok()?;
-        let copy = EthHead::new(h, eth.is_vlan_tagged())?;
-        Some((eth, copy))
-    });
-    let (Some((eth, eth_head)), Some(hdr)) = (parsed, NetHdr::parse(&head[..hl])) else {
+    let eth_head = head
+        .get(hl..hl + wire::ethernet::TAGGED_HEADER_LEN)
+        .and_then(|b| <&[u8; wire::ethernet::TAGGED_HEADER_LEN]>::try_from(b).ok())
+        .and_then(|b| EthHead::new(b, got.saturating_sub(hl)));
+    let eth = eth_head
+        .as_ref()
+        .and_then(|e| EthernetFrame::new_checked(e.as_bytes()).ok());
+    let (Some(eth_head), Some(eth), Some(hdr)) = (eth_head, eth, NetHdr::parse(&head[..hl])) else {
         port.counters.count_drop(DropReason::BadFrame);
         return Outcome::Done;
     };
@@ -145,25 +147,33 @@ pub(crate) fn switch_frame(
     } else {
         decision
     };
-    let body = src.skip(hl + eth_head.len());
-    let mut frame = Frame::new(hdr, eth_head, body, vlan, frame_len, now);
     // The common case on its own short path: a frame without offloads (flags and gso_type
     // zero) from a guest to one guest whose rxq runs here, or to a TAP.
-    if let (Decision::Unicast(egress), Src::Chain(..), true) = (
+    if let (Decision::Unicast(egress), Src::Chain(c, off), true) = (
         decision,
         src,
         hl == HDR_LEN_V1 && got == head.len() && hdr.flags == 0 && hdr.gso_type == 0,
     ) {
-        let mut sender = [0u8; HDR_LEN_V1];
-        sender.copy_from_slice(&head[..HDR_LEN_V1]);
-        if let Some(r) = unicast_plain(cx, ingress, egress, &frame, &sender) {
-            account(cx, ingress.port, egress, r);
+        let plain = Plain {
+            src: c,
+            body: off + hl + eth_head.len(),
+            len: frame_len,
+            tagged: eth_head.tagged(),
+            vlan,
+            now,
+        };
+        if let Some(r) = unicast_plain(cx, ingress, egress, &plain, head) {
+            if r.is_err() {
+                account(cx, ingress.port, egress, r);
+            }
             if let Some(p) = port_mut(cx.ports, ingress.port) {
                 p.counters.count_rx(frame_len);
             }
             return Outcome::Done;
         }
     }
+    let body = src.skip(hl + eth_head.len());
+    let mut frame = Frame::new(hdr, eth_head, body, vlan, frame_len, now);
     match decision {
         Decision::Unicast(egress) => {
             let r = deliver(cx, ingress, egress, &mut frame, true);
@@ -204,7 +214,7 @@ pub(crate) fn switch_frame(
 /// The ingress checks of a port's policy: its VLAN (the frame's, or why it is dropped),
 /// port security (source MAC, and the IP an ARP or neighbour advertisement claims), and
 /// for a TAP its ingress rate (a guest's is applied by not taking frames from its ring).
-#[inline]
+#[inline(always)]
 fn admit(
     port: &mut Port,
     eth: &EthernetFrame<&[u8]>,
@@ -258,12 +268,12 @@ pub(crate) fn deliver_mail(
         return;
     };
     let frame = bytes.get(MAIL_HEAD + HDR_LEN_V1..).unwrap_or(&[]);
-    let Some(eth_head) = EthernetFrame::new_checked(frame).ok().and_then(|eth| {
-        cx.fdb.learn(eth.src(), vlan, ingress, now);
-        EthHead::new(frame, eth.is_vlan_tagged())
-    }) else {
+    let Some(eth_head) = EthHead::from_slice(frame) else {
         return;
     };
+    if let Ok(eth) = EthernetFrame::new_checked(frame) {
+        cx.fdb.learn(eth.src(), vlan, ingress, now);
+    }
     let body = Src::Bytes(frame.get(eth_head.len()..).unwrap_or(&[]));
     let mut f = Frame::new(hdr, eth_head, body, vlan, frame.len(), now);
     let r = deliver(cx, Ingress::new(ingress, 0), egress, &mut f, false);
@@ -271,6 +281,7 @@ pub(crate) fn deliver_mail(
 }
 
 /// Counts the result of one delivery where it belongs.
+#[inline]
 fn account(cx: &mut Ctx<'_>, ingress: PortId, egress: PortId, r: Result<(), DropReason>) {
     match r {
         Ok(()) => {}

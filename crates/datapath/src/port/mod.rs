@@ -157,6 +157,7 @@ impl Port {
     }
 
     /// Broken here, or by another worker that runs some of its rings.
+    #[inline]
     pub fn is_broken(&self) -> bool {
         self.broken || self.status.is_broken()
     }
@@ -173,11 +174,22 @@ impl Port {
 
     /// The rxq for frames that came in on queue pair `qp` of their port (see
     /// [`VhostRings::rx_ring_for`]); None for a broken port or a TAP.
+    #[inline]
     pub fn rx_ring_for(&mut self, qp: u16) -> Option<&mut Vq> {
         if self.is_broken() {
             return None;
         }
         self.vhost_mut()?.rx_ring_for(qp)
+    }
+
+    /// [`rx_ring_for`](Self::rx_ring_for) of a port not known to be broken, with the
+    /// port's policy beside it.
+    #[inline]
+    pub fn rx_ring_and_policy(&mut self, qp: u16) -> Option<(&mut Vq, &mut Policy)> {
+        match &mut self.kind {
+            Kind::Vhost(v) => Some((v.rx_ring_for(qp)?, &mut self.policy)),
+            Kind::Tap(_) => None,
+        }
     }
 
     /// True if the port can take frames from this worker now.

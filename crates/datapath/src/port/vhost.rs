@@ -140,6 +140,7 @@ impl VhostRings {
     /// The rxq for frames that came in on queue pair `qp` of their port: the same pair
     /// when it runs here (so a multiqueue guest's flows stay on their pair), else the
     /// first rxq that runs here.
+    #[inline]
     pub fn rx_ring_for(&mut self, qp: u16) -> Option<&mut Vq> {
         let i = usize::from(qp);
         if self.rxq.get(i).is_some_and(Option::is_some) {
