@@ -38,6 +38,11 @@ struct Args {
     /// Datapath worker threads (1..=64): ports and their queue pairs are spread over them.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// How long a frame from a TAP waits for a guest without rx buffers before it is
+    /// dropped, in milliseconds (1..=60000, default 50): frames behind it on that TAP
+    /// queue wait as long.
+    #[arg(long, value_name = "MS")]
+    tap_hold_ms: Option<u64>,
     /// Control socket for vnetctl.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -67,6 +72,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(n) = args.workers {
         cfg.workers = n;
+    }
+    if let Some(ms) = args.tap_hold_ms {
+        cfg.tap_hold_ms = ms;
     }
     if cfg.control.is_none() {
         cfg.control = Some(PathBuf::from(api::DEFAULT_CONTROL_PATH));

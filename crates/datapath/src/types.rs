@@ -71,6 +71,9 @@ pub struct DatapathConfig {
     pub fdb_aging: Duration,
     /// Worker threads (1..=[`MAX_WORKERS`]); ports and queue pairs are spread over them.
     pub workers: usize,
+    /// How long a frame from a TAP waits for a guest without rx buffers (the TAP queue
+    /// behind it waits too) before it is dropped.
+    pub tap_hold: Duration,
 }
 
 impl Default for DatapathConfig {
@@ -80,6 +83,7 @@ impl Default for DatapathConfig {
             fdb_capacity: 4096,
             fdb_aging: switch::DEFAULT_AGING_TIME,
             workers: 1,
+            tap_hold: Duration::from_millis(50),
         }
     }
 }

@@ -289,6 +289,12 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// TAP hold time out of range.
+    #[error("tap_hold_ms {value} is outside 1..=60000")]
+    TapHold {
+        /// The value given.
+        value: u64,
+    },
     /// Worker count out of range.
     #[error("workers {value} is outside 1..={MAX_WORKERS}")]
     Workers {

@@ -11,7 +11,7 @@ use super::isolation::port_table;
 use super::validate::{check_mtu, check_queues, mac_for_port, port_datapath};
 use super::{
     Config, ConfigError, PortConfig, TapPort, VhostUserPort, AGING_SECS_RANGE, MAX_FDB_CAPACITY,
-    MAX_WORKERS,
+    MAX_WORKERS, TAP_HOLD_MS_RANGE,
 };
 
 impl Config {
@@ -46,6 +46,13 @@ impl Config {
                 .ok()
                 .filter(|w| (1..=MAX_WORKERS).contains(w))
                 .ok_or_else(|| at(span, ConfigError::Workers { value }))?;
+        }
+        if let Some(h) = raw.tap_hold_ms {
+            let (span, value) = (h.span(), h.into_inner());
+            if !TAP_HOLD_MS_RANGE.contains(&value) {
+                return Err(at(span, ConfigError::TapHold { value }));
+            }
+            config.tap_hold_ms = value;
         }
         if let Some(fdb) = raw.fdb {
             if let Some(c) = fdb.capacity {
@@ -141,6 +148,7 @@ struct RawConfig {
     control: Option<PathBuf>,
     workers: Option<Spanned<u64>>,
     datapath: Option<Spanned<String>>,
+    tap_hold_ms: Option<Spanned<u64>>,
     fdb: Option<RawFdb>,
     #[serde(default)]
     vhost_user: Vec<Spanned<RawVhostUser>>,

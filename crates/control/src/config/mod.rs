@@ -65,6 +65,10 @@ pub const DEFAULT_AGING_SECS: u64 = 300;
 pub const AGING_SECS_RANGE: std::ops::RangeInclusive<u64> = 10..=1_000_000;
 /// Default number of datapath worker threads.
 pub const DEFAULT_WORKERS: usize = 1;
+/// How long a frame from a TAP waits for its guest's rx buffers by default, in ms.
+pub const DEFAULT_TAP_HOLD_MS: u64 = 50;
+/// The range `tap_hold_ms` may take.
+pub const TAP_HOLD_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=60_000;
 /// Most datapath worker threads accepted.
 pub const MAX_WORKERS: usize = datapath::MAX_WORKERS;
 /// Most queue pairs per port.

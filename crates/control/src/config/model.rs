@@ -13,7 +13,8 @@ use super::validate::{
 };
 use super::{
     ConfigError, DatapathMode, AGING_SECS_RANGE, DEFAULT_AGING_SECS, DEFAULT_FDB_CAPACITY,
-    DEFAULT_WORKERS, MAX_FDB_CAPACITY, MAX_SOCKET_PATH_LEN, MAX_WORKERS,
+    DEFAULT_TAP_HOLD_MS, DEFAULT_WORKERS, MAX_FDB_CAPACITY, MAX_SOCKET_PATH_LEN, MAX_WORKERS,
+    TAP_HOLD_MS_RANGE,
 };
 
 /// The whole daemon configuration.
@@ -29,6 +30,9 @@ pub struct Config {
     pub workers: usize,
     /// How workers wait for work: `event`, `poll` or `adaptive`.
     pub datapath: DatapathMode,
+    /// How long a frame from a TAP waits for its guest's rx buffers before it is dropped
+    /// (the TAP queue behind it waits too), in milliseconds.
+    pub tap_hold_ms: u64,
 }
 
 impl Default for Config {
@@ -39,6 +43,7 @@ impl Default for Config {
             fdb: FdbConfig::default(),
             workers: DEFAULT_WORKERS,
             datapath: DatapathMode::Event,
+            tap_hold_ms: DEFAULT_TAP_HOLD_MS,
         }
     }
 }
@@ -248,6 +253,14 @@ impl Config {
         if !(1..=MAX_WORKERS).contains(&self.workers) {
             let value = u64::try_from(self.workers).unwrap_or(u64::MAX);
             return Err((None, ConfigError::Workers { value }));
+        }
+        if !TAP_HOLD_MS_RANGE.contains(&self.tap_hold_ms) {
+            return Err((
+                None,
+                ConfigError::TapHold {
+                    value: self.tap_hold_ms,
+                },
+            ));
         }
         if !(1..=MAX_FDB_CAPACITY).contains(&self.fdb.capacity) {
             let value = u64::try_from(self.fdb.capacity).unwrap_or(u64::MAX);

@@ -544,6 +544,10 @@ fn validate_globals() {
     };
     assert_eq!(check(&|c| c.workers = 0), "workers 0 is outside 1..=64");
     assert_eq!(
+        check(&|c| c.tap_hold_ms = 0),
+        "tap_hold_ms 0 is outside 1..=60000"
+    );
+    assert_eq!(
         check(&|c| c.workers = 1000),
         "workers 1000 is outside 1..=64"
     );
@@ -615,6 +619,7 @@ fn toml_full() {
             control: Some("/run/vnet/ctl.sock".into()),
             workers: 2,
             datapath: DatapathMode::Adaptive,
+            tap_hold_ms: 50,
             fdb: FdbConfig {
                 capacity: 1024,
                 aging_secs: 60
@@ -680,7 +685,7 @@ fn toml_unknown_keys_with_location() {
             (
                 "workers = 1\n[switch]\n",
                 "vnet.toml:2:2: unknown field `switch`, expected one of `control`, `workers`, \
-                 `datapath`, `fdb`, `vhost_user`, `tap`",
+                 `datapath`, `tap_hold_ms`, `fdb`, `vhost_user`, `tap`",
             ),
             (
                 "[fdb]\ncapacity = 1\nage = 3\n",
@@ -790,6 +795,10 @@ fn toml_global_range_errors_point_at_the_value() {
             (
                 "workers = 0\n",
                 "vnet.toml:1:11: workers 0 is outside 1..=64",
+            ),
+            (
+                "tap_hold_ms = 60001\n",
+                "vnet.toml:1:15: tap_hold_ms 60001 is outside 1..=60000",
             ),
             (
                 "[fdb]\ncapacity = 0\n",

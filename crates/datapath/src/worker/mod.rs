@@ -27,10 +27,6 @@ use crate::types::{DatapathConfig, DatapathMode, FdbRow, PortId, BURST, MAX_FRAM
 /// While polling busy rings, the fds are checked every this many rounds.
 const EPOLL_EVERY: u32 = 32;
 
-/// A frame from a TAP waits at most this long for its guest's rx buffers, then is
-/// dropped and the queue reads on (one guest that stops refilling blocks no one).
-const HOLD_MAX: Duration = Duration::from_millis(50);
-
 /// Adaptive mode goes back to sleeping on kicks after this long without a frame.
 const ADAPTIVE_IDLE: Duration = Duration::from_micros(200);
 
@@ -140,6 +136,9 @@ pub(crate) struct Worker {
     sigbus_seen: u64,
     /// Txqs over their port's ingress rate, and when to serve them again.
     throttled: Vec<(PortId, u16, Instant)>,
+    /// A frame from a TAP waits at most this long for its guest's rx buffers, then is
+    /// dropped and the queue reads on (one guest that stops refilling blocks no one).
+    tap_hold: Duration,
     /// TAP queues holding a frame for a guest without rx buffers: (port, queue).
     holds: Vec<(PortId, usize)>,
 }
@@ -170,6 +169,7 @@ impl Worker {
             },
             pending: Vec::with_capacity(256),
             mode: cfg.mode,
+            tap_hold: cfg.tap_hold,
             polling: false,
             work: 0,
             tap_buf: vec![0; MAX_FRAME + port_tap::VNET_HDR_LEN],
@@ -278,7 +278,7 @@ impl Worker {
             next = next.min(until.saturating_duration_since(now));
         }
         if !self.holds.is_empty() {
-            next = next.min(HOLD_MAX);
+            next = next.min(self.tap_hold);
         }
         // Round up: waking before the bucket has refilled would only sleep again.
         i32::try_from(next.as_micros().div_ceil(1000)).unwrap_or(1000)
@@ -514,7 +514,7 @@ impl Worker {
                 let own: Vec<(PortId, usize)> =
                     self.holds.iter().copied().filter(|h| h.0 == id).collect();
                 for (port, qi) in own {
-                    self.drop_held(port, qi);
+                    self.drop_held(port, qi, switch::DropReason::PortDown);
                 }
                 if let Some(p) = self
                     .sw

@@ -183,35 +183,36 @@ impl Worker {
 
     /// Drops the frame TAP queue `qi` of `id` holds (counted `no_rx_buffer` on the port it
     /// waited for) and reads on.
-    pub(super) fn drop_held(&mut self, id: PortId, qi: usize) {
+    pub(super) fn drop_held(&mut self, id: PortId, qi: usize, reason: DropReason) {
         let Some(waited) = self.sw.tap_queue(id, qi).and_then(|q| q.held_for) else {
             self.holds.retain(|&h| h != (id, qi));
             return;
         };
         self.unwait(waited);
         if let Some(p) = self.sw.port(waited) {
-            p.counters.count_drop(DropReason::NoRxBuffer);
+            p.counters.count_drop(reason);
         }
         self.unhold(id, qi);
         self.tap_rx(id, qi, false);
     }
 
-    /// Drops the frames held longer than [`super::HOLD_MAX`].
+    /// Drops the frames held longer than the TAP hold time.
     pub(super) fn expire_holds(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.holds.len() {
             let (id, qi) = self.holds[i];
             let since = self.sw.tap_queue(id, qi).and_then(|q| q.held_since);
             match since {
-                Some(t) if now.saturating_duration_since(t) < super::HOLD_MAX => i += 1,
+                Some(t) if now.saturating_duration_since(t) < self.tap_hold => i += 1,
                 // Dropping removes the entry (or it was stale).
-                _ => self.drop_held(id, qi),
+                _ => self.drop_held(id, qi, DropReason::NoRxBuffer),
             }
         }
         self.flush_counters();
     }
 
-    /// Port `dst` stopped, broke or went away: frames held for it are dropped at once.
+    /// Port `dst` stopped, broke or went away: frames held for it are dropped at once
+    /// (counted `port_down`).
     pub(super) fn release_holds_for(&mut self, dst: PortId) {
         let waiting: Vec<(PortId, usize)> = self
             .holds
@@ -228,7 +229,7 @@ impl Worker {
             })
             .collect();
         for (id, qi) in waiting {
-            self.drop_held(id, qi);
+            self.drop_held(id, qi, DropReason::PortDown);
         }
     }
 
