@@ -44,7 +44,7 @@ fn expect_none(f: &mut Frontend, who: &str) {
 }
 
 fn drops(v: &Vnetd, port: &str, reason: &str) -> u64 {
-    v.port_stats(port).drops.get(reason).copied().unwrap_or(0)
+    v.port_stats(port).dropped(reason)
 }
 
 /// `frame` with an 802.1Q tag of `vid` after the addresses.

@@ -371,7 +371,7 @@ fn host_traffic_waits_a_bounded_time_for_guest_rx_buffers() {
     // A held frame waits a bounded time (vnetd's 50 ms), then is dropped and the next
     // one read: one guest that stops refilling cannot block the queue for good. Over the
     // 1.2 s wait that is a few dozen drops, not the thousands a spinning reader would make.
-    let dropped = s.drops.get("no_rx_buffer").copied().unwrap_or(0);
+    let dropped = s.dropped("no_rx_buffer");
     assert!((1..=60).contains(&dropped), "{dropped} dropped: {s:?}");
     assert_eq!(s.tx_packets as usize, got, "{s:?}");
 }
@@ -448,11 +448,11 @@ fn held_host_frame_is_released_when_its_guest_stops() {
         "B's frames stayed behind the frame held for A: {s:?}"
     );
     assert!(
-        s.drops.get("port_down").copied().unwrap_or(0) >= 1,
+        s.dropped("port_down") >= 1,
         "the held frame was not released as port_down: {s:?}"
     );
     assert_eq!(
-        s.drops.get("no_rx_buffer").copied().unwrap_or(0),
+        s.dropped("no_rx_buffer"),
         0,
         "a frame was dropped by the (60 s) hold time: {s:?}"
     );

@@ -255,6 +255,11 @@ impl PortStats {
     pub fn total_drops(&self) -> u64 {
         self.drops.values().fold(0u64, |a, d| a.saturating_add(*d))
     }
+
+    /// Frames dropped for `reason` (a [`PortStats::drops`] key; 0 when absent).
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.drops.get(reason).copied().unwrap_or(0)
+    }
 }
 
 /// One forwarding database entry.

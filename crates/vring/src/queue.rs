@@ -246,29 +246,24 @@ impl SplitQueue {
         }
         chain.bind(&self.mem);
         let head = self.avail_head(self.next_avail);
+        let d = self.desc_at(self.desc, u32::from(self.size), head)?;
         // The common case inline: one direct buffer inside one region (what DPDK and Linux
         // use for small frames and mergeable rx buffers), with the same checks as the
         // general walk and less bookkeeping.
-        if u32::from(head) < u32::from(self.size) {
-            // SAFETY: `head < size` and the table's `16 * size` bytes were range-checked
-            // in `new`, 8-aligned.
-            let d = unsafe { access::read_desc(self.desc.add(16 * usize::from(head))) };
-            if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) == 0 && d.len != 0 {
-                if let Some(p) = self.mem.translate(d.addr, u64::from(d.len), &mut self.hint) {
-                    chain.set_single(head, Seg::new(p, d.len), d.flags & DESC_F_WRITE != 0);
-                    self.next_avail = self.next_avail.wrapping_add(1);
-                    return Ok(true);
-                }
+        if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) == 0 && d.len != 0 {
+            if let Some(p) = self.mem.translate(d.addr, u64::from(d.len), &mut self.hint) {
+                chain.set_single(head, Seg::new(p, d.len), d.flags & DESC_F_WRITE != 0);
+                self.next_avail = self.next_avail.wrapping_add(1);
+                return Ok(true);
             }
         }
-        self.pop_slow(head, chain)
+        self.pop_slow(head, d, chain)
     }
 
-    /// [`pop`](Self::pop) of anything but a single direct buffer in one region (or an
-    /// error).
+    /// [`pop`](Self::pop) of anything but a single direct buffer in one region: the
+    /// chain whose head descriptor `d` (at index `head`) was read already.
     #[inline(never)]
-    fn pop_slow(&mut self, head: u16, chain: &mut Chain) -> Result<bool, RingError> {
-        let d = self.desc_at(self.desc, u32::from(self.size), head)?;
+    fn pop_slow(&mut self, head: u16, d: Desc, chain: &mut Chain) -> Result<bool, RingError> {
         self.walk_chain(head, d, chain)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         Ok(true)

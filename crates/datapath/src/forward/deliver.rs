@@ -160,8 +160,8 @@ pub(super) struct Plain<'a> {
     pub body: usize,
     /// Length of the whole frame.
     pub len: usize,
-    /// The Ethernet header has an 802.1Q tag.
-    pub tagged: bool,
+    /// The copy of its Ethernet header (what `head` holds after the virtio_net_hdr).
+    pub eth: &'a EthHead,
     pub vlan: u16,
     pub now: Instant,
 }
@@ -181,15 +181,11 @@ pub(super) fn unicast_plain(
 ) -> Option<Result<(), DropReason>> {
     let (src, off) = (f.src, f.body);
     let dst = port_mut(cx.ports, egress)?;
-    let eth_len = if f.tagged {
-        wire::ethernet::TAGGED_HEADER_LEN
-    } else {
-        wire::ethernet::HEADER_LEN
-    };
+    let eth_len = f.eth.len();
     let body_len = f.len - eth_len;
     if dst.hdr_len != HDR_LEN_V1
         || dst.is_broken()
-        || dst.policy.vlan.egress(f.vlan, f.tagged) != Some(TagAction::Keep)
+        || dst.policy.vlan.egress(f.vlan, f.eth.tagged()) != Some(TagAction::Keep)
         || dst.policy.mtu.is_some_and(|mtu| body_len > mtu)
     {
         return None;
@@ -234,7 +230,7 @@ pub(super) fn unicast_plain(
         ring.unpop(1);
         return Some(Err(DropReason::Policed));
     }
-    if put_head_and_body(chain, head, f.tagged, src, off, body_len) {
+    if put_head_and_body(chain, head, f.eth.tagged(), src, off, body_len) {
         ring.push_used(chain.head(), u32::try_from(total).unwrap_or(u32::MAX));
         delivered(dst, f.len);
         Some(Ok(()))

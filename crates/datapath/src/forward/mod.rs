@@ -158,7 +158,7 @@ pub(crate) fn switch_frame(
             src: c,
             body: off + hl + eth_head.len(),
             len: frame_len,
-            tagged: eth_head.tagged(),
+            eth: &eth_head,
             vlan,
             now,
         };

@@ -179,7 +179,7 @@ impl Port {
         if self.is_broken() {
             return None;
         }
-        self.vhost_mut()?.rx_ring_for(qp)
+        self.rx_ring_and_policy(qp).map(|(q, _)| q)
     }
 
     /// [`rx_ring_for`](Self::rx_ring_for) of a port not known to be broken, with the

@@ -12,7 +12,7 @@ use super::{Token, Worker};
 use crate::forward::{switch_frame, Ingress};
 use crate::frame::{Src, HEAD_LEN};
 use crate::port::vhost::Vq;
-use crate::port::Port;
+use crate::port::{self, Port};
 use crate::types::{PortId, BURST};
 
 /// Most descriptors one tx burst of a queue may walk.
@@ -125,7 +125,7 @@ impl Worker {
                 // Over the ingress rate: the rest stays in the guest's ring (backpressure,
                 // as Firecracker's rate limiter does) until the bucket refills.
                 let len = (c.readable_len() as usize).saturating_sub(hl);
-                if let Some(p) = cx.ports.get_mut(usize::from(id.0)).and_then(Option::as_mut) {
+                if let Some(p) = port::find_mut(cx.ports, id) {
                     if !p.policy.ingress.admit(len, now) {
                         switched = i;
                         throttle = Some(now + p.policy.ingress.wait(len, now));

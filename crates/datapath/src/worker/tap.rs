@@ -219,10 +219,7 @@ impl Worker {
             .iter()
             .copied()
             .filter(|&(id, qi)| {
-                self.sw
-                    .ports
-                    .get(usize::from(id.0))
-                    .and_then(Option::as_ref)
+                port::find(&self.sw.ports, id)
                     .and_then(Port::tap_ref)
                     .and_then(|t| t.queues.get(qi))
                     .is_some_and(|q| q.held_for == Some(dst))
