@@ -4,6 +4,8 @@
 //!    MAC on port a, vnetd floods them to port b where a second testpmd receives them; once
 //!    with DPDK's default virtio-user devargs (mergeable RX buffers) and once without
 //!    mergeable RX buffers or in-order.
+//!    `testpmd_txonly_to_rxonly_packed` does the same on packed virtqueues (`packed_vq=1`),
+//!    with and without in-order and mergeable RX buffers.
 //! 2. `testpmd_io_forward_both_ports`: one testpmd holds both ports in `mac` forwarding
 //!    mode, each port addressing the other's MAC, so frames circulate a -> b -> a.
 //!
@@ -120,6 +122,12 @@ fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
     assert_eq!(rb.macs, vec![MAC_B], "port MAC of testpmd b");
     let mrg = extra.contains("mrg_rxbuf=0");
     assert_eq!(has_feature(&fb, "MRG_RXBUF"), !mrg, "b features: {fb}");
+    // The ring layout asked for is the one negotiated, on both ports.
+    let packed = extra.contains("packed_vq=1");
+    assert_eq!(has_feature(&fa, "packed"), packed, "a features: {fa}");
+    assert_eq!(has_feature(&fb, "packed"), packed, "b features: {fb}");
+    let in_order = !extra.contains("in_order=0");
+    assert_eq!(has_feature(&fa, "in_order"), in_order, "a features: {fa}");
     assert!(has_feature(&fa, "VERSION_1"), "a features: {fa}");
 
     assert!(b_rx > MIN_PACKETS, "testpmd b received only {b_rx}");
@@ -149,10 +157,26 @@ fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
 fn testpmd_txonly_to_rxonly() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(bin) = dpdk() else { return };
-    // DPDK's defaults (mergeable RX buffers, in-order requested but not offered by vnetd),
-    // then one-descriptor RX buffers without in-order.
+    // DPDK's defaults (split rings, mergeable RX buffers, in-order), then one-descriptor
+    // RX buffers without in-order.
     txonly_to_rxonly(&bin, "default devargs", "");
     txonly_to_rxonly(&bin, "mrg_rxbuf=0", "in_order=0,mrg_rxbuf=0");
+}
+
+#[test]
+fn testpmd_txonly_to_rxonly_packed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = dpdk() else { return };
+    // Packed virtqueues (§2.8): in-order (DPDK's default) and not, with and without
+    // mergeable RX buffers.
+    txonly_to_rxonly(&bin, "packed", "packed_vq=1");
+    txonly_to_rxonly(&bin, "packed in_order=0", "packed_vq=1,in_order=0");
+    txonly_to_rxonly(&bin, "packed mrg_rxbuf=0", "packed_vq=1,mrg_rxbuf=0");
+    txonly_to_rxonly(
+        &bin,
+        "packed in_order=0 mrg_rxbuf=0",
+        "packed_vq=1,in_order=0,mrg_rxbuf=0",
+    );
 }
 
 #[test]

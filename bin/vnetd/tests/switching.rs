@@ -50,6 +50,16 @@ fn scenario_ports(feat: Feat, opts: [&str; 3], args: &[&str]) {
     v.wait_ports("all ports up", |p| {
         p.iter().all(|p| p.state == api::PortState::Up)
     });
+    // The ring layout asked for is the one negotiated.
+    for p in v.ports() {
+        let feats = p.features.unwrap_or_default();
+        assert_eq!(
+            feats.split_whitespace().any(|x| x == "packed"),
+            feat.packed,
+            "port {}: {feats}",
+            p.name
+        );
+    }
     let h = NetHdr::default();
     let (ma, mb, mc) = (mac(1), mac(2), mac(3));
 
@@ -153,20 +163,9 @@ fn switching_across_feature_sets() {
     }
 }
 
-/// The richest and the plainest ring feature sets.
-fn extremes() -> [Feat; 2] {
-    [
-        Feat {
-            mrg: true,
-            event_idx: true,
-            indirect: true,
-        },
-        Feat {
-            mrg: false,
-            event_idx: false,
-            indirect: false,
-        },
-    ]
+/// The richest and the plainest ring feature sets, split and packed.
+fn extremes() -> Vec<Feat> {
+    Feat::extremes()
 }
 
 /// Two workers: ports a and c run on worker 0, b on worker 1, so frames between b and the

@@ -52,7 +52,7 @@ pub(crate) enum Command {
     StopQueue {
         id: PortId,
         index: u16,
-        reply: SyncSender<Option<u16>>,
+        reply: SyncSender<Option<u32>>,
     },
     SetCall {
         id: PortId,

@@ -349,7 +349,7 @@ impl QueueControl for VhostQueues {
         }
     }
 
-    fn stop_queue(&mut self, index: u16) -> Option<u16> {
+    fn stop_queue(&mut self, index: u16) -> Option<u32> {
         let (reply, wait) = mpsc::sync_channel(1);
         if !self.cmd(index)?.send(Command::StopQueue {
             id: self.id,

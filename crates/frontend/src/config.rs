@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use virtio_net::features as f;
 
-/// Features asked for by default (offered & wanted are negotiated). `IN_ORDER` and
-/// `RING_PACKED` are deliberately absent: the driver implements split rings with
-/// out-of-order completion only.
+/// Features asked for by default (offered & wanted are negotiated). `IN_ORDER` is
+/// deliberately absent: the driver expects a used element per chain. `RING_PACKED` is
+/// supported but not asked for by default (add it to drive packed rings).
 pub const DEFAULT_FEATURES: u64 = f::VERSION_1
     | f::MAC
     | f::STATUS

@@ -101,6 +101,7 @@ fn build_queues(
             event_idx,
             hdr_len,
             indirect,
+            packed: features & f::RING_PACKED != 0,
             big,
         };
         let rx = RxQueue::new(&mut mem, params(2 * p, big_rx), mrg, c.rx_buf_size)?;

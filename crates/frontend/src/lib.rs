@@ -27,6 +27,7 @@ mod guest;
 mod hostile;
 mod io;
 mod mem;
+mod packed;
 mod queue;
 mod request;
 mod ring;
@@ -177,7 +178,7 @@ impl Frontend {
         Ok(self.net_config()?.map(|c| c.mac))
     }
 
-    fn vring(&self, q: u16) -> Result<(&ring::SplitRing, &Notifiers), FrontendError> {
+    fn vring(&self, q: u16) -> Result<(&ring::DriverRing, &Notifiers), FrontendError> {
         let p = self
             .pairs
             .get(usize::from(q / 2))

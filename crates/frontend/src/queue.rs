@@ -1,11 +1,11 @@
-//! virtio-net queues on top of [`SplitRing`]: the txq (driver writes frames, device reads)
+//! virtio-net queues on top of a [`DriverRing`] (split or packed): the txq (driver writes frames, device reads)
 //! and the rxq (device writes frames into buffers the driver posted), §5.1.6.
 
 use virtio_net::NetHdr;
 
 use crate::config::TxLayout;
 use crate::guest::GuestMemory;
-use crate::ring::{Seg, SplitRing, DESC_SIZE};
+use crate::ring::{DriverRing, Seg, DESC_SIZE};
 use crate::FrontendError;
 
 /// Largest frame a GSO-capable peer may hand over: 64 KiB IP datagram + Ethernet + VLAN
@@ -41,21 +41,23 @@ pub(crate) struct QueueParams {
     pub hdr_len: usize,
     /// Use indirect tables.
     pub indirect: bool,
+    /// RING_PACKED negotiated.
+    pub packed: bool,
     /// tx: HOST_TSO4/6/UFO negotiated (64 KiB frames); rx: GUEST_TSO4/6/UFO negotiated.
     pub big: bool,
 }
 
 impl QueueParams {
     /// The ring these parameters describe, allocated in `mem`.
-    fn ring(&self, mem: &mut GuestMemory) -> Result<SplitRing, FrontendError> {
-        SplitRing::new(mem, self.index, self.size, self.event_idx)
+    fn ring(&self, mem: &mut GuestMemory) -> Result<DriverRing, FrontendError> {
+        DriverRing::new(mem, self.index, self.size, self.event_idx, self.packed)
     }
 }
 
 /// Driver state of a txq.
 #[derive(Debug)]
 pub(crate) struct TxQueue {
-    pub(crate) ring: SplitRing,
+    pub(crate) ring: DriverRing,
     /// Buffer of each slot: header + frame, contiguous.
     slots: Vec<u64>,
     /// Indirect table of each slot (empty without indirect).
@@ -242,7 +244,7 @@ pub(crate) enum RxPoll {
 /// Driver state of an rxq.
 #[derive(Debug)]
 pub(crate) struct RxQueue {
-    pub(crate) ring: SplitRing,
+    pub(crate) ring: DriverRing,
     slots: Vec<RxSlot>,
     /// Slots not currently posted (a refill that found no descriptors).
     unposted: Vec<u32>,

@@ -306,10 +306,11 @@ fn set_up_ring(
     neg: &Negotiated,
     mem: &GuestMemory,
     q: usize,
-    ring: crate::ring::VringAddrs,
+    ring: &crate::ring::DriverRing,
     n: &Notifiers,
     order: &[RingStep],
 ) -> Result<(), FrontendError> {
+    let (base, ring) = (ring.initial_base(), ring.addrs());
     let ack = neg.reply_ack();
     for step in order {
         match step {
@@ -318,7 +319,7 @@ fn set_up_ring(
                 let data = ring_config(mem, ring)?;
                 acked(vu, ack, "SET_VRING_ADDR", |v| v.set_vring_addr(q, &data))
             }
-            RingStep::Base => acked(vu, ack, "SET_VRING_BASE", |v| v.set_vring_base(q, 0)),
+            RingStep::Base => acked(vu, ack, "SET_VRING_BASE", |v| v.set_vring_base(q, base)),
             RingStep::Call => acked(vu, ack, "SET_VRING_CALL", |v| v.set_vring_call(q, &n.call)),
             RingStep::Kick => acked(vu, ack, "SET_VRING_KICK", |v| v.set_vring_kick(q, &n.kick)),
         }?;
@@ -341,11 +342,11 @@ fn enable(
     Ok(())
 }
 
-/// The rings of pair `p`: (index, addresses, notifiers), rxq first.
-fn pair_rings(p: usize, pair: &QueuePair) -> [(usize, crate::ring::VringAddrs, &Notifiers); 2] {
+/// The rings of pair `p`: (index, ring, notifiers), rxq first.
+fn pair_rings(p: usize, pair: &QueuePair) -> [(usize, &crate::ring::DriverRing, &Notifiers); 2] {
     [
-        (2 * p, pair.rx.ring.addrs(), &pair.rx_notify),
-        (2 * p + 1, pair.tx.ring.addrs(), &pair.tx_notify),
+        (2 * p, &pair.rx.ring, &pair.rx_notify),
+        (2 * p + 1, &pair.tx.ring, &pair.tx_notify),
     ]
 }
 

@@ -22,7 +22,7 @@ pub fn fuzz_ring(data: &[u8]) {
         used_uaddr: used,
         event_idx: data.first().is_some_and(|b| b & 1 == 1),
         indirect: data.first().is_some_and(|b| b & 2 == 2),
-        next_avail: 0,
+        ..QueueConfig::default()
     };
     let mut q = SplitQueue::new(m.clone(), &c).expect("fixed layout is valid");
     let mut ch = Chain::new();
@@ -43,7 +43,7 @@ pub fn fuzz_ring(data: &[u8]) {
             // Guest to guest, possibly overlapping: never out of the checked buffers.
             let n = (prev.readable_len().min(ch.writable_len()) as usize).min(1 << 12);
             assert!(prev.copy_to(0, &ch, 0, n) <= n);
-            q.push_used(ch.head(), 1);
+            q.push_used(&ch, 1);
             std::mem::swap(&mut ch, &mut prev);
         }
         q.flush_used();

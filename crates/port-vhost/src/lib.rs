@@ -63,6 +63,8 @@ pub const OFFERED_FEATURES: u64 = f::VERSION_1
     // ones a frame did not need are given back, not skipped), which is all IN_ORDER asks;
     // drivers then take their cheaper in-order paths.
     | f::IN_ORDER
+    // Packed virtqueues (§2.8): every ring may be either layout, as the driver chooses.
+    | f::RING_PACKED
     | f::VHOST_USER_PROTOCOL_FEATURES;
 
 /// Added to [`OFFERED_FEATURES`] on a port with more than one queue pair.
@@ -160,9 +162,11 @@ pub struct ReadyQueue {
 pub trait QueueControl: Send {
     /// Starts processing a ring.
     fn start_queue(&mut self, q: ReadyQueue);
-    /// Stops a ring and returns its next avail index, or `None` if it was not running.
+    /// Stops a ring and returns where to resume it (GET_VRING_BASE: a split ring's next
+    /// avail index; a packed ring's avail and used positions with their wrap counters), or
+    /// `None` if it was not running.
     /// Used entries are flushed before this returns.
-    fn stop_queue(&mut self, index: u16) -> Option<u16>;
+    fn stop_queue(&mut self, index: u16) -> Option<u32>;
     /// Replaces the call eventfd of a running ring.
     fn set_call(&mut self, index: u16, call: Option<File>);
 }
@@ -174,7 +178,8 @@ struct Vring {
     desc: u64,
     avail: u64,
     used: u64,
-    base: u16,
+    /// SET_VRING_BASE as sent (split: 16 bits; packed: avail in bits 0-15, used in 16-31).
+    base: u32,
     kick: Option<File>,
     /// SET_VRING_KICK arrived (with or without an fd).
     kicked: bool,
@@ -302,9 +307,15 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
                 desc_uaddr: v.desc,
                 avail_uaddr: v.avail,
                 used_uaddr: v.used,
-                next_avail: v.base,
+                // u16 for split rings (checked in SET_VRING_BASE), the avail half for packed.
+                next_avail: (v.base & 0xffff) as u16,
+                // DPDK's virtio-user sends only the avail half (used = avail, as at a
+                // fresh start); QEMU sends both.
+                next_used: u16::try_from(v.base >> 16).ok().filter(|&u| u != 0),
                 event_idx: self.features & f::RING_EVENT_IDX != 0,
                 indirect: self.features & f::RING_INDIRECT_DESC != 0,
+                packed: self.features & f::RING_PACKED != 0,
+                device_reads: i % 2 == 1,
             },
             kick: dup(&v.kick),
             call: dup(&v.call),
@@ -408,9 +419,13 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
     }
 
     fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        // A split ring's size is a power of two (§2.7); a packed ring's need not be (§2.8).
+        let packed = self.features & f::RING_PACKED != 0;
         let size = u16::try_from(num)
             .ok()
-            .filter(|n| *n != 0 && n.is_power_of_two() && *n <= vring::queue::MAX_QUEUE_SIZE)
+            .filter(|n| {
+                *n != 0 && (packed || n.is_power_of_two()) && *n <= vring::queue::MAX_QUEUE_SIZE
+            })
             .ok_or(VuError::InvalidParam)?;
         self.vring(index)?.size = size;
         Ok(())
@@ -433,7 +448,11 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
     }
 
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
-        let base = u16::try_from(base).map_err(|_| VuError::InvalidParam)?;
+        // Split rings: a 16-bit index. Packed rings: two 15-bit positions with their wrap
+        // counters (checked against the ring size when it starts).
+        if self.features & f::RING_PACKED == 0 && base > u32::from(u16::MAX) {
+            return Err(VuError::InvalidParam);
+        }
         self.vring(index)?.base = base;
         Ok(())
     }
@@ -446,7 +465,7 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
         // The ring is stopped until the next SET_VRING_KICK.
         v.kicked = false;
         v.kick = None;
-        Ok(VhostUserVringState::new(index, u32::from(v.base)))
+        Ok(VhostUserVringState::new(index, v.base))
     }
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {

@@ -8,7 +8,7 @@ use crate::{QueueControl, ReadyQueue};
 /// A [`QueueControl`] that builds the ring like the datapath and keeps it.
 #[derive(Debug, Default)]
 pub struct RingBuilder {
-    rings: Vec<(u16, vring::SplitQueue)>,
+    rings: Vec<(u16, vring::Ring)>,
     /// Rings started.
     pub started: usize,
     /// Rings whose configuration `vring` refused.
@@ -24,9 +24,9 @@ impl RingBuilder {
 
 impl QueueControl for RingBuilder {
     fn start_queue(&mut self, q: ReadyQueue) {
-        match vring::SplitQueue::new(q.mem, &q.cfg) {
+        match vring::Ring::new(q.mem, &q.cfg) {
             Ok(mut r) => {
-                let _ = r.refresh_avail();
+                let _ = vring::DeviceRing::refresh_avail(&mut r);
                 self.rings.push((q.index, r));
                 self.started += 1;
             }
@@ -34,9 +34,9 @@ impl QueueControl for RingBuilder {
         }
     }
 
-    fn stop_queue(&mut self, index: u16) -> Option<u16> {
+    fn stop_queue(&mut self, index: u16) -> Option<u32> {
         let i = self.rings.iter().position(|(x, _)| *x == index)?;
-        Some(self.rings.swap_remove(i).1.next_avail())
+        Some(self.rings.swap_remove(i).1.base())
     }
 
     fn set_call(&mut self, _index: u16, _call: Option<File>) {}

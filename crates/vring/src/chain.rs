@@ -37,6 +37,9 @@ pub struct Chain {
     pub(crate) writable_len: u32,
     /// Descriptors walked to build the chain, zero-length and indirect ones included.
     pub(crate) descs: u32,
+    /// Packed rings: descriptor ring entries the chain took (an indirect table counts
+    /// one), which its used descriptor gives back.
+    pub(crate) ring_descs: u16,
 }
 
 // SAFETY: a Chain's addresses point into the mappings of the GuestMemory (Send + Sync) it
@@ -61,6 +64,7 @@ impl Chain {
             readable_len: 0,
             writable_len: 0,
             descs: 0,
+            ring_descs: 0,
         }
     }
 
@@ -84,6 +88,7 @@ impl Chain {
     pub(crate) fn clear(&mut self, head: u16) {
         self.head = head;
         self.descs = 0;
+        self.ring_descs = 0;
         self.segs.clear();
         self.readable_segs = 0;
         self.readable_len = 0;
@@ -95,6 +100,7 @@ impl Chain {
     pub(crate) fn set_single(&mut self, head: u16, seg: Seg, writable: bool) {
         self.head = head;
         self.descs = 1;
+        self.ring_descs = 1;
         self.segs.clear();
         self.segs.push(seg);
         if writable {
@@ -108,7 +114,8 @@ impl Chain {
         }
     }
 
-    /// Head descriptor index (the id that goes into the used ring).
+    /// Head descriptor index of a split ring's chain, buffer id of a packed ring's: the id
+    /// that goes into the used ring.
     pub fn head(&self) -> u16 {
         self.head
     }

@@ -1,9 +1,12 @@
-//! The device side of split virtqueues over vhost-user guest memory.
+//! The device side of split and packed virtqueues over vhost-user guest memory.
 //!
 //! * [`mem`]: the guest's memory regions, mapped, with range-checked translation.
 //! * [`SplitQueue`]: pop descriptor chains (every defence of §2.7 checked), a shadow used
 //!   ring flushed once per burst, EVENT_IDX notification suppression both ways, indirect
 //!   descriptors.
+//! * [`PackedQueue`]: the same over a packed ring (§2.8): wrap counters, used descriptors
+//!   published a batch at a time, event suppression structures.
+//! * [`DeviceRing`] and [`Ring`]: what the datapath drives, per layout or either.
 //! * [`Chain`]: a popped chain with its buffers translated, and the copies that move
 //!   frames in and out of it, including guest-to-guest.
 //!
@@ -20,15 +23,20 @@ pub(crate) mod access;
 pub mod chain;
 #[allow(unsafe_code)] // mmap of the frontend's memory files
 pub mod mem;
+#[allow(unsafe_code)] // the packed ring in guest memory
+pub mod packed;
 #[allow(unsafe_code)] // the ring structures in guest memory
 pub mod queue;
+pub mod ring;
 #[allow(unsafe_code)] // the SIGBUS handler (sigaction, mmap over a truncated mapping)
 pub mod sigbus;
 
 pub use access::Desc;
 pub use chain::{Chain, IoVecs, MAX_CHAIN_SEGS};
 pub use mem::{GuestMemory, MemError, RegionSpec};
+pub use packed::PackedQueue;
 pub use queue::{QueueConfig, RingError, SplitQueue};
+pub use ring::{DeviceRing, Ring};
 
 #[cfg(test)]
 mod tests;

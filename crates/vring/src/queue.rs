@@ -15,7 +15,7 @@ use crate::access::{self, Desc};
 use crate::chain::{Chain, Seg, MAX_CHAIN_SEGS};
 use crate::mem::GuestMemory;
 
-const MAX_CHAIN_SEGS_U32: u32 = 1024;
+pub(crate) const MAX_CHAIN_SEGS_U32: u32 = 1024;
 const _: () = assert!(MAX_CHAIN_SEGS == MAX_CHAIN_SEGS_U32 as usize);
 
 /// `VIRTQ_DESC_F_NEXT`: the chain continues at `next`.
@@ -95,6 +95,14 @@ pub enum RingError {
     /// Total chain length over 4 GiB.
     #[error("chain length overflows u32")]
     LenOverflow,
+    /// A packed ring's resume position (SET_VRING_BASE) is past the ring.
+    #[error("ring base {avail:#x} / {used:#x} is past the ring")]
+    BadBase {
+        /// Avail position and wrap counter, as encoded.
+        avail: u16,
+        /// Used position and wrap counter, as encoded.
+        used: u16,
+    },
     /// The frontend truncated the file behind its guest memory after sharing it.
     #[error("the frontend truncated its guest memory file (the mapping now reads zeros)")]
     MemoryTruncated,
@@ -112,8 +120,19 @@ pub struct QueueConfig {
     pub avail_uaddr: u64,
     /// Frontend user address of the used ring.
     pub used_uaddr: u64,
-    /// Next avail index to consume (SET_VRING_BASE).
+    /// Next avail index to consume (SET_VRING_BASE). Packed rings: bits 0-14 the
+    /// position, bit 15 the wrap counter.
     pub next_avail: u16,
+    /// Packed rings: the next used position and wrap counter, encoded as `next_avail`
+    /// (`None`: the same as `next_avail`). Split rings read `used.idx` instead.
+    pub next_used: Option<u16>,
+    /// VIRTIO_F_RING_PACKED negotiated: `desc_uaddr` is the descriptor ring,
+    /// `avail_uaddr` the driver area, `used_uaddr` the device area.
+    pub packed: bool,
+    /// The device only reads this ring's buffers (a virtio-net txq). Packed rings then
+    /// ignore WRITE inside indirect tables, where the spec makes the table's flags the
+    /// driver's word but DPDK's virtio-user marks its tx header entry writable.
+    pub device_reads: bool,
     /// VIRTIO_F_RING_EVENT_IDX negotiated.
     pub event_idx: bool,
     /// VIRTIO_F_RING_INDIRECT_DESC negotiated.
@@ -332,15 +351,7 @@ impl SplitQueue {
         let mut d = first;
         let mut count = 1u32;
         loop {
-            if d.flags & DESC_F_INDIRECT != 0 {
-                // Nested or mid-chain indirect descriptors are invalid (§2.7.5.3.1).
-                return Err(RingError::BadIndirect {
-                    flags: d.flags,
-                    len: d.len,
-                });
-            }
-            self.add_buffer(d, chain)?;
-            chain.descs = chain.descs.saturating_add(1);
+            chain_desc(&self.mem, &mut self.hint, d, chain)?;
             if d.flags & DESC_F_NEXT == 0 {
                 return Ok(());
             }
@@ -365,56 +376,16 @@ impl SplitQueue {
         Ok(unsafe { access::read_desc(table.add(16 * usize::from(index))) })
     }
 
+    /// Records that `chain` is done, `len` bytes written into it. Published by the next
+    /// [`flush_used`](Self::flush_used).
     #[inline]
-    fn add_buffer(&mut self, d: Desc, chain: &mut Chain) -> Result<(), RingError> {
-        let writable = d.flags & DESC_F_WRITE != 0;
-        if writable {
-            chain.writable_len = chain
-                .writable_len
-                .checked_add(d.len)
-                .ok_or(RingError::LenOverflow)?;
-        } else {
-            if chain.segs.len() > chain.readable_segs {
-                return Err(RingError::ReadableAfterWritable);
-            }
-            chain.readable_len = chain
-                .readable_len
-                .checked_add(d.len)
-                .ok_or(RingError::LenOverflow)?;
-        }
-        // A buffer may span adjacent regions: translate it piecewise.
-        let oom = RingError::BufferOutOfMemory {
-            addr: d.addr,
-            len: d.len,
-        };
-        let mut addr = d.addr;
-        let mut left = u64::from(d.len);
-        while left > 0 {
-            let (p, avail) = self
-                .mem
-                .translate_partial(addr, &mut self.hint)
-                .ok_or(oom)?;
-            let n = avail.min(left);
-            if chain.segs.len() == MAX_CHAIN_SEGS {
-                return Err(RingError::ChainTooLong(MAX_CHAIN_SEGS_U32));
-            }
-            // n <= left <= u32::MAX
-            chain
-                .segs
-                .push(Seg::new(p, u32::try_from(n).unwrap_or(u32::MAX)));
-            if !writable {
-                chain.readable_segs += 1;
-            }
-            left -= n;
-            addr = addr.checked_add(n).ok_or(oom)?;
-        }
-        Ok(())
+    pub fn push_used(&mut self, chain: &Chain, len: u32) {
+        self.push_used_head(chain.head, len);
     }
 
-    /// Records that the chain with head `head` is done, `len` bytes written into it.
-    /// Published by the next [`flush_used`](Self::flush_used).
+    /// [`push_used`](Self::push_used) by head index.
     #[inline]
-    pub fn push_used(&mut self, head: u16, len: u32) {
+    pub fn push_used_head(&mut self, head: u16, len: u32) {
         if self.shadow.len() < usize::from(self.size) {
             self.shadow.push((u32::from(head), len));
         }
@@ -525,4 +496,75 @@ impl SplitQueue {
         }
         // With EVENT_IDX, leaving avail_event behind next_avail already suppresses kicks.
     }
+}
+
+/// Takes descriptor `d` into `chain`: never an indirect one (nested or mid-chain indirect
+/// descriptors are invalid, §2.7.5.3.1 and §2.8.8), its buffer appended, counted.
+#[inline]
+pub(crate) fn chain_desc(
+    mem: &GuestMemory,
+    hint: &mut usize,
+    d: Desc,
+    chain: &mut Chain,
+) -> Result<(), RingError> {
+    if d.flags & DESC_F_INDIRECT != 0 {
+        return Err(RingError::BadIndirect {
+            flags: d.flags,
+            len: d.len,
+        });
+    }
+    add_buffer(mem, hint, d, chain)?;
+    chain.descs = chain.descs.saturating_add(1);
+    Ok(())
+}
+
+/// Appends the buffer of descriptor `d` to `chain`, translated (piecewise where it spans
+/// adjacent regions) and checked: inside guest memory, lengths summed without overflow, no
+/// device-readable buffer after a device-writable one, at most [`MAX_CHAIN_SEGS`] pieces.
+#[inline]
+fn add_buffer(
+    mem: &GuestMemory,
+    hint: &mut usize,
+    d: Desc,
+    chain: &mut Chain,
+) -> Result<(), RingError> {
+    let writable = d.flags & DESC_F_WRITE != 0;
+    if writable {
+        chain.writable_len = chain
+            .writable_len
+            .checked_add(d.len)
+            .ok_or(RingError::LenOverflow)?;
+    } else {
+        if chain.segs.len() > chain.readable_segs {
+            return Err(RingError::ReadableAfterWritable);
+        }
+        chain.readable_len = chain
+            .readable_len
+            .checked_add(d.len)
+            .ok_or(RingError::LenOverflow)?;
+    }
+    // A buffer may span adjacent regions: translate it piecewise.
+    let oom = RingError::BufferOutOfMemory {
+        addr: d.addr,
+        len: d.len,
+    };
+    let mut addr = d.addr;
+    let mut left = u64::from(d.len);
+    while left > 0 {
+        let (p, avail) = mem.translate_partial(addr, hint).ok_or(oom)?;
+        let n = avail.min(left);
+        if chain.segs.len() == MAX_CHAIN_SEGS {
+            return Err(RingError::ChainTooLong(MAX_CHAIN_SEGS_U32));
+        }
+        // n <= left <= u32::MAX
+        chain
+            .segs
+            .push(Seg::new(p, u32::try_from(n).unwrap_or(u32::MAX)));
+        if !writable {
+            chain.readable_segs += 1;
+        }
+        left -= n;
+        addr = addr.checked_add(n).ok_or(oom)?;
+    }
+    Ok(())
 }

@@ -62,6 +62,7 @@ fn cfg(mq: &MockSplitQueue<GuestMemoryMmap>, size: u16) -> QueueConfig {
         next_avail: 0,
         event_idx: false,
         indirect: true,
+        ..QueueConfig::default()
     }
 }
 
@@ -101,8 +102,8 @@ fn pops_chains_and_publishes_used() {
     assert_eq!(q.refresh_avail().unwrap(), 2);
     assert_eq!(segs_of(&mut q), vec![(112, 0), (0, 1500)]);
     assert_eq!(q.next_avail(), 2);
-    q.push_used(0, 0);
-    q.push_used(2, 1500);
+    q.push_used_head(0, 0);
+    q.push_used_head(2, 1500);
     assert!(q.flush_used(), "no NO_INTERRUPT: a call is due");
     let used = used_of(&mq);
     let idx: u16 = m.theirs.read_obj(used.unchecked_add(2)).unwrap();
@@ -388,10 +389,10 @@ fn event_idx_suppression_both_ways() {
     q.refresh_avail().unwrap();
     let mut ch = Chain::new();
     q.pop(&mut ch).unwrap();
-    q.push_used(ch.head(), 0);
+    q.push_used(&ch, 0);
     assert!(!q.flush_used(), "used.idx 0->1 does not cross used_event 1");
     q.pop(&mut ch).unwrap();
-    q.push_used(ch.head(), 0);
+    q.push_used(&ch, 0);
     assert!(q.flush_used(), "used.idx 1->2 crosses used_event 1");
     // Device side: enable_notify publishes avail_event = next_avail and reports pending.
     assert_eq!(q.enable_notify().unwrap(), 1);
@@ -404,7 +405,7 @@ fn event_idx_suppression_both_ways() {
     m.theirs.write_obj(1u16, mq2.avail_addr()).unwrap();
     q2.refresh_avail().unwrap();
     q2.pop(&mut ch).unwrap();
-    q2.push_used(ch.head(), 0);
+    q2.push_used(&ch, 0);
     assert!(!q2.flush_used());
     q2.disable_notify();
     assert_eq!(m.theirs.read_obj::<u16>(used_of(&mq2)).unwrap(), 1);

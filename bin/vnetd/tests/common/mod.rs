@@ -187,20 +187,42 @@ pub struct Feat {
     pub mrg: bool,
     pub event_idx: bool,
     pub indirect: bool,
+    /// Packed virtqueues instead of split ones.
+    pub packed: bool,
 }
 
 impl Feat {
+    /// Every combination, split and packed rings.
     pub fn all() -> Vec<Feat> {
         let mut v = vec![];
-        for mrg in [true, false] {
-            for event_idx in [true, false] {
-                for indirect in [true, false] {
-                    v.push(Feat {
-                        mrg,
-                        event_idx,
-                        indirect,
-                    });
+        for packed in [false, true] {
+            for mrg in [true, false] {
+                for event_idx in [true, false] {
+                    for indirect in [true, false] {
+                        v.push(Feat {
+                            mrg,
+                            event_idx,
+                            indirect,
+                            packed,
+                        });
+                    }
                 }
+            }
+        }
+        v
+    }
+
+    /// The richest and the plainest feature sets, on each ring layout.
+    pub fn extremes() -> Vec<Feat> {
+        let mut v = vec![];
+        for packed in [false, true] {
+            for on in [true, false] {
+                v.push(Feat {
+                    mrg: on,
+                    event_idx: on,
+                    indirect: on,
+                    packed,
+                });
             }
         }
         v
@@ -208,6 +230,9 @@ impl Feat {
 
     pub fn features(&self) -> u64 {
         let mut x = frontend::DEFAULT_FEATURES;
+        if self.packed {
+            x |= f::RING_PACKED;
+        }
         for (on, bit) in [
             (self.mrg, f::MRG_RXBUF),
             (self.event_idx, f::RING_EVENT_IDX),

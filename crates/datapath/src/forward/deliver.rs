@@ -7,7 +7,7 @@ use std::time::Instant;
 use switch::{DropReason, TagAction};
 use virtio_net::offload::{self, Delivery};
 use virtio_net::{csum, gso, NetHdr, GSO_NONE, HDR_F_NEEDS_CSUM, HDR_LEN_V1};
-use vring::{Chain, IoVecs, RingError, SplitQueue};
+use vring::{with_ring, Chain, DeviceRing, IoVecs, RingError};
 
 use super::{port_mut, Ctx, Followup, Ingress};
 use crate::frame::{EthHead, Src, HEAD_LEN};
@@ -209,7 +209,26 @@ pub(super) fn unicast_plain(
         return Some(Ok(()));
     }
     let (q, policy) = dst.rx_ring_and_policy(ingress.qp)?;
-    let ring = &mut q.ring;
+    let chain = cx.scratch.rx.first_mut()?;
+    let egress_limit = limited.then_some(&mut policy.egress);
+    let r = with_ring!(&mut q.ring, ring => plain_into(ring, chain, f, head, egress_limit))?;
+    if r.is_ok() {
+        delivered(dst, f.len);
+    }
+    Some(r)
+}
+
+/// The rx side of [`unicast_plain`], monomorphized per ring layout: one chain popped from
+/// `ring` into `chain` that takes the whole frame, the egress rate admitted, the header
+/// and frame written, the chain used. `None` gives the chain back for the general path.
+#[inline(always)]
+fn plain_into<R: DeviceRing>(
+    ring: &mut R,
+    chain: &mut Chain,
+    f: &Plain<'_>,
+    head: &[u8; HEAD_LEN],
+    egress: Option<&mut crate::policy::Buckets>,
+) -> Option<Result<(), DropReason>> {
     if ring.pending() == 0 {
         match ring.refresh_avail() {
             Ok(0) => return Some(Err(DropReason::NoRxBuffer)),
@@ -217,7 +236,6 @@ pub(super) fn unicast_plain(
             Err(_) => return None,
         }
     }
-    let chain = cx.scratch.rx.first_mut()?;
     if !matches!(ring.pop(chain), Ok(true)) {
         return None;
     }
@@ -226,13 +244,13 @@ pub(super) fn unicast_plain(
         ring.unpop(1);
         return None;
     }
-    if limited && !policy.egress.admit(f.len, f.now) {
+    if egress.is_some_and(|b| !b.admit(f.len, f.now)) {
         ring.unpop(1);
         return Some(Err(DropReason::Policed));
     }
-    if put_head_and_body(chain, head, f.eth.tagged(), src, off, body_len) {
-        ring.push_used(chain.head(), u32::try_from(total).unwrap_or(u32::MAX));
-        delivered(dst, f.len);
+    let body_len = f.len - f.eth.len();
+    if put_head_and_body(chain, head, f.eth.tagged(), f.src, f.body, body_len) {
+        ring.push_used(chain, u32::try_from(total).unwrap_or(u32::MAX));
         Some(Ok(()))
     } else {
         ring.unpop(1);
@@ -523,7 +541,8 @@ fn rx_put(
     let Some(q) = dst.rx_ring_for(qp) else {
         return Err(DropReason::PortDown);
     };
-    match fill_rx(&mut q.ring, Rx { hl, mrg }, chains, hdr, eth, body) {
+    let rx = Rx { hl, mrg };
+    match with_ring!(&mut q.ring, r => fill_rx(r, rx, chains, hdr, eth, body)) {
         Ok(()) => {
             delivered(dst, eth.len() + body.len());
             Ok(())
@@ -549,8 +568,8 @@ struct Rx {
     mrg: bool,
 }
 
-fn fill_rx(
-    ring: &mut SplitQueue,
+fn fill_rx<R: DeviceRing>(
+    ring: &mut R,
     Rx { hl, mrg }: Rx,
     chains: &mut [Chain],
     hdr: &NetHdr,
@@ -562,7 +581,7 @@ fn fill_rx(
     let attempts = max_rx_attempts(total).min(chains.len());
     let mut n = 0usize;
     let mut cap = 0usize;
-    let give_back = |ring: &mut SplitQueue, n: usize, why: DropReason| {
+    let give_back = |ring: &mut R, n: usize, why: DropReason| {
         ring.unpop(u16::try_from(n).unwrap_or(0));
         Err(Fill::Drop(why))
     };
@@ -598,7 +617,7 @@ fn fill_rx(
         Src::Bytes(b) => w.put_bytes(b),
     }
     for (i, c) in chains[..n].iter().enumerate() {
-        ring.push_used(c.head(), w.used_len(i));
+        ring.push_used(c, w.used_len(i));
     }
     Ok(())
 }

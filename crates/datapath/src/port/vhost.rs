@@ -3,20 +3,21 @@
 use std::fs::File;
 use std::io::Write;
 
-use vring::{Chain, SplitQueue};
+use vring::{Chain, DeviceRing, Ring};
 
 use crate::types::{PortStatus, BURST};
 
 /// One running virtqueue with its notification fds.
 #[derive(Debug)]
 pub(crate) struct Vq {
-    pub ring: SplitQueue,
+    /// The ring, split or packed (hot paths match on it once per burst or delivery).
+    pub ring: Ring,
     pub kick: Option<File>,
     pub call: Option<File>,
     pub err: Option<File>,
     /// Ring index (vhost-user numbering: rxq `2p`, txq `2p + 1`).
     pub index: u16,
-    /// `next_used` when the used entries were last added to the port's ring counters.
+    /// Used chains (wrapping) when they were last added to the port's ring counters.
     pub counted: u16,
     /// The chains of one tx burst (txqs only; each keeps this ring's memory mapped).
     pub burst: Vec<Chain>,
@@ -27,7 +28,7 @@ pub(crate) struct Vq {
 impl Vq {
     /// A ring that just started; a txq gets the chain storage of its bursts.
     pub fn new(
-        ring: SplitQueue,
+        ring: Ring,
         index: u16,
         kick: Option<File>,
         call: Option<File>,
@@ -39,7 +40,7 @@ impl Vq {
             Vec::new()
         };
         Vq {
-            counted: ring.next_used(),
+            counted: ring.used_chains(),
             ring,
             kick,
             call,
@@ -53,7 +54,7 @@ impl Vq {
     /// Adds the used entries published since the last call to the port's ring counters.
     /// Called at least once per burst, so fewer than 2^16 entries pass in between.
     pub fn count_used(&mut self, status: &PortStatus) {
-        let now = self.ring.next_used();
+        let now = self.ring.used_chains();
         let n = now.wrapping_sub(self.counted);
         if n != 0 {
             status.add_ring_used(self.index, u64::from(n));

@@ -11,6 +11,7 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vring::DeviceRing;
 
 use switch::Fdb;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};

@@ -6,7 +6,7 @@ use std::time::Instant;
 use port_vhost::ReadyQueue;
 use switch::DropReason;
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
-use vring::{RingError, SplitQueue};
+use vring::{with_ring, Chain, DeviceRing, Ring, RingError};
 
 use super::{Token, Worker};
 use crate::forward::{switch_frame, Ingress};
@@ -85,25 +85,7 @@ impl Worker {
         };
         vq.throttled = None;
         let mut chains = std::mem::take(&mut vq.burst);
-        let n = usize::from(vq.ring.pending().min(BURST)).min(chains.len());
-        let mut popped = 0;
-        let mut failed = None;
-        // Cost, not only frames: a burst walks at most TX_DESC_BUDGET descriptors (a guest
-        // posting maximal chains gets a few frames per round, like everyone else).
-        let mut budget = TX_DESC_BUDGET;
-        while popped < n && budget > 0 {
-            match vq.ring.pop(&mut chains[popped]) {
-                Ok(true) => {
-                    budget = budget.saturating_sub(chains[popped].desc_count());
-                    popped += 1;
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
+        let (popped, failed) = with_ring!(&mut vq.ring, r => pop_burst(r, &mut chains));
         let mut heads = [[0u8; HEAD_LEN]; BURST as usize];
         let mut have: u64 = 0;
         for (i, (c, h)) in chains[..popped].iter().zip(heads.iter_mut()).enumerate() {
@@ -141,12 +123,11 @@ impl Worker {
         let Some(vq) = self.txq(id, qp) else {
             return Ok(false);
         };
-        for c in &chains[..switched] {
-            vq.ring.push_used(c.head(), 0);
-        }
-        vq.ring.unpop(u16::try_from(popped - switched).unwrap_or(0));
+        let call = with_ring!(&mut vq.ring, r => finish_burst(r, &chains[..popped], switched));
         vq.burst = chains;
-        vq.flush();
+        if call {
+            vq.call();
+        }
         if let Some(e) = failed {
             return Err(e);
         }
@@ -199,7 +180,7 @@ impl Worker {
         if p.vhost_mut().is_none() {
             return;
         }
-        let ring = match SplitQueue::new(rq.mem, &rq.cfg) {
+        let ring = match Ring::new(rq.mem, &rq.cfg) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("port {}: ring {index} refused: {e}", p.name);
@@ -230,7 +211,8 @@ impl Worker {
         *slot = Some(vq);
         p.publish_running(me);
         tracing::info!(
-            "port {name}: ring {index} started on worker {me} (size {})",
+            "port {name}: ring {index} started on worker {me} ({} ring of {})",
+            if rq.cfg.packed { "packed" } else { "split" },
             rq.cfg.size
         );
         if let Some(fd) = kick_fd {
@@ -251,7 +233,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn stop_queue(&mut self, id: PortId, index: u16) -> Option<u16> {
+    pub(super) fn stop_queue(&mut self, id: PortId, index: u16) -> Option<u32> {
         let p = self.sw.port(id)?;
         let vq = p.vhost_mut()?.slot(index)?.take()?;
         let status = p.status.clone();
@@ -283,7 +265,7 @@ impl Worker {
 
     /// Publishes what is pending on a ring (counting it), stops watching its kick and
     /// returns its base.
-    fn retire(&mut self, mut vq: Vq, status: &crate::types::PortStatus) -> u16 {
+    fn retire(&mut self, mut vq: Vq, status: &crate::types::PortStatus) -> u32 {
         vq.flush();
         vq.count_used(status);
         if let Some(k) = &vq.kick {
@@ -293,7 +275,7 @@ impl Worker {
                 EpollEvent::default(),
             );
         }
-        vq.ring.next_avail()
+        vq.ring.base()
     }
 
     /// Stops everything of a removed port: its rings, its TAP fds, its pending bursts.
@@ -321,4 +303,35 @@ impl Worker {
         }
         self.pending.retain(|&(pid, _)| pid != id);
     }
+}
+
+/// Pops up to a burst of chains from `ring` into `chains`, walking at most
+/// [`TX_DESC_BUDGET`] descriptors (a guest posting maximal chains gets a few frames per
+/// round, like everyone else). Returns the chains popped and the error that stopped it.
+#[inline(always)]
+fn pop_burst<R: DeviceRing>(ring: &mut R, chains: &mut [Chain]) -> (usize, Option<RingError>) {
+    let mut popped = 0;
+    let mut budget = TX_DESC_BUDGET;
+    while popped < chains.len() && budget > 0 {
+        match ring.pop(&mut chains[popped]) {
+            Ok(true) => {
+                budget = budget.saturating_sub(chains[popped].desc_count());
+                popped += 1;
+            }
+            Ok(false) => break,
+            Err(e) => return (popped, Some(e)),
+        }
+    }
+    (popped, None)
+}
+
+/// Ends a tx burst: the first `switched` of the `popped` chains are used (in pop order),
+/// the rest go back to the ring. True if the guest wants a call.
+#[inline(always)]
+fn finish_burst<R: DeviceRing>(ring: &mut R, popped: &[Chain], switched: usize) -> bool {
+    for c in &popped[..switched] {
+        ring.push_used(c, 0);
+    }
+    ring.unpop(u16::try_from(popped.len() - switched).unwrap_or(0));
+    ring.flush_used()
 }

@@ -3,6 +3,7 @@
 
 use std::os::fd::AsRawFd;
 use std::time::Instant;
+use vring::DeviceRing;
 
 use switch::DropReason;
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
