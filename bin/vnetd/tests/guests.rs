@@ -387,6 +387,31 @@ fn iperf_with_offloads() {
     run.check_offloads("vm2", true);
 }
 
+/// Linux guests on packed virtqueues (QEMU `packed=on`): ping and iperf3 both ways, one
+/// guest with offloads and one without, so both the offload and the plain paths of the
+/// packed ring carry TCP.
+#[test]
+fn iperf_on_packed_rings() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(image) = guest_image() else { return };
+    const PACKED_NO_OFFLOADS: &str = "packed=on,csum=off,guest_csum=off,host_tso4=off,\
+                                      guest_tso4=off,host_tso6=off,guest_tso6=off,mrg_rxbuf=off";
+    let pair = Pair {
+        netdev_opts: ["packed=on", PACKED_NO_OFFLOADS],
+        ..Pair::default()
+    };
+    let run = iperf_pair(&image, pair, "packed rings");
+    for port in ["vm1", "vm2"] {
+        let feats = run.features(port);
+        assert!(
+            feats.iter().any(|f| f == "packed"),
+            "{port}: packed not negotiated: {feats:?}"
+        );
+    }
+    run.check_offloads("vm1", true);
+    run.check_offloads("vm2", false);
+}
+
 #[test]
 fn iperf_without_offloads() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -26,9 +26,18 @@ fn broken(v: &Vnetd, name: &str) -> bool {
         .any(|p| p.name == name && p.state == api::PortState::Broken && p.broken_reason.is_some())
 }
 
-fn three_good_and_evil() -> (Vnetd, Frontend, Frontend, Frontend, Frontend) {
+/// The features of every frontend: split rings, or packed ones.
+fn features(packed: bool) -> u64 {
+    if packed {
+        frontend::DEFAULT_FEATURES | virtio_net::features::RING_PACKED
+    } else {
+        frontend::DEFAULT_FEATURES
+    }
+}
+
+fn three_good_and_evil(packed: bool) -> (Vnetd, Frontend, Frontend, Frontend, Frontend) {
     let v = Vnetd::start(&["a", "b", "c", "evil"]);
-    let all = frontend::DEFAULT_FEATURES;
+    let all = features(packed);
     let mut a = connect(&v.sock("a"), all);
     let mut b = connect(&v.sock("b"), all);
     let mut c = connect(&v.sock("c"), all);
@@ -56,7 +65,7 @@ fn others_still_forward(v: &Vnetd, a: &mut Frontend, b: &mut Frontend, c: &mut F
 
 #[test]
 fn tx_avail_idx_jump_breaks_only_that_port() {
-    let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil();
+    let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil(false);
     // avail.idx 1000 ahead of what the device consumed: impossible for a real driver.
     evil.set_avail_idx(1, 1000).unwrap();
     evil.kick(1).unwrap();
@@ -72,61 +81,64 @@ fn tx_avail_idx_jump_breaks_only_that_port() {
     others_still_forward(&v, &mut a, &mut b, &mut c);
 }
 
+/// Raw descriptors no real driver writes, on either ring layout. Split: a table from id 0,
+/// chain head 0. Packed: consecutive ring entries (`next` is the buffer id).
+fn hostile_chains(packed: bool) -> Vec<Vec<RawDesc>> {
+    let d = |addr, len, flags, next| RawDesc {
+        addr,
+        len,
+        flags,
+        next,
+    };
+    let mut v = vec![
+        // A buffer far outside guest memory.
+        vec![d(0xdead_0000_0000, 1500, 0, 0)],
+        // A huge length.
+        vec![d(0x1000, u32::MAX, 0, 0)],
+        // An indirect table with more entries than the queue.
+        vec![d(0x1000, 16 * 1000, RawDesc::INDIRECT, 0)],
+        // Indirect with NEXT.
+        vec![
+            d(0x1000, 32, RawDesc::INDIRECT | RawDesc::NEXT, 0),
+            d(0x1000, 64, 0, 0),
+        ],
+    ];
+    if packed {
+        // Every entry of the ring chained to the next: longer than the queue.
+        v.push(vec![d(0x1000, 64, RawDesc::NEXT, 0); 256]);
+    } else {
+        // 0 -> 1 -> 0: a loop.
+        v.push(vec![
+            d(0x1000, 64, RawDesc::NEXT, 1),
+            d(0x1000, 64, RawDesc::NEXT, 0),
+        ]);
+        // next out of range.
+        v.push(vec![d(0x1000, 64, RawDesc::NEXT, 60000)]);
+    }
+    v
+}
+
 #[test]
 fn descriptor_loop_and_wild_address_break_only_that_port() {
-    for descs in [
-        // 0 -> 1 -> 0: a loop.
-        vec![
-            RawDesc {
-                addr: 0x1000,
-                len: 64,
-                flags: 1,
-                next: 1,
-            },
-            RawDesc {
-                addr: 0x1000,
-                len: 64,
-                flags: 1,
-                next: 0,
-            },
-        ],
-        // A buffer far outside guest memory.
-        vec![RawDesc {
-            addr: 0xdead_0000_0000,
-            len: 1500,
-            flags: 0,
-            next: 0,
-        }],
-        // next out of range.
-        vec![RawDesc {
-            addr: 0x1000,
-            len: 64,
-            flags: 1,
-            next: 60000,
-        }],
-        // A huge length.
-        vec![RawDesc {
-            addr: 0x1000,
-            len: u32::MAX,
-            flags: 0,
-            next: 0,
-        }],
-    ] {
-        let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil();
-        evil.raw_post_tx(0, &descs, &[0]).unwrap();
-        v.wait_ports("evil broken", |_| broken(&v, "evil"));
-        others_still_forward(&v, &mut a, &mut b, &mut c);
-        // The broken port comes back when its frontend reconnects.
-        drop(evil);
-        v.wait_ports("evil down", |p| {
-            p.iter()
-                .any(|p| p.name == "evil" && p.state == api::PortState::Down)
-        });
-        let mut evil = connect(&v.sock("evil"), frontend::DEFAULT_FEATURES);
-        v.wait_ports("evil up", |p| {
-            p.iter().all(|p| p.state == api::PortState::Up)
-        });
-        ping(&mut evil, &mut a, mac(1), mac(9), 7);
+    for packed in [false, true] {
+        for descs in hostile_chains(packed) {
+            eprintln!("packed {packed}: {descs:?}");
+            let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil(packed);
+            evil.raw_post_tx(0, &descs, &[0]).unwrap();
+            v.wait_ports("evil broken", |_| broken(&v, "evil"));
+            others_still_forward(&v, &mut a, &mut b, &mut c);
+            // The broken port comes back when its frontend reconnects.
+            drop(evil);
+            v.wait_ports("evil down", |p| {
+                p.iter()
+                    .any(|p| p.name == "evil" && p.state == api::PortState::Down)
+            });
+            let mut evil = connect(&v.sock("evil"), features(packed));
+            v.wait_ports("evil up", |p| {
+                p.iter().all(|p| p.state == api::PortState::Up)
+            });
+            ping(&mut evil, &mut a, mac(1), mac(9), 7);
+        }
     }
 }
 
@@ -135,7 +147,13 @@ fn descriptor_loop_and_wild_address_break_only_that_port() {
 /// keep forwarding.
 #[test]
 fn truncated_guest_memory_breaks_only_that_port() {
-    let (v, mut a, mut b, mut c, evil) = three_good_and_evil();
+    for packed in [false, true] {
+        truncated_memory(packed);
+    }
+}
+
+fn truncated_memory(packed: bool) {
+    let (v, mut a, mut b, mut c, evil) = three_good_and_evil(packed);
     evil.truncate_memory().unwrap();
     // A broadcast reaches evil's rx ring: vnetd touches the truncated memory.
     let x = frame(MacAddr::BROADCAST, mac(1), 60, 7);
@@ -160,17 +178,19 @@ fn truncated_guest_memory_breaks_only_that_port() {
 
 #[test]
 fn rx_ring_corruption_breaks_receiver_not_sender() {
-    let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil();
-    // Point every rx descriptor of evil far outside its memory.
+    for packed in [false, true] {
+        rx_ring_corruption(packed);
+    }
+}
+
+fn rx_ring_corruption(packed: bool) {
+    let (v, mut a, mut b, mut c, mut evil) = three_good_and_evil(packed);
+    // Point every rx descriptor of evil far outside its memory (the address is the first
+    // 8 bytes of a descriptor in both layouts; the rest, flags included, stays).
     let desc = evil.vring_addrs(0).unwrap().desc;
-    let wild = RawDesc {
-        addr: 0xdead_0000_0000,
-        len: 2048,
-        flags: RawDesc::WRITE,
-        next: 0,
-    };
+    let wild = 0xdead_0000_0000u64.to_le_bytes();
     for i in 0..256u64 {
-        evil.write_guest(desc + 16 * i, &wild.encode()).unwrap();
+        evil.write_guest(desc + 16 * i, &wild).unwrap();
     }
     // A broadcast from a reaches b and c; evil's rx ring is found corrupt on delivery.
     let x = frame(MacAddr::BROADCAST, mac(1), 60, 5);

@@ -24,15 +24,19 @@ fn recv_all(f: &mut Frontend) -> Vec<(NetHdr, Vec<u8>)> {
     v
 }
 
+/// The scenario on split rings, then on packed ones.
 fn run(spec: FrameSpec, receiver_mrg: bool) {
+    for ring in [0, f::RING_PACKED] {
+        run_on(spec, receiver_mrg, frontend::DEFAULT_FEATURES | ring);
+    }
+}
+
+fn run_on(spec: FrameSpec, receiver_mrg: bool, all: u64) {
     let v = Vnetd::start(&["a", "b", "c"]);
     let mrg = if receiver_mrg { 0 } else { f::MRG_RXBUF };
-    let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
-    let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES & !mrg);
-    let mut c = connect(
-        &v.sock("c"),
-        frontend::DEFAULT_FEATURES & !NO_GUEST_OFFLOADS & !mrg,
-    );
+    let mut a = connect(&v.sock("a"), all);
+    let mut b = connect(&v.sock("b"), all & !mrg);
+    let mut c = connect(&v.sock("c"), all & !NO_GUEST_OFFLOADS & !mrg);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
     let (hdr, frame) = build_frame(&spec);
     // The destination is unknown: the frame floods to b (offloads on) and c (off).

@@ -488,3 +488,6 @@ impl PackedRing {
         self.publish(mem)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,8 @@
-//! Hostile split rings for the `vring` crate.
+//! Hostile split and packed rings for the `vring` crate.
 
 use std::sync::Arc;
 
-use vring::{Chain, GuestMemory, QueueConfig, RegionSpec, SplitQueue};
+use vring::{Chain, GuestMemory, PackedQueue, QueueConfig, RegionSpec, SplitQueue};
 
 /// Hostile-ring fuzz harness: a random descriptor table, avail ring and index over a small
 /// memory; popping must never panic and every buffer it yields lies in guest memory.
@@ -48,6 +48,72 @@ pub fn fuzz_ring(data: &[u8]) {
         }
         q.flush_used();
         let _ = q.enable_notify();
+    }
+}
+
+/// Hostile packed-ring fuzz harness: a random descriptor ring (flags, ids, chains,
+/// indirect tables into a random table area), random driver event suppression and a
+/// random resume position; popping, giving back, using and flushing must never panic and
+/// every buffer a chain yields lies in guest memory.
+pub fn fuzz_packed(data: &[u8]) {
+    let m = fuzz_mem();
+    // Byte 0: size (1..=8) and features; byte 1: resume position and wrap counter.
+    let b0 = data.first().copied().unwrap_or(0);
+    let b1 = data.get(1).copied().unwrap_or(0x80);
+    let size = u16::from(b0 & 7) + 1;
+    let (desc, driver, device, tables) = (0u64, 0x100u64, 0x110u64, 0x400u64);
+    let rest = data.get(2..).unwrap_or(&[]);
+    // The ring, the driver area, then indirect tables.
+    let ring_len = 16 * usize::from(size);
+    let n = rest.len().min(ring_len);
+    assert!(m.write(desc, &rest[..n]));
+    if let Some(ev) = rest.get(ring_len..ring_len + 4) {
+        assert!(m.write(driver, ev));
+    }
+    if let Some(t) = rest.get(ring_len + 4..) {
+        assert!(m.write(tables, &t[..t.len().min(0x400)]));
+    }
+    let c = QueueConfig {
+        size,
+        desc_uaddr: desc,
+        avail_uaddr: driver,
+        used_uaddr: device,
+        event_idx: b0 & 8 != 0,
+        indirect: b0 & 16 != 0,
+        packed: true,
+        device_reads: b0 & 32 != 0,
+        next_avail: u16::from(b1 & 7) | (u16::from(b1 & 0x80) << 8),
+        next_used: None,
+    };
+    let Ok(mut q) = PackedQueue::new(m.clone(), &c) else {
+        // A position past the ring is refused, nothing else is.
+        assert!(u16::from(b1 & 7) >= size);
+        return;
+    };
+    let mut chains: Vec<Chain> = (0..4).map(|_| Chain::new()).collect();
+    for round in 0..4 {
+        let mut got = 0;
+        while got < chains.len() {
+            match q.pop(&mut chains[got]) {
+                Ok(true) => {
+                    let ch = &chains[got];
+                    let mut buf = vec![0u8; ch.readable_len().min(1 << 16) as usize];
+                    assert_eq!(ch.read_at(0, &mut buf), buf.len());
+                    ch.write_at(0, &[0xaa; 64]);
+                    got += 1;
+                }
+                Ok(false) | Err(_) => break,
+            }
+        }
+        // Give some back on odd rounds: they come again.
+        let back = if round % 2 == 1 { got.min(2) } else { 0 };
+        q.unpop(u16::try_from(back).unwrap_or(0));
+        for ch in &chains[..got - back] {
+            q.push_used(ch, 7);
+        }
+        let _ = q.flush_used();
+        let _ = q.enable_notify();
+        q.disable_notify();
     }
 }
 

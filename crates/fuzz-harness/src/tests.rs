@@ -13,6 +13,7 @@ type Case = (&'static str, fn(&[u8]), u32, &'static [u8], usize);
 
 const CASES: &[Case] = &[
     ("ring", ring::fuzz_ring, 2000, &[], 200),
+    ("packed ring", ring::fuzz_packed, 2000, &[], 400),
     (
         "vhost-user messages",
         vhost_user::fuzz_messages,
