@@ -82,6 +82,7 @@ pub fn fuzz_packed(data: &[u8]) {
         indirect: b0 & 16 != 0,
         packed: true,
         device_reads: b0 & 32 != 0,
+        in_order: b0 & 64 != 0,
         next_avail: u16::from(b1 & 7) | (u16::from(b1 & 0x80) << 8),
         next_used: None,
     };

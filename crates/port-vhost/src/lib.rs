@@ -316,6 +316,7 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
                 indirect: self.features & f::RING_INDIRECT_DESC != 0,
                 packed: self.features & f::RING_PACKED != 0,
                 device_reads: i % 2 == 1,
+                in_order: self.features & f::IN_ORDER != 0,
             },
             kick: dup(&v.kick),
             call: dup(&v.call),

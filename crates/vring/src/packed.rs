@@ -86,6 +86,8 @@ pub struct PackedQueue {
     indirect: bool,
     /// Ignore WRITE in indirect tables (see [`QueueConfig::device_reads`]).
     device_reads: bool,
+    /// IN_ORDER on a ring the device only reads: one used descriptor per flush.
+    batch_used: bool,
     /// Next ring position to pop from, and the wrap counter that makes it available.
     next_avail: u16,
     avail_wrap: bool,
@@ -139,6 +141,7 @@ impl PackedQueue {
             event_idx: cfg.event_idx,
             indirect: cfg.indirect,
             device_reads: cfg.device_reads,
+            batch_used: cfg.in_order && cfg.device_reads,
             next_avail,
             avail_wrap,
             next_used,
@@ -386,11 +389,28 @@ impl PackedQueue {
     }
 
     /// Writes the shadow used descriptors, the first one's flags last (Release), and says
-    /// whether the driver wants a call.
+    /// whether the driver wants a call. With IN_ORDER on a ring the device only reads, the
+    /// whole batch is one used descriptor at the first one's place carrying the last
+    /// buffer's id; the driver takes every buffer up to it as used, and both sides skip
+    /// the ring entries of all of them.
     pub fn flush_used(&mut self) -> bool {
-        let Some(first) = self.shadow.first().copied() else {
+        if self.shadow.is_empty() {
             return false;
-        };
+        }
+        // shadow.len() <= size <= 32768
+        let chains = u16::try_from(self.shadow.len()).unwrap_or(u16::MAX);
+        if self.batch_used && chains > 1 {
+            let total: u32 = self.shadow.iter().map(|e| u32::from(e.count)).sum();
+            let last = self.shadow[self.shadow.len() - 1];
+            self.shadow.clear();
+            // Buffers in flight never take more than the ring: total <= size.
+            self.shadow.push(UsedElem {
+                id: last.id,
+                len: 0,
+                count: u16::try_from(total).unwrap_or(self.size).min(self.size),
+            });
+        }
+        let first_len = self.shadow[0].len;
         let (old, old_wrap) = (self.next_used, self.used_wrap);
         let (mut pos, mut wrap) = (old, old_wrap);
         for (k, e) in self.shadow.iter().enumerate() {
@@ -414,12 +434,10 @@ impl PackedQueue {
         unsafe {
             access::store_u16_release(
                 self.desc.add(16 * usize::from(old) + 14),
-                used_flags(old_wrap, first.len),
+                used_flags(old_wrap, first_len),
             )
         };
-        // shadow.len() <= size <= 32768
-        let n = u16::try_from(self.shadow.len()).unwrap_or(u16::MAX);
-        self.used_chains = self.used_chains.wrapping_add(n);
+        self.used_chains = self.used_chains.wrapping_add(chains);
         self.shadow.clear();
         (self.next_used, self.used_wrap) = (pos, wrap);
         self.needs_call(old)

@@ -133,6 +133,9 @@ pub struct QueueConfig {
     /// ignore WRITE inside indirect tables, where the spec makes the table's flags the
     /// driver's word but DPDK's virtio-user marks its tx header entry writable.
     pub device_reads: bool,
+    /// VIRTIO_F_IN_ORDER negotiated: a packed txq then gives a burst back with one used
+    /// descriptor (§2.8.20, "In-order use of descriptors").
+    pub in_order: bool,
     /// VIRTIO_F_RING_EVENT_IDX negotiated.
     pub event_idx: bool,
     /// VIRTIO_F_RING_INDIRECT_DESC negotiated.

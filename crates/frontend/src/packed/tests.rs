@@ -55,6 +55,7 @@ fn pair(size: u16, event_idx: bool, indirect: bool) -> Pair {
         indirect,
         packed: true,
         device_reads: false,
+        in_order: false,
     };
     let dev = PackedQueue::new(device_mem(&mem), &cfg).unwrap();
     Pair { mem, drv, dev }
