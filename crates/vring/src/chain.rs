@@ -70,12 +70,18 @@ impl Chain {
 
     /// Makes `mem` the memory of the next buffers. Switching memory empties the chain first,
     /// so no address into the old memory outlives the `Arc` that keeps it mapped.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bind(&mut self, mem: &Arc<GuestMemory>) {
         if !self.mem.as_ref().is_some_and(|m| Arc::ptr_eq(m, mem)) {
-            self.clear(0);
-            self.mem = Some(Arc::clone(mem));
+            self.rebind(mem);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn rebind(&mut self, mem: &Arc<GuestMemory>) {
+        self.clear(0);
+        self.mem = Some(Arc::clone(mem));
     }
 
     /// Empties the chain and lets go of its guest memory (e.g. when a port goes away, so

@@ -276,15 +276,11 @@ impl GuestMemory {
     }
 
     /// Host address of `gpa` and how many bytes from there stay inside its region.
-    #[inline]
+    #[inline(always)]
     pub fn translate_partial(&self, gpa: u64, hint: &mut usize) -> Option<(NonNull<u8>, u64)> {
         let r = match self.regions.get(*hint) {
             Some(r) if gpa.wrapping_sub(r.gpa) < r.size => r,
-            _ => {
-                let i = self.find(gpa)?;
-                *hint = i;
-                &self.regions[i]
-            }
+            _ => &self.regions[self.find_hint(gpa, hint)?],
         };
         let off = gpa - r.gpa;
         // `off < r.size <= map_len`, checked in `find` / above, so this stays in the map.
@@ -294,6 +290,15 @@ impl GuestMemory {
             unsafe { r.host.add(off_usize) },
             r.size - off,
         ))
+    }
+
+    /// The region of `gpa`, remembered in `hint` (off the hot path: the hint missed).
+    #[cold]
+    #[inline(never)]
+    fn find_hint(&self, gpa: u64, hint: &mut usize) -> Option<usize> {
+        let i = self.find(gpa)?;
+        *hint = i;
+        Some(i)
     }
 
     fn find(&self, gpa: u64) -> Option<usize> {

@@ -3,9 +3,10 @@
 //! Ordering contract, per burst:
 //! * one Acquire load of `avail.idx` ([`SplitQueue::refresh_avail`]) makes every avail
 //!   entry and descriptor the driver published before it visible;
-//! * used elements go to a shadow list and are published by one Release store of
-//!   `used.idx` ([`SplitQueue::flush_used`]), so the driver never sees an index ahead of the
-//!   elements it covers.
+//! * used elements are written into the used ring past `used.idx` as chains complete
+//!   (invisible to the driver until the index covers them) and published by one Release
+//!   store of `used.idx` ([`SplitQueue::flush_used`]), so the driver never sees an index
+//!   ahead of the elements it covers.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
@@ -158,8 +159,8 @@ pub struct SplitQueue {
     avail_idx: u16,
     /// Next used ring slot to fill (= used.idx after a flush).
     next_used: u16,
-    /// Used elements not yet published.
-    shadow: Vec<(u32, u32)>,
+    /// Used elements written into the ring past `next_used`, not yet published.
+    unpublished: u16,
     /// Region index that answered the last translation.
     hint: usize,
 }
@@ -203,7 +204,7 @@ impl SplitQueue {
             next_avail: cfg.next_avail,
             avail_idx: cfg.next_avail,
             next_used: 0,
-            shadow: Vec::with_capacity(usize::from(size)),
+            unpublished: 0,
             hint: 0,
             mem,
         };
@@ -389,34 +390,29 @@ impl SplitQueue {
     /// [`push_used`](Self::push_used) by head index.
     #[inline]
     pub fn push_used_head(&mut self, head: u16, len: u32) {
-        if self.shadow.len() < usize::from(self.size) {
-            self.shadow.push((u32::from(head), len));
+        if self.unpublished < self.size {
+            let slot = usize::from(self.next_used.wrapping_add(self.unpublished) & (self.size - 1));
+            // SAFETY: `slot < size`, so `4 + 8*slot + 8 <= 6 + 8*size`, inside the checked
+            // used ring. The driver reads it only once `used.idx` covers it (flush_used).
+            unsafe { self.store_used(slot, u32::from(head), len) };
+            self.unpublished += 1;
         }
     }
 
     /// Used elements waiting for a flush.
     pub fn shadow_len(&self) -> usize {
-        self.shadow.len()
+        usize::from(self.unpublished)
     }
 
     /// Publishes the shadow used elements with one Release store of `used.idx` and says
     /// whether the driver wants a call (EVENT_IDX `used_event`, or NO_INTERRUPT unset).
     pub fn flush_used(&mut self) -> bool {
-        if self.shadow.is_empty() {
+        if self.unpublished == 0 {
             return false;
         }
         let old = self.next_used;
-        let mask = self.size - 1;
-        let mut idx = old;
-        for &(id, len) in &self.shadow {
-            let slot = usize::from(idx & mask);
-            // SAFETY: `4 + 8*slot + 8 <= 6 + 8*size` inside the checked used ring, 4-aligned
-            // ring start plus a multiple of 8 (the used ring is 4-aligned; we write 8 bytes as
-            // one u64 only if 8-aligned, else as two halves).
-            unsafe { self.store_used(slot, id, len) };
-            idx = idx.wrapping_add(1);
-        }
-        self.shadow.clear();
+        let idx = old.wrapping_add(self.unpublished);
+        self.unpublished = 0;
         self.next_used = idx;
         // SAFETY: used ring checked in `new`; `used+2` is 2-aligned.
         // Release: the elements written above become visible before the new index.
@@ -424,6 +420,9 @@ impl SplitQueue {
         self.needs_call(old, idx)
     }
 
+    /// Writes used element `slot` (the used ring is 4-aligned; 8 bytes go as one u64 when
+    /// 8-aligned, else as two halves).
+    ///
     /// # Safety
     /// `slot < size`.
     #[inline]

@@ -31,7 +31,6 @@ impl Worker {
                 self.pending.swap_remove(i);
             }
         }
-        self.flush_counters();
     }
 
     /// The running txq of pair `qp` of port `id`, unless the port is broken.
