@@ -17,14 +17,33 @@ pub enum Decision<P> {
     Drop(DropReason),
 }
 
-/// What a decision depends on, besides the table.
+/// What a decision depends on, besides the table, packed for a cheap comparison: the
+/// source address with the VLAN, the destination address, the ingress port, the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key<P> {
+    src_vlan: u64,
+    dst: u64,
     ingress: P,
-    vlan: u16,
-    src: MacAddr,
-    dst: MacAddr,
     now: Instant,
+}
+
+/// The 48 bits of an address in the low bits of a u64.
+#[inline(always)]
+fn mac_bits(m: &MacAddr) -> u64 {
+    let b = m.0;
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], 0, 0])
+}
+
+impl<P> Key<P> {
+    #[inline(always)]
+    fn new(ingress: P, vlan: u16, src: &MacAddr, dst: &MacAddr, now: Instant) -> Key<P> {
+        Key {
+            src_vlan: mac_bits(src) | u64::from(vlan) << 48,
+            dst: mac_bits(dst),
+            ingress,
+            now,
+        }
+    }
 }
 
 /// A decision remembered for the next frame with the same addresses.
@@ -65,29 +84,23 @@ impl<P: PortKey> Fdb<P> {
     ) -> Decision<P> {
         // Frames of one burst share `now`: the same addresses on the same ingress, with
         // the table unchanged since, decide (and learn) exactly as the previous frame did.
-        let key = Key {
-            ingress,
-            vlan,
-            src,
-            dst,
-            now,
-        };
+        let key = Key::new(ingress, vlan, &src, &dst, now);
         match &self.last {
             Some(c) if c.gen == self.gen && c.key == key => c.decision,
-            _ => self.decide_uncached(key),
+            _ => self.decide_uncached(key, vlan, src, dst),
         }
     }
 
     /// [`decide`](Self::decide) without the cache; remembered for the next frame.
     #[inline(never)]
-    fn decide_uncached(&mut self, key: Key<P>) -> Decision<P> {
-        let Key {
-            ingress,
-            vlan,
-            src,
-            dst,
-            now,
-        } = key;
+    fn decide_uncached(
+        &mut self,
+        key: Key<P>,
+        vlan: u16,
+        src: MacAddr,
+        dst: MacAddr,
+    ) -> Decision<P> {
+        let (ingress, now) = (key.ingress, key.now);
         let decision = match self.learn(src, vlan, ingress, now) {
             Learn::InvalidMac => Decision::Drop(DropReason::InvalidSrcMac),
             Learn::Static { .. } => Decision::Drop(DropReason::Spoofed),

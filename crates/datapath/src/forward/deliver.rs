@@ -172,6 +172,7 @@ pub(super) struct Plain<'a> {
 /// one `writev`. `head` is the copy of the virtio_net_hdr v1 and Ethernet header the switch
 /// checked: what is written (`num_buffers` set to 1), followed by the rest of the frame
 /// straight from the chain. `None` leaves everything as it was, for the general path.
+#[inline(always)]
 pub(super) fn unicast_plain(
     cx: &mut Ctx<'_>,
     ingress: Ingress,
@@ -262,7 +263,7 @@ fn plain_into<R: DeviceRing>(
 /// header, 18 bytes when `tagged`, else 14) into the first buffer of `chain`, then `len`
 /// bytes of `src` from `off` after it: fixed-size copies of the header, one of the rest.
 /// False (nothing written) unless the first buffer takes it all.
-#[inline]
+#[inline(always)]
 fn put_head_and_body(
     chain: &Chain,
     head: &[u8; HEAD_LEN],

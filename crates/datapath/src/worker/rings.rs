@@ -9,7 +9,7 @@ use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 use vring::{with_ring, Chain, DeviceRing, Ring, RingError};
 
 use super::{Token, Worker};
-use crate::forward::{switch_frame, Ingress};
+use crate::forward::{switch_express, switch_frame, Express, Ingress};
 use crate::frame::{Src, HEAD_LEN};
 use crate::port::vhost::Vq;
 use crate::port::{self, Port};
@@ -94,10 +94,9 @@ impl Worker {
             }
         }
         let ingress = Ingress::new(id, qp);
-        let (limited, hl) = self
-            .sw
-            .port(id)
-            .map_or((false, 0), |p| (p.policy.ingress.is_set(), p.hdr_len));
+        let (limited, hl, express) = self.sw.port(id).map_or((false, 0, None), |p| {
+            (p.policy.ingress.is_set(), p.hdr_len, Express::for_port(p))
+        });
         let mut switched = popped;
         let mut throttle = None;
         let mut cx = self.sw.ctx();
@@ -115,6 +114,11 @@ impl Worker {
                 }
             }
             let pre = (have >> i & 1 == 1).then_some(&heads[i]);
+            if let (Some(x), Some(h)) = (express, pre) {
+                if switch_express(&mut cx, ingress, x, c, h, now) {
+                    continue;
+                }
+            }
             switch_frame(&mut cx, ingress, Src::Chain(c, 0), now, false, pre);
         }
         self.work += switched as u64;
