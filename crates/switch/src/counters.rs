@@ -132,6 +132,12 @@ impl PortCounters {
         self.rx_bytes = self.rx_bytes.wrapping_add(widen(bytes));
     }
 
+    /// Counts `frames` frames of `bytes` in all received from the port.
+    pub fn count_rx_many(&mut self, frames: u64, bytes: usize) {
+        self.rx_packets = self.rx_packets.wrapping_add(frames);
+        self.rx_bytes = self.rx_bytes.wrapping_add(widen(bytes));
+    }
+
     /// Counts one frame of `bytes` sent to the port.
     pub fn count_tx(&mut self, bytes: usize) {
         self.tx_packets = self.tx_packets.wrapping_add(1);

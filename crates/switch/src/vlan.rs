@@ -87,6 +87,7 @@ impl VlanMode {
 
     /// The VLAN of a frame that came in through this port, from its tag (`Some(vid)` when
     /// 802.1Q-tagged), or why it is dropped ([`DropReason::Vlan`]).
+    #[inline]
     pub fn ingress(&self, tag: Option<u16>) -> Result<u16, DropReason> {
         match (self, tag) {
             (VlanMode::Native, t) => Ok(t.unwrap_or(0)),
@@ -98,6 +99,7 @@ impl VlanMode {
 
     /// Whether a frame of `vlan`, tagged on arrival or not (`tagged`), may leave through
     /// this port, and what happens to its tag; `None` when the port is not in that VLAN.
+    #[inline]
     pub fn egress(&self, vlan: u16, tagged: bool) -> Option<TagAction> {
         let member = match self {
             VlanMode::Native => true,

@@ -218,21 +218,41 @@ pub(crate) fn switch_frame(
 pub(crate) struct Express {
     /// The VLAN the port's untagged frames belong to.
     vlan: u16,
+    /// Port security: the source MACs allowed (`allowed[..n]`, as 48-bit numbers), or
+    /// `None` when any source is.
+    allowed: Option<([u64; EXPRESS_MACS], usize)>,
+}
+
+/// Most MACs a port with port security may have and still take the express lane.
+const EXPRESS_MACS: usize = 4;
+
+fn mac_bits(m: &[u8; 6]) -> u64 {
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
 }
 
 impl Express {
     /// The express lane for frames from `port`, when its configuration allows one: a
-    /// guest (virtio_net_hdr v1) without port security (whose ARP and neighbour checks
-    /// need the payload) and whose untagged frames are admitted.
+    /// guest (virtio_net_hdr v1) whose untagged frames are admitted, without port
+    /// security or with a few source MACs and no IP addresses (whose ARP and neighbour
+    /// checks need the payload).
     pub fn for_port(port: &Port) -> Option<Express> {
-        if port.is_tap() || port.hdr_len != HDR_LEN_V1 || port.policy.security.is_some() {
+        if port.is_tap() || port.hdr_len != HDR_LEN_V1 {
             return None;
         }
-        port.policy
-            .vlan
-            .ingress(None)
-            .ok()
-            .map(|vlan| Express { vlan })
+        let allowed = match &port.policy.security {
+            None => None,
+            Some(sec) if !sec.ips().is_empty() || sec.macs().len() > EXPRESS_MACS => return None,
+            Some(sec) if sec.macs().is_empty() => None,
+            Some(sec) => {
+                let mut a = [0u64; EXPRESS_MACS];
+                for (x, m) in a.iter_mut().zip(sec.macs()) {
+                    *x = mac_bits(&m.0);
+                }
+                Some((a, sec.macs().len()))
+            }
+        };
+        let vlan = port.policy.vlan.ingress(None).ok()?;
+        Some(Express { vlan, allowed })
     }
 }
 
@@ -243,46 +263,55 @@ impl Express {
 /// nothing, for anything else: [`switch_frame`] then does it all.
 ///
 /// What it skips is what such a frame cannot need: header parsing and validation (a zero
-/// header is valid for every feature set), tag handling, port security (the lane is not
-/// open with it), storm control (no flooding here).
+/// header is valid for every feature set), tag handling, payload inspection (the lane is
+/// not open to ports that need it), storm control (no flooding here).
+///
+/// Returns the frame's length when it is done (delivered, or dropped and counted): the
+/// caller counts it received on the ingress port, once per burst.
 #[inline]
 pub(crate) fn switch_express(
     cx: &mut Ctx<'_>,
     ingress: Ingress,
-    x: Express,
+    x: &Express,
     c: &Chain,
     head: &[u8; HEAD_LEN],
     now: Instant,
-) -> bool {
+) -> Option<usize> {
     const ETH: usize = HDR_LEN_V1;
     // flags, gso_type, hdr_len, gso_size, csum_start, csum_offset: all zero.
-    let Some((hdr, _)) = head.split_first_chunk::<10>() else {
-        return false;
-    };
+    let (hdr, _) = head.split_first_chunk::<10>()?;
     let (src0, dst0) = (head[ETH + 6], head[ETH]);
     let ethertype = u16::from_be_bytes([head[ETH + 12], head[ETH + 13]]);
     if *hdr != [0; 10] || ethertype == wire::ethernet::ETHERTYPE_VLAN || (src0 | dst0) & 1 != 0 {
-        return false;
+        return None;
     }
     let frame_len = (c.readable_len() as usize).saturating_sub(HDR_LEN_V1);
-    let Some(eth) = head
+    let eth = head
         .last_chunk::<{ wire::ethernet::TAGGED_HEADER_LEN }>()
-        .and_then(|b| EthHead::new(b, frame_len))
-    else {
-        return false;
-    };
+        .and_then(|b| EthHead::new(b, frame_len))?;
     if frame_len > MAX_FRAME {
-        return false;
+        return None;
     }
     let mac = |at: usize| {
         let mut m = [0u8; 6];
         m.copy_from_slice(&head[at..at + 6]);
-        wire::MacAddr(m)
+        m
     };
-    let decision = cx
-        .fdb
-        .decide(ingress.port, x.vlan, mac(ETH + 6), mac(ETH), now);
-    let r = match decision {
+    let (src, dst) = (mac(ETH + 6), mac(ETH));
+    if let Some((allowed, n)) = &x.allowed {
+        if !allowed[..*n].contains(&mac_bits(&src)) {
+            count(cx, ingress.port, DropReason::Spoofed);
+            return Some(frame_len);
+        }
+    }
+    let decision = cx.fdb.decide(
+        ingress.port,
+        x.vlan,
+        wire::MacAddr(src),
+        wire::MacAddr(dst),
+        now,
+    );
+    let done = match decision {
         Decision::Unicast(egress) => {
             let plain = Plain {
                 src: c,
@@ -308,12 +337,7 @@ pub(crate) fn switch_express(
         }
         Decision::Flood => false,
     };
-    if r {
-        if let Some(p) = port_mut(cx.ports, ingress.port) {
-            p.counters.count_rx(frame_len);
-        }
-    }
-    r
+    done.then_some(frame_len)
 }
 
 /// The ingress checks of a port's policy: its VLAN (the frame's, or why it is dropped),

@@ -100,6 +100,8 @@ impl Worker {
         let mut switched = popped;
         let mut throttle = None;
         let mut cx = self.sw.ctx();
+        // Frames the express lane took: counted received once, after the loop.
+        let (mut express_frames, mut express_bytes) = (0u64, 0usize);
         for (i, c) in chains[..popped].iter().enumerate() {
             if limited {
                 // Over the ingress rate: the rest stays in the guest's ring (backpressure,
@@ -114,12 +116,19 @@ impl Worker {
                 }
             }
             let pre = (have >> i & 1 == 1).then_some(&heads[i]);
-            if let (Some(x), Some(h)) = (express, pre) {
-                if switch_express(&mut cx, ingress, x, c, h, now) {
+            if let (Some(x), Some(h)) = (&express, pre) {
+                if let Some(len) = switch_express(&mut cx, ingress, x, c, h, now) {
+                    express_frames += 1;
+                    express_bytes += len;
                     continue;
                 }
             }
             switch_frame(&mut cx, ingress, Src::Chain(c, 0), now, false, pre);
+        }
+        if express_frames > 0 {
+            if let Some(p) = port::find_mut(cx.ports, id) {
+                p.counters.count_rx_many(express_frames, express_bytes);
+            }
         }
         self.work += switched as u64;
         // Nothing stops a ring while its burst runs: it is still there.
