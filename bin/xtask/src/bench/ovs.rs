@@ -171,7 +171,7 @@ pub(super) fn run(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunResult>
     ovs.wait_ports_up()?;
 
     let mut result = RunResult::default();
-    let window = vm2vm::measure(ctx, &mut gen, &ovs.vswitchd, None)?;
+    let window = vm2vm::measure(ctx, &mut gen, &ovs.vswitchd, None, case)?;
     gen.send_wait("stop")?;
     if idle_check {
         result.rec.idle_cpu = Some(ctx.idle_cpu(&ovs.vswitchd)?);

@@ -13,7 +13,7 @@ use super::common::{
     row_cells, side_cells, table_header, vnetd_labels, Tally,
 };
 use super::runner::Switch;
-use super::vm2vm::{gbits, medians_json_of, medians_of, Case, RunResult, TX_FIRST_BURSTS};
+use super::vm2vm::{gbits, medians_json_of, medians_of, Case, Load, RunResult, TX_FIRST_BURSTS};
 use super::{ovs, tap, tso, APART_FACTOR, WARMUP};
 
 /// Everything the bench prints and saves.
@@ -39,7 +39,7 @@ pub(super) struct Report {
     /// Generator's and switch's CPUs.
     pub(super) cpus: (usize, usize),
     /// Queue pairs of the VM-to-VM scenarios that ran (`vm2vm`: 1, `vm2vm-2q`: 2).
-    pub(super) vm2vm: Vec<u16>,
+    pub(super) vm2vm: Vec<Load>,
     /// The TAP scenario's results, when it ran.
     pub(super) tap: Option<tap::TapReport>,
     /// The TSO scenario's results, when it ran.
@@ -71,13 +71,14 @@ impl Report {
                 .collect(),
         );
         let mut rows = Vec::new();
-        for &queues in &self.vm2vm {
+        for load in &self.vm2vm {
             for devargs in &self.devargs {
                 for &size in &self.sizes {
                     let case = Case {
                         devargs: devargs.clone(),
                         size,
-                        queues,
+                        queues: load.queues,
+                        bursts: load.bursts,
                     };
                     let scenario = case.scenario();
                     let dpdk = medians_of(&self.runs, "dpdk", &case);
@@ -135,7 +136,7 @@ impl Report {
         let with_ovs = self.switches.contains(&Switch::Ovs);
         out += &format!(
             "medians of {} run(s) x {} s; Gbit/s = Mpps x frame bytes x 8 (no FCS, preamble or \
-             gap); CPU % of one CPU; DPDK = testpmd io between 2 net_vhost ports{}{}\n\n",
+             gap); CPU % of one CPU; DPDK = testpmd io between 2 net_vhost ports{}{}{}\n\n",
             self.args_runs,
             self.secs,
             if with_ovs {
@@ -143,9 +144,14 @@ impl Report {
             } else {
                 ""
             },
-            if self.vm2vm.iter().any(|q| *q > 1) {
+            if self.vm2vm.iter().any(|l| l.queues > 1) {
                 "; Nq = N queue pairs on every port (generator --rxq/--txq N, vnetd queues=N, \
                  anchor net_vhost queues=N)"
+            } else {
+                ""
+            },
+            if self.vm2vm.iter().any(|l| l.bursts < TX_FIRST_BURSTS) {
+                "; light = 64 frames in flight per port (tx_first 2) instead of 1024"
             } else {
                 ""
             }
@@ -264,7 +270,12 @@ impl Report {
                 "devargs": self.devargs,
                 "anchor": "dpdk-testpmd, 2 net_vhost ports, --forward-mode=io",
                 "anchor_ovs": ovs::DESCRIPTION,
-                "queue_pairs": self.vm2vm,
+                "queue_pairs": self.vm2vm.iter().map(|l| l.queues).collect::<Vec<_>>(),
+                "frames_in_flight_per_port": self
+                    .vm2vm
+                    .iter()
+                    .map(|l| 32 * l.bursts)
+                    .collect::<Vec<_>>(),
                 "queue_pairs_note": "N > 1: generator virtio-user queues=N with --rxq=N --txq=N, \
                                      vnetd ports queues=N, anchor net_vhost queues=N with \
                                      --rxq=N --txq=N",
@@ -352,6 +363,7 @@ mod tests {
             devargs: "in_order=0".into(),
             size: 64,
             queues: 1,
+            bursts: TX_FIRST_BURSTS,
         };
         let run = |switch: &str, mpps: f64, cpu: f64| RunResult {
             case: case.clone(),
@@ -381,7 +393,7 @@ mod tests {
             logs: PathBuf::from("/tmp/logs"),
             best_pingpong: 100.0,
             cpus: (0, 1),
-            vm2vm: vec![1],
+            vm2vm: vec![Load::SATURATED],
             tap: None,
             tso: None,
             ovs_skipped: None,

@@ -55,14 +55,40 @@ pub(super) const MAC_B: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xbe, 0x00, 0x0b]);
 /// Bursts (of 32 frames) `start tx_first` puts on each port: what then circulates. Enough
 /// to keep both rings busy; the excess is dropped at once and does not come back.
 pub(super) const TX_FIRST_BURSTS: u32 = 32;
+/// The same in the lightly loaded scenario: 64 frames per port, never a full ring.
+pub(super) const LIGHT_BURSTS: u32 = 2;
 
-/// One cell of the table: generator devargs, frame size and queue pairs per port.
+/// How a VM-to-VM scenario loads the switch: queue pairs per port and the bursts of 32
+/// frames put in flight on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Load {
+    pub(super) queues: u16,
+    pub(super) bursts: u32,
+}
+
+impl Load {
+    /// `vm2vm`: as many frames as the rings hold and more.
+    pub(super) const SATURATED: Load = Load {
+        queues: 1,
+        bursts: TX_FIRST_BURSTS,
+    };
+    /// `vm2vm-light`: 64 frames in flight per port (guests that do not saturate).
+    pub(super) const LIGHT: Load = Load {
+        queues: 1,
+        bursts: LIGHT_BURSTS,
+    };
+}
+
+/// One cell of the table: generator devargs, frame size, queue pairs per port and frames
+/// in flight.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Case {
     pub(super) devargs: String,
     pub(super) size: u32,
     /// Queue pairs of every port: generator, vnetd and anchor (`vm2vm-2q`: 2).
     pub(super) queues: u16,
+    /// Bursts of 32 frames put in flight per port (0: [`TX_FIRST_BURSTS`]).
+    pub(super) bursts: u32,
 }
 
 impl Case {
@@ -71,20 +97,32 @@ impl Case {
         self.queues.max(1)
     }
 
-    /// The scenario's name in the table: `VM-to-VM in_order=0`, `VM-to-VM 2q default`.
+    /// Bursts of 32 frames `start tx_first` puts on each port.
+    pub(super) fn tx_first_bursts(&self) -> u32 {
+        if self.bursts == 0 {
+            TX_FIRST_BURSTS
+        } else {
+            self.bursts
+        }
+    }
+
+    /// The scenario's name in the table: `VM-to-VM in_order=0`, `VM-to-VM 2q default`,
+    /// `VM-to-VM light default`.
     pub(super) fn scenario(&self) -> String {
+        let light = if self.tx_first_bursts() < TX_FIRST_BURSTS {
+            "light "
+        } else {
+            ""
+        };
         match self.queue_pairs() {
-            1 => format!("VM-to-VM {}", self.devargs),
-            q => format!("VM-to-VM {q}q {}", self.devargs),
+            1 => format!("VM-to-VM {light}{}", self.devargs),
+            q => format!("VM-to-VM {q}q {light}{}", self.devargs),
         }
     }
 
     /// Devargs and queue pairs, for run lines: `in_order=0` or `2q in_order=0`.
     pub(super) fn label(&self) -> String {
-        match self.queue_pairs() {
-            1 => self.devargs.clone(),
-            q => format!("{q}q {}", self.devargs),
-        }
+        self.scenario().trim_start_matches("VM-to-VM ").to_string()
     }
 
     /// testpmd's `--rxq=N --txq=N` for more than one queue pair (none for one).
@@ -108,9 +146,9 @@ impl Case {
 /// The VM-to-VM scenarios that run (`vm2vm`, `vm2vm-2q`): their cases and switches.
 #[derive(Debug)]
 pub(super) struct Vm2vm {
-    /// Queue pairs of each VM-to-VM scenario asked for, in the order given (`vm2vm`: 1,
-    /// `vm2vm-2q`: 2); empty when none runs.
-    pub(super) queues: Vec<u16>,
+    /// The load of each VM-to-VM scenario asked for, in the order given; empty when none
+    /// runs.
+    pub(super) loads: Vec<Load>,
     devargs: Vec<String>,
     sizes: Vec<u32>,
     pub(super) switches: Vec<Switch>,
@@ -119,14 +157,14 @@ pub(super) struct Vm2vm {
 impl Vm2vm {
     /// The VM-to-VM scenarios of `args`, measuring `switches`.
     pub(super) fn new(args: &Args, switches: Vec<Switch>) -> Vm2vm {
-        let mut queues: Vec<u16> = Vec::new();
-        for q in args.scenarios.iter().filter_map(|s| s.vm2vm_queue_pairs()) {
-            if !queues.contains(&q) {
-                queues.push(q);
+        let mut loads: Vec<Load> = Vec::new();
+        for l in args.scenarios.iter().filter_map(|s| s.vm2vm_load()) {
+            if !loads.contains(&l) {
+                loads.push(l);
             }
         }
         Vm2vm {
-            queues,
+            loads,
             devargs: args.devargs.clone(),
             sizes: args.sizes.clone(),
             switches,
@@ -139,7 +177,7 @@ impl Scenario for Vm2vm {
     type Run = RunResult;
 
     fn cells(&self) -> Vec<Case> {
-        cases(&self.queues, &self.devargs, &self.sizes)
+        cases(&self.loads, &self.devargs, &self.sizes)
     }
 
     fn switches(&self) -> &[Switch] {
@@ -152,11 +190,12 @@ impl Scenario for Vm2vm {
 
     fn describe(&self, switch: &Switch, case: &Case) -> String {
         format!(
-            "{}, {} bytes, devargs {}, {} queue pair(s)",
+            "{}, {} bytes, devargs {}, {} queue pair(s), {} frames in flight per port",
             switch.label(),
             case.size,
             case.devargs,
-            case.queue_pairs()
+            case.queue_pairs(),
+            32 * case.tx_first_bursts()
         )
     }
 
@@ -180,16 +219,17 @@ impl Scenario for Vm2vm {
     }
 }
 
-/// The cases of the VM-to-VM table, in the order they run: by queue pairs, devargs, size.
-pub(super) fn cases(queues: &[u16], devargs: &[String], sizes: &[u32]) -> Vec<Case> {
+/// The cases of the VM-to-VM table, in the order they run: by load, devargs, size.
+pub(super) fn cases(loads: &[Load], devargs: &[String], sizes: &[u32]) -> Vec<Case> {
     let mut cases = Vec::new();
-    for &queues in queues {
+    for load in loads {
         for devargs in devargs {
             for &size in sizes {
                 cases.push(Case {
                     devargs: devargs.clone(),
                     size,
-                    queues,
+                    queues: load.queues,
+                    bursts: load.bursts,
                 });
             }
         }
@@ -211,7 +251,7 @@ pub(super) fn run_vnetd(
     let features = ctx.wait_ports_up(&ctl, &mut vnetd, ["a", "b"])?;
 
     let mut result = RunResult::default();
-    let window = measure(ctx, &mut gen, &vnetd, Some(&ctl))?;
+    let window = measure(ctx, &mut gen, &vnetd, Some(&ctl), case)?;
     gen.send_wait("stop")?;
     if idle_check {
         result.rec.idle_cpu = Some(ctx.idle_cpu(&vnetd)?);
@@ -233,7 +273,7 @@ pub(super) fn run_dpdk(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunRe
     let mut gen = ctx.start_generator(&format!("{}-gen", run.name), [&sa, &sb], case)?;
 
     let mut result = RunResult::default();
-    let window = measure(ctx, &mut gen, &anchor, None)?;
+    let window = measure(ctx, &mut gen, &anchor, None, case)?;
     gen.send_wait("stop")?;
     if idle_check {
         result.rec.idle_cpu = Some(ctx.idle_cpu(&anchor)?);
@@ -248,14 +288,16 @@ pub(super) fn run_dpdk(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunRe
     Ok(result)
 }
 
-/// Starts the traffic, waits for the warm-up, and measures a window of `secs`.
+/// Starts the traffic (`case`'s frames in flight), waits for the warm-up, and measures a
+/// window of `secs`.
 pub(super) fn measure(
     ctx: &Ctx,
     gen: &mut Generator,
     switch: &Proc,
     ctl: Option<&Path>,
+    case: &Case,
 ) -> Result<Window<Snapshot>> {
-    gen.send_wait(&format!("start tx_first {TX_FIRST_BURSTS}"))?;
+    gen.send_wait(&format!("start tx_first {}", case.tx_first_bursts()))?;
     let ours = [switch.pid(), gen.proc.pid()];
     Window::measure(ctx, ctl, &ours, || snapshot(gen, switch), |s| s.at)
 }
@@ -451,12 +493,26 @@ mod tests {
         assert_eq!(ScenarioName::Vm2vm2q.vm2vm_queue_pairs(), Some(2));
         assert_eq!(ScenarioName::Vm2vm.vm2vm_queue_pairs(), Some(1));
         assert_eq!(ScenarioName::Tap.vm2vm_queue_pairs(), None);
-        assert_eq!(cases(&[1, 2], &["a".into()], &[64, 1514]).len(), 4);
-        assert_eq!(cases(&[1, 2], &["a".into()], &[64])[1].queues, 2);
+        let two = Load {
+            queues: 2,
+            ..Load::SATURATED
+        };
+        assert_eq!(
+            cases(&[Load::SATURATED, two], &["a".into()], &[64, 1514]).len(),
+            4
+        );
+        assert_eq!(
+            cases(&[Load::SATURATED, two], &["a".into()], &[64])[1].queues,
+            2
+        );
+        let light = &cases(&[Load::LIGHT], &["default".into()], &[64])[0];
+        assert_eq!(light.tx_first_bursts(), 2);
+        assert_eq!(light.scenario(), "VM-to-VM light default");
         let two = Case {
             devargs: "in_order=0".into(),
             size: 64,
             queues: 2,
+            bursts: 0,
         };
         assert_eq!(two.scenario(), "VM-to-VM 2q in_order=0");
         assert_eq!(two.label(), "2q in_order=0");
