@@ -14,7 +14,7 @@ use super::common::{
 };
 use super::runner::Switch;
 use super::vm2vm::{gbits, medians_json_of, medians_of, Case, Load, RunResult, TX_FIRST_BURSTS};
-use super::{ovs, tap, tso, APART_FACTOR, WARMUP};
+use super::{latency, ovs, tap, tso, APART_FACTOR, WARMUP};
 
 /// Everything the bench prints and saves.
 #[derive(Debug)]
@@ -44,6 +44,8 @@ pub(super) struct Report {
     pub(super) tap: Option<tap::TapReport>,
     /// The TSO scenario's results, when it ran.
     pub(super) tso: Option<tso::TsoReport>,
+    /// The latency scenario's results, when it ran.
+    pub(super) latency: Option<latency::LatencyReport>,
     /// Why the OVS-DPDK anchor was left out, when it could not start.
     pub(super) ovs_skipped: Option<String>,
 }
@@ -125,6 +127,9 @@ impl Report {
         }
         if let Some(tso) = &self.tso {
             out += &tso.render();
+        }
+        if let Some(latency) = &self.latency {
+            out += &latency.render();
         }
         out += &format!("logs: {}", self.logs.display());
         out
@@ -288,6 +293,7 @@ impl Report {
             "vm2vm": !self.vm2vm.is_empty(),
             "tap": self.tap.as_ref().map(tap::TapReport::json),
             "tso": self.tso.as_ref().map(tso::TsoReport::json),
+            "latency": self.latency.as_ref().map(latency::LatencyReport::json),
             "logs": self.logs.display().to_string(),
         })
     }
@@ -396,6 +402,7 @@ mod tests {
             vm2vm: vec![Load::SATURATED],
             tap: None,
             tso: None,
+            latency: None,
             ovs_skipped: None,
         };
         let text = report.render();

@@ -1,0 +1,395 @@
+//! The latency scenario of `cargo xtask bench` (`--scenarios latency`): round trips
+//! through the switch with one frame in flight.
+//!
+//! The generator is `crates/frontend/examples/latency_gen.rs`, built in release by the
+//! bench, on the generator CPU: two `vnet-frontend` ports, A and B, on one thread, spinning
+//! on their used rings. A sends a 64-byte frame to B; B answers as soon as it has it; the
+//! round trip ends when A has the answer (two crossings of the switch). After a warm-up it
+//! measures for `--secs` and reports the round trips' percentiles.
+//!
+//! Switches, interleaved, `--runs` times each, on split and on packed virtqueues: vnetd in
+//! every `--modes` mode (event mode sleeps on the kick eventfd: its wake-up is part of what
+//! is measured) and the DPDK anchor (testpmd `io` between two `net_vhost` ports, always
+//! polling), on the switch CPU as in the other scenarios. The table shows the medians over
+//! the runs of p50, p99 and p99.9, and vnetd's p99 over DPDK's.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::common::{
+    anomaly_lines, check_placement_all, median, render_table, run_json, run_record, Record,
+};
+use super::ctx::Ctx;
+use super::proc::Proc;
+use super::runner::{run_all, table_rows, Outcome, Scenario, Switch};
+use super::{target_dir, Args};
+use crate::util::{self, cargo, warn};
+
+const GEN_PACKAGE: &str = "vnet-frontend";
+const GEN_EXAMPLE: &str = "latency_gen";
+/// Frame size of the round trips.
+const SIZE: u32 = 64;
+
+/// Builds the generator (release). Called before any measurement.
+pub(super) fn build() -> Result<()> {
+    util::run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        GEN_PACKAGE,
+        "--example",
+        GEN_EXAMPLE,
+    ]))
+}
+
+fn gen_path() -> PathBuf {
+    target_dir()
+        .join("release")
+        .join("examples")
+        .join(GEN_EXAMPLE)
+}
+
+/// One cell: the ring layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Rings {
+    packed: bool,
+}
+
+impl Rings {
+    fn name(self) -> &'static str {
+        if self.packed {
+            "packed"
+        } else {
+            "split"
+        }
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Default)]
+pub(super) struct LatencyRun {
+    pub(super) rings: Rings,
+    /// Round trips per second in millions (what [`run_record`] calls the rate); None when
+    /// the run failed.
+    pub(super) mpps: Option<f64>,
+    pub(super) round_trips: u64,
+    pub(super) p50_ns: f64,
+    pub(super) p90_ns: f64,
+    pub(super) p99_ns: f64,
+    pub(super) p999_ns: f64,
+    pub(super) min_ns: f64,
+    pub(super) max_ns: f64,
+    pub(super) lost: u64,
+    /// Not measured in this scenario (the generator measures itself).
+    pub(super) switch_cpu: f64,
+    pub(super) rec: Record,
+}
+
+run_record!(LatencyRun);
+
+impl LatencyRun {
+    fn summary(&self) -> String {
+        match self.mpps {
+            None => format!("failed: {}", self.rec.error.as_deref().unwrap_or("?")),
+            Some(_) => format!(
+                "{} round trips ({} rings): p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} \
+                 us, min {:.1} us, max {:.1} us, lost {}",
+                self.round_trips,
+                self.rings.name(),
+                self.p50_ns / 1e3,
+                self.p90_ns / 1e3,
+                self.p99_ns / 1e3,
+                self.p999_ns / 1e3,
+                self.min_ns / 1e3,
+                self.max_ns / 1e3,
+                self.lost
+            ),
+        }
+    }
+
+    fn fill(&mut self, v: &Value) {
+        let n = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        self.round_trips = v["round_trips"].as_u64().unwrap_or(0);
+        let secs = n("secs");
+        self.mpps = (secs > 0.0).then(|| self.round_trips as f64 / secs / 1e6);
+        self.p50_ns = n("p50_ns");
+        self.p90_ns = n("p90_ns");
+        self.p99_ns = n("p99_ns");
+        self.p999_ns = n("p999_ns");
+        self.min_ns = n("min_ns");
+        self.max_ns = n("max_ns");
+        self.lost = v["lost"].as_u64().unwrap_or(0);
+        if self.lost > 0 {
+            self.rec.anomalies.push(format!(
+                "{} frame(s) lost (nothing back in 100 ms)",
+                self.lost
+            ));
+        }
+    }
+
+    fn json(&self) -> Value {
+        run_json(
+            self,
+            json!({
+                "rings": self.rings.name(),
+                "round_trips": self.round_trips,
+                "p50_ns": self.p50_ns,
+                "p90_ns": self.p90_ns,
+                "p99_ns": self.p99_ns,
+                "p999_ns": self.p999_ns,
+                "min_ns": self.min_ns,
+                "max_ns": self.max_ns,
+                "lost": self.lost,
+            }),
+        )
+    }
+}
+
+struct Latency {
+    switches: Vec<Switch>,
+    secs: f64,
+}
+
+impl Scenario for Latency {
+    type Cell = Rings;
+    type Run = LatencyRun;
+
+    fn cells(&self) -> Vec<Rings> {
+        vec![Rings { packed: false }, Rings { packed: true }]
+    }
+
+    fn switches(&self) -> &[Switch] {
+        &self.switches
+    }
+
+    fn describe(&self, switch: &Switch, cell: &Rings) -> String {
+        format!(
+            "latency {}, {SIZE}-byte request and response, {} rings",
+            switch.label(),
+            cell.name()
+        )
+    }
+
+    fn run_once(&self, ctx: &Ctx, switch: &Switch, cell: &Rings, _: bool) -> Result<LatencyRun> {
+        run_switch(ctx, switch, *cell, self.secs)
+    }
+
+    fn note_cell(&self, run: &mut LatencyRun, cell: &Rings) {
+        run.rings = *cell;
+    }
+}
+
+fn run_switch(ctx: &Ctx, switch: &Switch, rings: Rings, secs: f64) -> Result<LatencyRun> {
+    let run = ctx.run_dir(&format!("latency-{}-{}", switch.label(), rings.name()))?;
+    let (sa, sb, ctl) = (run.sock("a"), run.sock("b"), run.sock("ctl"));
+    let mut sw = match switch {
+        Switch::Vnetd(mode) => ctx.start_vnetd(&run, mode.as_deref(), 1)?,
+        Switch::Dpdk => ctx.start_vhost_anchor(&run, 1, "", &[])?,
+        other => bail!("{} is no latency switch", other.label()),
+    };
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
+        .arg(ctx.cpu_gen.to_string())
+        .arg(gen_path())
+        .arg(&sa)
+        .arg(&sb)
+        .args(["--secs", &secs.to_string(), "--size", &SIZE.to_string()]);
+    if rings.packed {
+        cmd.arg("--packed");
+    }
+    let log = ctx.logs.join(format!("{}-gen.log", run.name));
+    let mut gen = Proc::spawn("latency generator", cmd, &log, None)?;
+    let mut result = LatencyRun {
+        rings,
+        ..LatencyRun::default()
+    };
+    if switch.is_vnetd() {
+        result.rec.features = ctx.wait_ports_up(&ctl, &mut sw, ["a", "b"])?;
+    }
+    let timeout = Duration::from_secs_f64(secs + 60.0);
+    let out = gen.wait_output(0, timeout, "result", |out| {
+        out.lines().any(|l| l.starts_with("result ")) && out.ends_with('\n')
+    })?;
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("result "))
+        .context("no result line")?;
+    let v: Value =
+        serde_json::from_str(line).with_context(|| format!("the generator's result: {line}"))?;
+    result.fill(&v);
+    gen.wait_exit(Duration::from_secs(10))?;
+    match switch {
+        Switch::Vnetd(_) => result.rec.anomalies.extend(sw.stop_vnetd(&run.log)?),
+        _ => {
+            let (dropped, anomalies) = sw.stop_anchor()?;
+            result.rec.anomalies.extend(anomalies);
+            result.rec.anchor_drops = Some(dropped);
+        }
+    }
+    Ok(result)
+}
+
+/// What the scenario measured.
+#[derive(Debug)]
+pub(super) struct LatencyReport {
+    runs: Vec<LatencyRun>,
+    switches: Vec<Switch>,
+    runs_per_cell: u32,
+    secs: f64,
+    error: Option<String>,
+}
+
+/// Runs the scenario; never fails (a set-up error is reported in the result).
+pub(super) fn run(ctx: &Ctx, args: &Args, modes: &[Option<String>]) -> LatencyReport {
+    let scenario = Latency {
+        switches: Switch::list(modes, &[Switch::Dpdk], args.only),
+        secs: args.secs,
+    };
+    let mut report = LatencyReport {
+        runs: Vec::new(),
+        switches: scenario.switches.clone(),
+        runs_per_cell: args.runs,
+        secs: args.secs,
+        error: None,
+    };
+    if !gen_path().exists() {
+        let err = format!("{} is missing", gen_path().display());
+        warn(format!("latency scenario: {err}"));
+        report.error = Some(err);
+        return report;
+    }
+    eprintln!(
+        "bench: round-trip latency, one {SIZE}-byte frame in flight, generator {}",
+        gen_path().display()
+    );
+    let Outcome { runs, .. } = run_all(ctx, args, &scenario);
+    report.runs = runs;
+    report
+}
+
+/// Medians over the clean runs (all runs when none is clean) of one switch and cell.
+#[derive(Debug, Clone, Copy)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+impl LatencyReport {
+    /// Judges every run against the best placement seen over the whole bench.
+    pub(in crate::bench) fn check_placement(&mut self, best: f64) {
+        check_placement_all(&mut self.runs, best);
+    }
+
+    fn percentiles(&self, switch: &str, rings: Rings) -> Option<Percentiles> {
+        let ok: Vec<&LatencyRun> = self
+            .runs
+            .iter()
+            .filter(|r| r.rec.switch == switch && r.rings == rings && r.mpps.is_some())
+            .collect();
+        let clean: Vec<&LatencyRun> = ok.iter().copied().filter(|r| r.rec.clean()).collect();
+        let pick = if clean.is_empty() { ok } else { clean };
+        if pick.is_empty() {
+            return None;
+        }
+        let m = |f: fn(&LatencyRun) -> f64| median(pick.iter().map(|r| f(r)).collect());
+        Some(Percentiles {
+            p50: m(|r| r.p50_ns),
+            p99: m(|r| r.p99_ns),
+            p999: m(|r| r.p999_ns),
+        })
+    }
+
+    fn rows(&self) -> Vec<(Rings, String)> {
+        table_rows(
+            &[Rings { packed: false }, Rings { packed: true }],
+            &self.switches,
+        )
+    }
+
+    pub(in crate::bench) fn render(&self) -> String {
+        let mut out = format!(
+            "\nround-trip latency: one {SIZE}-byte frame in flight, A -> switch -> B -> switch \
+             -> A, frontends spinning; medians of {} run(s) x {} s; microseconds\n\n",
+            self.runs_per_cell, self.secs
+        );
+        if let Some(e) = &self.error {
+            return out + &format!("not run: {e}\n");
+        }
+        let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", v / 1e3));
+        let mut table = vec![[
+            "rings",
+            "vnetd mode",
+            "vnetd p50",
+            "vnetd p99",
+            "vnetd p99.9",
+            "DPDK p50",
+            "DPDK p99",
+            "DPDK p99.9",
+            "vnetd/DPDK p99",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for (rings, label) in self.rows() {
+            let v = (!label.is_empty())
+                .then(|| self.percentiles(&label, rings))
+                .flatten();
+            let d = self.percentiles("dpdk", rings);
+            let ratio = match (v, d) {
+                (Some(v), Some(d)) if d.p99 > 0.0 => format!("{:.2}", v.p99 / d.p99),
+                _ => "-".into(),
+            };
+            table.push(vec![
+                rings.name().into(),
+                label.trim_start_matches("vnetd ").to_string(),
+                us(v.map(|p| p.p50)),
+                us(v.map(|p| p.p99)),
+                us(v.map(|p| p.p999)),
+                us(d.map(|p| p.p50)),
+                us(d.map(|p| p.p99)),
+                us(d.map(|p| p.p999)),
+                ratio,
+            ]);
+        }
+        out += &render_table(&table, |c| c < 2);
+        let name = |r: &LatencyRun| {
+            format!(
+                "{} {} rings run {}",
+                r.rec.switch,
+                r.rings.name(),
+                r.rec.run
+            )
+        };
+        out += &anomaly_lines(&self.runs, "latency anomalies:", name);
+        out
+    }
+
+    pub(in crate::bench) fn json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .rows()
+            .into_iter()
+            .map(|(rings, label)| {
+                let p = |s: &str| {
+                    self.percentiles(s, rings)
+                        .map(|p| json!({"p50_ns": p.p50, "p99_ns": p.p99, "p999_ns": p.p999}))
+                };
+                json!({
+                    "rings": rings.name(),
+                    "vnetd_mode": label.trim_start_matches("vnetd "),
+                    "vnetd": (!label.is_empty()).then(|| p(&label)).flatten(),
+                    "dpdk": p("dpdk"),
+                })
+            })
+            .collect();
+        json!({
+            "frame_size": SIZE,
+            "rows": rows,
+            "runs": self.runs.iter().map(LatencyRun::json).collect::<Vec<_>>(),
+            "error": self.error,
+        })
+    }
+}

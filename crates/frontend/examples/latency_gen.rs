@@ -1,0 +1,185 @@
+//! Round-trip latency through a switch: the generator of `cargo xtask bench --scenarios
+//! latency` (bin/xtask/src/bench/latency.rs; docs/bench.md).
+//!
+//! `latency_gen A.sock B.sock [--secs S] [--size N] [--packed]` connects one frontend to
+//! each vhost-user socket and prints `ready {json}` (the negotiated features). Then, on one
+//! thread, request and response with one frame in flight: A sends a `--size`-byte frame
+//! to B's MAC; as soon as B has it (spinning on its used ring, no system call), B sends
+//! one back to A's MAC; as soon as A has that, the round trip is done and the next
+//! starts. Each round trip crosses the switch twice. After a warm-up of 2000 round trips
+//! it measures for `--secs` seconds and prints `result {json}`: the number of round trips,
+//! their percentiles (p50, p90, p99, p99.9), minimum and maximum in nanoseconds, and how
+//! many frames were lost (nothing back within 100 ms: sent again, not counted).
+//!
+//! The frontends spin rather than sleep, like DPDK's virtio-user PMD: what is measured is
+//! the switch (its wake-up on the kick in event mode included), not the guest's interrupt
+//! path. A kick is sent whenever the switch asks for one.
+//!
+//! Frames are 52:54:00:be:00:0a to 52:54:00:be:00:0b (and back) with the local
+//! experimental EtherType 0x88b5 and a sequence number, and are checked on arrival.
+
+use std::time::{Duration, Instant};
+
+use virtio_net::features as f;
+use virtio_net::NetHdr;
+use vnet_frontend::{Frontend, FrontendConfig, FrontendError, DEFAULT_FEATURES};
+
+const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x00, 0x0a];
+const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x00, 0x0b];
+const WARMUP: usize = 2000;
+const LOST: Duration = Duration::from_millis(100);
+
+struct Opts {
+    socks: [String; 2],
+    secs: f64,
+    size: usize,
+    packed: bool,
+}
+
+fn opts() -> Result<Opts, String> {
+    let mut socks = Vec::new();
+    let (mut secs, mut size, mut packed) = (5.0, 64, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--secs" => secs = val("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--size" => size = val("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
+            "--packed" => packed = true,
+            s if !s.starts_with("--") => socks.push(s.to_string()),
+            s => return Err(format!("unknown option {s}")),
+        }
+    }
+    let [a, b]: [String; 2] = socks
+        .try_into()
+        .map_err(|_| "usage: latency_gen A.sock B.sock [--secs S] [--size N] [--packed]")?;
+    if !(60..=1514).contains(&size) {
+        return Err(format!("--size {size} outside 60..=1514"));
+    }
+    Ok(Opts {
+        socks: [a, b],
+        secs,
+        size,
+        packed,
+    })
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6], size: usize, seq: u64) -> Vec<u8> {
+    let mut b = vec![0u8; size];
+    b[0..6].copy_from_slice(&dst);
+    b[6..12].copy_from_slice(&src);
+    b[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    b[14..22].copy_from_slice(&seq.to_be_bytes());
+    b
+}
+
+/// Spins until `f` receives a frame with sequence number `seq` (others are stale: a lost
+/// frame that came late) or `LOST` passes.
+fn wait_for(f: &mut Frontend, seq: u64) -> Result<bool, FrontendError> {
+    let start = Instant::now();
+    loop {
+        if let Some((_, got)) = f.recv(0, Duration::ZERO)? {
+            if got.get(14..22) == Some(&seq.to_be_bytes()[..]) {
+                return Ok(true);
+            }
+        } else if start.elapsed() > LOST {
+            return Ok(false);
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let o = match opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("latency_gen: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&o) {
+        eprintln!("latency_gen: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(o: &Opts) -> Result<(), FrontendError> {
+    let wanted = if o.packed {
+        DEFAULT_FEATURES | f::RING_PACKED
+    } else {
+        DEFAULT_FEATURES
+    };
+    let connect = |sock: &str| {
+        Frontend::connect(FrontendConfig {
+            wanted_features: wanted,
+            busy_poll: true,
+            ..FrontendConfig::new(sock)
+        })
+    };
+    let mut a = connect(&o.socks[0])?;
+    let mut b = connect(&o.socks[1])?;
+    println!(
+        "ready {{\"a_features\":\"{:#x}\",\"b_features\":\"{:#x}\"}}",
+        a.negotiated_features(),
+        b.negotiated_features()
+    );
+    let hdr = NetHdr::default();
+    let mut samples: Vec<u64> = Vec::with_capacity(1 << 22);
+    let (mut lost, mut seq) = (0u64, 0u64);
+    let mut measuring_since: Option<Instant> = None;
+    let mut done = 0usize;
+    loop {
+        seq += 1;
+        let ab = frame(MAC_B, MAC_A, o.size, seq);
+        let ba = frame(MAC_A, MAC_B, o.size, seq);
+        let t0 = Instant::now();
+        a.send(0, &hdr, &ab)?;
+        if !wait_for(&mut b, seq)? {
+            lost += 1;
+            continue;
+        }
+        b.send(0, &hdr, &ba)?;
+        if !wait_for(&mut a, seq)? {
+            lost += 1;
+            continue;
+        }
+        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        done += 1;
+        match measuring_since {
+            None if done >= WARMUP => {
+                measuring_since = Some(Instant::now());
+                lost = 0;
+            }
+            None => {}
+            Some(since) => {
+                if samples.len() < samples.capacity() {
+                    samples.push(ns);
+                }
+                if since.elapsed().as_secs_f64() >= o.secs {
+                    break;
+                }
+            }
+        }
+    }
+    let secs = measuring_since.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    samples.sort_unstable();
+    println!(
+        "result {{\"round_trips\":{},\"secs\":{secs:.3},\"p50_ns\":{},\"p90_ns\":{},\
+         \"p99_ns\":{},\"p999_ns\":{},\"min_ns\":{},\"max_ns\":{},\"lost\":{lost}}}",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.9),
+        percentile(&samples, 0.99),
+        percentile(&samples, 0.999),
+        samples.first().copied().unwrap_or(0),
+        samples.last().copied().unwrap_or(0),
+    );
+    Ok(())
+}
