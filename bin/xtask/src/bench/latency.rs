@@ -368,6 +368,35 @@ impl LatencyReport {
         out
     }
 
+    /// The chart's latency panel: p50 and p99 of vnetd's modes and of DPDK per ring type.
+    pub(in crate::bench) fn chart_panel(&self) -> super::chart::Panel {
+        let mut panel = super::chart::Panel {
+            title: format!("Round trip, one {SIZE}-byte frame in flight (medians)"),
+            unit: "µs".into(),
+            series: ["vnetd p50", "vnetd p99", "DPDK p50", "DPDK p99"]
+                .map(String::from)
+                .to_vec(),
+            groups: Vec::new(),
+        };
+        for (rings, label) in self.rows() {
+            let v = (!label.is_empty())
+                .then(|| self.percentiles(&label, rings))
+                .flatten();
+            let d = self.percentiles("dpdk", rings);
+            let us = |p: Option<Percentiles>, f: fn(Percentiles) -> f64| p.map(|p| f(p) / 1e3);
+            panel.groups.push((
+                format!("{} {}", rings.name(), label.trim_start_matches("vnetd ")),
+                vec![
+                    us(v, |p| p.p50),
+                    us(v, |p| p.p99),
+                    us(d, |p| p.p50),
+                    us(d, |p| p.p99),
+                ],
+            ));
+        }
+        panel
+    }
+
     pub(in crate::bench) fn json(&self) -> Value {
         let rows: Vec<Value> = self
             .rows()

@@ -28,6 +28,7 @@ use ctx::Ctx;
 use report::{Report, Stamp};
 use runner::Switch;
 
+mod chart;
 mod common;
 mod ctx;
 mod latency;
@@ -279,6 +280,14 @@ pub fn run(args: &Args) -> Result<()> {
     fs::write(bench_dir.join("latest.json"), &json)
         .with_context(|| format!("cannot write {}", bench_dir.join("latest.json").display()))?;
     println!("saved {} (and latest.json)", path.display());
+    let svg = bench_dir.join(format!("{}.svg", stamp.compact()));
+    match chart::write_svg(&svg, &report.chart_panels()) {
+        Ok(()) => {
+            let _ = fs::copy(&svg, bench_dir.join("latest.svg"));
+            println!("chart {} (and latest.svg)", svg.display());
+        }
+        Err(e) => warn(format!("no chart: {e:#}")),
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use super::common::{
 };
 use super::runner::Switch;
 use super::vm2vm::{gbits, medians_json_of, medians_of, Case, Load, RunResult, TX_FIRST_BURSTS};
-use super::{latency, ovs, tap, tso, APART_FACTOR, WARMUP};
+use super::{chart, latency, ovs, tap, tso, APART_FACTOR, WARMUP};
 
 /// Everything the bench prints and saves.
 #[derive(Debug)]
@@ -238,6 +238,32 @@ impl Report {
         }
         out += &anomaly_lines(&self.runs, "anomalies:", name);
         out
+    }
+
+    /// The chart's panels: the VM-to-VM rates, then the latency percentiles.
+    pub(super) fn chart_panels(&self) -> Vec<chart::Panel> {
+        let mut rate = chart::Panel {
+            title: "VM-to-VM forwarding rate (medians)".into(),
+            unit: "Mpps".into(),
+            series: vec!["vnetd".into(), "DPDK vhost".into(), "OVS-DPDK".into()],
+            groups: Vec::new(),
+        };
+        for row in self.rows() {
+            let label = format!(
+                "{} {} B {}",
+                row.scenario.trim_start_matches("VM-to-VM "),
+                row.size,
+                row.mode
+            );
+            let m = |x: Option<Medians>| x.map(|m| m.mpps);
+            rate.groups
+                .push((label, vec![m(row.vnetd), m(row.dpdk), m(row.ovs)]));
+        }
+        let mut panels = vec![rate];
+        if let Some(l) = &self.latency {
+            panels.push(l.chart_panel());
+        }
+        panels
     }
 
     pub(super) fn json(&self) -> Value {
