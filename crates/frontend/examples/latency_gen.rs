@@ -88,12 +88,12 @@ fn wait_for(f: &mut Frontend, seq: u64) -> Result<bool, FrontendError> {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
+/// The sample at `per_mille` thousandths of the way through `sorted` (nearest rank).
+fn percentile(sorted: &[u64], per_mille: usize) -> u64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
         return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    };
+    sorted[(last * per_mille + 500) / 1000]
 }
 
 fn main() {
@@ -174,10 +174,10 @@ fn run(o: &Opts) -> Result<(), FrontendError> {
         "result {{\"round_trips\":{},\"secs\":{secs:.3},\"p50_ns\":{},\"p90_ns\":{},\
          \"p99_ns\":{},\"p999_ns\":{},\"min_ns\":{},\"max_ns\":{},\"lost\":{lost}}}",
         samples.len(),
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.9),
-        percentile(&samples, 0.99),
-        percentile(&samples, 0.999),
+        percentile(&samples, 500),
+        percentile(&samples, 900),
+        percentile(&samples, 990),
+        percentile(&samples, 999),
         samples.first().copied().unwrap_or(0),
         samples.last().copied().unwrap_or(0),
     );

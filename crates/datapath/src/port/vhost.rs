@@ -23,6 +23,9 @@ pub(crate) struct Vq {
     pub burst: Vec<Chain>,
     /// Over the port's ingress rate: not served before this (txqs only).
     pub throttled: Option<std::time::Instant>,
+    /// When a tx burst last took frames (txqs only): event mode keeps the ring polled a
+    /// moment after it empties (see `worker::rings::EVENT_GRACE`).
+    pub last_frames: Option<std::time::Instant>,
 }
 
 impl Vq {
@@ -48,6 +51,7 @@ impl Vq {
             index,
             burst,
             throttled: None,
+            last_frames: None,
         }
     }
 
