@@ -26,6 +26,9 @@ pub(crate) struct Vq {
     /// When a tx burst last took frames (txqs only): event mode keeps the ring polled a
     /// moment after it empties (see `worker::rings::EVENT_GRACE`).
     pub last_frames: Option<std::time::Instant>,
+    /// The guest was last asked to kick this ring (txqs: event mode arms kicks when the
+    /// ring empties and disarms them once frames flow again).
+    pub kicks_armed: bool,
 }
 
 impl Vq {
@@ -52,6 +55,7 @@ impl Vq {
             burst,
             throttled: None,
             last_frames: None,
+            kicks_armed: true,
         }
     }
 

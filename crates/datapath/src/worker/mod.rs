@@ -368,6 +368,7 @@ impl Worker {
             }
             let Some(v) = p.vhost_mut() else { continue };
             for q in v.txq.iter_mut().flatten() {
+                q.kicks_armed = on;
                 if on {
                     work |= q.ring.enable_notify().is_ok_and(|n| n > 0);
                 } else {

@@ -157,6 +157,14 @@ impl Worker {
         }
         if popped > 0 {
             vq.last_frames = Some(now);
+            if vq.kicks_armed && !polled {
+                // Frames flow: this ring is looked at every round until it has been empty
+                // for EVENT_GRACE, so the guest need not kick (a system call per burst on
+                // its side; with EVENT_IDX on a split ring a stale avail_event already
+                // says so).
+                vq.ring.disable_notify();
+                vq.kicks_armed = false;
+            }
         }
         if vq.ring.pending() > 0 {
             return Ok(true);
@@ -172,6 +180,7 @@ impl Worker {
             // Still pending: looked at again next round, kicks not asked for yet.
             return Ok(true);
         }
+        vq.kicks_armed = true;
         let left = vq.ring.enable_notify()?;
         Ok(left > 0)
     }
@@ -232,6 +241,7 @@ impl Worker {
             // Guest rx kicks only say "more buffers", wanted only while a TAP frame waits
             // for them; tx kicks are not needed while we poll.
             vq.ring.disable_notify();
+            vq.kicks_armed = false;
         }
         let Some(slot) = p.vhost_mut().and_then(|v| v.slot(index)) else {
             tracing::warn!("port {name}: ring {index} beyond the configured queue pairs");
