@@ -1,7 +1,8 @@
 //! Round-trip latency through a switch: the generator of `cargo xtask bench --scenarios
 //! latency` (bin/xtask/src/bench/latency.rs; docs/bench.md).
 //!
-//! `latency_gen A.sock B.sock [--secs S] [--size N] [--packed]` connects one frontend to
+//! `latency_gen A.sock B.sock [--secs S] [--size N] [--packed] [--gap-us N]` connects one
+//! frontend to
 //! each vhost-user socket and prints `ready {json}` (the negotiated features). Then, on one
 //! thread, request and response with one frame in flight: A sends a `--size`-byte frame
 //! to B's MAC; as soon as B has it (spinning on its used ring, no system call), B sends
@@ -10,6 +11,9 @@
 //! it measures for `--secs` seconds and prints `result {json}`: the number of round trips,
 //! their percentiles (p50, p90, p99, p99.9), minimum and maximum in nanoseconds, and how
 //! many frames were lost (nothing back within 100 ms: sent again, not counted).
+//! `--gap-us N` waits N microseconds (spinning) between round trips, so that a switch in
+//! event mode goes to sleep before each request: every round trip then includes its
+//! wake-ups, and a lost wake-up shows as a lost frame.
 //!
 //! The frontends spin rather than sleep, like DPDK's virtio-user PMD: what is measured is
 //! the switch (its wake-up on the kick in event mode included), not the guest's interrupt
@@ -34,11 +38,12 @@ struct Opts {
     secs: f64,
     size: usize,
     packed: bool,
+    gap: Duration,
 }
 
 fn opts() -> Result<Opts, String> {
     let mut socks = Vec::new();
-    let (mut secs, mut size, mut packed) = (5.0, 64, false);
+    let (mut secs, mut size, mut packed, mut gap) = (5.0, 64, false, 0u64);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -46,13 +51,18 @@ fn opts() -> Result<Opts, String> {
             "--secs" => secs = val("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
             "--size" => size = val("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
             "--packed" => packed = true,
+            "--gap-us" => {
+                gap = val("--gap-us")?
+                    .parse()
+                    .map_err(|e| format!("--gap-us: {e}"))?
+            }
             s if !s.starts_with("--") => socks.push(s.to_string()),
             s => return Err(format!("unknown option {s}")),
         }
     }
-    let [a, b]: [String; 2] = socks
-        .try_into()
-        .map_err(|_| "usage: latency_gen A.sock B.sock [--secs S] [--size N] [--packed]")?;
+    let [a, b]: [String; 2] = socks.try_into().map_err(|_| {
+        "usage: latency_gen A.sock B.sock [--secs S] [--size N] [--packed] [--gap-us N]"
+    })?;
     if !(60..=1514).contains(&size) {
         return Err(format!("--size {size} outside 60..=1514"));
     }
@@ -61,6 +71,7 @@ fn opts() -> Result<Opts, String> {
         secs,
         size,
         packed,
+        gap: Duration::from_micros(gap),
     })
 }
 
@@ -136,6 +147,12 @@ fn run(o: &Opts) -> Result<(), FrontendError> {
     let mut measuring_since: Option<Instant> = None;
     let mut done = 0usize;
     loop {
+        if !o.gap.is_zero() {
+            let until = Instant::now() + o.gap;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
         seq += 1;
         let ab = frame(MAC_B, MAC_A, o.size, seq);
         let ba = frame(MAC_A, MAC_B, o.size, seq);
