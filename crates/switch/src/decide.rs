@@ -27,19 +27,12 @@ struct Key<P> {
     now: Instant,
 }
 
-/// The 48 bits of an address in the low bits of a u64.
-#[inline(always)]
-fn mac_bits(m: &MacAddr) -> u64 {
-    let b = m.0;
-    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], 0, 0])
-}
-
 impl<P> Key<P> {
     #[inline(always)]
     fn new(ingress: P, vlan: u16, src: &MacAddr, dst: &MacAddr, now: Instant) -> Key<P> {
         Key {
-            src_vlan: mac_bits(src) | u64::from(vlan) << 48,
-            dst: mac_bits(dst),
+            src_vlan: src.to_u64() | u64::from(vlan) << 48,
+            dst: dst.to_u64(),
             ingress,
             now,
         }

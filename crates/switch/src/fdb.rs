@@ -448,8 +448,7 @@ impl<P: PortKey> Fdb<P> {
     }
 
     fn home(&self, mac: &MacAddr, vlan: u16) -> usize {
-        let [a, b, c, d, e, f] = mac.octets();
-        let key = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]) | u64::from(vlan) << 48;
+        let key = mac.to_u64() | u64::from(vlan) << 48;
         // fmix64 (MurmurHash3's finalizer) over the key xor-ed with the secrets.
         let mut h = key ^ self.keys.0;
         h ^= h >> 33;

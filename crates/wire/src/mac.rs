@@ -28,6 +28,14 @@ impl MacAddr {
         &self.0
     }
 
+    /// The 48 bits in the low bits of a u64 (first octet lowest): one number to compare,
+    /// hash or pack beside other fields.
+    #[inline]
+    pub fn to_u64(&self) -> u64 {
+        let [a, b, c, d, e, f] = self.0;
+        u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
+    }
+
     /// All ones.
     pub fn is_broadcast(&self) -> bool {
         self.0 == [0xff; 6]

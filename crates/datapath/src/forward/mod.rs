@@ -226,10 +226,6 @@ pub(crate) struct Express {
 /// Most MACs a port with port security may have and still take the express lane.
 const EXPRESS_MACS: usize = 4;
 
-fn mac_bits(m: &[u8; 6]) -> u64 {
-    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
-}
-
 impl Express {
     /// The express lane for frames from `port`, when its configuration allows one: a
     /// guest (virtio_net_hdr v1) whose untagged frames are admitted, without port
@@ -246,7 +242,7 @@ impl Express {
             Some(sec) => {
                 let mut a = [0u64; EXPRESS_MACS];
                 for (x, m) in a.iter_mut().zip(sec.macs()) {
-                    *x = mac_bits(&m.0);
+                    *x = m.to_u64();
                 }
                 Some((a, sec.macs().len()))
             }
@@ -295,22 +291,16 @@ pub(crate) fn switch_express(
     let mac = |at: usize| {
         let mut m = [0u8; 6];
         m.copy_from_slice(&head[at..at + 6]);
-        m
+        wire::MacAddr(m)
     };
     let (src, dst) = (mac(ETH + 6), mac(ETH));
     if let Some((allowed, n)) = &x.allowed {
-        if !allowed[..*n].contains(&mac_bits(&src)) {
+        if !allowed[..*n].contains(&src.to_u64()) {
             count(cx, ingress.port, DropReason::Spoofed);
             return Some(frame_len);
         }
     }
-    let decision = cx.fdb.decide(
-        ingress.port,
-        x.vlan,
-        wire::MacAddr(src),
-        wire::MacAddr(dst),
-        now,
-    );
+    let decision = cx.fdb.decide(ingress.port, x.vlan, src, dst, now);
     let done = match decision {
         Decision::Unicast(egress) => {
             let plain = Plain {
