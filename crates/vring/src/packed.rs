@@ -27,7 +27,7 @@ use crate::access::{self, Desc};
 use crate::chain::{Chain, Seg};
 use crate::mem::GuestMemory;
 use crate::queue::{
-    chain_desc, QueueConfig, RingError, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
+    chain_desc, indirect_table, QueueConfig, RingError, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
     MAX_CHAIN_SEGS_U32, MAX_QUEUE_SIZE,
 };
 
@@ -308,35 +308,16 @@ impl PackedQueue {
         }
     }
 
-    /// An indirect table (§2.8.8): only with the feature, never with NEXT, a nonzero
-    /// multiple of 16 bytes (what every driver writes; the spec leaves it unsaid), at most the queue size (and [`crate::MAX_CHAIN_SEGS`]) entries, none
-    /// of them indirect. All its entries are the chain, in order.
+    /// An indirect table (§2.8.8), checked as a split ring's ([`indirect_table`]; the
+    /// multiple of 16 bytes is what every driver writes, the packed section leaves it
+    /// unsaid), with at most [`crate::MAX_CHAIN_SEGS`] entries, none of them indirect. All
+    /// its entries are the chain, in order.
     fn walk_indirect(&mut self, d: Desc, chain: &mut Chain) -> Result<(), RingError> {
-        if !self.indirect || d.flags & DESC_F_NEXT != 0 || d.len == 0 || d.len % 16 != 0 {
-            return Err(RingError::BadIndirect {
-                flags: d.flags,
-                len: d.len,
-            });
-        }
         let size = u32::from(self.size);
-        let tlen = d.len / 16;
-        if tlen > size {
-            return Err(RingError::IndirectTooLarge {
-                entries: tlen,
-                size,
-            });
-        }
+        let (table, tlen) = indirect_table(&self.mem, &mut self.hint, self.indirect, d, size)?;
         if tlen > MAX_CHAIN_SEGS_U32 {
             return Err(RingError::ChainTooLong(MAX_CHAIN_SEGS_U32));
         }
-        let table = self
-            .mem
-            .translate(d.addr, u64::from(d.len), &mut self.hint)
-            .filter(|p| p.as_ptr() as usize % 8 == 0)
-            .ok_or(RingError::BufferOutOfMemory {
-                addr: d.addr,
-                len: d.len,
-            })?;
         chain.descs = 1;
         for i in 0..tlen as usize {
             // SAFETY: `i < tlen` and the table's `16 * tlen` bytes were translated as one

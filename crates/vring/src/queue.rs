@@ -312,28 +312,7 @@ impl SplitQueue {
         chain.clear(head);
         let size = u32::from(self.size);
         if d.flags & DESC_F_INDIRECT != 0 {
-            // §2.7.5.3.1: only with the feature, never with NEXT, len a nonzero multiple of 16.
-            if !self.indirect || d.flags & DESC_F_NEXT != 0 || d.len == 0 || d.len % 16 != 0 {
-                return Err(RingError::BadIndirect {
-                    flags: d.flags,
-                    len: d.len,
-                });
-            }
-            let table = self
-                .mem
-                .translate(d.addr, u64::from(d.len), &mut self.hint)
-                .filter(|p| p.as_ptr() as usize % 8 == 0)
-                .ok_or(RingError::BufferOutOfMemory {
-                    addr: d.addr,
-                    len: d.len,
-                })?;
-            let tlen = d.len / 16;
-            if tlen > size {
-                return Err(RingError::IndirectTooLarge {
-                    entries: tlen,
-                    size,
-                });
-            }
+            let (table, tlen) = indirect_table(&self.mem, &mut self.hint, self.indirect, d, size)?;
             let first = self.desc_at(table, tlen, 0)?;
             // The indirect descriptor itself counts too.
             chain.descs = 1;
@@ -503,6 +482,40 @@ impl SplitQueue {
         }
         // With EVENT_IDX, leaving avail_event behind next_avail already suppresses kicks.
     }
+}
+
+/// The table of indirect descriptor `d` on a queue of `size` entries, `allowed` when the
+/// feature was negotiated: its host address and number of entries. Checked as §2.7.5.3.1
+/// and §2.8.8 ask: never with NEXT, a nonzero multiple of 16 bytes, at most the queue size
+/// entries (a chain is never longer than the queue), 8-aligned inside guest memory.
+pub(crate) fn indirect_table(
+    mem: &GuestMemory,
+    hint: &mut usize,
+    allowed: bool,
+    d: Desc,
+    size: u32,
+) -> Result<(NonNull<u8>, u32), RingError> {
+    if !allowed || d.flags & DESC_F_NEXT != 0 || d.len == 0 || d.len % 16 != 0 {
+        return Err(RingError::BadIndirect {
+            flags: d.flags,
+            len: d.len,
+        });
+    }
+    let tlen = d.len / 16;
+    if tlen > size {
+        return Err(RingError::IndirectTooLarge {
+            entries: tlen,
+            size,
+        });
+    }
+    let table = mem
+        .translate(d.addr, u64::from(d.len), hint)
+        .filter(|p| p.as_ptr() as usize % 8 == 0)
+        .ok_or(RingError::BufferOutOfMemory {
+            addr: d.addr,
+            len: d.len,
+        })?;
+    Ok((table, tlen))
 }
 
 /// Takes descriptor `d` into `chain`: never an indirect one (nested or mid-chain indirect
