@@ -21,6 +21,7 @@
 
 mod config;
 mod connect;
+mod driver;
 mod error;
 mod guest;
 #[cfg(any(test, feature = "hostile"))]
@@ -178,7 +179,7 @@ impl Frontend {
         Ok(self.net_config()?.map(|c| c.mac))
     }
 
-    fn vring(&self, q: u16) -> Result<(&ring::DriverRing, &Notifiers), FrontendError> {
+    fn vring(&self, q: u16) -> Result<(&driver::DriverRing, &Notifiers), FrontendError> {
         let p = self
             .pairs
             .get(usize::from(q / 2))

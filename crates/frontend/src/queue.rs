@@ -4,8 +4,9 @@
 use virtio_net::NetHdr;
 
 use crate::config::TxLayout;
+use crate::driver::DriverRing;
 use crate::guest::GuestMemory;
-use crate::ring::{DriverRing, Seg, DESC_SIZE};
+use crate::ring::{Seg, DESC_SIZE};
 use crate::FrontendError;
 
 /// Largest frame a GSO-capable peer may hand over: 64 KiB IP datagram + Ethernet + VLAN

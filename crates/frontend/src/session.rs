@@ -306,7 +306,7 @@ fn set_up_ring(
     neg: &Negotiated,
     mem: &GuestMemory,
     q: usize,
-    ring: &crate::ring::DriverRing,
+    ring: &crate::driver::DriverRing,
     n: &Notifiers,
     order: &[RingStep],
 ) -> Result<(), FrontendError> {
@@ -343,7 +343,7 @@ fn enable(
 }
 
 /// The rings of pair `p`: (index, ring, notifiers), rxq first.
-fn pair_rings(p: usize, pair: &QueuePair) -> [(usize, &crate::ring::DriverRing, &Notifiers); 2] {
+fn pair_rings(p: usize, pair: &QueuePair) -> [(usize, &crate::driver::DriverRing, &Notifiers); 2] {
     [
         (2 * p, &pair.rx.ring, &pair.rx_notify),
         (2 * p + 1, &pair.tx.ring, &pair.tx_notify),
