@@ -26,31 +26,16 @@ use super::common::{
 use super::ctx::Ctx;
 use super::proc::Proc;
 use super::runner::{run_all, table_rows, Outcome, Scenario, Switch};
-use super::{target_dir, Args};
-use crate::util::{self, cargo, warn};
+use super::{frontend_example, Args};
+use crate::util::warn;
 
-const GEN_PACKAGE: &str = "vnet-frontend";
-const GEN_EXAMPLE: &str = "latency_gen";
+/// The generator: an example of the `vnet-frontend` crate.
+pub(super) const GEN_EXAMPLE: &str = "latency_gen";
 /// Frame size of the round trips.
 const SIZE: u32 = 64;
 
-/// Builds the generator (release). Called before any measurement.
-pub(super) fn build() -> Result<()> {
-    util::run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        GEN_PACKAGE,
-        "--example",
-        GEN_EXAMPLE,
-    ]))
-}
-
 fn gen_path() -> PathBuf {
-    target_dir()
-        .join("release")
-        .join("examples")
-        .join(GEN_EXAMPLE)
+    frontend_example(GEN_EXAMPLE)
 }
 
 /// One cell: the ring layout.

@@ -32,15 +32,14 @@ use super::ctx::Ctx;
 use super::probe::Ticks;
 use super::proc::Proc;
 use super::runner::{run_all, Outcome, Scenario, Switch};
-use super::{target_dir, Args};
-use crate::util::{self, cargo, warn};
+use super::{frontend_example, Args};
+use crate::util::warn;
 pub(super) use report::TsoReport;
 use report::TsoRun;
 
 mod report;
 
 /// The generator: an example of the `vnet-frontend` crate.
-const GEN_PACKAGE: &str = "vnet-frontend";
 pub(super) const GEN_EXAMPLE: &str = "tso_gen";
 /// TSO frames in flight per direction. Each takes 16 of the receiver's 4096-byte rx
 /// buffers (1024 per ring: room for 64) and one of the sender's 64 tx slots.
@@ -61,23 +60,8 @@ pub(super) const ANCHOR_DEVARGS: &str = "tso=1,legacy-ol-flags=1,ext-buffer=1";
 /// software because testpmd did not enable the port's rx checksum offload.
 pub(super) const DEFAULT_DEVARGS: &str = "tso=1";
 
-/// Builds the generator (release). Called before any measurement.
-pub(super) fn build() -> Result<()> {
-    util::run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        GEN_PACKAGE,
-        "--example",
-        GEN_EXAMPLE,
-    ]))
-}
-
 fn gen_path() -> PathBuf {
-    target_dir()
-        .join("release")
-        .join("examples")
-        .join(GEN_EXAMPLE)
+    frontend_example(GEN_EXAMPLE)
 }
 
 /// Runs the scenario: `--runs` rounds of every switch. Never fails: a set-up error is
