@@ -193,6 +193,7 @@ impl Daemon {
             mac,
             mtu: vu.mtu.unwrap_or(1500),
             queue_pairs: vu.queue_pairs,
+            max_mem: port_vhost::DEFAULT_MAX_MEM,
         };
         let net = Arc::new(Mutex::new(VhostUserNet::new(
             dev,

@@ -30,6 +30,8 @@ fn device() -> NetDevice {
         mac: wire::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
         mtu: 1500,
         queue_pairs: 2,
+        // Small, so tables of several regions run into it.
+        max_mem: 0x8_0000,
     }
 }
 
@@ -38,8 +40,8 @@ fn small_memfd(size: u64) -> File {
 }
 
 fn eventfd() -> File {
-    // An eventfd stands in for kick/call/err; any fd will do for the handler.
-    small_memfd(8)
+    // Kick, call and err must be eventfds (anything else is refused).
+    port_vhost::testing::eventfd().unwrap()
 }
 
 /// Bytes in, message by message, with an fd attached to some of them.

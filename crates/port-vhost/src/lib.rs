@@ -135,7 +135,13 @@ pub struct NetDevice {
     /// Queue pairs offered: rings `0..2 * queue_pairs` (rxq `2p`, txq `2p + 1`).
     /// GET_QUEUE_NUM and `max_virtqueue_pairs` report this number.
     pub queue_pairs: u16,
+    /// Most bytes of guest memory the frontend may have mapped at once (`max-mem`).
+    pub max_mem: u64,
 }
+
+/// Default `max-mem`: 1 TiB of address space per port (mapped MAP_NORESERVE, so this
+/// bounds address space, not RAM).
+pub const DEFAULT_MAX_MEM: u64 = 1 << 40;
 
 /// A ring ready to run, handed to the datapath.
 #[derive(Debug)]
@@ -277,6 +283,18 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserNet<C> {
         }
     }
 
+    /// A kick, call or err fd as the datapath may use it: an eventfd, non-blocking.
+    /// Anything else is refused (the ring does not start; the frontend is dropped).
+    fn notify_fd(&self, what: &str, index: u8, fd: Option<File>) -> VuResult<Option<File>> {
+        fd.map(sys::checked_eventfd).transpose().map_err(|e| {
+            tracing::warn!(
+                "port {}: {what} fd of ring {index} refused: {e}",
+                self.dev.name
+            );
+            VuError::InvalidParam
+        })
+    }
+
     fn protocol_features_acked(&self) -> bool {
         self.features & f::VHOST_USER_PROTOCOL_FEATURES != 0
     }
@@ -414,7 +432,8 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
             .zip(files)
             .map(|(r, file)| region_spec(r, file))
             .collect();
-        let mem = GuestMemory::map(specs).map_err(|e| mem_err(&self.dev.name, e))?;
+        let mem = GuestMemory::map_within(specs, self.dev.max_mem)
+            .map_err(|e| mem_err(&self.dev.name, e))?;
         self.swap_mem(mem);
         Ok(())
     }
@@ -472,6 +491,7 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
         let i = usize::from(index);
         self.vring(u32::from(index))?;
+        let fd = self.notify_fd("kick", index, fd)?;
         self.stop(i);
         let v = &mut self.vrings[i];
         v.kick = fd;
@@ -481,6 +501,8 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
     }
 
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(u32::from(index))?;
+        let fd = self.notify_fd("call", index, fd)?;
         let v = self.vring(u32::from(index))?;
         let running = v.running;
         let dup = fd.as_ref().and_then(|f| f.try_clone().ok());
@@ -492,6 +514,8 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
     }
 
     fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(u32::from(index))?;
+        let fd = self.notify_fd("err", index, fd)?;
         self.vring(u32::from(index))?.err = fd;
         Ok(())
     }
@@ -597,7 +621,7 @@ impl<C: QueueControl + std::fmt::Debug> VhostUserBackendReqHandlerMut for VhostU
         let (gpa, size) = (region.guest_phys_addr, region.memory_size);
         match self
             .mem
-            .with_region(region_spec(region, fd))
+            .with_region(region_spec(region, fd), self.dev.max_mem)
             .map_err(|e| mem_err(&self.dev.name, e))?
         {
             Added::New(mem) => self.swap_mem(mem),

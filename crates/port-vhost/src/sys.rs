@@ -30,3 +30,67 @@ pub fn recv_with_files(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, 
         .collect();
     Ok((n, files))
 }
+
+/// What a notification fd from the frontend must be, and why it was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyFdError {
+    /// The fd is something other than an eventfd (a pipe, a socket, a file...).
+    #[error("fd is not an eventfd but {0}")]
+    NotEventfd(String),
+    /// Its kind or flags could not be read or changed.
+    #[error("{op} failed: {err}")]
+    Os {
+        /// What failed.
+        op: &'static str,
+        /// errno.
+        err: io::Error,
+    },
+}
+
+/// Checks that `file` is an eventfd and makes it non-blocking, so neither a read of a
+/// kick (another reader may have emptied it) nor a write of a call (a counter the VMM
+/// filled up) can ever block a worker. The flag is on the open file description the VMM
+/// shares; eventfds of QEMU, DPDK and Cloud Hypervisor are non-blocking already.
+pub fn checked_eventfd(file: File) -> Result<File, NotifyFdError> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // The kernel names an eventfd's anonymous inode "anon_inode:[eventfd]".
+    let kind =
+        std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|err| NotifyFdError::Os {
+            op: "readlink /proc/self/fd",
+            err,
+        })?;
+    if kind.as_os_str() != "anon_inode:[eventfd]" {
+        return Err(NotifyFdError::NotEventfd(kind.display().to_string()));
+    }
+    // SAFETY: F_GETFL on an fd `file` owns; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(NotifyFdError::Os {
+            op: "fcntl(F_GETFL)",
+            err: io::Error::last_os_error(),
+        });
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: F_SETFL with an int argument on an fd `file` owns.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(NotifyFdError::Os {
+                op: "fcntl(F_SETFL, O_NONBLOCK)",
+                err: io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(file)
+}
+
+/// A new non-blocking eventfd (stand-in kick, call and err fds for tests and fuzzing).
+#[cfg(any(test, feature = "test-util"))]
+pub fn eventfd() -> io::Result<File> {
+    // SAFETY: eventfd takes no pointers and returns a new fd or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}

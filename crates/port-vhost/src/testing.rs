@@ -5,6 +5,8 @@ use std::fs::File;
 
 use crate::{QueueControl, ReadyQueue};
 
+pub use crate::sys::eventfd;
+
 /// A [`QueueControl`] that builds the ring like the datapath and keeps it.
 #[derive(Debug, Default)]
 pub struct RingBuilder {

@@ -15,11 +15,12 @@ fn dev_with_pairs(queue_pairs: u16) -> NetDevice {
         mac: wire::MacAddr([0x52, 0x54, 0, 0, 0, 9]),
         mtu: 9000,
         queue_pairs,
+        max_mem: DEFAULT_MAX_MEM,
     }
 }
 
 fn fd() -> File {
-    vring::mem::memfd(c"t", 8).unwrap()
+    crate::testing::eventfd().unwrap()
 }
 
 /// A handler with 1 MiB of guest memory at gpa 0 (uaddr 0x1000_0000) and ring 1 set up
@@ -362,4 +363,38 @@ fn set_vring_enable_starts_and_stops_the_second_pair() {
     assert_eq!(n.running_rings(), 4);
     n.reset();
     assert_eq!(n.running_rings(), 0);
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn notification_fds_must_be_eventfds_and_become_non_blocking() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut n = ready(features::VERSION_1_ONLY);
+    let (r, w) = std::io::pipe().unwrap();
+    drop(w);
+    // A pipe at EOF as kick, a pipe as call, a memfd as err: each refused, no ring runs.
+    assert!(n
+        .set_vring_kick(1, Some(File::from(OwnedFd::from(r))))
+        .is_err());
+    assert_eq!(n.running_rings(), 0);
+    let (_r, w) = std::io::pipe().unwrap();
+    assert!(n
+        .set_vring_call(1, Some(File::from(OwnedFd::from(w))))
+        .is_err());
+    assert!(n
+        .set_vring_err(1, Some(vring::mem::memfd(c"e", 8).unwrap()))
+        .is_err());
+    // A blocking eventfd is accepted and made non-blocking (the VMM shares the flag).
+    // SAFETY: eventfd takes no pointers and returns a new fd or -1.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(efd >= 0);
+    // SAFETY: a fresh fd owned by nothing else.
+    let blocking = unsafe { File::from_raw_fd(efd) };
+    let peer = blocking.try_clone().unwrap();
+    n.set_vring_call(1, Some(blocking)).unwrap();
+    // SAFETY: F_GETFL on an fd we own; no memory is passed.
+    let fl = unsafe { libc::fcntl(peer.as_raw_fd(), libc::F_GETFL) };
+    assert_ne!(fl & libc::O_NONBLOCK, 0);
+    n.set_vring_kick(1, Some(fd())).unwrap();
+    assert_eq!(n.running_rings(), 1);
 }

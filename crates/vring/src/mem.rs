@@ -52,6 +52,29 @@ pub enum MemError {
         /// [`MAX_REGIONS`].
         max: usize,
     },
+    /// The regions add up to more than the port may map (`max-mem`).
+    #[error("memory regions total {total} bytes, over this port's limit of {limit} (max-mem)")]
+    OverLimit {
+        /// Bytes the table would map.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The region's fd is not a regular file (memfd, hugetlbfs or a plain file).
+    #[error("memory region {index}: fd is a {kind}, not a memfd, hugetlbfs or regular file")]
+    NotAFile {
+        /// Position in the table.
+        index: usize,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The SIGBUS guard has no room for another mapping: unguarded, a frontend truncating
+    /// its file would crash vnetd, so the region is refused.
+    #[error("memory region {index}: {max} guest mappings already guarded; refused", max = crate::sigbus::SLOTS)]
+    Unguarded {
+        /// Position in the table.
+        index: usize,
+    },
     /// fstat or mmap failed.
     #[error("memory region {index}: {op} failed: {err}")]
     Os {
@@ -162,6 +185,12 @@ impl GuestMemory {
 
     /// Checks and maps `specs`. On error nothing stays mapped.
     pub fn map(specs: Vec<RegionSpec>) -> Result<GuestMemory, MemError> {
+        Self::map_within(specs, u64::MAX)
+    }
+
+    /// As [`GuestMemory::map`], refusing a table whose regions add up to more than
+    /// `limit` bytes before anything is mapped.
+    pub fn map_within(specs: Vec<RegionSpec>, limit: u64) -> Result<GuestMemory, MemError> {
         if specs.len() > MAX_REGIONS {
             return Err(MemError::TooManyRegions {
                 count: specs.len(),
@@ -178,6 +207,10 @@ impl GuestMemory {
                 }
             }
         }
+        let total = specs.iter().fold(0u64, |t, s| t.saturating_add(s.size));
+        if total > limit {
+            return Err(MemError::OverLimit { total, limit });
+        }
         let mut mem = GuestMemory {
             regions: Vec::with_capacity(specs.len()),
         };
@@ -193,8 +226,9 @@ impl GuestMemory {
     ///
     /// A region identical to a mapped one (same guest range, user address, file and
     /// offset) is [`Added::AlreadyMapped`]; any other overlap, including the same ranges
-    /// over another file or offset, is refused.
-    pub fn with_region(&self, spec: RegionSpec) -> Result<Added, MemError> {
+    /// over another file or offset, is refused, and so is a region that would take the
+    /// total past `limit` bytes.
+    pub fn with_region(&self, spec: RegionSpec, limit: u64) -> Result<Added, MemError> {
         let index = self.regions.len();
         check_spec(index, &spec)?;
         for (j, r) in self.regions.iter().enumerate() {
@@ -213,6 +247,10 @@ impl GuestMemory {
                 count: index + 1,
                 max: MAX_REGIONS,
             });
+        }
+        let total = self.total_size().saturating_add(spec.size);
+        if total > limit {
+            return Err(MemError::OverLimit { total, limit });
         }
         let mut regions = self.regions.clone();
         regions.push(map_one(index, &spec)?);
@@ -260,6 +298,11 @@ impl GuestMemory {
     /// Total bytes of guest memory mapped.
     pub fn total_size(&self) -> u64 {
         self.regions.iter().map(|r| r.size).sum()
+    }
+
+    /// Bytes of address space the regions' mappings take (each region's pages only).
+    pub fn mapped_len(&self) -> u64 {
+        self.regions.iter().map(|r| r._map.len as u64).sum()
     }
 
     /// `(gpa, size, uaddr)` of each region, sorted by gpa.
@@ -441,27 +484,56 @@ fn backing_of(index: usize, s: &RegionSpec) -> Result<Backing, MemError> {
     Ok(backing(&fstat(index, &s.file)?, s))
 }
 
+fn file_kind(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "regular file",
+        libc::S_IFDIR => "directory",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        libc::S_IFIFO => "pipe",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFLNK => "symbolic link",
+        0 => "anonymous inode (eventfd, epoll...)",
+        _ => "file of unknown type",
+    }
+}
+
 fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
     let os = |op, err| MemError::Os { index, op, err };
     let needed = s.mmap_offset + s.size;
     let st = fstat(index, &s.file)?;
+    // memfd, hugetlbfs and plain files are all regular files with a meaningful size;
+    // devices, pipes and sockets are refused (a device could map anything).
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(MemError::NotAFile {
+            index,
+            kind: file_kind(st.st_mode),
+        });
+    }
     let file_size = u64::try_from(st.st_size).unwrap_or(0);
-    let is_regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-    // A file shorter than the region would SIGBUS us on access: refuse it. (Only regular
-    // files, memfd and hugetlbfs, report a meaningful size.)
-    if is_regular && file_size < needed {
+    // A file shorter than the region would SIGBUS us on access: refuse it.
+    if file_size < needed {
         return Err(MemError::FileTooSmall {
             index,
             file_size,
             needed,
         });
     }
-    // hugetlbfs wants the mapping length aligned to its page size (st_blksize).
-    let align = u64::try_from(st.st_blksize).unwrap_or(4096).max(4096);
-    let map_len = needed
+    // Only the pages of `[mmap_offset, mmap_offset + size)` are mapped, aligned to the
+    // file's page size (st_blksize: hugetlbfs wants its huge page size).
+    let align = u64::try_from(st.st_blksize)
+        .ok()
+        .filter(|a| a.is_power_of_two())
+        .unwrap_or(4096)
+        .max(4096);
+    let map_off = s.mmap_offset & !(align - 1);
+    let lead =
+        usize::try_from(s.mmap_offset - map_off).map_err(|_| MemError::Overflow { index })?;
+    let map_len = (needed - map_off)
         .checked_next_multiple_of(align)
         .and_then(|l| usize::try_from(l).ok())
         .ok_or(MemError::Overflow { index })?;
+    let file_off = libc::off_t::try_from(map_off).map_err(|_| MemError::Overflow { index })?;
     // SAFETY: a fresh shared mapping of the frontend's fd; the kernel chooses the address,
     // so no existing mapping is replaced. The result is checked for MAP_FAILED.
     let p = unsafe {
@@ -471,22 +543,26 @@ fn map_one(index: usize, s: &RegionSpec) -> Result<Region, MemError> {
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED | libc::MAP_NORESERVE,
             s.file.as_raw_fd(),
-            0,
+            file_off,
         )
     };
     if p == libc::MAP_FAILED {
         return Err(os("mmap", std::io::Error::last_os_error()));
     }
     let ptr = NonNull::new(p).ok_or_else(|| os("mmap", std::io::Error::other("null")))?;
-    let guard = crate::sigbus::Guard::register(ptr.as_ptr() as usize, map_len);
+    let Some(guard) = crate::sigbus::Guard::register(ptr.as_ptr() as usize, map_len) else {
+        // SAFETY: exactly the mapping made above, not yet shared with anything.
+        unsafe { libc::munmap(p, map_len) };
+        return Err(MemError::Unguarded { index });
+    };
     let map = Arc::new(Mapping {
         ptr,
         len: map_len,
         guard,
     });
-    let off = usize::try_from(s.mmap_offset).map_err(|_| MemError::Overflow { index })?;
-    // SAFETY: `mmap_offset + size <= map_len`, so the region start is inside the mapping.
-    let host = unsafe { ptr.cast::<u8>().add(off) };
+    // SAFETY: `lead + size <= map_len` (the mapping starts at the page holding
+    // `mmap_offset` and covers `mmap_offset + size`), so the region start is inside it.
+    let host = unsafe { ptr.cast::<u8>().add(lead) };
     Ok(Region {
         gpa: s.gpa,
         size: s.size,

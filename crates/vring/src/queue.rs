@@ -108,6 +108,9 @@ pub enum RingError {
     /// The frontend truncated the file behind its guest memory after sharing it.
     #[error("the frontend truncated its guest memory file (the mapping now reads zeros)")]
     MemoryTruncated,
+    /// The ring's kick fd hung up or failed: the ring can no longer be woken.
+    #[error("the kick fd hung up or failed")]
+    KickGone,
 }
 
 /// Where a queue lives and where to resume, as the frontend set it (vhost-user

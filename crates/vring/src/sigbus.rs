@@ -12,16 +12,21 @@
 //! there.
 //!
 //! The handler only reads atomics and calls `mmap`, a plain system call on Linux that
-//! takes no lock in user space.
+//! takes no lock in user space; it saves and restores `errno` around it. A slot's start and
+//! length are read under its sequence number (a seqlock), so the handler never pairs the
+//! start of one mapping with the length of another. A mapping that finds no free slot is
+//! refused by its caller ([`Guard::register`] returns `None`): a frontend's memory is
+//! never mapped unguarded.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
-/// Guest mappings that can be guarded at once; beyond that, mappings are unguarded
-/// (logged once).
-const SLOTS: usize = 4096;
+/// Guest mappings that can be guarded at once; beyond that, regions are refused.
+pub(crate) const SLOTS: usize = 4096;
 
 struct Slot {
+    /// Even: `start`/`len` are stable (`len == 0`: free). Odd: being written.
+    seq: AtomicU64,
     start: AtomicUsize,
     len: AtomicUsize,
     hit: AtomicBool,
@@ -29,10 +34,33 @@ struct Slot {
 
 #[allow(clippy::declare_interior_mutable_const)] // the initializer of the array below
 const FREE: Slot = Slot {
+    seq: AtomicU64::new(0),
     start: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
     hit: AtomicBool::new(false),
 };
+
+impl Slot {
+    /// `(start, len)` of a registered mapping, or None for a free slot or one being
+    /// written (a mapping being registered is not used yet; one being released no longer is).
+    fn read(&self) -> Option<(usize, usize)> {
+        // Bounded: the handler must not spin on a writer it may have interrupted.
+        for _ in 0..4 {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 % 2 == 1 {
+                return None;
+            }
+            let start = self.start.load(Ordering::Acquire);
+            let len = self.len.load(Ordering::Acquire);
+            // Orders the two loads above before the re-check of the sequence.
+            std::sync::atomic::fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return (len != 0).then_some((start, len));
+            }
+        }
+        None
+    }
+}
 static GUARDS: [Slot; SLOTS] = [FREE; SLOTS];
 /// Mappings the handler replaced, ever.
 static HITS: AtomicU64 = AtomicU64::new(0);
@@ -47,26 +75,32 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    /// Registers `[start, start + len)`.
-    pub(crate) fn register(start: usize, len: usize) -> Guard {
+    /// Registers `[start, start + len)`; None when every slot is taken.
+    pub(crate) fn register(start: usize, len: usize) -> Option<Guard> {
         INSTALL.call_once(install);
         for (i, s) in GUARDS.iter().enumerate() {
-            // Claim a free slot by its length: 0 -> len.
-            if s.len
-                .compare_exchange(0, len, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                s.hit.store(false, Ordering::Relaxed);
-                // Release: the handler sees the start once it sees it non-zero.
-                s.start.store(start, Ordering::Release);
-                return Guard { slot: Some(i) };
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq % 2 == 1 || s.len.load(Ordering::Acquire) != 0 {
+                continue;
             }
+            // Claim a free slot by making its sequence odd.
+            if s.seq
+                .compare_exchange(seq, seq + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            s.hit.store(false, Ordering::Relaxed);
+            s.start.store(start, Ordering::Release);
+            s.len.store(len, Ordering::Release);
+            // Release: a reader that sees the even sequence sees start and len.
+            s.seq.store(seq + 2, Ordering::Release);
+            return Some(Guard { slot: Some(i) });
         }
         tracing::warn!(
-            "more than {SLOTS} guest memory mappings: a frontend truncating its memory file \
-             would now crash vnetd"
+            "{SLOTS} guest memory mappings already guarded against truncation: refusing another"
         );
-        Guard { slot: None }
+        None
     }
 
     /// Whether the frontend truncated the file under this mapping (now zero pages).
@@ -81,8 +115,12 @@ impl Guard {
     /// address is mistaken for this one).
     pub(crate) fn release(&mut self) {
         if let Some(i) = self.slot.take() {
-            GUARDS[i].start.store(0, Ordering::Release);
-            GUARDS[i].len.store(0, Ordering::Release);
+            let s = &GUARDS[i];
+            // Only the owner writes a claimed slot: odd while it changes, then even.
+            s.seq.fetch_add(1, Ordering::AcqRel);
+            s.len.store(0, Ordering::Release);
+            s.start.store(0, Ordering::Release);
+            s.seq.fetch_add(1, Ordering::Release);
         }
     }
 }
@@ -124,12 +162,21 @@ fn install() {
 }
 
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno slot, always valid.
+    let errno = unsafe { *libc::__errno_location() };
+    handle_sigbus(sig, info, ctx);
+    // SAFETY: as above; the interrupted code finds errno as it left it.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+fn handle_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
     let addr = unsafe { (*info).si_addr() } as usize;
     for s in &GUARDS {
-        let len = s.len.load(Ordering::Acquire);
-        let start = s.start.load(Ordering::Acquire);
-        if len == 0 || start == 0 || addr.wrapping_sub(start) >= len {
+        let Some((start, len)) = s.read() else {
+            continue;
+        };
+        if start == 0 || addr.wrapping_sub(start) >= len {
             continue;
         }
         // SAFETY: `[start, start + len)` is a live guest mapping of ours (registered until

@@ -474,6 +474,64 @@ fn region_table_checks() {
 }
 
 #[test]
+fn only_regular_files_within_the_limit_are_mapped_from_their_offset() {
+    use std::os::fd::OwnedFd;
+    let spec = |size, off, file| RegionSpec {
+        gpa: 0,
+        size,
+        uaddr: 0,
+        mmap_offset: off,
+        file,
+    };
+    // A pipe, an eventfd-like anonymous inode and a character device are refused.
+    let (r, _w) = std::io::pipe().unwrap();
+    assert!(matches!(
+        GuestMemory::map(vec![spec(4096, 0, File::from(OwnedFd::from(r)))]),
+        Err(MemError::NotAFile { kind: "pipe", .. })
+    ));
+    let zero = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/zero")
+        .unwrap();
+    assert!(matches!(
+        GuestMemory::map(vec![spec(4096, 0, zero)]),
+        Err(MemError::NotAFile {
+            kind: "character device",
+            ..
+        })
+    ));
+    // Over the limit: refused before anything is mapped, for a table and for one more region.
+    assert!(matches!(
+        GuestMemory::map_within(vec![spec(1 << 20, 0, memfd(1 << 20))], (1 << 20) - 1),
+        Err(MemError::OverLimit { total, limit }) if total == 1 << 20 && limit == (1 << 20) - 1
+    ));
+    let mem = GuestMemory::map_within(vec![spec(1 << 19, 0, memfd(1 << 20))], 1 << 20).unwrap();
+    let more = RegionSpec {
+        gpa: 1 << 20,
+        size: (1 << 19) + 1,
+        uaddr: 1 << 20,
+        mmap_offset: 0,
+        file: memfd(1 << 20),
+    };
+    assert!(matches!(
+        mem.with_region(more, 1 << 20),
+        Err(MemError::OverLimit { .. })
+    ));
+    // A region at an unaligned offset deep in a file sees the file's bytes from there on,
+    // and only its pages are mapped (not the file from offset 0).
+    let file = memfd(64 << 20);
+    let off = (60 << 20) + 123;
+    std::os::unix::fs::FileExt::write_all_at(&file, b"region start", off).unwrap();
+    let mem = GuestMemory::map(vec![spec(1 << 20, off, file)]).unwrap();
+    let mut buf = [0u8; 12];
+    assert!(mem.read(0, &mut buf));
+    assert_eq!(&buf, b"region start");
+    // The 123 bytes before the region in its first page, the region, rounded to pages.
+    assert_eq!(mem.mapped_len(), (1 << 20) + 4096);
+}
+
+#[test]
 fn spanning_buffer_becomes_two_segments() {
     let f = || memfd(1 << 20);
     let mem = Arc::new(

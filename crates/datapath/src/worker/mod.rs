@@ -240,7 +240,7 @@ impl Worker {
             for ev in &events[..n] {
                 match Token::unpack(ev.data()) {
                     Some(Token::Command) => self.commands(),
-                    Some(Token::Kick { port, index }) => self.kicked(port, index),
+                    Some(Token::Kick { port, index }) => self.kicked(port, index, ev.event_set()),
                     Some(Token::Tap { port, queue }) => self.tap_event(port, queue, ev.event_set()),
                     Some(Token::Mail) => {
                         let _ = self.mail_wake.read();
@@ -401,7 +401,7 @@ impl Worker {
         }
     }
 
-    fn kicked(&mut self, id: PortId, index: u16) {
+    fn kicked(&mut self, id: PortId, index: u16, ev: EventSet) {
         let Some(q) = self
             .sw
             .port(id)
@@ -411,14 +411,43 @@ impl Worker {
             return;
         };
         if let Some(k) = &mut q.kick {
+            // Non-blocking (port-vhost only accepts eventfds and makes them so): empty
+            // means someone else read the count, which is harmless.
             let mut b = [0u8; 8];
-            let _ = k.read(&mut b);
+            let dead = match k.read(&mut b) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            } || ev.intersects(EventSet::ERROR | EventSet::HANG_UP);
+            if dead {
+                // Never the case for an eventfd; whatever it is, it must not spin us.
+                self.kick_gone(id, index);
+                return;
+            }
         }
         if index % 2 == 1 {
             self.schedule(id, index / 2);
         } else {
             self.rx_buffers_added(id);
         }
+    }
+
+    /// A kick fd hung up or failed: it is no longer watched and the port is marked broken
+    /// (its ring cannot be woken any more); the frontend recovers it by restarting its rings.
+    fn kick_gone(&mut self, id: PortId, index: u16) {
+        let Some(p) = self.sw.port(id) else { return };
+        if let Some(k) = p
+            .vhost_mut()
+            .and_then(|v| v.vq(index))
+            .and_then(|q| q.kick.take())
+        {
+            let _ = self.epoll.ctl(
+                ControlOperation::Delete,
+                k.as_raw_fd(),
+                EpollEvent::default(),
+            );
+        }
+        self.break_port(id, &vring::RingError::KickGone);
     }
 
     fn schedule(&mut self, id: PortId, qp: u16) {
