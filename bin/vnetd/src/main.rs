@@ -24,7 +24,8 @@ struct Args {
     /// instead of listening. Both port kinds also take the isolation options
     /// [,spoofchk=off][,ips=IP:IP][,max-macs=N][,vlan=N|,trunk=N:M]
     /// [,ingress-mbit=N][,ingress-kpps=N][,egress-mbit=N][,egress-kpps=N][,flood-kpps=N]
-    /// (README, "Multi-tenant").
+    /// (README, "Multi-tenant"), and [,mode=OCTAL][,group=GROUP][,uids=UID:UID]
+    /// [,max-mem=SIZE] (README, "Security").
     #[arg(long = "vhost-user", value_name = "SPEC")]
     vhost_user: Vec<String>,
     /// A TAP port: name=NAME,ifname=IF[,netns=NS][,queues=N][,mac=MAC][,mtu=N], and the
@@ -49,6 +50,26 @@ struct Args {
     /// TOML configuration file; ports given on the command line are added to its ports.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Once set up (sockets bound, TAPs opened), run as this user (and group), with no
+    /// capabilities and no_new_privs.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// seccomp filters on every thread: enforce (a forbidden system call kills vnetd),
+    /// log (allowed, logged by the kernel), off.
+    #[arg(long, value_name = "MODE")]
+    seccomp: Option<control::config::SeccompMode>,
+    /// Mode of the vhost-user socket files vnetd creates (octal, default 0600).
+    #[arg(long, value_name = "OCTAL")]
+    socket_mode: Option<String>,
+    /// Group of the vhost-user socket files vnetd creates.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Group of the control socket, which is then 0660 (else 0600).
+    #[arg(long, value_name = "GROUP")]
+    control_group: Option<String>,
+    /// Accept sockets in directories that other users may write (README, "Security").
+    #[arg(long)]
+    allow_shared_socket_dir: bool,
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
@@ -76,6 +97,24 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(ms) = args.tap_hold_ms {
         cfg.tap_hold_ms = ms;
     }
+    let sec = &mut cfg.security;
+    for (field, key, value) in [
+        (&mut sec.user, "user", &args.user),
+        (&mut sec.socket_group, "socket-group", &args.socket_group),
+        (&mut sec.control_group, "control-group", &args.control_group),
+    ] {
+        if let Some(v) = value {
+            control::config::Security::check_name(key, v)?;
+            *field = Some(v.clone());
+        }
+    }
+    if let Some(m) = &args.socket_mode {
+        sec.socket_mode = Some(control::config::Security::mode("socket-mode", m)?);
+    }
+    if let Some(m) = args.seccomp {
+        sec.seccomp = m;
+    }
+    sec.allow_shared_socket_dir |= args.allow_shared_socket_dir;
     if cfg.control.is_none() {
         cfg.control = Some(PathBuf::from(api::DEFAULT_CONTROL_PATH));
     }
@@ -114,6 +153,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing signal handlers")?;
     let mut daemon = Daemon::new(&cfg)?;
     tracing::info!(
         "vnetd {} running with {} port(s), {:?} datapath, {} worker(s); control socket {}",
@@ -126,7 +168,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     );
-    daemon.run(&stop)?;
+    daemon.run(&stop, &hup)?;
     tracing::info!("vnetd stopping");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The control thread.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -9,18 +9,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::{PortInfo, PortKind, PortMode, PortState, PortStats, QueueStats, Request, Response};
+use datapath::loglimit::suppressed_note;
+use datapath::LogLimit;
 use datapath::{Datapath, DatapathConfig, Limit, PortHandle, PortPolicy, VhostQueues};
-use port_vhost::server::{self, Connection, SharedNet};
+use port_vhost::server::{ConnError, Connection, SharedNet};
 use port_vhost::{NetDevice, VhostUserNet};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use wire::MacAddr;
 
 use switch::{PortSecurity, VlanMode};
 
 use crate::config::{
     Config, Isolation, PortConfig, TapPort, VhostUserPort, DEFAULT_MAX_MACS_TAP,
-    DEFAULT_MAX_MACS_VHOST,
+    DEFAULT_MAX_MACS_VHOST, DEFAULT_SOCKET_MODE,
 };
+use crate::sockets::{self, DirRule, Owner};
 
 /// How often a client-mode port retries connecting to its VMM's socket. There is no
 /// deadline: the port comes up whenever the VMM does.
@@ -55,6 +59,14 @@ pub enum DaemonError {
         /// Cause.
         err: port_tap::TapError,
     },
+    /// A user or group of the security settings cannot be resolved.
+    #[error("{what}: {err}")]
+    Security {
+        /// What was looked up.
+        what: String,
+        /// Cause.
+        err: std::io::Error,
+    },
     /// The worker count is out of range.
     #[error("workers = {0}: must be in 1..={max}", max = datapath::MAX_WORKERS)]
     Workers(usize),
@@ -76,9 +88,14 @@ pub fn default_mac(name: &str) -> MacAddr {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Token {
+    /// The control socket's listener.
     Control,
+    /// A vhost-user port's listener.
     Listener(usize),
-    Conn(usize),
+    /// A control client (slot in `Daemon::clients`).
+    Client(usize),
+    /// A vhost-user connection thread ended.
+    ConnDone,
 }
 
 impl Token {
@@ -86,7 +103,8 @@ impl Token {
         match self {
             Token::Control => 0,
             Token::Listener(i) => (1 << 32) | i as u64,
-            Token::Conn(i) => (2 << 32) | i as u64,
+            Token::Client(i) => (2 << 32) | i as u64,
+            Token::ConnDone => 3 << 32,
         }
     }
     fn unpack(v: u64) -> Option<Token> {
@@ -94,11 +112,19 @@ impl Token {
         match v >> 32 {
             0 => Some(Token::Control),
             1 => Some(Token::Listener(i)),
-            2 => Some(Token::Conn(i)),
+            2 => Some(Token::Client(i)),
+            3 => Some(Token::ConnDone),
             _ => None,
         }
     }
 }
+
+/// Largest control request accepted (a request is one short JSON line).
+pub const MAX_REQUEST_LEN: usize = 4096;
+/// How long a control client has to send its request and read the answer.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+/// Control clients served at once; more are turned away until one finishes.
+pub const MAX_CLIENTS: usize = 64;
 
 struct Port {
     cfg: VhostUserPort,
@@ -106,9 +132,11 @@ struct Port {
     handle: PortHandle,
     net: SharedNet<VhostQueues>,
     listener: Option<UnixListener>,
-    conn: Option<Connection<VhostQueues>>,
+    conn: Option<Connection>,
     next_connect: Instant,
     connect_failures: u64,
+    /// Budget of this port's warnings about its peers (shared with connection threads).
+    log: Arc<Mutex<LogLimit>>,
 }
 
 struct TapCtl {
@@ -117,14 +145,41 @@ struct TapCtl {
     handle: PortHandle,
 }
 
+/// A control client: its request as read so far, then its answer as written so far.
+struct Client {
+    stream: UnixStream,
+    request: Vec<u8>,
+    answer: Vec<u8>,
+    written: usize,
+    deadline: Instant,
+}
+
 /// vnetd's control plane and the worker it drives.
 pub struct Daemon {
     epoll: Epoll,
     control: Option<(UnixListener, PathBuf)>,
     ports: Vec<Port>,
     taps: Vec<TapCtl>,
+    clients: Vec<Option<Client>>,
+    /// Connection threads write here when they end.
+    conn_done: Arc<EventFd>,
+    /// Where sockets may be.
+    rule: DirRule,
+    /// Socket files' owner, mode and group defaults.
+    sockets: SocketDefaults,
+    clients_log: LogLimit,
     // Declared last: dropped after the ports' handlers, so their stop commands still land.
     dp: Datapath,
+}
+
+/// Owner and mode defaults of the socket files vnetd creates.
+#[derive(Debug, Clone, Copy)]
+struct SocketDefaults {
+    /// Owner of every socket file (the `--user`, so it can remove them itself).
+    uid: Option<u32>,
+    /// vhost-user sockets' mode and group.
+    mode: u32,
+    gid: Option<u32>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -135,12 +190,44 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
+fn group_gid(name: &Option<String>, what: &str) -> Result<Option<u32>, DaemonError> {
+    name.as_deref()
+        .map(|g| {
+            sockets::resolve_group(g).map_err(|err| DaemonError::Security {
+                what: format!("{what} `{g}`"),
+                err,
+            })
+        })
+        .transpose()
+}
+
 impl Daemon {
-    /// Starts the worker, binds every server socket and the control socket.
+    /// Starts the workers, binds every server socket and the control socket.
     pub fn new(cfg: &Config) -> Result<Daemon, DaemonError> {
         if !(1..=datapath::MAX_WORKERS).contains(&cfg.workers) {
             return Err(DaemonError::Workers(cfg.workers));
         }
+        let sec = &cfg.security;
+        let run_as = sec
+            .user
+            .as_deref()
+            .map(|u| {
+                sockets::resolve_user(u).map_err(|err| DaemonError::Security {
+                    what: format!("user `{u}`"),
+                    err,
+                })
+            })
+            .transpose()?;
+        let rule = DirRule {
+            run_uid: run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |(u, _)| u),
+            allow_shared: sec.allow_shared_socket_dir,
+        };
+        let sockets_def = SocketDefaults {
+            uid: run_as.map(|(u, _)| u),
+            mode: sec.socket_mode.unwrap_or(DEFAULT_SOCKET_MODE),
+            gid: group_gid(&sec.socket_group, "socket group")?,
+        };
+        let control_gid = group_gid(&sec.control_group, "control group")?;
         let dp = Datapath::spawn(DatapathConfig {
             mode: cfg.datapath,
             fdb_capacity: cfg.fdb.capacity,
@@ -155,13 +242,27 @@ impl Daemon {
             control: None,
             ports: Vec::new(),
             taps: Vec::new(),
+            clients: Vec::new(),
+            conn_done: Arc::new(EventFd::new(EFD_NONBLOCK)?),
+            rule,
+            sockets: sockets_def,
+            clients_log: LogLimit::default(),
             dp,
         };
+        let ev = EpollEvent::new(EventSet::IN, Token::ConnDone.pack());
+        d.epoll
+            .ctl(ControlOperation::Add, d.conn_done.as_raw_fd(), ev)?;
         if let Some(path) = &cfg.control {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            let l = server::listen(path).map_err(|err| DaemonError::Control {
+            // 0600, or 0660 for the control group.
+            let owner = Owner {
+                mode: if control_gid.is_some() { 0o660 } else { 0o600 },
+                uid: sockets_def.uid,
+                gid: control_gid,
+            };
+            let l = sockets::listen(path, owner, rule).map_err(|err| DaemonError::Control {
                 path: path.clone(),
                 err,
             })?;
@@ -185,6 +286,15 @@ impl Daemon {
     fn add_vhost_user(&mut self, vu: &VhostUserPort) -> Result<(), DaemonError> {
         let mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
         let policy = port_policy(vu.mac, vu.mtu, &vu.isolation, DEFAULT_MAX_MACS_VHOST);
+        let gid = match &vu.access.group {
+            Some(_) => group_gid(&vu.access.group, &format!("port {}: group", vu.name))?,
+            None => self.sockets.gid,
+        };
+        let owner = Owner {
+            mode: vu.access.mode.unwrap_or(self.sockets.mode),
+            uid: self.sockets.uid,
+            gid,
+        };
         let handle = self
             .dp
             .add_port(&vu.name, vu.queue_pairs, vu.datapath, &policy);
@@ -193,7 +303,7 @@ impl Daemon {
             mac,
             mtu: vu.mtu.unwrap_or(1500),
             queue_pairs: vu.queue_pairs,
-            max_mem: port_vhost::DEFAULT_MAX_MEM,
+            max_mem: vu.access.max_mem.unwrap_or(port_vhost::DEFAULT_MAX_MEM),
         };
         let net = Arc::new(Mutex::new(VhostUserNet::new(
             dev,
@@ -201,17 +311,25 @@ impl Daemon {
         )));
         let i = self.ports.len();
         let listener = if vu.client {
-            None
-        } else {
-            let l = server::listen(&vu.socket).map_err(|err| DaemonError::Listen {
+            sockets::check_dir(&vu.socket, self.rule).map_err(|err| DaemonError::Listen {
                 port: vu.name.clone(),
                 path: vu.socket.clone(),
                 err,
             })?;
+            None
+        } else {
+            let l = sockets::listen(&vu.socket, owner, self.rule).map_err(|err| {
+                DaemonError::Listen {
+                    port: vu.name.clone(),
+                    path: vu.socket.clone(),
+                    err,
+                }
+            })?;
             tracing::info!(
-                "port {}: listening for a vhost-user frontend on {}",
+                "port {}: listening for a vhost-user frontend on {} (mode {:04o})",
                 vu.name,
-                vu.socket.display()
+                vu.socket.display(),
+                owner.mode
             );
             Some(l)
         };
@@ -225,6 +343,7 @@ impl Daemon {
             conn: None,
             next_connect: Instant::now(),
             connect_failures: 0,
+            log: Arc::new(Mutex::new(LogLimit::default())),
         });
         if let Some(fd) = fd {
             let ev = EpollEvent::new(EventSet::IN, Token::Listener(i).pack());
@@ -233,11 +352,20 @@ impl Daemon {
         Ok(())
     }
 
-    /// Serves until `stop` becomes true.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
+    /// Serves until `stop` becomes true. `hup` (SIGHUP) is reported and cleared:
+    /// reloading the configuration is not supported yet, and a SIGHUP must not kill the
+    /// switch every VM depends on.
+    pub fn run(&mut self, stop: &AtomicBool, hup: &AtomicBool) -> Result<(), DaemonError> {
         let mut events = vec![EpollEvent::default(); 32];
         while !stop.load(Ordering::Relaxed) {
+            if hup.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    "SIGHUP received: reloading the configuration is not supported yet; \
+                     ignored (vnetd keeps running)"
+                );
+            }
             self.connect_clients();
+            self.expire_clients(Instant::now());
             let n = match self.epoll.wait(200, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
@@ -245,14 +373,30 @@ impl Daemon {
             };
             for ev in &events[..n] {
                 match Token::unpack(ev.data()) {
-                    Some(Token::Control) => self.control_request(),
+                    Some(Token::Control) => self.accept_client(),
                     Some(Token::Listener(i)) => self.accept(i),
-                    Some(Token::Conn(i)) => self.serve(i),
+                    Some(Token::Client(i)) => self.serve_client(i),
+                    Some(Token::ConnDone) => {
+                        let _ = self.conn_done.read();
+                        self.reap();
+                    }
                     None => {}
                 }
             }
         }
         Ok(())
+    }
+
+    /// Warns about port `i`'s peer, within the port's log budget.
+    fn peer_warning(&self, i: usize, msg: std::fmt::Arguments<'_>) {
+        let p = &self.ports[i];
+        let mut log = p
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = log.allow(Instant::now()) {
+            tracing::warn!("port {}: {msg}{}", p.cfg.name, suppressed_note(n));
+        }
     }
 
     fn connect_clients(&mut self) {
@@ -263,7 +407,7 @@ impl Daemon {
                 continue;
             }
             p.next_connect = now + RECONNECT_INTERVAL;
-            match server::connect(&p.cfg.socket) {
+            match sockets::connect_nonblocking(&p.cfg.socket) {
                 Ok(s) => {
                     tracing::info!(
                         "port {}: connected to {}",
@@ -297,77 +441,230 @@ impl Daemon {
             Ok((s, _)) => s,
             Err(_) => return,
         };
-        let name = self.ports[i].cfg.name.clone();
+        if self.ports[i]
+            .conn
+            .as_ref()
+            .is_some_and(Connection::finished)
+        {
+            // The previous frontend is gone (its thread may not have noticed yet).
+            self.disconnect(i);
+        }
         if self.ports[i].conn.is_some() {
-            tracing::warn!("port {name}: refusing a second frontend connection");
+            self.peer_warning(i, format_args!("refusing a second frontend connection"));
             return;
         }
-        tracing::info!("port {name}: frontend connected");
+        tracing::info!("port {}: frontend connected", self.ports[i].cfg.name);
         self.attach(i, s);
     }
 
+    /// Serves `s` as port `i`'s frontend, if its peer's uid is allowed.
     fn attach(&mut self, i: usize, s: UnixStream) {
-        let p = &mut self.ports[i];
-        match Connection::new(s, p.net.clone()) {
-            Ok(c) => {
-                let ev = EpollEvent::new(EventSet::IN, Token::Conn(i).pack());
-                if let Err(e) = self.epoll.ctl(ControlOperation::Add, c.fd(), ev) {
-                    tracing::error!("port {}: cannot watch connection: {e}", p.cfg.name);
+        let uids = &self.ports[i].cfg.access.uids;
+        if !uids.is_empty() {
+            match sockets::peer_uid(&s) {
+                Ok(uid) if uids.contains(&uid) => {}
+                Ok(uid) => {
+                    self.peer_warning(
+                        i,
+                        format_args!("refusing a peer with uid {uid}: not in the port's uids"),
+                    );
                     return;
                 }
-                p.conn = Some(c);
+                Err(e) => {
+                    self.peer_warning(i, format_args!("refusing a peer: SO_PEERCRED: {e}"));
+                    return;
+                }
             }
+        }
+        let p = &mut self.ports[i];
+        let wake = self.conn_done.clone();
+        let log = p.log.clone();
+        let name = p.cfg.name.clone();
+        let on_exit = move |why: &ConnError| {
+            match why {
+                ConnError::Disconnected => {
+                    tracing::info!("port {name}: frontend disconnected; port down")
+                }
+                ConnError::Protocol(e) => {
+                    let mut l = log
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(n) = l.allow(Instant::now()) {
+                        tracing::warn!(
+                            "port {name}: dropping frontend after protocol error: {e}; port \
+                             down{}",
+                            suppressed_note(n)
+                        );
+                    }
+                }
+            }
+            let _ = wake.write(1);
+        };
+        match Connection::spawn(&p.cfg.name, s, p.net.clone(), on_exit) {
+            Ok(c) => p.conn = Some(c),
             Err(e) => tracing::error!("port {}: connection setup failed: {e}", p.cfg.name),
         }
     }
 
-    fn serve(&mut self, i: usize) {
-        let Some(c) = self.ports[i].conn.as_mut() else {
-            return;
-        };
-        if let Err(e) = c.handle() {
-            let p = &mut self.ports[i];
-            match e {
-                server::ConnError::Disconnected => {
-                    tracing::info!("port {}: frontend disconnected; port down", p.cfg.name)
+    /// Collects the connections whose threads ended.
+    fn reap(&mut self) {
+        for p in &mut self.ports {
+            if p.conn.as_ref().is_some_and(Connection::finished) {
+                if let Some(c) = p.conn.take() {
+                    c.close();
                 }
-                server::ConnError::Protocol(e) => tracing::warn!(
-                    "port {}: dropping frontend after protocol error: {e}; port down",
-                    p.cfg.name
-                ),
+                p.next_connect = Instant::now() + RECONNECT_INTERVAL;
             }
-            self.disconnect(i);
         }
     }
 
     fn disconnect(&mut self, i: usize) {
         let p = &mut self.ports[i];
         if let Some(c) = p.conn.take() {
-            let _ = self
-                .epoll
-                .ctl(ControlOperation::Delete, c.fd(), EpollEvent::default());
-        }
-        if let Ok(mut net) = p.net.lock() {
-            net.reset();
+            // The thread resets the handler (every ring stops) before it ends.
+            c.close();
         }
         p.next_connect = Instant::now() + RECONNECT_INTERVAL;
     }
 
-    fn control_request(&mut self) {
+    fn accept_client(&mut self) {
         let Some((l, _)) = &self.control else { return };
         let Ok((s, _)) = l.accept() else { return };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-        let mut line = String::new();
-        let mut r = BufReader::new(&s).take(api::MAX_LINE_LEN as u64);
-        let resp = match r.read_line(&mut line) {
-            Ok(_) => match api::decode_line::<Request>(&line) {
+        let slot = match self.clients.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.clients.len() < MAX_CLIENTS => {
+                self.clients.push(None);
+                self.clients.len() - 1
+            }
+            None => {
+                if let Some(n) = self.clients_log.allow(Instant::now()) {
+                    tracing::warn!(
+                        "control socket: {MAX_CLIENTS} clients already connected; turning one \
+                         away{}",
+                        suppressed_note(n)
+                    );
+                }
+                return;
+            }
+        };
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        let ev = EpollEvent::new(EventSet::IN, Token::Client(slot).pack());
+        if self
+            .epoll
+            .ctl(ControlOperation::Add, s.as_raw_fd(), ev)
+            .is_err()
+        {
+            return;
+        }
+        self.clients[slot] = Some(Client {
+            stream: s,
+            request: Vec::new(),
+            answer: Vec::new(),
+            written: 0,
+            deadline: Instant::now() + CLIENT_DEADLINE,
+        });
+    }
+
+    /// Reads a control client's request (what has arrived), answers once it is complete,
+    /// and writes the answer as far as the socket takes it; never waits.
+    fn serve_client(&mut self, i: usize) {
+        let Some(mut c) = self.clients.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        let alive = if c.answer.is_empty() {
+            self.read_request(&mut c)
+        } else {
+            true
+        };
+        if !alive {
+            self.drop_client(c);
+        } else if c.answer.is_empty() {
+            // The request is not complete yet.
+            self.clients[i] = Some(c);
+        } else if write_some(&mut c) {
+            // Waiting for room to write the rest.
+            let ev = EpollEvent::new(EventSet::OUT, Token::Client(i).pack());
+            let _ = self
+                .epoll
+                .ctl(ControlOperation::Modify, c.stream.as_raw_fd(), ev);
+            self.clients[i] = Some(c);
+        } else {
+            self.drop_client(c);
+        }
+    }
+
+    /// Reads what the client sent; prepares the answer once a whole line is there.
+    /// False when the client is gone.
+    fn read_request(&mut self, c: &mut Client) -> bool {
+        let mut buf = [0u8; 1024];
+        loop {
+            match (&c.stream).read(&mut buf) {
+                Ok(0) => {
+                    // EOF: a request without its newline is still answered.
+                    if c.request.is_empty() {
+                        return false;
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    c.request.extend_from_slice(&buf[..n]);
+                    if c.request.len() > MAX_REQUEST_LEN || c.request.contains(&b'\n') {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if !c.request.contains(&b'\n') {
+                        return true;
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        let resp = if c.request.len() > MAX_REQUEST_LEN {
+            Response::error(format!(
+                "request longer than {MAX_REQUEST_LEN} bytes: refused"
+            ))
+        } else {
+            let line = String::from_utf8_lossy(&c.request);
+            match api::decode_line::<Request>(&line) {
                 Ok(req) => self.answer(&req),
                 Err(e) => Response::error(format!("bad request: {e}")),
-            },
-            Err(e) => Response::error(format!("cannot read request: {e}")),
+            }
         };
-        let _ = (&s).write_all(api::encode_line(&resp).as_bytes());
+        c.answer = api::encode_line(&resp).into_bytes();
+        true
+    }
+
+    fn drop_client(&mut self, c: Client) {
+        let _ = self.epoll.ctl(
+            ControlOperation::Delete,
+            c.stream.as_raw_fd(),
+            EpollEvent::default(),
+        );
+    }
+
+    /// Drops control clients past their deadline (a request dribbled in, or an answer
+    /// nobody reads).
+    fn expire_clients(&mut self, now: Instant) {
+        for i in 0..self.clients.len() {
+            if self.clients[i].as_ref().is_some_and(|c| now >= c.deadline) {
+                if let Some(c) = self.clients[i].take() {
+                    if let Some(n) = self.clients_log.allow(now) {
+                        tracing::warn!(
+                            "control socket: dropping a client that did not finish within {} \
+                             ms{}",
+                            CLIENT_DEADLINE.as_millis(),
+                            suppressed_note(n)
+                        );
+                    }
+                    self.drop_client(c);
+                }
+            }
+        }
     }
 
     /// Answers one control request.
@@ -463,6 +760,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         for i in 0..self.ports.len() {
             self.disconnect(i);
+        }
+        for c in std::mem::take(&mut self.clients).into_iter().flatten() {
+            self.drop_client(c);
         }
         for p in self.created_paths() {
             let _ = std::fs::remove_file(p);
@@ -593,4 +893,18 @@ fn port_stats(name: &str, h: &PortHandle) -> PortStats {
             })
             .collect(),
     }
+}
+
+/// Writes as much of the client's answer as the socket takes. True while some is left.
+fn write_some(c: &mut Client) -> bool {
+    while c.written < c.answer.len() {
+        match (&c.stream).write(&c.answer[c.written..]) {
+            Ok(0) => return false,
+            Ok(n) => c.written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }

@@ -10,5 +10,6 @@
 
 pub mod config;
 mod daemon;
+pub mod sockets;
 
 pub use daemon::{default_mac, Daemon, DaemonError};

@@ -11,6 +11,28 @@ use switch::SharedCounters;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::command::{Command, CommandTx, PortRules};
+
+/// How long the control plane waits for a worker to answer a command. A worker that does
+/// not answer in time is reported (it is wedged, or stuck in a system call), and the
+/// control plane goes on without its answer instead of waiting forever.
+pub const WORKER_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits for a worker's reply to `what`, at most [`WORKER_REPLY_TIMEOUT`].
+fn reply<T>(wait: &Receiver<T>, worker: usize, what: &str) -> Option<T> {
+    match wait.recv_timeout(WORKER_REPLY_TIMEOUT) {
+        Ok(v) => Some(v),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            tracing::error!(
+                "worker {worker} did not answer {what} within {} ms: it is wedged; going on \
+                 without it",
+                WORKER_REPLY_TIMEOUT.as_millis()
+            );
+            None
+        }
+        // The worker is gone (its thread ended): nothing to wait for.
+        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+    }
+}
 use crate::links::{Links, Peer};
 use crate::mailbox::{mailbox, Receiver as MailReceiver, Sender as MailSender};
 use crate::policy::{Policy, Share};
@@ -250,10 +272,10 @@ impl Datapath {
 
     /// Removes a port, stopping its rings; returns once every worker let go of it.
     pub fn remove_port(&self, id: PortId) {
-        for w in &self.workers {
+        for (i, w) in self.workers.iter().enumerate() {
             let (done, wait) = mpsc::sync_channel(1);
             if w.cmd.send(Command::RemovePort { id, done }) {
-                let _ = wait.recv();
+                reply(&wait, i, "a port removal");
             }
         }
     }
@@ -270,12 +292,12 @@ impl Datapath {
     /// address wins).
     pub fn fdb(&self) -> Vec<FdbRow> {
         let mut rows: Vec<FdbRow> = Vec::new();
-        for w in &self.workers {
-            let (reply, wait) = mpsc::sync_channel(1);
-            if !w.cmd.send(Command::Fdb { reply }) {
+        for (i, w) in self.workers.iter().enumerate() {
+            let (tx, wait) = mpsc::sync_channel(1);
+            if !w.cmd.send(Command::Fdb { reply: tx }) {
                 continue;
             }
-            for r in wait.recv().unwrap_or_default() {
+            for r in reply(&wait, i, "an FDB dump").unwrap_or_default() {
                 match rows.iter_mut().find(|x| x.mac == r.mac && x.vlan == r.vlan) {
                     Some(x) if r.age < x.age => *x = r,
                     Some(_) => {}
@@ -333,15 +355,15 @@ pub struct VhostQueues {
 }
 
 impl VhostQueues {
-    fn cmd(&self, index: u16) -> Option<&CommandTx> {
-        self.cmds
-            .get(worker_of(self.id, index / 2, self.cmds.len()))
+    fn cmd(&self, index: u16) -> Option<(usize, &CommandTx)> {
+        let w = worker_of(self.id, index / 2, self.cmds.len());
+        Some((w, self.cmds.get(w)?))
     }
 }
 
 impl QueueControl for VhostQueues {
     fn start_queue(&mut self, q: ReadyQueue) {
-        if let Some(c) = self.cmd(q.index) {
+        if let Some((_, c)) = self.cmd(q.index) {
             c.send(Command::StartQueue {
                 id: self.id,
                 q: Box::new(q),
@@ -350,19 +372,22 @@ impl QueueControl for VhostQueues {
     }
 
     fn stop_queue(&mut self, index: u16) -> Option<u32> {
-        let (reply, wait) = mpsc::sync_channel(1);
-        if !self.cmd(index)?.send(Command::StopQueue {
+        let (tx, wait) = mpsc::sync_channel(1);
+        let (w, c) = self.cmd(index)?;
+        if !c.send(Command::StopQueue {
             id: self.id,
             index,
-            reply,
+            reply: tx,
         }) {
             return None;
         }
-        wait.recv().ok().flatten()
+        reply(&wait, w, "a ring stop").flatten()
     }
 
     fn set_call(&mut self, index: u16, call: Option<std::fs::File>) {
-        let Some(c) = self.cmd(index) else { return };
+        let Some((_, c)) = self.cmd(index) else {
+            return;
+        };
         c.send(Command::SetCall {
             id: self.id,
             index,

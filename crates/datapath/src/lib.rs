@@ -16,6 +16,7 @@
 //! | module     | what it holds                                                        |
 //! |------------|----------------------------------------------------------------------|
 //! | `types`    | `PortId`, `PortStatus`, `DatapathMode`, settings and limits            |
+//! | `loglimit` | rate-limited warnings (a budget of lines per source and window)       |
 //! | `io`       | the `writev` to a TAP fd (`unsafe`: raw iovecs)                        |
 //! | `mailbox`  | the lock-free ring between two workers (`unsafe`: shared buffer)       |
 //! | `policy`   | a port's security, VLAN, MTU and rate limits as one worker applies them |
@@ -37,6 +38,7 @@ mod handle;
 #[allow(unsafe_code)] // writev of raw iovecs to a TAP fd
 mod io;
 mod links;
+pub mod loglimit;
 #[allow(unsafe_code)] // the lock-free ring between two workers
 mod mailbox;
 mod policy;
@@ -44,7 +46,8 @@ mod port;
 mod types;
 mod worker;
 
-pub use handle::{Datapath, PortHandle, VhostQueues};
+pub use handle::{Datapath, PortHandle, VhostQueues, WORKER_REPLY_TIMEOUT};
+pub use loglimit::LogLimit;
 pub use types::{
     DatapathConfig, DatapathMode, FdbRow, Limit, PortId, PortPolicy, PortStatus, BURST, MAX_FRAME,
     MAX_WORKERS,

@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{
     FrontendReq, VhostUserConfig, VhostUserConfigFlags, VhostUserMemory, VhostUserMemoryRegion,
@@ -18,6 +19,9 @@ use vhost::vhost_user::{Error as VuError, VhostUserBackendReqHandlerMut};
 use vm_memory::ByteValued;
 
 use crate::{QueueControl, VhostUserNet};
+
+/// How long the rest of a message may take once its first bytes arrived.
+pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Largest message body accepted (vhost-user's own limit).
 pub const MAX_BODY: usize = 0x1000;
@@ -35,9 +39,12 @@ pub enum MsgError {
     /// The frontend closed the socket.
     #[error("frontend disconnected")]
     Disconnected,
-    /// A socket error (or a stall past the timeout).
+    /// A socket error.
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
+    /// A message started but was not complete within [`MESSAGE_DEADLINE`].
+    #[error("message not complete within {} ms", MESSAGE_DEADLINE.as_millis())]
+    Stalled,
     /// A malformed message.
     #[error("{0}")]
     Malformed(String),
@@ -83,18 +90,55 @@ enum Reply {
     Data(Vec<u8>),
 }
 
-/// Reads and handles one message.
-pub fn handle_one<C: QueueControl + std::fmt::Debug>(
-    sock: &mut UnixStream,
-    net: &mut VhostUserNet<C>,
-) -> Result<(), MsgError> {
+/// One message as read from the socket, not yet looked at beyond its header.
+#[derive(Debug)]
+pub struct Message {
+    code: u32,
+    flags: u32,
+    body: Vec<u8>,
+    files: Vec<File>,
+}
+
+/// Reads `buf.len()` bytes, all of them by `deadline`.
+fn read_exact_by(sock: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result<(), MsgError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(MsgError::Stalled);
+        }
+        sock.set_read_timeout(Some(left))?;
+        match sock.read(&mut buf[done..]) {
+            Ok(0) => return Err(MsgError::Disconnected),
+            Ok(n) => done += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(MsgError::Stalled)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one message: waits as long as it takes for its first bytes, then the whole
+/// message must arrive within [`MESSAGE_DEADLINE`] (a peer sending a byte at a time is
+/// dropped instead of holding its thread and its port's handler).
+pub fn read_message(sock: &mut UnixStream) -> Result<Message, MsgError> {
     let mut hdr = [0u8; HDR_LEN];
+    sock.set_read_timeout(None)?;
     let (n, files) = crate::sys::recv_with_files(sock, &mut hdr)?;
     if n == 0 {
         return Err(MsgError::Disconnected);
     }
+    let deadline = Instant::now() + MESSAGE_DEADLINE;
     if n < HDR_LEN {
-        sock.read_exact(&mut hdr[n..])?;
+        read_exact_by(sock, &mut hdr[n..], deadline)?;
     }
     let word = |i: usize| u32::from_ne_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
     let (code, flags, size) = (word(0), word(4), word(8));
@@ -105,8 +149,39 @@ pub fn handle_one<C: QueueControl + std::fmt::Debug>(
     if size > MAX_BODY {
         return Err(malformed(format!("message body of {size} bytes")));
     }
-    let mut b = vec![0u8; size];
-    sock.read_exact(&mut b)?;
+    let mut body = vec![0u8; size];
+    read_exact_by(sock, &mut body, deadline)?;
+    Ok(Message {
+        code,
+        flags,
+        body,
+        files,
+    })
+}
+
+/// Reads and handles one message (tests and fuzzing; the daemon reads without holding
+/// the handler, see [`read_message`] and [`handle_message`]).
+pub fn handle_one<C: QueueControl + std::fmt::Debug>(
+    sock: &mut UnixStream,
+    net: &mut VhostUserNet<C>,
+) -> Result<(), MsgError> {
+    let m = read_message(sock)?;
+    handle_message(sock, net, m)
+}
+
+/// Validates, dispatches and answers one message.
+pub fn handle_message<C: QueueControl + std::fmt::Debug>(
+    sock: &mut UnixStream,
+    net: &mut VhostUserNet<C>,
+    m: Message,
+) -> Result<(), MsgError> {
+    let Message {
+        code,
+        flags,
+        body: b,
+        files,
+    } = m;
+    let size = b.len();
     let req =
         FrontendReq::try_from(code).map_err(|()| malformed(format!("unknown request {code}")))?;
     tracing::trace!(

@@ -94,3 +94,17 @@ pub fn eventfd() -> io::Result<File> {
     // SAFETY: `fd` is a fresh descriptor nothing else owns.
     Ok(unsafe { File::from_raw_fd(fd) })
 }
+
+/// Whether the peer of `sock` has closed its end (or the socket failed), without
+/// reading anything and without waiting.
+pub fn peer_hung_up(sock: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd for the duration of the call; timeout 0 never waits.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}

@@ -283,6 +283,16 @@ pub enum ConfigError {
         /// The value given.
         value: u64,
     },
+    /// A daemon security setting is malformed.
+    #[error("bad `{key}` value `{value}`: expected {expected}")]
+    Security {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
     /// An unknown datapath mode.
     #[error("{message}")]
     Datapath {

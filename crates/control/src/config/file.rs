@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::access::{Access, RawAccess, RawSize, Security};
 use super::isolation::port_table;
 use super::validate::{check_mtu, check_queues, mac_for_port, port_datapath};
 use super::{
@@ -54,6 +55,39 @@ impl Config {
             }
             config.tap_hold_ms = value;
         }
+        let sec = &mut config.security;
+        for (field, key, value) in [
+            (&mut sec.user, "user", raw.user),
+            (&mut sec.socket_group, "socket_group", raw.socket_group),
+            (&mut sec.control_group, "control_group", raw.control_group),
+        ] {
+            if let Some(v) = value {
+                let (span, v) = (v.span(), v.into_inner());
+                *field = Some(
+                    Security::check_name(key, &v)
+                        .map(|()| v)
+                        .map_err(|e| at(span, e))?,
+                );
+            }
+        }
+        if let Some(m) = raw.socket_mode {
+            let (span, v) = (m.span(), m.into_inner());
+            sec.socket_mode = Some(Security::mode("socket_mode", &v).map_err(|e| at(span, e))?);
+        }
+        if let Some(m) = raw.seccomp {
+            let (span, v) = (m.span(), m.into_inner());
+            sec.seccomp = v.parse().map_err(|_| {
+                at(
+                    span,
+                    ConfigError::Security {
+                        key: "seccomp",
+                        value: v.clone(),
+                        expected: "enforce, log or off",
+                    },
+                )
+            })?;
+        }
+        sec.allow_shared_socket_dir = raw.allow_shared_socket_dir.unwrap_or(false);
         if let Some(fdb) = raw.fdb {
             if let Some(c) = fdb.capacity {
                 let (span, value) = (c.span(), c.into_inner());
@@ -149,6 +183,12 @@ struct RawConfig {
     workers: Option<Spanned<u64>>,
     datapath: Option<Spanned<String>>,
     tap_hold_ms: Option<Spanned<u64>>,
+    user: Option<Spanned<String>>,
+    seccomp: Option<Spanned<String>>,
+    socket_mode: Option<Spanned<String>>,
+    socket_group: Option<Spanned<String>>,
+    control_group: Option<Spanned<String>>,
+    allow_shared_socket_dir: Option<bool>,
     fdb: Option<RawFdb>,
     #[serde(default)]
     vhost_user: Vec<Spanned<RawVhostUser>>,
@@ -173,6 +213,11 @@ port_table! {
         queues: Option<u64>,
         mtu: Option<u64>,
         datapath: Option<String>,
+        mode: Option<String>,
+        group: Option<String>,
+        #[serde(default)]
+        uids: Vec<u32>,
+        max_mem: Option<RawSize>,
     }
 }
 
@@ -199,7 +244,17 @@ impl RawVhostUser {
             .map(|m| port_datapath(&name, m))
             .transpose()?;
         let isolation = iso.into_isolation(&name)?;
+        let access = Access::from_raw(
+            &name,
+            RawAccess {
+                mode: self.mode,
+                group: self.group,
+                uids: self.uids,
+                max_mem: self.max_mem,
+            },
+        )?;
         Ok(VhostUserPort {
+            access,
             name,
             socket,
             client: self.client.unwrap_or(false),

@@ -65,7 +65,9 @@ impl Default for Isolation {
     }
 }
 
-fn bad(
+/// A port setting's value is wrong: names the port, the key, the value and what was
+/// expected.
+pub(super) fn bad(
     port: &str,
     key: &'static str,
     value: impl fmt::Display,

@@ -38,6 +38,7 @@
 //! are shared by both; the errors are in module `error`. MAC addresses are
 //! [`wire::MacAddr`].
 
+mod access;
 mod error;
 mod file;
 mod isolation;
@@ -48,6 +49,9 @@ mod validate;
 pub use datapath::DatapathMode;
 pub use wire::MacAddr;
 
+pub use access::{
+    parse_mode, parse_size, Access, SeccompMode, Security, DEFAULT_SOCKET_MODE, MAX_MAX_MEM,
+};
 pub use error::{ConfigError, MacError, NameError};
 pub use file::Location;
 pub use isolation::{Isolation, DEFAULT_MAX_MACS_TAP, DEFAULT_MAX_MACS_VHOST, MAX_VLAN};

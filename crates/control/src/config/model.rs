@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use wire::MacAddr;
 
+use super::access::{Access, Security};
 use super::isolation::Isolation;
 use super::validate::{
     check_mtu, check_queues, check_station_mac, validate_name, validate_port_name,
@@ -33,6 +34,8 @@ pub struct Config {
     /// How long a frame from a TAP waits for its guest's rx buffers before it is dropped
     /// (the TAP queue behind it waits too), in milliseconds.
     pub tap_hold_ms: u64,
+    /// Privileges, seccomp, socket ownership.
+    pub security: Security,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             workers: DEFAULT_WORKERS,
             datapath: DatapathMode::Event,
             tap_hold_ms: DEFAULT_TAP_HOLD_MS,
+            security: Security::default(),
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct VhostUserPort {
     pub datapath: Option<DatapathMode>,
     /// Port security, learning limit, VLAN, rate limits.
     pub isolation: Isolation,
+    /// Socket mode, group and allowed peers; memory limit.
+    pub access: Access,
 }
 
 impl VhostUserPort {
@@ -168,6 +174,7 @@ impl VhostUserPort {
         if let Some(mac) = &self.mac {
             check_station_mac(&self.name, mac)?;
         }
+        self.access.validate(&self.name)?;
         self.isolation.validate(&self.name)
     }
 }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use wire::MacAddr;
 
+use super::access::Access;
 use super::isolation::Isolation;
 use super::validate::{check_mtu, check_queues, mac_for_port, port_datapath};
 use super::{ConfigError, TapPort, VhostUserPort};
@@ -25,8 +26,10 @@ macro_rules! keys {
         ]
     };
 }
-const VHOST_USER_KEYS: &[&str] =
-    keys!("name", "socket", "client", "mac", "queues", "mtu", "datapath");
+const VHOST_USER_KEYS: &[&str] = keys!(
+    "name", "socket", "client", "mac", "queues", "mtu", "datapath", "mode", "group", "uids",
+    "max-mem"
+);
 const TAP_KEYS: &[&str] = keys!("name", "ifname", "netns", "queues", "mac", "mtu");
 
 impl FromStr for VhostUserPort {
@@ -52,6 +55,7 @@ impl FromStr for VhostUserPort {
             .map(|m| port_datapath(&name, m))
             .transpose()?;
         let isolation = Isolation::from_spec(&name, |k| items.value(k))?;
+        let access = Access::from_spec(&name, |k| items.value(k))?;
         let port = VhostUserPort {
             name,
             socket,
@@ -61,6 +65,7 @@ impl FromStr for VhostUserPort {
             mtu,
             datapath,
             isolation,
+            access,
         };
         port.validate()?;
         Ok(port)
@@ -84,6 +89,7 @@ impl fmt::Display for VhostUserPort {
         if let Some(m) = self.datapath {
             write!(f, ",datapath={m}")?;
         }
+        self.access.fmt_spec(f)?;
         self.isolation.fmt_spec(f)
     }
 }

@@ -36,6 +36,7 @@ fn vm(name: &str, socket: &str) -> PortConfig {
         mtu: None,
         datapath: None,
         isolation: Isolation::default(),
+        access: Default::default(),
     })
 }
 
@@ -52,6 +53,7 @@ fn vm1_full() -> VhostUserPort {
         mtu: Some(9000),
         datapath: None,
         isolation: Isolation::default(),
+        access: Default::default(),
     }
 }
 
@@ -178,6 +180,7 @@ fn vhost_user_defaults_and_forms() {
             mtu: None,
             datapath: None,
             isolation: Isolation::default(),
+            access: Default::default(),
         }
     );
     assert_eq!(vhost(&p.to_string()).unwrap(), p);
@@ -208,13 +211,13 @@ fn vhost_user_unknown_key() {
             (
                 "name=vm1,socket2=/tmp/vm1.sock",
                 "unknown key `socket2` in `--vhost-user name=vm1,socket2=/tmp/vm1.sock` (known \
-                 keys: name, socket, client, mac, queues, mtu, datapath, spoofchk, ips, max-macs, vlan, trunk, ingress-mbit, ingress-kpps, \
+                 keys: name, socket, client, mac, queues, mtu, datapath, mode, group, uids, max-mem, spoofchk, ips, max-macs, vlan, trunk, ingress-mbit, ingress-kpps, \
                  egress-mbit, egress-kpps, flood-kpps)",
             ),
             (
                 "name=vm1,socket=/s,server",
                 "unknown key `server` in `--vhost-user name=vm1,socket=/s,server` (known keys: \
-                 name, socket, client, mac, queues, mtu, datapath, spoofchk, ips, max-macs, vlan, trunk, ingress-mbit, ingress-kpps, \
+                 name, socket, client, mac, queues, mtu, datapath, mode, group, uids, max-mem, spoofchk, ips, max-macs, vlan, trunk, ingress-mbit, ingress-kpps, \
                  egress-mbit, egress-kpps, flood-kpps)",
             ),
         ],
@@ -513,6 +516,7 @@ fn validate_ports_built_in_code() {
         mtu: None,
         datapath: None,
         isolation: Isolation::default(),
+        access: Default::default(),
     };
     c.ports = vec![PortConfig::VhostUser(p.clone())];
     assert_eq!(
@@ -637,6 +641,7 @@ fn toml_full() {
                     isolation: Isolation::default(),
                 }),
             ],
+            security: Default::default(),
         }
     );
     c.validate().unwrap();
@@ -678,14 +683,15 @@ fn toml_unknown_keys_with_location() {
             (
                 "[[vhost_user]]\nname = \"vm1\"\nsocket2 = \"/x\"\n",
                 "vnet.toml:3:1: unknown field `socket2`, expected one of `name`, `socket`, \
-                 `client`, `mac`, `queue_pairs`, `queues`, `mtu`, `datapath`, `spoofchk`, \
+                 `client`, `mac`, `queue_pairs`, `queues`, `mtu`, `datapath`, `mode`, `group`, `uids`, `max_mem`, \
+                 `spoofchk`, \
                  `allowed_macs`, `ips`, `max_macs`, `vlan`, `trunk`, `ingress_mbit`, \
                  `ingress_kpps`, `egress_mbit`, `egress_kpps`, `flood_kpps`",
             ),
             (
                 "workers = 1\n[switch]\n",
                 "vnet.toml:2:2: unknown field `switch`, expected one of `control`, `workers`, \
-                 `datapath`, `tap_hold_ms`, `fdb`, `vhost_user`, `tap`",
+                 `datapath`, `tap_hold_ms`, `user`, `seccomp`, `socket_mode`, `socket_group`, `control_group`, `allow_shared_socket_dir`, `fdb`, `vhost_user`, `tap`",
             ),
             (
                 "[fdb]\ncapacity = 1\nage = 3\n",
@@ -852,4 +858,82 @@ fn load_from_file() {
         e.starts_with(&format!("cannot read config file {}: ", path.display())),
         "{e}"
     );
+}
+
+// ---- socket access and daemon security
+
+#[test]
+fn access_keys_on_the_command_line_and_in_toml() {
+    let p = vhost("name=a,socket=/a,mode=0660,group=kvm,uids=0:107,max-mem=64G").unwrap();
+    assert_eq!(
+        p.access,
+        Access {
+            mode: Some(0o660),
+            group: Some("kvm".into()),
+            uids: vec![0, 107],
+            max_mem: Some(64 << 30),
+        }
+    );
+    assert_eq!(vhost(&p.to_string()).unwrap(), p, "{p}");
+    for (bad, key) in [
+        ("mode=0999", "mode"),
+        ("mode=1777", "mode"),
+        ("uids=0:x", "uids"),
+        ("max-mem=12Q", "max-mem"),
+        ("max-mem=1K", "max-mem"),
+        ("group=-x", "group"),
+    ] {
+        let e = vhost(&format!("name=a,socket=/a,{bad}")).unwrap_err();
+        assert!(e.contains(&format!("`{key}`")), "{bad}: {e}");
+        assert!(e.contains("port a"), "{bad}: {e}");
+    }
+    let c = toml(
+        r#"
+user = "vnet:kvm"
+seccomp = "log"
+socket_mode = "0660"
+socket_group = "kvm"
+control_group = "vnetadm"
+allow_shared_socket_dir = true
+[[vhost_user]]
+name = "a"
+socket = "/a"
+mode = "0600"
+uids = [107]
+max_mem = "1T"
+[[vhost_user]]
+name = "b"
+socket = "/b"
+max_mem = 1073741824
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.security,
+        Security {
+            user: Some("vnet:kvm".into()),
+            seccomp: SeccompMode::Log,
+            socket_mode: Some(0o660),
+            socket_group: Some("kvm".into()),
+            control_group: Some("vnetadm".into()),
+            allow_shared_socket_dir: true,
+        }
+    );
+    let PortConfig::VhostUser(a) = &c.ports[0] else {
+        panic!()
+    };
+    assert_eq!(a.access.uids, vec![107]);
+    assert_eq!(a.access.max_mem, Some(1 << 40));
+    let PortConfig::VhostUser(b) = &c.ports[1] else {
+        panic!()
+    };
+    assert_eq!(b.access.max_mem, Some(1 << 30));
+    let e = toml("seccomp = \"strict\"\n").unwrap_err();
+    assert!(e.contains("vnet.toml:1:") && e.contains("`seccomp`"), "{e}");
+    let e = toml("user = \"a:b:c\"\n").unwrap_err();
+    assert!(e.contains("`user`"), "{e}");
+    let e = toml("socket_mode = \"rw\"\n").unwrap_err();
+    assert!(e.contains("`socket_mode`"), "{e}");
+    assert_eq!(parse_size("512MiB"), Some(512 << 20));
+    assert_eq!(parse_mode("0o640"), Some(0o640));
 }

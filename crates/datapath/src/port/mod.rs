@@ -57,6 +57,8 @@ pub(crate) struct Port {
     /// Port security, VLAN, MTU, rate limits.
     pub policy: Box<Policy>,
     pub kind: Kind,
+    /// Budget of this port's warnings (a guest breaking its rings in a loop).
+    pub log: crate::loglimit::LogLimit,
 }
 
 impl Port {
@@ -81,6 +83,7 @@ impl Port {
             broken: false,
             mode,
             kind: Kind::Vhost(VhostRings::new(queue_pairs)),
+            log: Default::default(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Port {
             broken: false,
             mode: DatapathMode::Event,
             kind: Kind::Tap(TapPort::new(tap.ifname, tap.queues, read)),
+            log: Default::default(),
         }
     }
 
@@ -209,10 +213,14 @@ impl Port {
         if self.broken {
             return false;
         }
-        tracing::error!(
-            "port {}: guest violated the virtqueue rules ({e}); port marked broken until the frontend resets it",
-            self.name
-        );
+        if let Some(n) = self.log.allow(std::time::Instant::now()) {
+            tracing::error!(
+                "port {}: guest violated the virtqueue rules ({e}); port marked broken until \
+                 the frontend resets it{}",
+                self.name,
+                crate::loglimit::suppressed_note(n)
+            );
+        }
         self.broken = true;
         self.counters.count_drop(DropReason::RingBroken);
         self.status.set_broken(Some(e.to_string()));
