@@ -157,6 +157,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("installing signal handlers")?;
     let mut daemon = Daemon::new(&cfg)?;
+    daemon.lockdown(&cfg.security)?;
     tracing::info!(
         "vnetd {} running with {} port(s), {:?} datapath, {} worker(s); control socket {}",
         env!("CARGO_PKG_VERSION"),

@@ -24,6 +24,8 @@ use crate::config::{
     Config, Isolation, PortConfig, TapPort, VhostUserPort, DEFAULT_MAX_MACS_TAP,
     DEFAULT_MAX_MACS_VHOST, DEFAULT_SOCKET_MODE,
 };
+use crate::config::{SeccompMode, Security};
+use crate::lockdown::{self, LockdownError, ThreadKind};
 use crate::sockets::{self, DirRule, Owner};
 
 /// How often a client-mode port retries connecting to its VMM's socket. There is no
@@ -67,6 +69,9 @@ pub enum DaemonError {
         /// Cause.
         err: std::io::Error,
     },
+    /// Dropping privileges or installing seccomp filters failed.
+    #[error("{0}")]
+    Lockdown(#[from] LockdownError),
     /// The worker count is out of range.
     #[error("workers = {0}: must be in 1..={max}", max = datapath::MAX_WORKERS)]
     Workers(usize),
@@ -168,6 +173,8 @@ pub struct Daemon {
     /// Socket files' owner, mode and group defaults.
     sockets: SocketDefaults,
     clients_log: LogLimit,
+    /// `--user`, resolved: `(uid, gid)`.
+    run_as: Option<(u32, u32)>,
     // Declared last: dropped after the ports' handlers, so their stop commands still land.
     dp: Datapath,
 }
@@ -247,6 +254,7 @@ impl Daemon {
             rule,
             sockets: sockets_def,
             clients_log: LogLimit::default(),
+            run_as,
             dp,
         };
         let ev = EpollEvent::new(EventSet::IN, Token::ConnDone.pack());
@@ -281,6 +289,40 @@ impl Daemon {
             }
         }
         Ok(d)
+    }
+
+    /// Drops what vnetd no longer needs once set up: switches to `--user` (no
+    /// capabilities), sets `no_new_privs` and installs the seccomp filters on every worker
+    /// and on this (control) thread, whose later connection threads inherit it.
+    pub fn lockdown(&mut self, sec: &Security) -> Result<(), DaemonError> {
+        match self.run_as {
+            Some((uid, gid)) => {
+                lockdown::switch_user(uid, gid)?;
+                tracing::info!("running as uid {uid}, gid {gid}, with no capabilities");
+            }
+            None => lockdown::set_no_new_privs()?,
+        }
+        let worker = lockdown::filter(ThreadKind::Worker, sec.seccomp)?;
+        let control = lockdown::filter(ThreadKind::Control, sec.seccomp)?;
+        self.dp
+            .lockdown(|_| {
+                let f = worker.clone();
+                Box::new(move || {
+                    lockdown::set_no_new_privs().map_err(|e| e.to_string())?;
+                    match &f {
+                        Some(f) => lockdown::apply(f).map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    }
+                })
+            })
+            .map_err(LockdownError::Seccomp)?;
+        if let Some(f) = &control {
+            lockdown::apply(f)?;
+        }
+        if sec.seccomp != SeccompMode::Off {
+            tracing::info!("seccomp filters installed ({})", sec.seccomp);
+        }
+        Ok(())
     }
 
     fn add_vhost_user(&mut self, vu: &VhostUserPort) -> Result<(), DaemonError> {

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod daemon;
+pub mod lockdown;
 pub mod sockets;
 
 pub use daemon::{default_mac, Daemon, DaemonError};

@@ -62,8 +62,17 @@ pub(crate) enum Command {
     Fdb {
         reply: SyncSender<Vec<FdbRow>>,
     },
+    /// Runs `apply` on the worker's own thread (installing its seccomp filter) and
+    /// reports the result.
+    Lockdown {
+        apply: LockdownFn,
+        done: SyncSender<Result<(), String>>,
+    },
     Shutdown,
 }
+
+/// What a worker runs to lock itself down (a seccomp filter applies to the calling thread).
+pub type LockdownFn = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// Commands plus the eventfd that wakes the worker to read them.
 #[derive(Clone)]

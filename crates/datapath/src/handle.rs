@@ -280,6 +280,26 @@ impl Datapath {
         }
     }
 
+    /// Runs `make(worker)`'s function on each worker's own thread (between bursts), one
+    /// worker after the other; the first error, or a worker that does not answer, stops it.
+    pub fn lockdown(
+        &self,
+        make: impl Fn(usize) -> crate::command::LockdownFn,
+    ) -> Result<(), String> {
+        for (i, w) in self.workers.iter().enumerate() {
+            let (done, wait) = mpsc::sync_channel(1);
+            if !w.cmd.send(Command::Lockdown {
+                apply: make(i),
+                done,
+            }) {
+                return Err(format!("worker {i} is gone"));
+            }
+            reply(&wait, i, "its lockdown")
+                .ok_or_else(|| format!("worker {i} did not answer"))??;
+        }
+        Ok(())
+    }
+
     /// The [`QueueControl`] a port's vhost-user handler uses.
     pub fn vhost_queues(&self, id: PortId) -> VhostQueues {
         VhostQueues {

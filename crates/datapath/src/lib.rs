@@ -46,6 +46,7 @@ mod port;
 mod types;
 mod worker;
 
+pub use command::LockdownFn;
 pub use handle::{Datapath, PortHandle, VhostQueues, WORKER_REPLY_TIMEOUT};
 pub use loglimit::LogLimit;
 pub use types::{

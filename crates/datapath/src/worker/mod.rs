@@ -592,6 +592,9 @@ impl Worker {
                     q.call = call;
                 }
             }
+            Command::Lockdown { apply, done } => {
+                let _ = done.send(apply());
+            }
             Command::Fdb { reply } => {
                 let now = Instant::now();
                 let ports = &self.sw.ports;
