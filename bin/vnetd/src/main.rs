@@ -137,6 +137,22 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let port = control::current_port()
+            .map(|p| format!(", port {p}"))
+            .unwrap_or_default();
+        // Release builds abort after this (panic = "abort"): a panic is a bug in vnetd,
+        // never a guest's doing, and a worker that died quietly would leave its ports dark.
+        tracing::error!(
+            "vnetd bug: panic in thread {}{port}: {info}; aborting",
+            thread.name().unwrap_or("unnamed")
+        );
+        eprintln!(
+            "vnetd: panic in thread {}{port}: {info}",
+            thread.name().unwrap_or("unnamed")
+        );
+    }));
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,3 +14,5 @@ pub mod lockdown;
 pub mod sockets;
 
 pub use daemon::{default_mac, Daemon, DaemonError};
+/// The port the calling datapath thread was working on (for the panic hook).
+pub use datapath::current::port_name as current_port;

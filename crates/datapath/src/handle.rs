@@ -261,6 +261,7 @@ impl Datapath {
 
     fn new_handle(&mut self, name: &str, rings: usize) -> PortHandle {
         let id = PortId(self.next_id);
+        crate::current::register(id, name);
         self.next_id = self.next_id.wrapping_add(1);
         PortHandle {
             id,

@@ -16,6 +16,7 @@
 //! | module     | what it holds                                                        |
 //! |------------|----------------------------------------------------------------------|
 //! | `types`    | `PortId`, `PortStatus`, `DatapathMode`, settings and limits            |
+//! | `current`  | the port a worker works on, named in panic messages                  |
 //! | `loglimit` | rate-limited warnings (a budget of lines per source and window)       |
 //! | `io`       | the `writev` to a TAP fd (`unsafe`: raw iovecs)                        |
 //! | `mailbox`  | the lock-free ring between two workers (`unsafe`: shared buffer)       |
@@ -32,6 +33,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod command;
+pub mod current;
 mod forward;
 mod frame;
 mod handle;

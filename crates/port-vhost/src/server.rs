@@ -101,8 +101,9 @@ impl Connection {
             .spawn(move || {
                 let why = serve(stream, &net);
                 lock(&net).reset();
-                on_exit(&why);
+                // Finished before `on_exit` wakes the owner, so it finds this one done.
                 flag.store(true, Ordering::Release);
+                on_exit(&why);
                 why
             })?;
         Ok(Connection {

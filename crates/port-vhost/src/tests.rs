@@ -367,6 +367,7 @@ fn set_vring_enable_starts_and_stops_the_second_pair() {
 
 #[test]
 #[allow(unsafe_code)]
+#[allow(clippy::incompatible_msrv)] // std::io::pipe in a test; builds use a newer toolchain
 fn notification_fds_must_be_eventfds_and_become_non_blocking() {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let mut n = ready(features::VERSION_1_ONLY);

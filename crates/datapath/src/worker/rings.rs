@@ -31,6 +31,7 @@ impl Worker {
         let mut i = 0;
         while i < self.pending.len() {
             let (id, qp) = self.pending[i];
+            crate::current::set(Some(id));
             let more = self.process_tx(id, qp, now);
             if more {
                 i += 1;
@@ -38,6 +39,7 @@ impl Worker {
                 self.pending.swap_remove(i);
             }
         }
+        crate::current::set(None);
     }
 
     /// The running txq of pair `qp` of port `id`, unless the port is broken.
