@@ -253,3 +253,68 @@ pub struct Filters {
     allow: BpfProgram,
     no_open: BpfProgram,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    const VICTIM: &str = "VNET_SECCOMP_VICTIM";
+
+    /// Does nothing on its own. Run by `a_forbidden_system_call_kills_or_is_logged` in a
+    /// child process: installs a worker's filters, then opens a file (refused with EACCES)
+    /// and makes a system call on no list (`getcwd`).
+    #[test]
+    fn victim() {
+        let Ok(mode) = std::env::var(VICTIM) else {
+            return;
+        };
+        let f = filter(ThreadKind::Worker, mode.parse().unwrap())
+            .unwrap()
+            .unwrap();
+        apply(&f).unwrap();
+        let open = std::fs::File::open("/proc/self/status").map_err(|e| e.kind());
+        println!("open: {open:?}");
+        let cwd = std::env::current_dir();
+        println!("survived getcwd: {}", cwd.is_ok());
+        std::process::exit(0);
+    }
+
+    fn run_victim(mode: &str) -> std::process::Output {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lockdown::tests::victim",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(VICTIM, mode)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_forbidden_system_call_kills_or_is_logged() {
+        let out = run_victim("enforce");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{stdout}");
+        assert!(stdout.contains("open: Err(PermissionDenied)"), "{stdout}");
+        assert!(!stdout.contains("survived"), "{stdout}");
+        let out = run_victim("log");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{:?}: {stdout}", out.status);
+        assert!(stdout.contains("survived getcwd: true"), "{stdout}");
+        assert!(filter(ThreadKind::Control, SeccompMode::Off)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn the_control_list_extends_the_worker_list() {
+        let w = allowlist(ThreadKind::Worker);
+        let c = allowlist(ThreadKind::Control);
+        assert!(w.iter().all(|nr| c.contains(nr)));
+        assert!(c.contains(&libc::SYS_accept4) && !w.contains(&libc::SYS_accept4));
+        assert!(!c.contains(&libc::SYS_execve) && !c.contains(&libc::SYS_ptrace));
+    }
+}

@@ -130,6 +130,18 @@ fn served(path: &Path) -> io::Result<bool> {
 /// control thread's poll loop). A stale socket file is replaced; a live one, or any other
 /// kind of file, is an error naming the path.
 pub fn listen(path: &Path, owner: Owner, rule: DirRule) -> io::Result<UnixListener> {
+    let dir = parent(path);
+    if !dir.exists() {
+        // A missing directory is created 0755, owned by root: only vnetd writes in it.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
+            .create(&dir)
+            .map_err(|e| {
+                err(
+                    e.kind(),
+                    format!("creating directory {}: {e}", dir.display()),
+                )
+            })?;
+    }
     check_dir(path, rule)?;
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if !md.file_type().is_socket() {
