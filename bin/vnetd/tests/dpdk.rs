@@ -51,6 +51,16 @@ fn vnetd() -> Vnetd {
     Vnetd::start_ports(&[("a", &ma), ("b", &mb)])
 }
 
+/// testpmd's ports 0 and 1 on vnetd's a and b, one queue pair, `mac` forwarding.
+fn paired_ab() -> Paired {
+    Paired {
+        macs: [MAC_A, MAC_B],
+        queues: 1,
+        min_packets: MIN_PACKETS,
+        slack: RING,
+    }
+}
+
 fn txonly_to_rxonly(bin: &Path, variant: &str, extra: &str) {
     let mut v = vnetd();
     let cpus = cpus();
@@ -187,12 +197,7 @@ fn testpmd_io_forward_both_ports() {
     let t0 = Instant::now();
     // `mac` forwarding: what port 0 receives leaves port 1 with source MAC_B and destination
     // MAC_A (port 1's peer), and the other way round; `--tx-first` seeds a burst on each.
-    let paired = Paired {
-        macs: [MAC_A, MAC_B],
-        queues: 1,
-        min_packets: MIN_PACKETS,
-        slack: RING,
-    };
+    let paired = paired_ab();
     let mut t = paired.start(&bin, &v, "ab-mac");
     paired.check(&v, &mut t, Instant::now(), RUN, "");
 
@@ -224,4 +229,20 @@ Port 0 is closed
         r.ports.iter().map(|p| (p.rx, p.tx)).collect::<Vec<_>>(),
         vec![(5463648, 5462720), (12, 34)]
     );
+}
+
+#[test]
+fn testpmd_forwards_through_vnetd_running_as_nobody() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = dpdk() else { return };
+    // The hardened daemon: nobody, no capabilities, seccomp enforced (the default).
+    let (ma, mb) = (format!("mac={}", MAC_A), format!("mac={}", MAC_B));
+    let v = Vnetd::start_ports_args(&[("a", &ma), ("b", &mb)], &["--user", "nobody"]);
+    let paired = paired_ab();
+    let mut t = paired.start(&bin, &v, "ab-nobody");
+    paired.check(&v, &mut t, Instant::now(), RUN, " (vnetd as nobody)");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", v.pid())).unwrap();
+    assert!(status.contains("Uid:\t65534"), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
 }

@@ -105,6 +105,79 @@ fn runs_as_the_user_with_no_capabilities_and_seccomp_on_every_thread() {
     }
 }
 
+/// A persistent TAP, deleted on drop.
+struct PersistentTap(String);
+
+impl Drop for PersistentTap {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["tuntap", "del", "dev", &self.0, "mode", "tap"])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip {args:?}");
+}
+
+#[test]
+fn a_persistent_tap_owned_by_the_user_attaches_without_any_capability() {
+    if !netns::can_use_tap() {
+        return;
+    }
+    let ifname = format!("vnpt{}", std::process::id() % 100_000);
+    ip(&[
+        "tuntap", "add", "dev", &ifname, "mode", "tap", "user", "nobody", "vnet_hdr",
+    ]);
+    let _tap = PersistentTap(ifname.clone());
+    ip(&["link", "set", &ifname, "mtu", "1500", "up"]);
+    let dir = test_dir("vnet-nocaps");
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let args: Vec<String> = vec![
+        "--control".into(),
+        dir.join("ctl.sock").display().to_string(),
+        "--vhost-user".into(),
+        format!("name=a,socket={}", dir.join("a.sock").display()),
+        "--tap".into(),
+        format!("name=host,ifname={ifname},mtu=1500"),
+    ];
+    // vnetd never has a capability: started as nobody, with none to inherit.
+    let wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ];
+    let v = Vnetd::start_wrapped(&wrapper, dir, &args, vec!["a.sock".into()]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", v.pid())).unwrap();
+    assert!(status.contains("CapPrm:\t0000000000000000"), "{status}");
+    assert!(status.contains("Uid:\t65534"), "{status}");
+    v.wait_ports("TAP up", |p| {
+        p.iter()
+            .any(|p| p.name == "host" && p.state == api::PortState::Up)
+    });
+    // A broadcast from the guest reaches the host through the TAP.
+    let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    let deadline = Instant::now() + WAIT;
+    while v.port_stats("host").tx_packets == 0 {
+        assert!(Instant::now() < deadline, "nothing reached the TAP");
+        a.send(
+            0,
+            &virtio_net::NetHdr::default(),
+            &frame(MacAddr::BROADCAST, mac(1), 60, 1),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn socket_modes_groups_and_allowed_peers() {
     let dir = test_dir("vnet-sockmode");
@@ -396,7 +469,7 @@ fn memory_from_pipes_sockets_or_over_max_mem_is_refused() {
 #[test]
 fn a_dribbling_vmm_or_control_client_holds_nobody_up() {
     let v = Vnetd::start(&["a", "b"]);
-    // A VMM on port a sends a message one byte at a time, slowly.
+    // A VMM on port a sends a message one byte per second.
     let dribbler = {
         let path = v.sock("a");
         std::thread::spawn(move || {
@@ -411,7 +484,7 @@ fn a_dribbling_vmm_or_control_client_holds_nobody_up() {
                     break;
                 }
                 sent += 1;
-                std::thread::sleep(Duration::from_millis(400));
+                std::thread::sleep(Duration::from_secs(1));
             }
             sent
         })

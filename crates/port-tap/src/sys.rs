@@ -125,28 +125,43 @@ fn ifreq_ioctl(req: libc::c_ulong, r: &mut IfReq) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets IFF_UP on `ifname` (in the current network namespace).
+// Each setter reads first and changes nothing that is already as asked: reading needs no
+// privilege, so a persistent TAP prepared by the operator (`ip tuntap add ... user vnet`,
+// up, with its MAC and MTU) attaches without CAP_NET_ADMIN.
+
+/// Sets IFF_UP on `ifname` (in the current network namespace), unless it is up.
 pub fn set_up(ifname: &str) -> io::Result<()> {
     let mut r = IfReq::new(ifname)?;
     ifreq_ioctl(libc::SIOCGIFFLAGS, &mut r)?;
     let up = i16::try_from(libc::IFF_UP).unwrap_or(1);
+    if r.get_i16() & up != 0 {
+        return Ok(());
+    }
     let flags = r.get_i16() | up;
     r.set_i16(flags);
     ifreq_ioctl(libc::SIOCSIFFLAGS, &mut r)
 }
 
-/// Sets the MAC address of `ifname`.
+/// Sets the MAC address of `ifname`, unless it has it.
 pub fn set_mac(ifname: &str, mac: wire::MacAddr) -> io::Result<()> {
     let mut r = IfReq::new(ifname)?;
+    ifreq_ioctl(libc::SIOCGIFHWADDR, &mut r)?;
+    if &r.data[2..8] == mac.as_bytes() {
+        return Ok(());
+    }
     // struct sockaddr { sa_family_t sa_family; char sa_data[14]; }
     r.data[..2].copy_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
     r.data[2..8].copy_from_slice(mac.as_bytes());
     ifreq_ioctl(libc::SIOCSIFHWADDR, &mut r)
 }
 
-/// Sets the MTU of `ifname`.
+/// Sets the MTU of `ifname`, unless it has it.
 pub fn set_mtu(ifname: &str, mtu: u16) -> io::Result<()> {
     let mut r = IfReq::new(ifname)?;
+    ifreq_ioctl(libc::SIOCGIFMTU, &mut r)?;
+    if r.data[..4] == i32::from(mtu).to_ne_bytes() {
+        return Ok(());
+    }
     r.data[..4].copy_from_slice(&i32::from(mtu).to_ne_bytes());
     ifreq_ioctl(libc::SIOCSIFMTU, &mut r)
 }

@@ -61,8 +61,27 @@ impl Vnetd {
 
     /// Starts vnetd with raw arguments and waits for the named socket files in `dir`.
     pub fn start_with(dir: PathBuf, args: &[String], wait_for: Vec<String>) -> Vnetd {
+        Self::start_wrapped(&[], dir, args, wait_for)
+    }
+
+    /// [`Vnetd::start_with`] through a program that execs vnetd (such as `setpriv ...`).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        dir: PathBuf,
+        args: &[String],
+        wait_for: Vec<String>,
+    ) -> Vnetd {
         let log = dir.join("vnetd.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vnetd"))
+        let vnetd = env!("CARGO_BIN_EXE_vnetd");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(vnetd);
+                c
+            }
+            None => Command::new(vnetd),
+        };
+        let child = cmd
             .args(args)
             .env("VNET_LOG", "debug")
             .stdout(Stdio::null())
