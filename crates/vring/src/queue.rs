@@ -165,6 +165,9 @@ pub struct SplitQueue {
     next_used: u16,
     /// Used elements not yet published.
     shadow: Vec<(u32, u32)>,
+    /// IN_ORDER on a ring the device only reads: a flush writes one used element, the
+    /// last buffer's, and advances `used.idx` past the whole batch (§2.7.9.1).
+    batch_used: bool,
     /// Region index that answered the last translation.
     hint: usize,
 }
@@ -209,6 +212,7 @@ impl SplitQueue {
             avail_idx: cfg.next_avail,
             next_used: 0,
             shadow: Vec::with_capacity(usize::from(size)),
+            batch_used: cfg.in_order && cfg.device_reads,
             hint: 0,
             mem,
         };
@@ -385,12 +389,30 @@ impl SplitQueue {
 
     /// Publishes the shadow used elements with one Release store of `used.idx` and says
     /// whether the driver wants a call (EVENT_IDX `used_event`, or NO_INTERRUPT unset).
+    /// With IN_ORDER on a ring the device only reads, only the batch's last element is
+    /// written (at its own slot), and `used.idx` moves past every buffer of the batch: the
+    /// driver takes all buffers up to that one as used, in order (§2.7.9.1).
     pub fn flush_used(&mut self) -> bool {
         if self.shadow.is_empty() {
             return false;
         }
         let old = self.next_used;
         let mask = self.size - 1;
+        if self.batch_used && self.shadow.len() > 1 {
+            // shadow.len() <= size <= 32768
+            let n = u16::try_from(self.shadow.len()).unwrap_or(self.size);
+            let (id, len) = self.shadow[self.shadow.len() - 1];
+            let new = old.wrapping_add(n);
+            let slot = usize::from(new.wrapping_sub(1) & mask);
+            // SAFETY: `slot < size`, inside the checked used ring.
+            unsafe { self.store_used(slot, id, len) };
+            self.shadow.clear();
+            self.next_used = new;
+            // SAFETY: used ring checked in `new`; `used+2` is 2-aligned.
+            // Release: the element written above becomes visible before the new index.
+            unsafe { access::store_u16_release(self.used.add(2), new) };
+            return self.needs_call(old, new);
+        }
         let mut idx = old;
         for &(id, len) in &self.shadow {
             let slot = usize::from(idx & mask);

@@ -582,6 +582,72 @@ fn spanning_buffer_becomes_two_segments() {
     assert_eq!(&got, b"ABCDEFGHIJKLMNOP");
 }
 
+/// A split txq with IN_ORDER: one flush of three chains writes one used element (the
+/// last chain's head, at its own slot) and moves `used.idx` by three; without IN_ORDER,
+/// or on an rxq, every chain gets its element.
+#[test]
+fn in_order_txq_publishes_one_used_element_per_batch() {
+    for (in_order, device_reads, batched) in [
+        (true, true, true),
+        (false, true, false),
+        (true, false, false),
+    ] {
+        let mem = Arc::new(
+            GuestMemory::map(vec![RegionSpec {
+                gpa: 0,
+                size: 1 << 20,
+                uaddr: 0,
+                mmap_offset: 0,
+                file: memfd(1 << 20),
+            }])
+            .unwrap(),
+        );
+        let (desc, avail, used) = (0u64, 0x400u64, 0x800u64);
+        // Descriptors 0..3, one 64-byte buffer each, all three made available.
+        for i in 0..3u64 {
+            let mut raw = [0u8; 16];
+            raw[..8].copy_from_slice(&(0x1000 + 0x100 * i).to_le_bytes());
+            raw[8..12].copy_from_slice(&64u32.to_le_bytes());
+            assert!(mem.write(desc + 16 * i, &raw));
+            assert!(mem.write(avail + 4 + 2 * i, &(i as u16).to_le_bytes()));
+        }
+        assert!(mem.write(avail + 2, &3u16.to_le_bytes()));
+        // Stale garbage in the used ring, to see which elements get written.
+        assert!(mem.write(used + 4, &[0xee; 8 * 8]));
+        let c = QueueConfig {
+            size: 8,
+            desc_uaddr: desc,
+            avail_uaddr: avail,
+            used_uaddr: used,
+            in_order,
+            device_reads,
+            ..Default::default()
+        };
+        let mut q = SplitQueue::new(mem.clone(), &c).unwrap();
+        q.refresh_avail().unwrap();
+        let mut ch = Chain::new();
+        for _ in 0..3 {
+            assert!(q.pop(&mut ch).unwrap());
+            q.push_used(&ch, 0);
+        }
+        q.flush_used();
+        let mut idx = [0u8; 2];
+        assert!(mem.read(used + 2, &mut idx));
+        assert_eq!(u16::from_le_bytes(idx), 3);
+        let elem = |slot: u64| {
+            let mut e = [0u8; 8];
+            assert!(mem.read(used + 4 + 8 * slot, &mut e));
+            u32::from_le_bytes([e[0], e[1], e[2], e[3]])
+        };
+        assert_eq!(elem(2), 2, "the last chain's element");
+        if batched {
+            assert_eq!((elem(0), elem(1)), (0xeeee_eeee, 0xeeee_eeee));
+        } else {
+            assert_eq!((elem(0), elem(1)), (0, 1));
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     /// Differential: whenever our queue accepts a direct chain, virtio-queue's device-side
