@@ -50,6 +50,22 @@ enum Command {
     },
     /// Versions of vnetctl and of the running vnetd.
     Version,
+    /// Add a port while the others keep forwarding; SPEC exactly as vnetd's own flag.
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["vhost_user", "tap"])))]
+    AddPort {
+        /// A vhost-user port: name=NAME,socket=PATH[,client][,mac=MAC]... (vnetd --help).
+        #[arg(long = "vhost-user", value_name = "SPEC")]
+        vhost_user: Option<String>,
+        /// A TAP port: name=NAME,ifname=IF[,netns=NS]... (vnetd --help).
+        #[arg(long, value_name = "SPEC")]
+        tap: Option<String>,
+    },
+    /// Remove a port: its frontend is disconnected, the socket file vnetd created removed,
+    /// its frames and FDB entries released.
+    DelPort {
+        /// The port's name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +89,18 @@ fn pretty(json: serde_json::Result<String>) -> anyhow::Result<String> {
     let mut s = json.context("encoding JSON output")?;
     s.push('\n');
     Ok(s)
+}
+
+/// The message of a `done` reply, as a line.
+fn done(resp: Response, req: Request) -> anyhow::Result<String> {
+    match resp {
+        Response::Done { message } => Ok(format!("{message}\n")),
+        other => bail!(
+            "vnetd answered `{}` with a `{}` reply",
+            req.name(),
+            other.name()
+        ),
+    }
 }
 
 /// Runs one command and returns what to print.
@@ -109,6 +137,24 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             Response::Fdb(entries) => Ok(render::fdb_table(&entries)),
             other => Err(unexpected(Request::Fdb, &other)),
         },
+        Command::AddPort { vhost_user, tap } => {
+            let req = match (vhost_user, tap) {
+                (Some(spec), None) => Request::AddPort {
+                    kind: api::PortKind::VhostUser,
+                    spec: spec.clone(),
+                },
+                (None, Some(spec)) => Request::AddPort {
+                    kind: api::PortKind::Tap,
+                    spec: spec.clone(),
+                },
+                _ => bail!("add-port takes one of --vhost-user SPEC or --tap SPEC"),
+            };
+            done(query(req.clone())?, req)
+        }
+        Command::DelPort { name } => {
+            let req = Request::DelPort { name: name.clone() };
+            done(query(req.clone())?, req)
+        }
         Command::Version => {
             // The client's own version is printed even when vnetd cannot be reached.
             println!("vnetctl {}", env!("CARGO_PKG_VERSION"));

@@ -119,11 +119,6 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         cfg.control = Some(PathBuf::from(api::DEFAULT_CONTROL_PATH));
     }
     cfg.validate()?;
-    if cfg.ports.is_empty() {
-        anyhow::bail!(
-            "no ports configured: give --vhost-user name=...,socket=... or --config FILE"
-        );
-    }
     Ok(cfg)
 }
 

@@ -36,7 +36,7 @@ pub const DEFAULT_CONTROL_PATH: &str = "/run/vnet/vnetd.sock";
 pub const MAX_LINE_LEN: usize = 16 << 20;
 
 /// A request from a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     /// List the ports and their state.
@@ -47,6 +47,19 @@ pub enum Request {
     Fdb,
     /// The daemon's version.
     Version,
+    /// Add a port while the others keep forwarding.
+    AddPort {
+        /// What kind of port `spec` describes.
+        kind: PortKind,
+        /// The port exactly as vnetd's `--vhost-user` or `--tap` flag takes it.
+        spec: String,
+    },
+    /// Remove a port: its rings stop, its frontend is disconnected, the socket file vnetd
+    /// created is removed, its frames and FDB entries are released.
+    DelPort {
+        /// The port's name.
+        name: String,
+    },
 }
 
 impl Request {
@@ -57,6 +70,8 @@ impl Request {
             Request::Stats => "stats",
             Request::Fdb => "fdb",
             Request::Version => "version",
+            Request::AddPort { .. } => "add_port",
+            Request::DelPort { .. } => "del_port",
         }
     }
 }
@@ -76,6 +91,11 @@ pub enum Response {
         /// The daemon's version string.
         version: String,
     },
+    /// A change was made; what it was, for humans.
+    Done {
+        /// What changed.
+        message: String,
+    },
     /// The request failed.
     Error {
         /// What went wrong, for humans.
@@ -91,6 +111,7 @@ impl Response {
             Response::Stats(_) => "stats",
             Response::Fdb(_) => "fdb",
             Response::Version { .. } => "version",
+            Response::Done { .. } => "done",
             Response::Error { .. } => "error",
         }
     }

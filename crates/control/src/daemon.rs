@@ -72,6 +72,9 @@ pub enum DaemonError {
     /// Dropping privileges or installing seccomp filters failed.
     #[error("{0}")]
     Lockdown(#[from] LockdownError),
+    /// The configuration (with a port being added) is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     /// The worker count is out of range.
     #[error("workers = {0}: must be in 1..={max}", max = datapath::MAX_WORKERS)]
     Workers(usize),
@@ -163,9 +166,13 @@ struct Client {
 pub struct Daemon {
     epoll: Epoll,
     control: Option<(UnixListener, PathBuf)>,
-    ports: Vec<Port>,
+    /// vhost-user ports by slot (a removed port leaves its slot empty: slots are in the
+    /// epoll tokens of its listener).
+    ports: Vec<Option<Port>>,
     taps: Vec<TapCtl>,
     clients: Vec<Option<Client>>,
+    /// The running configuration (command line, file and runtime changes).
+    cfg: Config,
     /// Connection threads write here when they end.
     conn_done: Arc<EventFd>,
     /// Where sockets may be.
@@ -192,7 +199,7 @@ struct SocketDefaults {
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
-            .field("ports", &self.ports.len())
+            .field("ports", &self.ports.iter().flatten().count())
             .finish()
     }
 }
@@ -250,6 +257,10 @@ impl Daemon {
             ports: Vec::new(),
             taps: Vec::new(),
             clients: Vec::new(),
+            cfg: Config {
+                ports: Vec::new(),
+                ..cfg.clone()
+            },
             conn_done: Arc::new(EventFd::new(EFD_NONBLOCK)?),
             rule,
             sockets: sockets_def,
@@ -280,13 +291,10 @@ impl Daemon {
             d.epoll.ctl(ControlOperation::Add, fd, ev)?;
         }
         for pc in &cfg.ports {
-            match pc {
-                PortConfig::VhostUser(vu) => d.add_vhost_user(vu)?,
-                PortConfig::Tap(t) => {
-                    let tap = open_tap(&mut d.dp, t)?;
-                    d.taps.push(tap);
-                }
-            }
+            d.add_port(pc)?;
+        }
+        if cfg.ports.is_empty() {
+            tracing::info!("no ports yet: add them with `vnetctl add-port`");
         }
         Ok(d)
     }
@@ -325,6 +333,62 @@ impl Daemon {
         Ok(())
     }
 
+    /// Adds a port, at start-up or while the others run, after checking it against the
+    /// running configuration (names, sockets, interfaces, MACs).
+    pub fn add_port(&mut self, pc: &PortConfig) -> Result<(), DaemonError> {
+        let mut next = self.cfg.clone();
+        next.ports.push(pc.clone());
+        next.validate()?;
+        match pc {
+            PortConfig::VhostUser(vu) => self.add_vhost_user(vu)?,
+            PortConfig::Tap(t) => {
+                let tap = open_tap(&mut self.dp, t)?;
+                self.taps.push(tap);
+            }
+        }
+        self.cfg = next;
+        Ok(())
+    }
+
+    /// Removes a port while the others run: its rings stop, its frontend is disconnected,
+    /// the socket file vnetd created goes, and the datapath releases its held frames and
+    /// FDB entries. Returns what was done.
+    pub fn del_port(&mut self, name: &str) -> Result<String, String> {
+        let slot = self
+            .ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name));
+        let what = if let Some(i) = slot {
+            self.disconnect(i);
+            let Some(p) = self.ports[i].take() else {
+                return Err(format!("no port named `{name}`"));
+            };
+            let mut what = format!("port {name} removed");
+            if let Some(l) = &p.listener {
+                let _ = self.epoll.ctl(
+                    ControlOperation::Delete,
+                    l.as_raw_fd(),
+                    EpollEvent::default(),
+                );
+                match std::fs::remove_file(&p.cfg.socket) {
+                    Ok(()) => what += &format!(", socket {} removed", p.cfg.socket.display()),
+                    Err(e) => what += &format!(", socket {} left: {e}", p.cfg.socket.display()),
+                }
+            }
+            self.dp.remove_port(p.handle.id);
+            what
+        } else if let Some(i) = self.taps.iter().position(|t| t.cfg.name == name) {
+            let t = self.taps.remove(i);
+            self.dp.remove_port(t.handle.id);
+            format!("port {name} removed (TAP {} closed)", t.ifname)
+        } else {
+            return Err(format!("no port named `{name}`"));
+        };
+        self.cfg.ports.retain(|p| p.name() != name);
+        tracing::info!("{what}");
+        Ok(what)
+    }
+
     fn add_vhost_user(&mut self, vu: &VhostUserPort) -> Result<(), DaemonError> {
         let mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
         let policy = port_policy(vu.mac, vu.mtu, &vu.isolation, DEFAULT_MAX_MACS_VHOST);
@@ -337,21 +401,11 @@ impl Daemon {
             uid: self.sockets.uid,
             gid,
         };
-        let handle = self
-            .dp
-            .add_port(&vu.name, vu.queue_pairs, vu.datapath, &policy);
-        let dev = NetDevice {
-            name: vu.name.clone(),
-            mac,
-            mtu: vu.mtu.unwrap_or(1500),
-            queue_pairs: vu.queue_pairs,
-            max_mem: vu.access.max_mem.unwrap_or(port_vhost::DEFAULT_MAX_MEM),
-        };
-        let net = Arc::new(Mutex::new(VhostUserNet::new(
-            dev,
-            self.dp.vhost_queues(handle.id),
-        )));
-        let i = self.ports.len();
+        let i = self
+            .ports
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.ports.len());
         let listener = if vu.client {
             sockets::check_dir(&vu.socket, self.rule).map_err(|err| DaemonError::Listen {
                 port: vu.name.clone(),
@@ -375,8 +429,23 @@ impl Daemon {
             );
             Some(l)
         };
+        // The datapath side last: nothing above can fail once it exists.
+        let handle = self
+            .dp
+            .add_port(&vu.name, vu.queue_pairs, vu.datapath, &policy);
+        let dev = NetDevice {
+            name: vu.name.clone(),
+            mac,
+            mtu: vu.mtu.unwrap_or(1500),
+            queue_pairs: vu.queue_pairs,
+            max_mem: vu.access.max_mem.unwrap_or(port_vhost::DEFAULT_MAX_MEM),
+        };
+        let net = Arc::new(Mutex::new(VhostUserNet::new(
+            dev,
+            self.dp.vhost_queues(handle.id),
+        )));
         let fd = listener.as_ref().map(AsRawFd::as_raw_fd);
-        self.ports.push(Port {
+        let port = Some(Port {
             cfg: vu.clone(),
             mac,
             handle,
@@ -387,6 +456,11 @@ impl Daemon {
             connect_failures: 0,
             log: Arc::new(Mutex::new(LogLimit::default())),
         });
+        if i == self.ports.len() {
+            self.ports.push(port);
+        } else {
+            self.ports[i] = port;
+        }
         if let Some(fd) = fd {
             let ev = EpollEvent::new(EventSet::IN, Token::Listener(i).pack());
             self.epoll.ctl(ControlOperation::Add, fd, ev)?;
@@ -431,7 +505,9 @@ impl Daemon {
 
     /// Warns about port `i`'s peer, within the port's log budget.
     fn peer_warning(&self, i: usize, msg: std::fmt::Arguments<'_>) {
-        let p = &self.ports[i];
+        let Some(p) = self.ports.get(i).and_then(Option::as_ref) else {
+            return;
+        };
         let mut log = p
             .log
             .lock()
@@ -444,7 +520,9 @@ impl Daemon {
     fn connect_clients(&mut self) {
         let now = Instant::now();
         for i in 0..self.ports.len() {
-            let p = &mut self.ports[i];
+            let Some(p) = self.ports[i].as_mut() else {
+                continue;
+            };
             if !p.cfg.client || p.conn.is_some() || now < p.next_connect {
                 continue;
             }
@@ -476,32 +554,35 @@ impl Daemon {
     }
 
     fn accept(&mut self, i: usize) {
-        let Some(l) = &self.ports[i].listener else {
+        let Some(p) = self.ports.get(i).and_then(Option::as_ref) else {
             return;
         };
+        let Some(l) = &p.listener else { return };
         let s = match l.accept() {
             Ok((s, _)) => s,
             Err(_) => return,
         };
-        if self.ports[i]
-            .conn
-            .as_ref()
-            .is_some_and(Connection::finished)
-        {
+        if p.conn.as_ref().is_some_and(Connection::finished) {
             // The previous frontend is gone (its thread may not have noticed yet).
             self.disconnect(i);
         }
-        if self.ports[i].conn.is_some() {
+        let Some(p) = self.ports[i].as_ref() else {
+            return;
+        };
+        if p.conn.is_some() {
             self.peer_warning(i, format_args!("refusing a second frontend connection"));
             return;
         }
-        tracing::info!("port {}: frontend connected", self.ports[i].cfg.name);
+        tracing::info!("port {}: frontend connected", p.cfg.name);
         self.attach(i, s);
     }
 
     /// Serves `s` as port `i`'s frontend, if its peer's uid is allowed.
     fn attach(&mut self, i: usize, s: UnixStream) {
-        let uids = &self.ports[i].cfg.access.uids;
+        let Some(p) = self.ports.get(i).and_then(Option::as_ref) else {
+            return;
+        };
+        let uids = &p.cfg.access.uids;
         if !uids.is_empty() {
             match sockets::peer_uid(&s) {
                 Ok(uid) if uids.contains(&uid) => {}
@@ -518,8 +599,10 @@ impl Daemon {
                 }
             }
         }
-        let p = &mut self.ports[i];
         let wake = self.conn_done.clone();
+        let Some(p) = self.ports[i].as_mut() else {
+            return;
+        };
         let log = p.log.clone();
         let name = p.cfg.name.clone();
         let on_exit = move |why: &ConnError| {
@@ -550,7 +633,7 @@ impl Daemon {
 
     /// Collects the connections whose threads ended.
     fn reap(&mut self) {
-        for p in &mut self.ports {
+        for p in self.ports.iter_mut().flatten() {
             if p.conn.as_ref().is_some_and(Connection::finished) {
                 if let Some(c) = p.conn.take() {
                     c.close();
@@ -561,7 +644,9 @@ impl Daemon {
     }
 
     fn disconnect(&mut self, i: usize) {
-        let p = &mut self.ports[i];
+        let Some(p) = self.ports.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
         if let Some(c) = p.conn.take() {
             // The thread resets the handler (every ring stops) before it ends.
             c.close();
@@ -710,11 +795,12 @@ impl Daemon {
     }
 
     /// Answers one control request.
-    pub fn answer(&self, req: &Request) -> Response {
+    pub fn answer(&mut self, req: &Request) -> Response {
         match req {
             Request::Ports => Response::Ports(
                 self.ports
                     .iter()
+                    .flatten()
                     .map(|p| self.port_info(p))
                     .chain(self.taps.iter().map(tap_info))
                     .collect(),
@@ -722,6 +808,7 @@ impl Daemon {
             Request::Stats => Response::Stats(
                 self.ports
                     .iter()
+                    .flatten()
                     .map(|p| port_stats(&p.cfg.name, &p.handle))
                     .chain(self.taps.iter().map(|t| port_stats(&t.cfg.name, &t.handle)))
                     .collect(),
@@ -741,6 +828,28 @@ impl Daemon {
             ),
             Request::Version => Response::Version {
                 version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            Request::AddPort { kind, spec } => {
+                let parsed = match kind {
+                    PortKind::VhostUser => spec.parse().map(PortConfig::VhostUser),
+                    PortKind::Tap => spec.parse().map(PortConfig::Tap),
+                    PortKind::Unknown => {
+                        return Response::error("add-port: unknown port kind");
+                    }
+                };
+                match parsed {
+                    Err(e) => Response::error(format!("add-port: {e}")),
+                    Ok(pc) => match self.add_port(&pc) {
+                        Ok(()) => Response::Done {
+                            message: format!("port {} added", pc.name()),
+                        },
+                        Err(e) => Response::error(format!("add-port: {e}")),
+                    },
+                }
+            }
+            Request::DelPort { name } => match self.del_port(name) {
+                Ok(message) => Response::Done { message },
+                Err(e) => Response::error(format!("del-port: {e}")),
             },
         }
     }
@@ -788,6 +897,7 @@ impl Daemon {
         let mut v: Vec<PathBuf> = self
             .ports
             .iter()
+            .flatten()
             .filter(|p| p.listener.is_some())
             .map(|p| p.cfg.socket.clone())
             .collect();

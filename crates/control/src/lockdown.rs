@@ -132,8 +132,11 @@ const COMMON: &[i64] = &[
     libc::SYS_epoll_wait,
 ];
 
-/// What the control thread adds: sockets, guest memory files, connection threads.
+/// What the control thread adds: sockets, guest memory files, connection threads, and
+/// what `vnetctl add-port --tap` needs (opening `/dev/net/tun` or a namespace, `setns`,
+/// which without capabilities only work for what vnetd's user owns).
 const CONTROL: &[i64] = &[
+    libc::SYS_setns,
     libc::SYS_accept4,
     libc::SYS_socket,
     libc::SYS_connect,
@@ -202,8 +205,13 @@ pub fn filter(kind: ThreadKind, mode: SeccompMode) -> Result<Option<Filters>, Lo
         .into_iter()
         .map(|nr| (nr, Vec::new()))
         .collect();
-    // ioctl only to set or clear O_NONBLOCK (std's set_nonblocking) and FD_CLOEXEC.
-    let ioctl = [libc::FIONBIO, libc::FIOCLEX]
+    // ioctl only to set or clear O_NONBLOCK (std's set_nonblocking) and FD_CLOEXEC, and on
+    // the control thread to set up a TAP added at runtime.
+    let mut requests = vec![libc::FIONBIO, libc::FIOCLEX];
+    if kind == ThreadKind::Control {
+        requests.extend_from_slice(TAP_IOCTLS);
+    }
+    let ioctl = requests
         .into_iter()
         .map(|req| {
             let c = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)?;
@@ -224,34 +232,54 @@ pub fn filter(kind: ThreadKind, mode: SeccompMode) -> Result<Option<Filters>, Lo
     let allow = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch()?)
         .and_then(BpfProgram::try_from)
         .map_err(seccomp)?;
-    let no_open = SeccompFilter::new(
-        opens.into_iter().map(|nr| (nr, Vec::new())).collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(u32::try_from(libc::EACCES).unwrap_or(13)),
-        arch()?,
-    )
-    .and_then(BpfProgram::try_from)
-    .map_err(seccomp)?;
+    let no_open = match kind {
+        ThreadKind::Control => None,
+        ThreadKind::Worker => Some(
+            SeccompFilter::new(
+                opens.into_iter().map(|nr| (nr, Vec::new())).collect(),
+                SeccompAction::Allow,
+                SeccompAction::Errno(u32::try_from(libc::EACCES).unwrap_or(13)),
+                arch()?,
+            )
+            .and_then(BpfProgram::try_from)
+            .map_err(seccomp)?,
+        ),
+    };
     Ok(Some(Filters { allow, no_open }))
 }
 
+/// TAP set-up: `TUNSETIFF`, `TUNSETOFFLOAD`, `TUNSETVNETHDRSZ` and the interface's flags,
+/// MAC and MTU (read, and set when they differ).
+const TAP_IOCTLS: &[libc::c_ulong] = &[
+    0x4004_54ca,
+    0x4004_54d0,
+    0x4004_54d8,
+    libc::SIOCGIFFLAGS,
+    libc::SIOCSIFFLAGS,
+    libc::SIOCGIFHWADDR,
+    libc::SIOCSIFHWADDR,
+    libc::SIOCGIFMTU,
+    libc::SIOCSIFMTU,
+];
+
 /// Installs `filters` on the calling thread.
 pub fn apply(filters: &Filters) -> Result<(), LockdownError> {
-    for f in [&filters.no_open, &filters.allow] {
+    for f in filters.no_open.iter().chain([&filters.allow]) {
         seccompiler::apply_filter(f).map_err(|e| LockdownError::Seccomp(e.to_string()))?;
     }
     Ok(())
 }
 
-/// A thread's filters: the allowlist, and one that fails `open`/`openat` with EACCES.
-/// vnetd opens no file once set up, but glibc's malloc may look at
+/// A thread's filters: the allowlist, and for workers one that fails `open`/`openat`
+/// with EACCES. A worker opens no file, but glibc's malloc may look at
 /// `/proc/sys/vm/overcommit_memory` when it trims an arena and copes with a refusal; the
 /// kernel applies the stricter verdict of the two (errno over allow), and the allowlist
-/// lets `openat` through only so that the errno filter decides.
+/// lets `openat` through only so that the errno filter decides. The control thread opens
+/// `/dev/net/tun` and namespaces for TAP ports added at runtime.
 #[derive(Debug, Clone)]
 pub struct Filters {
     allow: BpfProgram,
-    no_open: BpfProgram,
+    no_open: Option<BpfProgram>,
 }
 
 #[cfg(test)]
