@@ -60,6 +60,19 @@ enum Command {
         #[arg(long, value_name = "SPEC")]
         tap: Option<String>,
     },
+    /// Change a running port: KEY=VALUE for mac, spoofchk, ips, max-macs, vlan, trunk and
+    /// the rate limits (ingress-mbit, ingress-kpps, egress-mbit, egress-kpps, flood-kpps).
+    SetPort {
+        /// The port's name.
+        name: String,
+        /// What to change.
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        settings: Vec<String>,
+    },
+    /// Print the running configuration as the TOML vnetd reads (`vnetd --config`).
+    ShowConfig,
+    /// Re-read vnetd's --config file and apply the difference (as SIGHUP does).
+    Reload,
     /// Remove a port: its frontend is disconnected, the socket file vnetd created removed,
     /// its frames and FDB entries released.
     DelPort {
@@ -151,6 +164,18 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             };
             done(query(req.clone())?, req)
         }
+        Command::SetPort { name, settings } => {
+            let req = Request::SetPort {
+                name: name.clone(),
+                settings: settings.clone(),
+            };
+            done(query(req.clone())?, req)
+        }
+        Command::ShowConfig => match query(Request::ShowConfig)? {
+            Response::Config { toml } => Ok(toml),
+            other => Err(unexpected(Request::ShowConfig, &other)),
+        },
+        Command::Reload => done(query(Request::Reload)?, Request::Reload),
         Command::DelPort { name } => {
             let req = Request::DelPort { name: name.clone() };
             done(query(req.clone())?, req)

@@ -122,6 +122,18 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// The ports given on the command line (kept when `--config` is reloaded).
+fn cli_ports(args: &Args) -> anyhow::Result<Vec<PortConfig>> {
+    let mut v = Vec::new();
+    for spec in &args.vhost_user {
+        v.push(PortConfig::VhostUser(spec.parse::<VhostUserPort>()?));
+    }
+    for spec in &args.tap {
+        v.push(PortConfig::Tap(spec.parse::<TapPort>()?));
+    }
+    Ok(v)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -168,6 +180,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("installing signal handlers")?;
     let mut daemon = Daemon::new(&cfg)?;
+    daemon.set_config_source(args.config.clone(), cli_ports(args)?);
     daemon.lockdown(&cfg.security)?;
     tracing::info!(
         "vnetd {} running with {} port(s), {:?} datapath, {} worker(s); control socket {}",

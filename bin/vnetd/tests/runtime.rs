@@ -151,3 +151,142 @@ fn adding_and_removing_a_port_many_times_never_stops_the_others() {
     assert!(!v.sock("x").exists());
     assert_eq!(v.ports().len(), 2);
 }
+
+fn dropped(v: &Vnetd, port: &str, reason: &str) -> u64 {
+    v.port_stats(port).drops.get(reason).copied().unwrap_or(0)
+}
+
+/// `from` sends a frame `dst` <- `src`; whether `to` gets it within a short wait.
+fn delivered(
+    from: &mut frontend::Frontend,
+    to: &mut frontend::Frontend,
+    dst: MacAddr,
+    src: MacAddr,
+    tag: u8,
+) -> bool {
+    let x = frame(dst, src, 100, tag);
+    from.send(0, &virtio_net::NetHdr::default(), &x).unwrap();
+    matches!(to.recv(0, Duration::from_millis(300)).unwrap(), Some((_, got)) if got == x)
+}
+
+#[test]
+fn set_port_changes_security_and_vlans_live() {
+    let v = Vnetd::start_ports(&[("a", "mac=52:54:00:00:00:01"), ("b", "")]);
+    let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
+    // a may only send from its own MAC.
+    assert!(!delivered(&mut a, &mut b, mac(2), mac(9), 1));
+    assert_eq!(dropped(&v, "a", "spoofed"), 1);
+    let (ok, out) = vnetctl(&v, &["set-port", "a", "spoofchk=off"]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "port a: spoofchk changed\n");
+    assert!(delivered(&mut a, &mut b, mac(2), mac(9), 2));
+    // b moves to VLAN 10: untagged a no longer reaches it, until a moves too.
+    let (ok, out) = vnetctl(&v, &["set-port", "b", "vlan=10"]);
+    assert!(ok, "{out}");
+    assert!(!delivered(&mut a, &mut b, mac(2), mac(1), 3));
+    let (ok, out) = vnetctl(&v, &["set-port", "a", "vlan=10", "max-macs=4"]);
+    assert!(ok, "{out}");
+    assert!(delivered(&mut a, &mut b, mac(2), mac(1), 4));
+    let ports = v.ports();
+    let a_info = ports.iter().find(|p| p.name == "a").unwrap();
+    assert_eq!(a_info.vlan.as_deref(), Some("10"), "{a_info:?}");
+    assert_eq!(a_info.limits.as_deref(), Some("max-macs=4"), "{a_info:?}");
+    // What cannot change live is refused, naming it; a bad value names the key.
+    let (ok, out) = vnetctl(&v, &["set-port", "a", "socket=/x"]);
+    assert!(
+        !ok && out.contains("`socket` cannot change on a running vhost-user port"),
+        "{out}"
+    );
+    let (ok, out) = vnetctl(&v, &["set-port", "a", "ingress-kpps=fast"]);
+    assert!(!ok && out.contains("`ingress-kpps`"), "{out}");
+    let (ok, out) = vnetctl(&v, &["set-port", "a", "vlan"]);
+    assert!(!ok && out.contains("expected KEY=VALUE"), "{out}");
+    // Nothing of a refused change was applied.
+    assert!(delivered(&mut a, &mut b, mac(2), mac(1), 5));
+}
+
+fn port_names(v: &Vnetd) -> Vec<String> {
+    v.ports().into_iter().map(|p| p.name).collect()
+}
+
+#[test]
+fn reload_applies_the_difference_and_a_bad_file_changes_nothing() {
+    let dir = test_dir("vnet-reload");
+    let file = dir.join("vnetd.toml");
+    let port = |name: &str, extra: &str| {
+        format!(
+            "[[vhost_user]]\nname = \"{name}\"\nsocket = \"{}\"\n{extra}",
+            dir.join(format!("{name}.sock")).display()
+        )
+    };
+    std::fs::write(
+        &file,
+        port("a", "mac = \"52:54:00:00:00:01\"\n") + &port("b", "") + &port("gone", ""),
+    )
+    .unwrap();
+    let args = vec![
+        "--control".to_string(),
+        dir.join("ctl.sock").display().to_string(),
+        "--config".to_string(),
+        file.display().to_string(),
+    ];
+    let v = Vnetd::start_with(dir.clone(), &args, vec!["a.sock".into(), "b.sock".into()]);
+    let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
+    pass_frame(&mut a, &mut b, mac(2), mac(1), 1, WAIT);
+
+    // show-config prints what vnetd reads.
+    let (ok, shown) = vnetctl(&v, &["show-config"]);
+    assert!(ok, "{shown}");
+    let cfg = control::config::Config::from_toml_str(&shown, "show-config").unwrap();
+    assert_eq!(cfg.ports.len(), 3, "{shown}");
+
+    // a changes live (its frontend stays), `gone` goes, c comes, b stays as it is.
+    std::fs::write(
+        &file,
+        port(
+            "a",
+            "mac = \"52:54:00:00:00:01\"\nspoofchk = false\nmax_macs = 3\n",
+        ) + &port("b", "")
+            + &port("c", ""),
+    )
+    .unwrap();
+    let (ok, out) = vnetctl(&v, &["reload"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("port gone removed"), "{out}");
+    assert!(out.contains("port a: spoofchk, max-macs changed"), "{out}");
+    assert!(out.contains("port c added"), "{out}");
+    assert!(!out.contains("port b"), "{out}");
+    assert_eq!(port_names(&v), ["a", "b", "c"]);
+    assert!(!v.sock("gone").exists() && v.sock("c").exists());
+    // a's frontend was not disconnected, and its spoofed sources now pass.
+    pass_frame(&mut a, &mut b, mac(2), mac(9), 2, WAIT);
+
+    // A file with an error changes nothing and says why, with its line.
+    std::fs::write(
+        &file,
+        port("a", "") + "[[vhost_user]]\nname = \"d\"\nsockt = \"/x\"\n",
+    )
+    .unwrap();
+    let (ok, out) = vnetctl(&v, &["reload"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("unknown field `sockt`") && out.contains("nothing changed"),
+        "{out}"
+    );
+    assert_eq!(port_names(&v), ["a", "b", "c"]);
+
+    // SIGHUP reloads too.
+    std::fs::write(&file, port("a", "") + &port("b", "") + &port("d", "")).unwrap();
+    let pid = v.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    v.wait_ports("d added, c removed", |p| {
+        p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>() == ["a", "b", "d"]
+    });
+    pass_frame(&mut b, &mut a, mac(1), mac(2), 3, WAIT);
+}

@@ -54,6 +54,18 @@ pub enum Request {
         /// The port exactly as vnetd's `--vhost-user` or `--tap` flag takes it.
         spec: String,
     },
+    /// Change what can change on a running port (MAC as enforced, port security, VLAN,
+    /// learning limit, rate limits).
+    SetPort {
+        /// The port's name.
+        name: String,
+        /// `KEY=VALUE` items, keys as on vnetd's command line.
+        settings: Vec<String>,
+    },
+    /// The running configuration, as the TOML vnetd reads.
+    ShowConfig,
+    /// Re-read `--config` and apply the difference.
+    Reload,
     /// Remove a port: its rings stop, its frontend is disconnected, the socket file vnetd
     /// created is removed, its frames and FDB entries are released.
     DelPort {
@@ -72,6 +84,9 @@ impl Request {
             Request::Version => "version",
             Request::AddPort { .. } => "add_port",
             Request::DelPort { .. } => "del_port",
+            Request::SetPort { .. } => "set_port",
+            Request::ShowConfig => "show_config",
+            Request::Reload => "reload",
         }
     }
 }
@@ -90,6 +105,11 @@ pub enum Response {
     Version {
         /// The daemon's version string.
         version: String,
+    },
+    /// Answer to [`Request::ShowConfig`].
+    Config {
+        /// The configuration as TOML.
+        toml: String,
     },
     /// A change was made; what it was, for humans.
     Done {
@@ -112,6 +132,7 @@ impl Response {
             Response::Fdb(_) => "fdb",
             Response::Version { .. } => "version",
             Response::Done { .. } => "done",
+            Response::Config { .. } => "config",
             Response::Error { .. } => "error",
         }
     }

@@ -127,6 +127,23 @@ impl Token {
     }
 }
 
+/// What `set-port` may change on a running port. (A vhost-user port's `mac` changes what
+/// the switch enforces and learns statically; the guest sees its new config-space MAC when
+/// its driver reads it again, at its next reset.)
+pub const LIVE_KEYS: &[&str] = &[
+    "mac",
+    "spoofchk",
+    "ips",
+    "max-macs",
+    "vlan",
+    "trunk",
+    "ingress-mbit",
+    "ingress-kpps",
+    "egress-mbit",
+    "egress-kpps",
+    "flood-kpps",
+];
+
 /// Largest control request accepted (a request is one short JSON line).
 pub const MAX_REQUEST_LEN: usize = 4096;
 /// How long a control client has to send its request and read the answer.
@@ -173,6 +190,10 @@ pub struct Daemon {
     clients: Vec<Option<Client>>,
     /// The running configuration (command line, file and runtime changes).
     cfg: Config,
+    /// `--config`, read again by [`Daemon::reload`].
+    config_file: Option<PathBuf>,
+    /// Ports given on the command line (kept by a reload).
+    cli_ports: Vec<PortConfig>,
     /// Connection threads write here when they end.
     conn_done: Arc<EventFd>,
     /// Where sockets may be.
@@ -261,6 +282,8 @@ impl Daemon {
                 ports: Vec::new(),
                 ..cfg.clone()
             },
+            config_file: None,
+            cli_ports: Vec::new(),
             conn_done: Arc::new(EventFd::new(EFD_NONBLOCK)?),
             rule,
             sockets: sockets_def,
@@ -389,6 +412,207 @@ impl Daemon {
         Ok(what)
     }
 
+    /// Changes what can change on a running port ([`LIVE_KEYS`]: its MAC as the switch
+    /// enforces it, port security, learning limit, VLAN, rate limits); `settings` are
+    /// `KEY=VALUE` as on the command line. Anything else is refused, naming the key;
+    /// nothing is applied unless everything is valid. Returns what changed.
+    pub fn set_port(&mut self, name: &str, settings: &[String]) -> Result<String, String> {
+        let idx = self
+            .cfg
+            .ports
+            .iter()
+            .position(|p| p.name() == name)
+            .ok_or_else(|| format!("no port named `{name}`"))?;
+        let old = self.cfg.ports[idx].clone();
+        let tap = matches!(old, PortConfig::Tap(_));
+        let mut items = spec_items(&old);
+        let mut changed = Vec::new();
+        for s in settings {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
+            if !LIVE_KEYS.contains(&k) || (tap && k == "mac") {
+                return Err(format!(
+                    "`{k}` cannot change on a running {} port (live: {}); remove and add the \
+                     port to change it",
+                    if tap { "TAP" } else { "vhost-user" },
+                    LIVE_KEYS
+                        .iter()
+                        .filter(|l| !(tap && **l == "mac"))
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            match items.iter_mut().find(|(key, _)| key == k) {
+                Some(item) => item.1 = Some(v.to_string()),
+                None => items.push((k.to_string(), Some(v.to_string()))),
+            }
+            changed.push(k.to_string());
+        }
+        let spec = items
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let new = match &old {
+            PortConfig::VhostUser(_) => spec.parse().map(PortConfig::VhostUser),
+            PortConfig::Tap(_) => spec.parse().map(PortConfig::Tap),
+        }
+        .map_err(|e| e.to_string())?;
+        let mut next = self.cfg.clone();
+        next.ports[idx] = new.clone();
+        next.validate().map_err(|e| e.to_string())?;
+        self.apply_live(&new)?;
+        self.cfg = next;
+        let what = format!("port {name}: {} changed", changed.join(", "));
+        tracing::info!("{what}");
+        Ok(what)
+    }
+
+    /// Puts a running port's new policy in force (the caller checked that only
+    /// [`LIVE_KEYS`] differ and that the whole configuration stays valid).
+    fn apply_live(&mut self, new: &PortConfig) -> Result<(), String> {
+        let name = new.name();
+        match new {
+            PortConfig::VhostUser(vu) => {
+                let policy = port_policy(vu.mac, vu.mtu, &vu.isolation, DEFAULT_MAX_MACS_VHOST);
+                let p = self
+                    .ports
+                    .iter_mut()
+                    .flatten()
+                    .find(|p| p.cfg.name == name)
+                    .ok_or_else(|| format!("no port named `{name}`"))?;
+                self.dp.set_policy(p.handle.id, &policy);
+                p.mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
+                p.cfg = vu.clone();
+            }
+            PortConfig::Tap(t) => {
+                let policy = port_policy(t.mac, t.mtu, &t.isolation, DEFAULT_MAX_MACS_TAP);
+                let tc = self
+                    .taps
+                    .iter_mut()
+                    .find(|tc| tc.cfg.name == name)
+                    .ok_or_else(|| format!("no port named `{name}`"))?;
+                self.dp.set_policy(tc.handle.id, &policy);
+                tc.cfg = t.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `--config` came from, and the ports given on the command line: what
+    /// [`Daemon::reload`] reads again and keeps.
+    pub fn set_config_source(&mut self, file: Option<PathBuf>, cli_ports: Vec<PortConfig>) {
+        self.config_file = file;
+        self.cli_ports = cli_ports;
+    }
+
+    /// Re-reads `--config` and applies the difference: ports no longer there are removed,
+    /// new ones added, changed ones changed live (only [`LIVE_KEYS`] differ) or removed and
+    /// added again. Ports given on vnetd's command line stay; ports added with `add-port`
+    /// and absent from the file go (the file is the configuration). A file with an error
+    /// changes nothing. Settings of the daemon itself (workers, datapath, security, ...)
+    /// take effect at the next start; the report says which differ.
+    pub fn reload(&mut self) -> Result<String, String> {
+        let Some(path) = self.config_file.clone() else {
+            return Err("vnetd was started without --config: nothing to reload".into());
+        };
+        let refused = |e: String| format!("{e}; nothing changed");
+        let mut want = Config::load(&path).map_err(|e| refused(e.to_string()))?;
+        want.control = self.cfg.control.clone().or(want.control);
+        want.ports.extend(self.cli_ports.iter().cloned());
+        want.validate().map_err(|e| refused(e.to_string()))?;
+        let mut done = Vec::new();
+        let r = self.apply_reload(&want, &mut done);
+        if let Err(e) = r {
+            let before = if done.is_empty() {
+                "nothing changed".to_string()
+            } else {
+                format!("applied before that: {}", done.join("; "))
+            };
+            return Err(format!("{e}; {before}"));
+        }
+        let c = &self.cfg;
+        for (key, differs) in [
+            ("workers", c.workers != want.workers),
+            ("datapath", c.datapath != want.datapath),
+            ("tap_hold_ms", c.tap_hold_ms != want.tap_hold_ms),
+            ("fdb", c.fdb != want.fdb),
+            ("security settings", c.security != want.security),
+        ] {
+            if differs {
+                done.push(format!(
+                    "{key} changed in the file: takes effect at the next start"
+                ));
+            }
+        }
+        if done.is_empty() {
+            done.push("no change".into());
+        }
+        let what = format!("reloaded {}: {}", path.display(), done.join("; "));
+        tracing::info!("{what}");
+        Ok(what)
+    }
+
+    /// Applies the port differences between the running configuration and `want`,
+    /// noting each change in `done`.
+    fn apply_reload(&mut self, want: &Config, done: &mut Vec<String>) -> Result<(), String> {
+        let have = self.cfg.ports.clone();
+        let find =
+            |ports: &[PortConfig], name: &str| ports.iter().find(|p| p.name() == name).cloned();
+        for old in &have {
+            match find(&want.ports, old.name()) {
+                None => done.push(self.del_port(old.name())?),
+                Some(new) if new != *old => {
+                    let tap = matches!(new, PortConfig::Tap(_));
+                    let (a, b) = (spec_items(old), spec_items(&new));
+                    let differ: Vec<String> = a
+                        .iter()
+                        .filter(|i| !b.contains(i))
+                        .chain(b.iter().filter(|i| !a.contains(i)))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    let same_kind = std::mem::discriminant(old) == std::mem::discriminant(&new);
+                    // Live when only live keys differ (set, changed or gone: the new policy
+                    // is computed from the whole new port).
+                    let live = same_kind
+                        && differ
+                            .iter()
+                            .all(|k| LIVE_KEYS.contains(&k.as_str()) && !(tap && k == "mac"));
+                    if live {
+                        self.apply_live(&new)?;
+                        if let Some(p) = self.cfg.ports.iter_mut().find(|p| p.name() == new.name())
+                        {
+                            *p = new.clone();
+                        }
+                        let mut keys = differ;
+                        keys.dedup();
+                        done.push(format!("port {}: {} changed", new.name(), keys.join(", ")));
+                    } else {
+                        self.del_port(old.name())?;
+                        self.add_port(&new).map_err(|e| e.to_string())?;
+                        done.push(format!(
+                            "port {} recreated with its new settings",
+                            new.name()
+                        ));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        for new in &want.ports {
+            if find(&have, new.name()).is_none() {
+                self.add_port(new).map_err(|e| e.to_string())?;
+                done.push(format!("port {} added", new.name()));
+            }
+        }
+        Ok(())
+    }
+
     fn add_vhost_user(&mut self, vu: &VhostUserPort) -> Result<(), DaemonError> {
         let mac = vu.mac.unwrap_or_else(|| default_mac(&vu.name));
         let policy = port_policy(vu.mac, vu.mtu, &vu.isolation, DEFAULT_MAX_MACS_VHOST);
@@ -475,10 +699,10 @@ impl Daemon {
         let mut events = vec![EpollEvent::default(); 32];
         while !stop.load(Ordering::Relaxed) {
             if hup.swap(false, Ordering::Relaxed) {
-                tracing::warn!(
-                    "SIGHUP received: reloading the configuration is not supported yet; \
-                     ignored (vnetd keeps running)"
-                );
+                match self.reload() {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("SIGHUP: reload failed: {e}"),
+                }
             }
             self.connect_clients();
             self.expire_clients(Instant::now());
@@ -847,6 +1071,17 @@ impl Daemon {
                     },
                 }
             }
+            Request::SetPort { name, settings } => match self.set_port(name, settings) {
+                Ok(message) => Response::Done { message },
+                Err(e) => Response::error(format!("set-port: {e}")),
+            },
+            Request::ShowConfig => Response::Config {
+                toml: self.cfg.to_toml(),
+            },
+            Request::Reload => match self.reload() {
+                Ok(message) => Response::Done { message },
+                Err(e) => Response::error(format!("reload: {e}")),
+            },
             Request::DelPort { name } => match self.del_port(name) {
                 Ok(message) => Response::Done { message },
                 Err(e) => Response::error(format!("del-port: {e}")),
@@ -1045,6 +1280,20 @@ fn port_stats(name: &str, h: &PortHandle) -> PortStats {
             })
             .collect(),
     }
+}
+
+/// A port's command-line form as `(key, value)` items (`value` None for a bare key).
+fn spec_items(p: &PortConfig) -> Vec<(String, Option<String>)> {
+    let spec = match p {
+        PortConfig::VhostUser(p) => p.to_string(),
+        PortConfig::Tap(p) => p.to_string(),
+    };
+    spec.split(',')
+        .map(|i| match i.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (i.to_string(), None),
+        })
+        .collect()
 }
 
 /// Writes as much of the client's answer as the socket takes. True while some is left.

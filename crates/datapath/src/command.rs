@@ -45,6 +45,10 @@ pub(crate) enum Command {
         id: PortId,
         done: SyncSender<()>,
     },
+    SetRules {
+        id: PortId,
+        rules: Box<PortRules>,
+    },
     StartQueue {
         id: PortId,
         q: Box<ReadyQueue>,

@@ -55,6 +55,8 @@ use switch::VlanMode;
 pub struct Datapath {
     workers: Vec<WorkerHandle>,
     next_id: u16,
+    /// Each port's ingress and egress share on each worker (for policy changes).
+    shares: std::collections::BTreeMap<u16, Vec<(Share, Share)>>,
 }
 
 #[derive(Debug)]
@@ -155,6 +157,7 @@ impl Datapath {
         Ok(Datapath {
             workers,
             next_id: 0,
+            shares: Default::default(),
         })
     }
 
@@ -188,6 +191,7 @@ impl Datapath {
                 here: u64::try_from(here).unwrap_or(0),
                 of: u64::from(qps),
             };
+            self.shares.entry(h.id.0).or_default().push((share, share));
             w.cmd.send(Command::AddPort {
                 id: h.id,
                 name: name.to_string(),
@@ -242,6 +246,10 @@ impl Datapath {
                     None => Vec::new(),
                 }
             };
+            self.shares
+                .entry(h.id.0)
+                .or_default()
+                .push((ingress, egress));
             w.cmd.send(Command::AddTap {
                 id: h.id,
                 name: name.to_string(),
@@ -271,8 +279,25 @@ impl Datapath {
         }
     }
 
+    /// Replaces a running port's policy (security, VLAN, learning limit, MTU, rates) on
+    /// every worker, between bursts; its learned addresses are forgotten (and learned
+    /// again under the new rules), its static ones replaced.
+    pub fn set_policy(&self, id: PortId, policy: &PortPolicy) {
+        let now = Instant::now();
+        let Some(shares) = self.shares.get(&id.0) else {
+            return;
+        };
+        for (w, &(ingress, egress)) in self.workers.iter().zip(shares) {
+            w.cmd.send(Command::SetRules {
+                id,
+                rules: rules(policy, ingress, egress, now),
+            });
+        }
+    }
+
     /// Removes a port, stopping its rings; returns once every worker let go of it.
-    pub fn remove_port(&self, id: PortId) {
+    pub fn remove_port(&mut self, id: PortId) {
+        self.shares.remove(&id.0);
         for (i, w) in self.workers.iter().enumerate() {
             let (done, wait) = mpsc::sync_channel(1);
             if w.cmd.send(Command::RemovePort { id, done }) {

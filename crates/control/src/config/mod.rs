@@ -39,6 +39,7 @@
 //! [`wire::MacAddr`].
 
 mod access;
+mod emit;
 mod error;
 mod file;
 mod isolation;

@@ -860,6 +860,63 @@ fn load_from_file() {
     );
 }
 
+// ---- written back as TOML
+
+#[test]
+fn the_running_configuration_written_as_toml_parses_back_the_same() {
+    let mut c = toml(
+        r#"
+control = "/run/vnet/vnetd.sock"
+workers = 2
+datapath = "adaptive"
+tap_hold_ms = 20
+user = "vnet:kvm"
+seccomp = "log"
+socket_mode = "0660"
+allow_shared_socket_dir = true
+[fdb]
+capacity = 1000
+aging_secs = 60
+[[vhost_user]]
+name = "a"
+socket = "/run/vnet/a.sock"
+client = true
+mac = "52:54:00:00:00:01"
+queues = 2
+mtu = 9000
+datapath = "poll"
+mode = "0600"
+group = "kvm"
+uids = [107]
+max_mem = "64G"
+spoofchk = false
+allowed_macs = ["52:54:00:00:00:11"]
+ips = ["198.18.0.1", "2001:db8::1"]
+max_macs = 8
+trunk = [10, 20]
+ingress_mbit = 100
+flood_kpps = 5
+[[tap]]
+name = "h"
+ifname = "vnet-h"
+netns = "blue"
+queues = 2
+mac = "52:54:00:00:00:02"
+vlan = 10
+"#,
+    )
+    .unwrap();
+    // The file lists vhost-user ports, then TAP ports.
+    c.ports
+        .insert(1, PortConfig::VhostUser(vhost("name=b,socket=/b").unwrap()));
+    let text = c.to_toml();
+    assert_eq!(toml(&text).unwrap(), c, "{text}");
+    assert_eq!(
+        toml(&Config::default().to_toml()).unwrap(),
+        Config::default()
+    );
+}
+
 // ---- socket access and daemon security
 
 #[test]

@@ -559,6 +559,18 @@ impl Worker {
                 self.add_tap(id, p);
                 self.fdb_rules(id, &statics, max_macs);
             }
+            Command::SetRules { id, rules } => {
+                let PortRules {
+                    policy,
+                    statics,
+                    max_macs,
+                } = *rules;
+                if let Some(p) = self.sw.port(id) {
+                    *p.policy = policy;
+                    self.sw.fdb.forget_port(id);
+                    self.fdb_rules(id, &statics, max_macs);
+                }
+            }
             Command::RemovePort { id, done } => {
                 self.release_holds_for(id);
                 let own: Vec<(PortId, usize)> =
