@@ -70,6 +70,9 @@ struct Args {
     /// Accept sockets in directories that other users may write (README, "Security").
     #[arg(long)]
     allow_shared_socket_dir: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
@@ -115,6 +118,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         sec.seccomp = m;
     }
     sec.allow_shared_socket_dir |= args.allow_shared_socket_dir;
+    if let Some(m) = &args.metrics {
+        cfg.metrics = Some(Config::metrics_addr(m)?);
+    }
     if cfg.control.is_none() {
         cfg.control = Some(PathBuf::from(api::DEFAULT_CONTROL_PATH));
     }

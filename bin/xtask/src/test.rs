@@ -86,6 +86,8 @@ fn test() -> Result<()> {
         .env("VNET_REQUIRE_GUESTS", "1")
         // ...and for those that need root and /dev/net/tun.
         .env("VNET_REQUIRE_TAP", "1")
+        // ...and for the metrics test that runs a real Prometheus server.
+        .env("VNET_REQUIRE_PROMETHEUS", "1")
         // Any test that still skips says so here (testbed::skip).
         .env(testbed::skip::SKIP_LOG_ENV, &skip_log)
         .env("RUST_BACKTRACE", "1");

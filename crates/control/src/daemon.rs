@@ -26,6 +26,7 @@ use crate::config::{
 };
 use crate::config::{SeccompMode, Security};
 use crate::lockdown::{self, LockdownError, ThreadKind};
+use crate::metrics::{MetricPort, Metrics, PortList};
 use crate::sockets::{self, DirRule, Owner};
 
 /// How often a client-mode port retries connecting to its VMM's socket. There is no
@@ -75,6 +76,14 @@ pub enum DaemonError {
     /// The configuration (with a port being added) is invalid.
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The metrics endpoint could not be set up.
+    #[error("metrics at {addr}: {err}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        err: std::io::Error,
+    },
     /// The worker count is out of range.
     #[error("workers = {0}: must be in 1..={max}", max = datapath::MAX_WORKERS)]
     Workers(usize),
@@ -203,6 +212,12 @@ pub struct Daemon {
     clients_log: LogLimit,
     /// `--user`, resolved: `(uid, gid)`.
     run_as: Option<(u32, u32)>,
+    /// The metrics socket, bound at start, served from [`Daemon::run`] on (after the
+    /// lockdown, so that its threads inherit the control thread's seccomp filter).
+    metrics_listener: Option<std::net::TcpListener>,
+    metrics: Option<Metrics>,
+    /// The ports the metrics report.
+    metric_ports: PortList,
     // Declared last: dropped after the ports' handlers, so their stop commands still land.
     dp: Datapath,
 }
@@ -289,6 +304,9 @@ impl Daemon {
             sockets: sockets_def,
             clients_log: LogLimit::default(),
             run_as,
+            metrics_listener: None,
+            metrics: None,
+            metric_ports: PortList::default(),
             dp,
         };
         let ev = EpollEvent::new(EventSet::IN, Token::ConnDone.pack());
@@ -312,6 +330,11 @@ impl Daemon {
             let fd = d.control.as_ref().map_or(-1, |(l, _)| l.as_raw_fd());
             let ev = EpollEvent::new(EventSet::IN, Token::Control.pack());
             d.epoll.ctl(ControlOperation::Add, fd, ev)?;
+        }
+        if let Some(addr) = cfg.metrics {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|err| DaemonError::Metrics { addr, err })?;
+            d.metrics_listener = Some(l);
         }
         for pc in &cfg.ports {
             d.add_port(pc)?;
@@ -366,11 +389,26 @@ impl Daemon {
             PortConfig::VhostUser(vu) => self.add_vhost_user(vu)?,
             PortConfig::Tap(t) => {
                 let tap = open_tap(&mut self.dp, t)?;
+                self.metric_port(MetricPort {
+                    name: t.name.clone(),
+                    kind: "tap",
+                    counters: tap.handle.counters.clone(),
+                    status: tap.handle.status.clone(),
+                });
                 self.taps.push(tap);
             }
         }
         self.cfg = next;
         Ok(())
+    }
+
+    /// Adds a port to the metrics.
+    fn metric_port(&self, p: MetricPort) {
+        let mut list = self
+            .metric_ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        list.push(p);
     }
 
     /// Removes a port while the others run: its rings stop, its frontend is disconnected,
@@ -408,6 +446,10 @@ impl Daemon {
             return Err(format!("no port named `{name}`"));
         };
         self.cfg.ports.retain(|p| p.name() != name);
+        self.metric_ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|p| p.name != name);
         tracing::info!("{what}");
         Ok(what)
     }
@@ -668,6 +710,12 @@ impl Daemon {
             dev,
             self.dp.vhost_queues(handle.id),
         )));
+        self.metric_port(MetricPort {
+            name: vu.name.clone(),
+            kind: "vhost-user",
+            counters: handle.counters.clone(),
+            status: handle.status.clone(),
+        });
         let fd = listener.as_ref().map(AsRawFd::as_raw_fd);
         let port = Some(Port {
             cfg: vu.clone(),
@@ -696,6 +744,13 @@ impl Daemon {
     /// reloading the configuration is not supported yet, and a SIGHUP must not kill the
     /// switch every VM depends on.
     pub fn run(&mut self, stop: &AtomicBool, hup: &AtomicBool) -> Result<(), DaemonError> {
+        if let Some(l) = self.metrics_listener.take() {
+            let addr = l.local_addr()?;
+            let m = Metrics::serve(l, self.metric_ports.clone(), self.dp.worker_stats())
+                .map_err(|err| DaemonError::Metrics { addr, err })?;
+            tracing::info!("metrics at http://{addr}/metrics");
+            self.metrics = Some(m);
+        }
         let mut events = vec![EpollEvent::default(); 32];
         while !stop.load(Ordering::Relaxed) {
             if hup.swap(false, Ordering::Relaxed) {

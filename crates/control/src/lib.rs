@@ -11,6 +11,7 @@
 pub mod config;
 mod daemon;
 pub mod lockdown;
+pub mod metrics;
 pub mod sockets;
 
 pub use daemon::{default_mac, Daemon, DaemonError};

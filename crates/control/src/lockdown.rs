@@ -137,6 +137,8 @@ const COMMON: &[i64] = &[
 /// which without capabilities only work for what vnetd's user owns).
 const CONTROL: &[i64] = &[
     libc::SYS_setns,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
     libc::SYS_accept4,
     libc::SYS_socket,
     libc::SYS_connect,

@@ -54,6 +54,8 @@ use switch::VlanMode;
 #[derive(Debug)]
 pub struct Datapath {
     workers: Vec<WorkerHandle>,
+    /// What each worker publishes about itself.
+    stats: Vec<Arc<crate::types::WorkerStats>>,
     next_id: u16,
     /// Each port's ingress and egress share on each worker (for policy changes).
     shares: std::collections::BTreeMap<u16, Vec<(Share, Share)>>,
@@ -110,6 +112,9 @@ impl Datapath {
             }
         }
         let mut workers = Vec::with_capacity(n);
+        let stats: Vec<Arc<crate::types::WorkerStats>> = (0..n)
+            .map(|_| Arc::new(crate::types::WorkerStats::new()))
+            .collect();
         for (index, (outgoing, inbox)) in senders.into_iter().zip(receivers).enumerate() {
             let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
             let (tx, rx): (Sender<Command>, Receiver<Command>) = mpsc::channel();
@@ -120,6 +125,7 @@ impl Datapath {
                 inbox,
                 mail_wake: mail_wakes[index].clone(),
                 asleep: asleep[index].clone(),
+                stats: stats[index].clone(),
                 peers: outgoing
                     .into_iter()
                     .enumerate()
@@ -156,6 +162,7 @@ impl Datapath {
         }
         Ok(Datapath {
             workers,
+            stats,
             next_id: 0,
             shares: Default::default(),
         })
@@ -277,6 +284,11 @@ impl Datapath {
             counters: Arc::new(SharedCounters::new()),
             status: Arc::new(PortStatus::new(self.workers.len(), rings)),
         }
+    }
+
+    /// What each worker publishes about itself (sleep time, FDB size), by worker index.
+    pub fn worker_stats(&self) -> Vec<Arc<crate::types::WorkerStats>> {
+        self.stats.clone()
     }
 
     /// Replaces a running port's policy (security, VLAN, learning limit, MTU, rates) on

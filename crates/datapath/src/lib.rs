@@ -52,6 +52,6 @@ pub use command::LockdownFn;
 pub use handle::{Datapath, PortHandle, VhostQueues, WORKER_REPLY_TIMEOUT};
 pub use loglimit::LogLimit;
 pub use types::{
-    DatapathConfig, DatapathMode, FdbRow, Limit, PortId, PortPolicy, PortStatus, BURST, MAX_FRAME,
-    MAX_WORKERS,
+    DatapathConfig, DatapathMode, FdbRow, Limit, PortId, PortPolicy, PortStatus, WorkerStats,
+    BURST, MAX_FRAME, MAX_WORKERS,
 };

@@ -22,6 +22,8 @@ pub(crate) struct Links {
     pub asleep: Arc<AtomicBool>,
     /// By worker index: how to hand frames to it (None for this worker).
     pub peers: Vec<Option<Peer>>,
+    /// What this worker publishes about itself.
+    pub stats: Arc<crate::types::WorkerStats>,
 }
 
 /// Another worker as one that hands it frames sees it.

@@ -242,3 +242,40 @@ pub struct PortPolicy {
     /// second.
     pub flood_kpps: Option<u64>,
 }
+
+/// What a worker publishes about itself (for metrics): written by the worker when it
+/// publishes its ports' counters, read by anyone.
+#[derive(Debug)]
+pub struct WorkerStats {
+    /// When the worker started.
+    pub started: std::time::Instant,
+    /// Nanoseconds spent asleep in epoll; the rest of its life it was busy (a polling
+    /// worker never sleeps).
+    pub sleep_ns: std::sync::atomic::AtomicU64,
+    /// Entries in its forwarding table.
+    pub fdb_entries: std::sync::atomic::AtomicU64,
+}
+
+impl WorkerStats {
+    /// A worker starting now.
+    pub fn new() -> WorkerStats {
+        WorkerStats {
+            started: std::time::Instant::now(),
+            sleep_ns: std::sync::atomic::AtomicU64::new(0),
+            fdb_entries: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Seconds busy and asleep so far.
+    pub fn busy_and_sleep_secs(&self) -> (f64, f64) {
+        let total = self.started.elapsed().as_secs_f64();
+        let sleep = self.sleep_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
+        ((total - sleep).max(0.0), sleep)
+    }
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -84,6 +84,7 @@ impl Config {
         top.insert("datapath".into(), text(self.datapath));
         top.insert("tap_hold_ms".into(), int(self.tap_hold_ms));
         security(&mut top, &self.security);
+        put(&mut top, "metrics", self.metrics.map(text));
         if (self.fdb.capacity, self.fdb.aging_secs) != (DEFAULT_FDB_CAPACITY, DEFAULT_AGING_SECS) {
             let mut fdb = Table::new();
             fdb.insert(

@@ -88,6 +88,10 @@ impl Config {
             })?;
         }
         sec.allow_shared_socket_dir = raw.allow_shared_socket_dir.unwrap_or(false);
+        if let Some(m) = raw.metrics {
+            let (span, v) = (m.span(), m.into_inner());
+            config.metrics = Some(Config::metrics_addr(&v).map_err(|e| at(span, e))?);
+        }
         if let Some(fdb) = raw.fdb {
             if let Some(c) = fdb.capacity {
                 let (span, value) = (c.span(), c.into_inner());
@@ -130,6 +134,15 @@ impl Config {
                 None => error,
             })?;
         Ok(config)
+    }
+
+    /// Parses a `--metrics` / `metrics =` address (`ADDR:PORT`).
+    pub fn metrics_addr(text: &str) -> Result<std::net::SocketAddr, ConfigError> {
+        text.parse().map_err(|_| ConfigError::Security {
+            key: "metrics",
+            value: text.to_string(),
+            expected: "ADDR:PORT, such as 127.0.0.1:9100",
+        })
     }
 
     /// Reads, parses and validates a TOML configuration file.
@@ -189,6 +202,7 @@ struct RawConfig {
     socket_group: Option<Spanned<String>>,
     control_group: Option<Spanned<String>>,
     allow_shared_socket_dir: Option<bool>,
+    metrics: Option<Spanned<String>>,
     fdb: Option<RawFdb>,
     #[serde(default)]
     vhost_user: Vec<Spanned<RawVhostUser>>,

@@ -36,6 +36,8 @@ pub struct Config {
     pub tap_hold_ms: u64,
     /// Privileges, seccomp, socket ownership.
     pub security: Security,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             datapath: DatapathMode::Event,
             tap_hold_ms: DEFAULT_TAP_HOLD_MS,
             security: Security::default(),
+            metrics: None,
         }
     }
 }

@@ -642,6 +642,7 @@ fn toml_full() {
                 }),
             ],
             security: Default::default(),
+            metrics: None,
         }
     );
     c.validate().unwrap();
@@ -691,7 +692,7 @@ fn toml_unknown_keys_with_location() {
             (
                 "workers = 1\n[switch]\n",
                 "vnet.toml:2:2: unknown field `switch`, expected one of `control`, `workers`, \
-                 `datapath`, `tap_hold_ms`, `user`, `seccomp`, `socket_mode`, `socket_group`, `control_group`, `allow_shared_socket_dir`, `fdb`, `vhost_user`, `tap`",
+                 `datapath`, `tap_hold_ms`, `user`, `seccomp`, `socket_mode`, `socket_group`, `control_group`, `allow_shared_socket_dir`, `metrics`, `fdb`, `vhost_user`, `tap`",
             ),
             (
                 "[fdb]\ncapacity = 1\nage = 3\n",
@@ -874,6 +875,7 @@ user = "vnet:kvm"
 seccomp = "log"
 socket_mode = "0660"
 allow_shared_socket_dir = true
+metrics = "127.0.0.1:9100"
 [fdb]
 capacity = 1000
 aging_secs = 60

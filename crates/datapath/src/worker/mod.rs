@@ -132,6 +132,8 @@ pub(crate) struct Worker {
     mail_wake: Arc<EventFd>,
     /// Set while this worker sleeps in epoll (other workers then write `mail_wake`).
     asleep: Arc<AtomicBool>,
+    /// Sleep time and FDB size, for metrics.
+    stats: Arc<crate::types::WorkerStats>,
     /// Ports here in poll and in adaptive mode.
     poll_ports: usize,
     adaptive_ports: usize,
@@ -184,6 +186,7 @@ impl Worker {
             inbox: links.inbox,
             mail_wake: links.mail_wake,
             asleep: links.asleep,
+            stats: links.stats,
             poll_ports: 0,
             adaptive_ports: 0,
             adaptive_active: false,
@@ -226,7 +229,13 @@ impl Worker {
             let n = if self.polling && busy_rounds % EPOLL_EVERY != 0 {
                 0
             } else {
+                // Sleep is timed only when the wait may sleep: polling rounds read no clock.
+                let t0 = (timeout != 0).then(Instant::now);
                 let r = self.epoll.wait(timeout, &mut events);
+                if let Some(t0) = t0 {
+                    let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    self.stats.sleep_ns.fetch_add(ns, Ordering::Relaxed);
+                }
                 self.asleep.store(false, Ordering::Relaxed);
                 match r {
                     Ok(n) => n,
@@ -497,6 +506,8 @@ impl Worker {
 
     fn flush_counters(&mut self) {
         self.unflushed = 0;
+        let fdb = u64::try_from(self.sw.fdb.len()).unwrap_or(u64::MAX);
+        self.stats.fdb_entries.store(fdb, Ordering::Relaxed);
         for p in self.sw.ports.iter_mut().flatten() {
             p.flush_counters();
         }
