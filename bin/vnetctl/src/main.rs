@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod render;
+mod top;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,6 +42,18 @@ enum Command {
         /// Print vnetd's JSON reply instead of a table.
         #[arg(long)]
         json: bool,
+        /// Redraw the table every --interval seconds until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+        /// Seconds between redraws.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Per-port rates (packets/s, bits/s, drops/s), refreshed every second; q quits.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
     },
     /// The forwarding database: learned MAC addresses.
     Fdb {
@@ -104,6 +117,14 @@ fn pretty(json: serde_json::Result<String>) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// A refresh interval in seconds (0.1 to 3600).
+fn secs(v: f64) -> anyhow::Result<Duration> {
+    if !(0.1..=3600.0).contains(&v) {
+        bail!("bad --interval {v}: expected 0.1 to 3600 seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
 /// The message of a `done` reply, as a line.
 fn done(resp: Response, req: Request) -> anyhow::Result<String> {
     match resp {
@@ -140,7 +161,13 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             Response::Ports(ports) => Ok(render::ports_table(&ports)),
             other => Err(unexpected(Request::Ports, &other)),
         },
-        Command::Stats { json: as_json } => match query(Request::Stats)? {
+        Command::Stats {
+            watch: true,
+            interval,
+            ..
+        } => top::watch(&query, secs(*interval)?, render::stats_table),
+        Command::Top { interval } => top::top(&query, secs(*interval)?),
+        Command::Stats { json: as_json, .. } => match query(Request::Stats)? {
             Response::Stats(stats) if *as_json => pretty(serde_json::to_string_pretty(&stats)),
             Response::Stats(stats) => Ok(render::stats_table(&stats)),
             other => Err(unexpected(Request::Stats, &other)),
@@ -206,7 +233,7 @@ mod tests {
         let cli = Cli::try_parse_from(["vnetctl", "--control", "/tmp/x.sock", "stats", "--json"])
             .unwrap();
         assert_eq!(cli.control, PathBuf::from("/tmp/x.sock"));
-        assert!(matches!(cli.command, Command::Stats { json: true }));
+        assert!(matches!(cli.command, Command::Stats { json: true, .. }));
         let cli = Cli::try_parse_from(["vnetctl", "fdb", "--control", "/tmp/y.sock"]).unwrap();
         assert_eq!(cli.control, PathBuf::from("/tmp/y.sock"));
         assert!(matches!(cli.command, Command::Fdb { json: false }));

@@ -73,6 +73,13 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<String>,
+    /// Log level or filter (error, warn, info, debug, trace, or `info,vnet_datapath=debug`);
+    /// else the file's `log_level`, else the VNET_LOG environment variable, else info.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log lines as text or json (one object per line).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<control::config::LogFormat>,
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
@@ -121,6 +128,12 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(m) = &args.metrics {
         cfg.metrics = Some(Config::metrics_addr(m)?);
     }
+    if let Some(l) = &args.log_level {
+        cfg.log_level = Some(l.clone());
+    }
+    if let Some(f) = args.log_format {
+        cfg.log_format = f;
+    }
     if cfg.control.is_none() {
         cfg.control = Some(PathBuf::from(api::DEFAULT_CONTROL_PATH));
     }
@@ -140,16 +153,30 @@ fn cli_ports(args: &Args) -> anyhow::Result<Vec<PortConfig>> {
     Ok(v)
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VNET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+/// Starts logging as configured: `--log-level` or the file's `log_level`, else VNET_LOG,
+/// else info; text or JSON.
+fn init_logging(cfg: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &cfg.log_level {
+        Some(l) => {
+            EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("bad log level `{l}`: {e}"))?
+        }
+        None => EnvFilter::try_from_env("VNET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        control::config::LogFormat::Json => b.json().init(),
+        control::config::LogFormat::Text => b
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         let port = control::current_port()
@@ -178,6 +205,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let cfg = config(args)?;
+    init_logging(&cfg)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;

@@ -85,6 +85,10 @@ impl Config {
         top.insert("tap_hold_ms".into(), int(self.tap_hold_ms));
         security(&mut top, &self.security);
         put(&mut top, "metrics", self.metrics.map(text));
+        put(&mut top, "log_level", self.log_level.as_ref().map(text));
+        if self.log_format != super::LogFormat::Text {
+            top.insert("log_format".into(), text(self.log_format));
+        }
         if (self.fdb.capacity, self.fdb.aging_secs) != (DEFAULT_FDB_CAPACITY, DEFAULT_AGING_SECS) {
             let mut fdb = Table::new();
             fdb.insert(

@@ -88,6 +88,20 @@ impl Config {
             })?;
         }
         sec.allow_shared_socket_dir = raw.allow_shared_socket_dir.unwrap_or(false);
+        config.log_level = raw.log_level;
+        if let Some(f) = raw.log_format {
+            let (span, v) = (f.span(), f.into_inner());
+            config.log_format = v.parse().map_err(|_| {
+                at(
+                    span,
+                    ConfigError::Security {
+                        key: "log_format",
+                        value: v.clone(),
+                        expected: "text or json",
+                    },
+                )
+            })?;
+        }
         if let Some(m) = raw.metrics {
             let (span, v) = (m.span(), m.into_inner());
             config.metrics = Some(Config::metrics_addr(&v).map_err(|e| at(span, e))?);
@@ -203,6 +217,8 @@ struct RawConfig {
     control_group: Option<Spanned<String>>,
     allow_shared_socket_dir: Option<bool>,
     metrics: Option<Spanned<String>>,
+    log_level: Option<String>,
+    log_format: Option<Spanned<String>>,
     fdb: Option<RawFdb>,
     #[serde(default)]
     vhost_user: Vec<Spanned<RawVhostUser>>,

@@ -56,7 +56,7 @@ pub use access::{
 pub use error::{ConfigError, MacError, NameError};
 pub use file::Location;
 pub use isolation::{Isolation, DEFAULT_MAX_MACS_TAP, DEFAULT_MAX_MACS_VHOST, MAX_VLAN};
-pub use model::{Config, FdbConfig, PortConfig, TapPort, VhostUserPort};
+pub use model::{Config, FdbConfig, LogFormat, PortConfig, TapPort, VhostUserPort};
 pub use spec::{TAP_FLAG, VHOST_USER_FLAG};
 pub use validate::{check_station_mac, station_mac_class, validate_name};
 

@@ -38,6 +38,41 @@ pub struct Config {
     pub security: Security,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Log filter (`info`, `debug`, `warn,vnet_datapath=debug`...); else `VNET_LOG`, else
+    /// `info`.
+    pub log_level: Option<String>,
+    /// Log lines as text or JSON.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("unknown log format `{s}`: expected text or json")),
+        }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
 }
 
 impl Default for Config {
@@ -51,6 +86,8 @@ impl Default for Config {
             tap_hold_ms: DEFAULT_TAP_HOLD_MS,
             security: Security::default(),
             metrics: None,
+            log_level: None,
+            log_format: LogFormat::Text,
         }
     }
 }

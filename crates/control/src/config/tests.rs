@@ -643,6 +643,8 @@ fn toml_full() {
             ],
             security: Default::default(),
             metrics: None,
+            log_level: None,
+            log_format: LogFormat::Text,
         }
     );
     c.validate().unwrap();
@@ -692,7 +694,7 @@ fn toml_unknown_keys_with_location() {
             (
                 "workers = 1\n[switch]\n",
                 "vnet.toml:2:2: unknown field `switch`, expected one of `control`, `workers`, \
-                 `datapath`, `tap_hold_ms`, `user`, `seccomp`, `socket_mode`, `socket_group`, `control_group`, `allow_shared_socket_dir`, `metrics`, `fdb`, `vhost_user`, `tap`",
+                 `datapath`, `tap_hold_ms`, `user`, `seccomp`, `socket_mode`, `socket_group`, `control_group`, `allow_shared_socket_dir`, `metrics`, `log_level`, `log_format`, `fdb`, `vhost_user`, `tap`",
             ),
             (
                 "[fdb]\ncapacity = 1\nage = 3\n",
@@ -876,6 +878,8 @@ seccomp = "log"
 socket_mode = "0660"
 allow_shared_socket_dir = true
 metrics = "127.0.0.1:9100"
+log_level = "warn,vnet_datapath=debug"
+log_format = "json"
 [fdb]
 capacity = 1000
 aging_secs = 60
