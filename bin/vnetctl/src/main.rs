@@ -5,94 +5,13 @@ mod render;
 mod top;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use api::{Request, Response, DEFAULT_CONTROL_PATH};
-use clap::{Parser, Subcommand};
-
-/// Query and inspect a running vnetd.
-#[derive(Debug, Parser)]
-#[command(name = "vnetctl", version, about)]
-struct Cli {
-    /// vnetd's control socket.
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
-    control: PathBuf,
-
-    /// Seconds to wait for vnetd's reply.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0)]
-    timeout: f64,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// List ports: kind, state, socket, MAC, queues, MTU, negotiated features.
-    Ports {
-        /// Print vnetd's JSON reply instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Per-port packet, byte and drop counters (rx: from the port, tx: to the port).
-    Stats {
-        /// Print vnetd's JSON reply instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Redraw the table every --interval seconds until Ctrl-C.
-        #[arg(long, conflicts_with = "json")]
-        watch: bool,
-        /// Seconds between redraws.
-        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-        interval: f64,
-    },
-    /// Per-port rates (packets/s, bits/s, drops/s), refreshed every second; q quits.
-    Top {
-        /// Seconds between refreshes.
-        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-        interval: f64,
-    },
-    /// The forwarding database: learned MAC addresses.
-    Fdb {
-        /// Print vnetd's JSON reply instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Versions of vnetctl and of the running vnetd.
-    Version,
-    /// Add a port while the others keep forwarding; SPEC exactly as vnetd's own flag.
-    #[command(group(clap::ArgGroup::new("kind").required(true).args(["vhost_user", "tap"])))]
-    AddPort {
-        /// A vhost-user port: name=NAME,socket=PATH[,client][,mac=MAC]... (vnetd --help).
-        #[arg(long = "vhost-user", value_name = "SPEC")]
-        vhost_user: Option<String>,
-        /// A TAP port: name=NAME,ifname=IF[,netns=NS]... (vnetd --help).
-        #[arg(long, value_name = "SPEC")]
-        tap: Option<String>,
-    },
-    /// Change a running port: KEY=VALUE for mac, spoofchk, ips, max-macs, vlan, trunk and
-    /// the rate limits (ingress-mbit, ingress-kpps, egress-mbit, egress-kpps, flood-kpps).
-    SetPort {
-        /// The port's name.
-        name: String,
-        /// What to change.
-        #[arg(value_name = "KEY=VALUE", required = true)]
-        settings: Vec<String>,
-    },
-    /// Print the running configuration as the TOML vnetd reads (`vnetd --config`).
-    ShowConfig,
-    /// Re-read vnetd's --config file and apply the difference (as SIGHUP does).
-    Reload,
-    /// Remove a port: its frontend is disconnected, the socket file vnetd created removed,
-    /// its frames and FDB entries released.
-    DelPort {
-        /// The port's name.
-        name: String,
-    },
-}
+use api::{Request, Response};
+use clap::Parser;
+use vnetctl::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -221,7 +140,9 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::DEFAULT_CONTROL_PATH;
     use clap::CommandFactory;
+    use std::path::PathBuf;
 
     #[test]
     fn cli_definition_is_valid() {

@@ -10,77 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use control::config::{Config, PortConfig, TapPort, VhostUserPort};
 use control::Daemon;
-
-/// vhost-user virtio-net backend and L2 virtual switch.
-///
-/// VMs attach with a unix socket each (QEMU `-netdev vhost-user`, Cloud Hypervisor,
-/// DPDK virtio-user); vnetd switches frames between them.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// A vhost-user port:
-    /// name=NAME,socket=PATH[,client][,mac=MAC][,queues=N][,mtu=N][,datapath=MODE].
-    /// `client` makes vnetd connect to the VMM's server socket (and reconnect forever)
-    /// instead of listening. Both port kinds also take the isolation options
-    /// [,spoofchk=off][,ips=IP:IP][,max-macs=N][,vlan=N|,trunk=N:M]
-    /// [,ingress-mbit=N][,ingress-kpps=N][,egress-mbit=N][,egress-kpps=N][,flood-kpps=N]
-    /// (README, "Multi-tenant"), and [,mode=OCTAL][,group=GROUP][,uids=UID:UID]
-    /// [,max-mem=SIZE] (README, "Security").
-    #[arg(long = "vhost-user", value_name = "SPEC")]
-    vhost_user: Vec<String>,
-    /// A TAP port: name=NAME,ifname=IF[,netns=NS][,queues=N][,mac=MAC][,mtu=N], and the
-    /// isolation options.
-    #[arg(long = "tap", value_name = "SPEC")]
-    tap: Vec<String>,
-    /// How the datapath waits for work: event (sleep on guest kicks, no CPU when idle),
-    /// poll (busy-poll, one core at 100 %), adaptive (poll while traffic flows).
-    #[arg(long, value_name = "MODE")]
-    datapath: Option<control::config::DatapathMode>,
-    /// Datapath worker threads (1..=64): ports and their queue pairs are spread over them.
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// How long a frame from a TAP waits for a guest without rx buffers before it is
-    /// dropped, in milliseconds (1..=60000, default 50): frames behind it on that TAP
-    /// queue wait as long.
-    #[arg(long, value_name = "MS")]
-    tap_hold_ms: Option<u64>,
-    /// Control socket for vnetctl.
-    #[arg(long, value_name = "PATH")]
-    control: Option<PathBuf>,
-    /// TOML configuration file; ports given on the command line are added to its ports.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Once set up (sockets bound, TAPs opened), run as this user (and group), with no
-    /// capabilities and no_new_privs.
-    #[arg(long, value_name = "USER[:GROUP]")]
-    user: Option<String>,
-    /// seccomp filters on every thread: enforce (a forbidden system call kills vnetd),
-    /// log (allowed, logged by the kernel), off.
-    #[arg(long, value_name = "MODE")]
-    seccomp: Option<control::config::SeccompMode>,
-    /// Mode of the vhost-user socket files vnetd creates (octal, default 0600).
-    #[arg(long, value_name = "OCTAL")]
-    socket_mode: Option<String>,
-    /// Group of the vhost-user socket files vnetd creates.
-    #[arg(long, value_name = "GROUP")]
-    socket_group: Option<String>,
-    /// Group of the control socket, which is then 0660 (else 0600).
-    #[arg(long, value_name = "GROUP")]
-    control_group: Option<String>,
-    /// Accept sockets in directories that other users may write (README, "Security").
-    #[arg(long)]
-    allow_shared_socket_dir: bool,
-    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
-    #[arg(long, value_name = "ADDR:PORT")]
-    metrics: Option<String>,
-    /// Log level or filter (error, warn, info, debug, trace, or `info,vnet_datapath=debug`);
-    /// else the file's `log_level`, else the VNET_LOG environment variable, else info.
-    #[arg(long, value_name = "FILTER")]
-    log_level: Option<String>,
-    /// Log lines as text or json (one object per line).
-    #[arg(long, value_name = "FORMAT")]
-    log_format: Option<control::config::LogFormat>,
-}
+use vnetd::cli::Args;
 
 fn config(args: &Args) -> anyhow::Result<Config> {
     let mut cfg = match &args.config {

@@ -10,6 +10,7 @@
 mod bench;
 mod demo;
 mod deps;
+mod dist;
 mod guest_image;
 mod test;
 mod util;
@@ -44,6 +45,9 @@ enum Command {
     /// VM-to-VM and VM-to-host (TAP) forwarding rates of vnetd against DPDK (testpmd), as a
     /// table and JSON.
     Bench(bench::Args),
+    /// A Debian package (.deb) of the binaries, the systemd unit, an example configuration,
+    /// man pages and shell completions, in target/dist/.
+    Dist(dist::Args),
     /// The bench's traffic helpers (a bare TAP loop, a host-side sender), started by
     /// `cargo xtask bench` itself.
     #[command(hide = true)]
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::GuestImage => guest_image::run(),
         Command::Test(args) | Command::Ci(args) => test::run_all(args),
         Command::Bench(args) => bench::run(args),
+        Command::Dist(args) => dist::run_dist(args),
         Command::BenchHelper(args) => bench::tap::helper(args),
     };
     match result {

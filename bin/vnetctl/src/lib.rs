@@ -1,0 +1,5 @@
+//! vnetctl as a library: only its command-line definition, for `cargo xtask dist` (man
+//! page, shell completions). The tool itself is `main.rs`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
