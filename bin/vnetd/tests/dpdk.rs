@@ -246,3 +246,109 @@ fn testpmd_forwards_through_vnetd_running_as_nobody() {
     assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
     assert!(status.contains("Seccomp:\t2"), "{status}");
 }
+
+/// vnetd's rx counter of port `name`.
+fn rx_of(v: &Vnetd, name: &str) -> u64 {
+    v.port_stats(name).rx_packets
+}
+
+#[test]
+fn testpmd_keeps_forwarding_while_a_port_comes_and_goes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = dpdk() else { return };
+    let v = vnetd();
+    let paired = paired_ab();
+    let mut t = paired.start(&bin, &v, "ab-churn");
+    let call = |req: api::Request| match v.call(req) {
+        api::Response::Done { .. } => {}
+        other => panic!("{other:?}"),
+    };
+    // The loop's rate alone, then while port x is added and removed 100 times (the ratio
+    // is printed for the record: timings belong to benchmarks, not to pass/fail).
+    let (r0, t0) = (rx_of(&v, "a"), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let quiet = (rx_of(&v, "a") - r0) as f64 / t0.elapsed().as_secs_f64();
+    let (r1, t1) = (rx_of(&v, "a"), Instant::now());
+    let mut last = r1;
+    for round in 0..100 {
+        let sock = v.dir.join("x.sock");
+        call(api::Request::AddPort {
+            kind: api::PortKind::VhostUser,
+            spec: format!("name=x,socket={}", sock.display()),
+        });
+        call(api::Request::DelPort { name: "x".into() });
+        // At an operator's pace rather than flat out: 50 changes a second.
+        std::thread::sleep(Duration::from_millis(20));
+        if round % 10 == 9 {
+            // The loop never stops (counters are published within a few ms).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut now = rx_of(&v, "a");
+            while now <= last && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+                now = rx_of(&v, "a");
+            }
+            assert!(now > last, "forwarding stopped at round {round}");
+            last = now;
+        }
+    }
+    let churn = (rx_of(&v, "a") - r1) as f64 / t1.elapsed().as_secs_f64();
+    eprintln!(
+        "port a rx: {:.3} Mpps alone, {:.3} Mpps while x came and went 100 times in {:.2?} \
+         ({:.0} %)",
+        quiet / 1e6,
+        churn / 1e6,
+        t1.elapsed(),
+        100.0 * churn / quiet.max(1.0)
+    );
+    t.check_running();
+    drop(t);
+    assert!(!v.dir.join("x.sock").exists());
+}
+
+#[test]
+fn testpmd_keeps_forwarding_while_metrics_are_scraped() {
+    use std::io::{Read, Write};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = dpdk() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ma, mb) = (format!("mac={}", MAC_A), format!("mac={}", MAC_B));
+    let v = Vnetd::start_ports_args(
+        &[("a", &ma), ("b", &mb)],
+        &["--metrics", &format!("127.0.0.1:{port}")],
+    );
+    let paired = paired_ab();
+    let mut t = paired.start(&bin, &v, "ab-scraped");
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(
+            out.contains("vnet_port_rx_packets_total{port=\"a\""),
+            "{out}"
+        );
+    };
+    // The loop's rate alone, then scraped 20 times a second (the ratio is printed for
+    // the record: timings belong to benchmarks, not to pass/fail).
+    let (r0, t0) = (rx_of(&v, "a"), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let quiet = (rx_of(&v, "a") - r0) as f64 / t0.elapsed().as_secs_f64();
+    let (r1, t1) = (rx_of(&v, "a"), Instant::now());
+    for _ in 0..40 {
+        scrape();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let scraped = (rx_of(&v, "a") - r1) as f64 / t1.elapsed().as_secs_f64();
+    eprintln!(
+        "port a rx: {:.3} Mpps alone, {:.3} Mpps scraped 20 times a second ({:.0} %)",
+        quiet / 1e6,
+        scraped / 1e6,
+        100.0 * scraped / quiet.max(1.0)
+    );
+    assert!(scraped > 0.0, "forwarding stopped while scraped");
+    t.check_running();
+}
