@@ -76,6 +76,25 @@ pub enum Command {
         #[arg(value_name = "KEY=VALUE", required = true)]
         settings: Vec<String>,
     },
+    /// Capture a port's frames as pcapng (tcpdump -r, Wireshark). Directions as in
+    /// `stats`: in = what the port sends into the switch, out = what the switch delivers
+    /// to it. Stops after --count frames or on Ctrl-C.
+    Capture {
+        /// The port's name.
+        port: String,
+        /// in, out or both.
+        #[arg(long, default_value = "both", value_parser = ["in", "out", "both"])]
+        direction: String,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long, value_name = "COUNT")]
+        count: Option<u64>,
+        /// Bytes kept of each frame (14 to 262144).
+        #[arg(long, value_name = "BYTES", default_value_t = 262_144)]
+        snaplen: u32,
+        /// Where to write: a file, or - for standard output (`-w - | tcpdump -r -`).
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: String,
+    },
     /// Print the running configuration as the TOML vnetd reads (`vnetd --config`).
     ShowConfig,
     /// Re-read vnetd's --config file and apply the difference (as SIGHUP does).

@@ -252,6 +252,25 @@ fn rx_of(v: &Vnetd, name: &str) -> u64 {
     v.port_stats(name).rx_packets
 }
 
+/// Port a's receive rate (frames/s) while `during` runs.
+fn rate_during(v: &Vnetd, during: impl FnOnce()) -> f64 {
+    let (r, t) = (rx_of(v, "a"), Instant::now());
+    during();
+    (rx_of(v, "a") - r) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Prints port a's rate alone and under `what` (for the record: timings belong to
+/// benchmarks, not to pass/fail), and checks that forwarding went on.
+fn report_rates(quiet: f64, busy: f64, what: &str) {
+    eprintln!(
+        "port a rx: {:.3} Mpps alone, {:.3} Mpps {what} ({:.0} %)",
+        quiet / 1e6,
+        busy / 1e6,
+        100.0 * busy / quiet.max(1.0)
+    );
+    assert!(busy > 0.0, "forwarding stopped {what}");
+}
+
 #[test]
 fn testpmd_keeps_forwarding_while_a_port_comes_and_goes() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,43 +282,33 @@ fn testpmd_keeps_forwarding_while_a_port_comes_and_goes() {
         api::Response::Done { .. } => {}
         other => panic!("{other:?}"),
     };
-    // The loop's rate alone, then while port x is added and removed 100 times (the ratio
-    // is printed for the record: timings belong to benchmarks, not to pass/fail).
-    let (r0, t0) = (rx_of(&v, "a"), Instant::now());
-    std::thread::sleep(Duration::from_secs(2));
-    let quiet = (rx_of(&v, "a") - r0) as f64 / t0.elapsed().as_secs_f64();
-    let (r1, t1) = (rx_of(&v, "a"), Instant::now());
-    let mut last = r1;
-    for round in 0..100 {
-        let sock = v.dir.join("x.sock");
-        call(api::Request::AddPort {
-            kind: api::PortKind::VhostUser,
-            spec: format!("name=x,socket={}", sock.display()),
-        });
-        call(api::Request::DelPort { name: "x".into() });
-        // At an operator's pace rather than flat out: 50 changes a second.
-        std::thread::sleep(Duration::from_millis(20));
-        if round % 10 == 9 {
-            // The loop never stops (counters are published within a few ms).
-            let deadline = Instant::now() + Duration::from_secs(2);
-            let mut now = rx_of(&v, "a");
-            while now <= last && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-                now = rx_of(&v, "a");
+    // The loop's rate alone, then while port x is added and removed 100 times.
+    let quiet = rate_during(&v, || std::thread::sleep(Duration::from_secs(2)));
+    let mut last = rx_of(&v, "a");
+    let churn = rate_during(&v, || {
+        for round in 0..100 {
+            let sock = v.dir.join("x.sock");
+            call(api::Request::AddPort {
+                kind: api::PortKind::VhostUser,
+                spec: format!("name=x,socket={}", sock.display()),
+            });
+            call(api::Request::DelPort { name: "x".into() });
+            // At an operator's pace rather than flat out: 50 changes a second.
+            std::thread::sleep(Duration::from_millis(20));
+            if round % 10 == 9 {
+                // The loop never stops (counters are published within a few ms).
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let mut now = rx_of(&v, "a");
+                while now <= last && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                    now = rx_of(&v, "a");
+                }
+                assert!(now > last, "forwarding stopped at round {round}");
+                last = now;
             }
-            assert!(now > last, "forwarding stopped at round {round}");
-            last = now;
         }
-    }
-    let churn = (rx_of(&v, "a") - r1) as f64 / t1.elapsed().as_secs_f64();
-    eprintln!(
-        "port a rx: {:.3} Mpps alone, {:.3} Mpps while x came and went 100 times in {:.2?} \
-         ({:.0} %)",
-        quiet / 1e6,
-        churn / 1e6,
-        t1.elapsed(),
-        100.0 * churn / quiet.max(1.0)
-    );
+    });
+    report_rates(quiet, churn, "while x came and went 100 times");
     t.check_running();
     drop(t);
     assert!(!v.dir.join("x.sock").exists());
@@ -332,23 +341,44 @@ fn testpmd_keeps_forwarding_while_metrics_are_scraped() {
             "{out}"
         );
     };
-    // The loop's rate alone, then scraped 20 times a second (the ratio is printed for
-    // the record: timings belong to benchmarks, not to pass/fail).
-    let (r0, t0) = (rx_of(&v, "a"), Instant::now());
-    std::thread::sleep(Duration::from_secs(2));
-    let quiet = (rx_of(&v, "a") - r0) as f64 / t0.elapsed().as_secs_f64();
-    let (r1, t1) = (rx_of(&v, "a"), Instant::now());
-    for _ in 0..40 {
-        scrape();
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let scraped = (rx_of(&v, "a") - r1) as f64 / t1.elapsed().as_secs_f64();
-    eprintln!(
-        "port a rx: {:.3} Mpps alone, {:.3} Mpps scraped 20 times a second ({:.0} %)",
-        quiet / 1e6,
-        scraped / 1e6,
-        100.0 * scraped / quiet.max(1.0)
-    );
-    assert!(scraped > 0.0, "forwarding stopped while scraped");
+    // The loop's rate alone, then scraped 20 times a second.
+    let quiet = rate_during(&v, || std::thread::sleep(Duration::from_secs(2)));
+    let scraped = rate_during(&v, || {
+        for _ in 0..40 {
+            scrape();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    report_rates(quiet, scraped, "scraped 20 times a second");
     t.check_running();
+}
+
+#[test]
+fn testpmd_keeps_forwarding_while_captured_without_a_reader() {
+    use std::io::{BufRead, Write};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = dpdk() else { return };
+    let v = vnetd();
+    let paired = paired_ab();
+    let mut t = paired.start(&bin, &v, "ab-captured");
+    let quiet = rate_during(&v, || std::thread::sleep(Duration::from_secs(2)));
+    // A capture of both directions whose reader never reads: the stream backs up, the
+    // rings fill, frames are lost to the capture, not to the switch.
+    let s = std::os::unix::net::UnixStream::connect(v.dir.join("ctl.sock")).unwrap();
+    let req = api::Request::Capture {
+        port: "a".into(),
+        take_in: true,
+        take_out: true,
+        snaplen: 262_144,
+        count: None,
+    };
+    (&s).write_all(api::encode_line(&req).as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(&s).read_line(&mut line).unwrap();
+    assert!(line.contains("capturing port a"), "{line}");
+    std::thread::sleep(Duration::from_millis(500));
+    let captured = rate_during(&v, || std::thread::sleep(Duration::from_secs(2)));
+    report_rates(quiet, captured, "captured with no reader");
+    t.check_running();
+    drop(s);
 }

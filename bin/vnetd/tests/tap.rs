@@ -499,3 +499,80 @@ fn attaches_to_an_existing_persistent_tap() {
         .status
         .success());
 }
+
+#[test]
+fn capture_of_a_ping_reads_back_with_tcpdump() {
+    if !can_use_tap() {
+        return;
+    }
+    if testbed::dpdk::which("tcpdump").is_none() {
+        testbed::skip(
+            "VNET_REQUIRE_TAP",
+            "capture test: no tcpdump to read the capture (run `cargo xtask deps`)",
+        );
+        return;
+    }
+    let ns = Netns::for_test("tapcap").unwrap();
+    let ifn = ifname("cap");
+    let v = vnetd_with_tap(&ns, &ifn, "", &["a"]);
+    let out = ns
+        .command(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", &ifn])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
+    v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (echoes, largest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let t = responder(a, stop.clone(), echoes.clone(), largest.clone());
+    // 100 frames of port a, both ways: the guest's replies and the host's requests.
+    let file = v.dir.join("a.pcapng");
+    let cap = std::process::Command::new(workspace_bin("vnetctl"))
+        .arg("--control")
+        .arg(v.dir.join("ctl.sock"))
+        .args(["capture", "a", "-c", "100", "-w"])
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !v.log_text().contains("port a: capture started") {
+        assert!(std::time::Instant::now() < deadline, "{}", v.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = ns
+        .command(&["ping", "-c", "60", "-i", "0.01", "-W", "2", "198.18.0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let done = cap.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("100 frame(s) captured, 0 lost"), "{said}");
+    stop.store(true, Ordering::Relaxed);
+    let _a = t.join().unwrap();
+    let out = std::process::Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.lines().count(), 100, "{text}");
+    assert!(
+        text.contains("198.18.0.1 > 198.18.0.2: ICMP echo request"),
+        "{text}"
+    );
+    assert!(
+        text.contains("198.18.0.2 > 198.18.0.1: ICMP echo reply"),
+        "{text}"
+    );
+}

@@ -43,6 +43,7 @@ const REQUIREMENTS: &[Requirement] = &[
     need("qemu-system-x86_64", "qemu-system-x86", "QEMU boots the Linux guests of the end-to-end tests (tests/guests.rs) on vnetd"),
     need("busybox", "busybox-static", "the static busybox is the guest image's userland (shell, ip, ping, insmod)"),
     need("iperf3", "iperf3", "iperf3 and its libraries are copied into the guest image for throughput tests"),
+    need("tcpdump", "tcpdump", "tcpdump reads the pcapng of `vnetctl capture` in tests/tap.rs"),
     need("prometheus", "prometheus", "a real Prometheus server scrapes vnetd's /metrics in tests/metrics.rs (a private instance on loopback)"),
 ];
 

@@ -29,6 +29,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 pub use wire::MacAddr;
 
+pub mod pcapng;
+
 /// Where vnetd listens unless told otherwise.
 pub const DEFAULT_CONTROL_PATH: &str = "/run/vnet/vnetd.sock";
 
@@ -62,6 +64,20 @@ pub enum Request {
         /// `KEY=VALUE` items, keys as on vnetd's command line.
         settings: Vec<String>,
     },
+    /// Capture a port's frames: the `done` reply is followed on the same connection by a
+    /// pcapng stream, until `count` frames or until the client closes.
+    Capture {
+        /// The port's name.
+        port: String,
+        /// Frames the port sends into the switch.
+        take_in: bool,
+        /// Frames the switch delivers to the port.
+        take_out: bool,
+        /// Bytes kept of each frame.
+        snaplen: u32,
+        /// Frames to capture (None: until the client closes).
+        count: Option<u64>,
+    },
     /// The running configuration, as the TOML vnetd reads.
     ShowConfig,
     /// Re-read `--config` and apply the difference.
@@ -86,6 +102,7 @@ impl Request {
             Request::DelPort { .. } => "del_port",
             Request::SetPort { .. } => "set_port",
             Request::ShowConfig => "show_config",
+            Request::Capture { .. } => "capture",
             Request::Reload => "reload",
         }
     }

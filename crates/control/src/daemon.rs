@@ -186,6 +186,17 @@ struct Client {
     answer: Vec<u8>,
     written: usize,
     deadline: Instant,
+    /// A capture to stream to this client once the answer is written.
+    capture: Option<PendingCapture>,
+}
+
+/// A capture started for a control client: the reader, the port's name, the snap length
+/// and the frame count asked for.
+struct PendingCapture {
+    cap: datapath::capture::Capture,
+    name: String,
+    snaplen: u32,
+    count: Option<u64>,
 }
 
 /// vnetd's control plane and the worker it drives.
@@ -400,6 +411,45 @@ impl Daemon {
         }
         self.cfg = next;
         Ok(())
+    }
+
+    /// Starts capturing port `name`'s frames (at most `snaplen` bytes of each).
+    fn start_capture(
+        &mut self,
+        name: &str,
+        take_in: bool,
+        take_out: bool,
+        snaplen: u32,
+        count: Option<u64>,
+    ) -> Result<PendingCapture, String> {
+        let id = self
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.cfg.name == name)
+            .map(|p| p.handle.id)
+            .or_else(|| {
+                self.taps
+                    .iter()
+                    .find(|t| t.cfg.name == name)
+                    .map(|t| t.handle.id)
+            })
+            .ok_or_else(|| format!("no port named `{name}`"))?;
+        if !(14..=262_144).contains(&snaplen) {
+            return Err(format!("snaplen {snaplen}: expected 14 to 262144 bytes"));
+        }
+        if !take_in && !take_out {
+            return Err("nothing to capture: neither direction asked for".into());
+        }
+        let snap = usize::try_from(snaplen).unwrap_or(usize::MAX);
+        let cap = self.dp.start_capture(id, take_in, take_out, snap);
+        tracing::info!("port {name}: capture started");
+        Ok(PendingCapture {
+            cap,
+            name: name.to_string(),
+            snaplen,
+            count,
+        })
     }
 
     /// Adds a port to the metrics.
@@ -970,6 +1020,7 @@ impl Daemon {
             answer: Vec::new(),
             written: 0,
             deadline: Instant::now() + CLIENT_DEADLINE,
+            capture: None,
         });
     }
 
@@ -996,6 +1047,18 @@ impl Daemon {
                 .epoll
                 .ctl(ControlOperation::Modify, c.stream.as_raw_fd(), ev);
             self.clients[i] = Some(c);
+        } else if c.written == c.answer.len() && c.capture.is_some() {
+            // The answer is out: the frames follow on a thread of their own.
+            let _ = self.epoll.ctl(
+                ControlOperation::Delete,
+                c.stream.as_raw_fd(),
+                EpollEvent::default(),
+            );
+            if let Some(p) = c.capture.take() {
+                if let Err(e) = crate::capture::spawn(c.stream, p.cap, p.name, p.snaplen, p.count) {
+                    tracing::error!("capture thread: {e}");
+                }
+            }
         } else {
             self.drop_client(c);
         }
@@ -1037,6 +1100,20 @@ impl Daemon {
         } else {
             let line = String::from_utf8_lossy(&c.request);
             match api::decode_line::<Request>(&line) {
+                Ok(Request::Capture {
+                    port,
+                    take_in,
+                    take_out,
+                    snaplen,
+                    count,
+                }) => match self.start_capture(&port, take_in, take_out, snaplen, count) {
+                    Ok(p) => {
+                        let message = format!("capturing port {port}");
+                        c.capture = Some(p);
+                        Response::Done { message }
+                    }
+                    Err(e) => Response::error(format!("capture: {e}")),
+                },
                 Ok(req) => self.answer(&req),
                 Err(e) => Response::error(format!("bad request: {e}")),
             }
@@ -1130,6 +1207,9 @@ impl Daemon {
                 Ok(message) => Response::Done { message },
                 Err(e) => Response::error(format!("set-port: {e}")),
             },
+            Request::Capture { .. } => {
+                Response::error("capture: only on a control connection of its own")
+            }
             Request::ShowConfig => Response::Config {
                 toml: self.cfg.to_toml(),
             },

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod capture;
 pub mod config;
 mod daemon;
 pub mod lockdown;

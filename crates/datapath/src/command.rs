@@ -49,6 +49,11 @@ pub(crate) enum Command {
         id: PortId,
         rules: Box<PortRules>,
     },
+    /// Starts (Some) or stops (None) capturing port `id`'s frames.
+    Capture {
+        id: PortId,
+        sink: Option<Box<crate::capture::Sink>>,
+    },
     StartQueue {
         id: PortId,
         q: Box<ReadyQueue>,

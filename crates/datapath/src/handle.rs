@@ -291,6 +291,28 @@ impl Datapath {
         self.stats.clone()
     }
 
+    /// Starts capturing port `id`'s frames (`take_in`: those it sends into the switch,
+    /// `take_out`: those delivered to it), the first `snaplen` bytes of each. The capture
+    /// stops when the returned reader is dropped.
+    pub fn start_capture(
+        &self,
+        id: PortId,
+        take_in: bool,
+        take_out: bool,
+        snaplen: usize,
+    ) -> crate::capture::Capture {
+        let (sinks, mut cap) =
+            crate::capture::capture(id, self.workers.len(), take_in, take_out, snaplen);
+        for (w, sink) in self.workers.iter().zip(sinks) {
+            w.cmd.send(Command::Capture {
+                id,
+                sink: Some(Box::new(sink)),
+            });
+        }
+        cap.stop = self.workers.iter().map(|w| w.cmd.clone()).collect();
+        cap
+    }
+
     /// Replaces a running port's policy (security, VLAN, learning limit, MTU, rates) on
     /// every worker, between bursts; its learned addresses are forgotten (and learned
     /// again under the new rules), its static ones replaced.

@@ -16,6 +16,7 @@
 //! | module     | what it holds                                                        |
 //! |------------|----------------------------------------------------------------------|
 //! | `types`    | `PortId`, `PortStatus`, `DatapathMode`, settings and limits            |
+//! | `capture`  | copies of a port's frames for `vnetctl capture` (a ring per worker)   |
 //! | `current`  | the port a worker works on, named in panic messages                  |
 //! | `loglimit` | rate-limited warnings (a budget of lines per source and window)       |
 //! | `io`       | the `writev` to a TAP fd (`unsafe`: raw iovecs)                        |
@@ -32,6 +33,7 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod capture;
 mod command;
 pub mod current;
 mod forward;

@@ -96,6 +96,12 @@ impl Sender {
     ) -> bool {
         self.ring.push(ingress, egress, len, fill)
     }
+
+    /// Whether a record of `len` payload bytes would fit now (the consumer only makes
+    /// more room): lets a producer skip preparing a record that would be refused.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.ring.has_room(len)
+    }
 }
 
 impl Receiver {
@@ -224,6 +230,17 @@ impl Mailbox {
     /// True when nothing waits (as seen by the consumer).
     fn is_empty(&self) -> bool {
         self.head.0.load(Ordering::Relaxed) == self.tail.0.load(Ordering::Acquire)
+    }
+
+    /// Producer side of [`Sender::has_room`]: the same test as `push` (padding included).
+    fn has_room(&self, len: usize) -> bool {
+        let need = record_len(len);
+        let tail = self.tail.0.load(Ordering::Relaxed);
+        let head = self.head.0.load(Ordering::Acquire);
+        let free = self.cap() - tail.wrapping_sub(head);
+        let to_end = self.cap() - (tail & self.mask);
+        let pad = if need <= to_end { 0 } else { to_end };
+        pad + need <= free
     }
 }
 

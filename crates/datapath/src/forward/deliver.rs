@@ -207,6 +207,7 @@ pub(super) fn unicast_plain(
         // with it.
         q.writev(&iov).ok()?;
         dst.counters.count_tx(f.len);
+        capture_plain(dst, head, eth_len, src, off);
         return Some(Ok(()));
     }
     let (q, policy) = dst.rx_ring_and_policy(ingress.qp)?;
@@ -215,8 +216,22 @@ pub(super) fn unicast_plain(
     let r = with_ring!(&mut q.ring, ring => plain_into(ring, chain, f, head, egress_limit))?;
     if r.is_ok() {
         delivered(dst, f.len);
+        capture_plain(dst, head, eth_len, src, off);
     }
     Some(r)
+}
+
+/// A frame [`unicast_plain`] delivered, to `dst`'s capture if one runs.
+#[inline(always)]
+fn capture_plain(dst: &mut Port, head: &[u8; HEAD_LEN], eth_len: usize, src: &Chain, off: usize) {
+    if let Some(cap) = dst.capture.as_mut() {
+        let (hdr, eth) = head.split_at(HDR_LEN_V1);
+        cap.push(
+            crate::capture::Direction::Out,
+            hdr,
+            &[Src::Bytes(&eth[..eth_len]), Src::Chain(src, off)],
+        );
+    }
 }
 
 /// The rx side of [`unicast_plain`], monomorphized per ring layout: one chain popped from
@@ -451,11 +466,24 @@ impl Sink<'_> {
         eth: &[u8],
         body: Src<'_>,
     ) -> Result<(), DropReason> {
-        if dst.is_tap() {
+        let r = if dst.is_tap() {
             tap_put(dst, self.iov, self.followups, self.out, hdr, eth, body)
         } else {
             rx_put(dst, self.rx, self.out.qp, hdr, eth, body)
+        };
+        if r.is_ok() {
+            if let Some(cap) = dst.capture.as_mut() {
+                let mut hb = [0u8; HDR_LEN_V1];
+                hdr.write(&mut hb);
+                let hl = dst.hdr_len.min(HDR_LEN_V1);
+                cap.push(
+                    crate::capture::Direction::Out,
+                    &hb[..hl],
+                    &[Src::Bytes(eth), body],
+                );
+            }
         }
+        r
     }
 }
 

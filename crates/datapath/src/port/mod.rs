@@ -59,6 +59,8 @@ pub(crate) struct Port {
     pub kind: Kind,
     /// Budget of this port's warnings (a guest breaking its rings in a loop).
     pub log: crate::loglimit::LogLimit,
+    /// A capture of this port's frames, while `vnetctl capture` runs.
+    pub capture: Option<Box<crate::capture::Sink>>,
 }
 
 impl Port {
@@ -84,6 +86,7 @@ impl Port {
             mode,
             kind: Kind::Vhost(VhostRings::new(queue_pairs)),
             log: Default::default(),
+            capture: None,
         }
     }
 
@@ -109,6 +112,7 @@ impl Port {
             mode: DatapathMode::Event,
             kind: Kind::Tap(TapPort::new(tap.ifname, tap.queues, read)),
             log: Default::default(),
+            capture: None,
         }
     }
 

@@ -570,6 +570,11 @@ impl Worker {
                 self.add_tap(id, p);
                 self.fdb_rules(id, &statics, max_macs);
             }
+            Command::Capture { id, sink } => {
+                if let Some(p) = self.sw.port(id) {
+                    p.capture = sink;
+                }
+            }
             Command::SetRules { id, rules } => {
                 let PortRules {
                     policy,

@@ -9,6 +9,7 @@ use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 use vring::{with_ring, Chain, DeviceRing, Ring, RingError};
 
 use super::{Token, Worker};
+use crate::capture::Direction;
 use crate::forward::{switch_express, switch_frame, Express, Ingress};
 use crate::frame::{Src, HEAD_LEN};
 use crate::port::vhost::Vq;
@@ -137,6 +138,13 @@ impl Worker {
         if express_frames > 0 {
             if let Some(p) = port::find_mut(cx.ports, id) {
                 p.counters.count_rx_many(express_frames, express_bytes);
+            }
+        }
+        if let Some(cap) = port::find_mut(cx.ports, id).and_then(|p| p.capture.as_mut()) {
+            for c in &chains[..switched] {
+                let mut h = [0u8; virtio_net::HDR_LEN_V1];
+                let n = c.read_at(0, &mut h[..hl.min(virtio_net::HDR_LEN_V1)]);
+                cap.push(Direction::In, &h[..n], &[Src::Chain(c, hl)]);
             }
         }
         self.work += switched as u64;

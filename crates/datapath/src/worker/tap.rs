@@ -80,6 +80,14 @@ impl Worker {
                 }
             };
             let frame = &self.tap_buf[..n];
+            if let Some(cap) = self.sw.port(id).and_then(|p| p.capture.as_mut()) {
+                let hl = port_tap::VNET_HDR_LEN.min(n);
+                cap.push(
+                    crate::capture::Direction::In,
+                    &frame[..hl],
+                    &[Src::Bytes(&frame[hl..])],
+                );
+            }
             let r = switch_frame(
                 &mut self.sw.ctx(),
                 Ingress::new(id, 0),
