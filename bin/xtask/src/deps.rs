@@ -44,6 +44,8 @@ const REQUIREMENTS: &[Requirement] = &[
     need("busybox", "busybox-static", "the static busybox is the guest image's userland (shell, ip, ping, insmod)"),
     need("iperf3", "iperf3", "iperf3 and its libraries are copied into the guest image for throughput tests"),
     need("tcpdump", "tcpdump", "tcpdump reads the pcapng of `vnetctl capture` in tests/tap.rs"),
+    need("libvirtd", "libvirt-daemon-system", "a libvirt domain with a vhostuser interface boots on vnetd in tests/libvirt.rs (README's recipe)"),
+    need("virsh", "libvirt-clients", "virsh creates and destroys that domain"),
     need("prometheus", "prometheus", "a real Prometheus server scrapes vnetd's /metrics in tests/metrics.rs (a private instance on loopback)"),
 ];
 
