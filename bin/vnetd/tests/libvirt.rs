@@ -129,11 +129,19 @@ fn a_libvirt_domain_with_a_vhostuser_interface_pings_through_vnetd() {
         );
         return;
     };
-    // libvirt's QEMU runs as libvirt-qemu (group kvm): the socket is 0660 for kvm.
+    // libvirt's QEMU runs as libvirt-qemu (group kvm): the socket is 0660 for kvm. The
+    // guest's port is added at runtime, as `vnetctl add-port` does.
     let v = Vnetd::start_ports_args(
-        &[("lv", ""), ("fe", "")],
+        &[("fe", "")],
         &["--socket-mode", "0660", "--socket-group", "kvm"],
     );
+    match v.call(api::Request::AddPort {
+        kind: api::PortKind::VhostUser,
+        spec: format!("name=lv,socket={}", v.sock("lv").display()),
+    }) {
+        api::Response::Done { .. } => {}
+        other => panic!("{other:?}"),
+    }
     let fe = connect(&v.sock("fe"), frontend::DEFAULT_FEATURES);
     let stop = Arc::new(AtomicBool::new(false));
     let echoes = Arc::new(AtomicU64::new(0));

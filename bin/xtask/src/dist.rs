@@ -285,11 +285,21 @@ mod tests {
         );
         let (ok, files) = sh(Command::new("dpkg").args(["-L", "vnet"]));
         assert!(ok, "{files}");
+        // `dpkg -r` leaves only the configuration (a conffile), `dpkg -P` that too. Every
+        // path of ours has "vnet" in it; shared directories (/usr/bin...) stay.
+        let (ok, out) = sh(Command::new("dpkg").args(["-r", "vnet"]));
+        assert!(ok, "dpkg -r: {out}");
+        let conf = "/etc/vnet/vnetd.toml";
+        for f in files.lines().filter(|f| f.contains("vnet")) {
+            if !conf.starts_with(f) {
+                assert!(!Path::new(f).exists(), "{f} left behind by dpkg -r");
+            }
+        }
+        assert!(Path::new(conf).exists(), "dpkg -r keeps the configuration");
         let (ok, out) = sh(Command::new("dpkg").args(["-P", "vnet"]));
         assert!(ok, "dpkg -P: {out}");
-        // Every path of ours has "vnet" in it; shared directories (/usr/bin...) stay.
         for f in files.lines().filter(|f| f.contains("vnet")) {
-            assert!(!Path::new(f).exists(), "{f} left behind");
+            assert!(!Path::new(f).exists(), "{f} left behind by dpkg -P");
         }
     }
 }
