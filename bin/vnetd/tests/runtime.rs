@@ -290,3 +290,33 @@ fn reload_applies_the_difference_and_a_bad_file_changes_nothing() {
     });
     pass_frame(&mut b, &mut a, mac(1), mac(2), 3, WAIT);
 }
+
+#[test]
+fn a_capture_ends_when_its_port_is_removed() {
+    let v = Vnetd::start(&["a", "b"]);
+    let cap = Command::new(workspace_bin("vnetctl"))
+        .arg("--control")
+        .arg(v.dir.join("ctl.sock"))
+        .args(["capture", "b", "-w"])
+        .arg(v.dir.join("b.pcapng"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !v.log_text().contains("port b: capture started") {
+        assert!(std::time::Instant::now() < deadline, "{}", v.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (ok, out) = vnetctl(&v, &["del-port", "b"]);
+    assert!(ok, "{out}");
+    // No --count and nobody stops it: the capture ends with its port.
+    let out = cap.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("0 frame(s) captured, 0 lost"), "{said}");
+    assert!(
+        v.log_text().contains("port b: removed while captured"),
+        "{}",
+        v.log_text()
+    );
+}

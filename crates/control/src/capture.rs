@@ -71,6 +71,10 @@ pub fn spawn(
                     if hung_up(&s) {
                         break;
                     }
+                    if cap.port_gone() {
+                        tracing::info!("port {name}: removed while captured");
+                        break;
+                    }
                     std::thread::sleep(IDLE);
                 }
             }

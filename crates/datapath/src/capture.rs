@@ -190,6 +190,13 @@ impl Capture {
         n
     }
 
+    /// Whether no worker captures any more: the port was removed (each worker dropped its
+    /// end with the port). Only meaningful once the workers took their ends: every end is
+    /// alive from [`crate::Datapath::start_capture`] until a worker drops it.
+    pub fn port_gone(&self) -> bool {
+        Arc::strong_count(&self.lost) == 1
+    }
+
     /// Frames the workers could not copy because the rings were full (complete once the
     /// capture is stopped: see [`Capture::stop`]).
     pub fn lost(&self) -> u64 {
