@@ -136,23 +136,25 @@ pub struct Captured<'a> {
 }
 
 /// The capture thread's end: every worker's ring and the count of frames not copied.
-#[derive(Debug)]
 pub struct Capture {
     rx: Vec<Receiver>,
     lost: Arc<AtomicU64>,
     /// The port captured.
     pub port: PortId,
-    /// The workers' commands, to stop the capture when this goes.
-    pub(crate) stop: Vec<crate::command::CommandTx>,
+    /// Stops the capture on every worker (set by the datapath's handle), when this goes.
+    pub(crate) stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture").field("port", &self.port).finish()
+    }
 }
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        for c in &self.stop {
-            c.send(crate::command::Command::Capture {
-                id: self.port,
-                sink: None,
-            });
+        if let Some(stop) = self.stop.take() {
+            stop();
         }
     }
 }
@@ -247,7 +249,7 @@ pub(crate) fn capture(
             rx,
             lost,
             port,
-            stop: Vec::new(),
+            stop: None,
         },
     )
 }

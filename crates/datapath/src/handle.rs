@@ -309,7 +309,12 @@ impl Datapath {
                 sink: Some(Box::new(sink)),
             });
         }
-        cap.stop = self.workers.iter().map(|w| w.cmd.clone()).collect();
+        let cmds: Vec<CommandTx> = self.workers.iter().map(|w| w.cmd.clone()).collect();
+        cap.stop = Some(Box::new(move || {
+            for c in &cmds {
+                c.send(Command::Capture { id, sink: None });
+            }
+        }));
         cap
     }
 
