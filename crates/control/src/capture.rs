@@ -4,7 +4,6 @@
 //! could not take is counted and reported in the closing statistics block.
 
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -14,16 +13,6 @@ use api::pcapng;
 
 /// How long the thread sleeps when no frame waits.
 const IDLE: Duration = Duration::from_millis(2);
-
-/// Whether the client closed its end.
-fn hung_up(s: &UnixStream) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(
-        s.as_fd(),
-        PollFlags::from_bits_retain(libc::POLLRDHUP),
-    )];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-}
 
 /// Streams `cap` (port `name`) to `s` on a new thread: at most `count` frames.
 pub fn spawn(
@@ -68,7 +57,7 @@ pub fn spawn(
                     break;
                 }
                 if n == 0 {
-                    if hung_up(&s) {
+                    if port_vhost::server::peer_hung_up(&s) {
                         break;
                     }
                     if cap.port_gone() {

@@ -154,20 +154,9 @@ impl Mailbox {
         if len32 == PAD {
             return false;
         }
-        let need = record_len(len);
-        let tail = self.tail.0.load(Ordering::Relaxed);
-        // Acquire: the consumer finished reading the space it released.
-        let head = self.head.0.load(Ordering::Acquire);
-        let free = self.cap() - tail.wrapping_sub(head);
-        let to_end = self.cap() - (tail & self.mask);
-        let (pad, start) = if need <= to_end {
-            (0, tail)
-        } else {
-            (to_end, tail.wrapping_add(to_end))
-        };
-        if pad + need > free {
+        let Some((tail, pad, start, need)) = self.placement(len) else {
             return false;
-        }
+        };
         if pad > 0 {
             self.write_hdr(tail, PAD, ingress, egress);
         }
@@ -232,15 +221,28 @@ impl Mailbox {
         self.head.0.load(Ordering::Relaxed) == self.tail.0.load(Ordering::Acquire)
     }
 
-    /// Producer side of [`Sender::has_room`]: the same test as `push` (padding included).
+    /// Producer side of [`Sender::has_room`]: the test `push` makes.
     fn has_room(&self, len: usize) -> bool {
+        self.placement(len).is_some()
+    }
+
+    /// Where a record of `len` payload bytes goes, if it fits now: `(tail, pad, start,
+    /// need)`, with `pad` bytes of padding at `tail` when the record would wrap and the
+    /// record itself (`need` bytes) at `start`. Producer side only.
+    #[inline]
+    fn placement(&self, len: usize) -> Option<(usize, usize, usize, usize)> {
         let need = record_len(len);
         let tail = self.tail.0.load(Ordering::Relaxed);
+        // Acquire: the consumer finished reading the space it released.
         let head = self.head.0.load(Ordering::Acquire);
         let free = self.cap() - tail.wrapping_sub(head);
         let to_end = self.cap() - (tail & self.mask);
-        let pad = if need <= to_end { 0 } else { to_end };
-        pad + need <= free
+        let (pad, start) = if need <= to_end {
+            (0, tail)
+        } else {
+            (to_end, tail.wrapping_add(to_end))
+        };
+        (pad + need <= free).then_some((tail, pad, start, need))
     }
 }
 

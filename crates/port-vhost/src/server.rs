@@ -20,6 +20,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::conn::MsgError;
+/// Whether the peer of a unix stream closed its end, without reading or waiting.
+pub use crate::sys::peer_hung_up;
 
 use crate::{QueueControl, VhostUserNet};
 
