@@ -38,6 +38,10 @@ pub struct Args {
     /// queue wait as long.
     #[arg(long, value_name = "MS")]
     pub tap_hold_ms: Option<u64>,
+    /// Write a burst's frames to a TAP queue with one io_uring submission (on, the
+    /// default, where the kernel offers io_uring) or with one `writev` each (off).
+    #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tap_batch: Option<bool>,
     /// Control socket for vnetctl.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,

@@ -37,6 +37,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(ms) = args.tap_hold_ms {
         cfg.tap_hold_ms = ms;
     }
+    if let Some(b) = args.tap_batch {
+        cfg.tap_batch = b;
+    }
     let sec = &mut cfg.security;
     for (field, key, value) in [
         (&mut sec.user, "user", &args.user),

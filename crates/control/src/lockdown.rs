@@ -128,6 +128,9 @@ const COMMON: &[i64] = &[
     libc::SYS_fstat,
     libc::SYS_newfstatat,
     libc::SYS_lseek,
+    // Batched TAP writes: rings set up (and restricted to writev on their TAP fd) by the
+    // control thread.
+    libc::SYS_io_uring_enter,
     #[cfg(target_arch = "x86_64")]
     libc::SYS_epoll_wait,
 ];
@@ -137,6 +140,8 @@ const COMMON: &[i64] = &[
 /// which without capabilities only work for what vnetd's user owns).
 const CONTROL: &[i64] = &[
     libc::SYS_setns,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_register,
     libc::SYS_getsockname,
     libc::SYS_getpeername,
     libc::SYS_accept4,

@@ -35,6 +35,9 @@ pub(crate) enum Command {
         id: PortId,
         name: String,
         tap: port_tap::Tap,
+        /// Each queue's write ring (made here, on the control thread: workers may not
+        /// set up rings).
+        rings: Vec<Option<crate::uring::TapRing>>,
         /// The worker reads these queues (else it only writes to the first one).
         read: bool,
         rules: Box<PortRules>,

@@ -1,6 +1,7 @@
 //! The control plane's side of a worker: commands in, counters and status out.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use switch::SharedCounters;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::command::{Command, CommandTx, PortRules};
+use crate::uring::TapRing;
 
 /// How long the control plane waits for a worker to answer a command. A worker that does
 /// not answer in time is reported (it is wedged, or stuck in a system call), and the
@@ -59,6 +61,8 @@ pub struct Datapath {
     next_id: u16,
     /// Each port's ingress and egress share on each worker (for policy changes).
     shares: std::collections::BTreeMap<u16, Vec<(Share, Share)>>,
+    /// Writes to TAP queues go through io_uring batches (see [`TapRing`]).
+    tap_batch: bool,
 }
 
 #[derive(Debug)]
@@ -165,6 +169,7 @@ impl Datapath {
             stats,
             next_id: 0,
             shares: Default::default(),
+            tap_batch: cfg.tap_batch,
         })
     }
 
@@ -257,9 +262,11 @@ impl Datapath {
                 .entry(h.id.0)
                 .or_default()
                 .push((ingress, egress));
+            let rings = self.tap_rings(name, &queues);
             w.cmd.send(Command::AddTap {
                 id: h.id,
                 name: name.to_string(),
+                rings,
                 tap: port_tap::Tap {
                     ifname: tap.ifname.clone(),
                     queues,
@@ -272,6 +279,32 @@ impl Datapath {
             });
         }
         Ok(h)
+    }
+
+    /// A write ring for each TAP queue, when batching is on and the kernel offers
+    /// io_uring (else None: one `writev` per frame, said once per port).
+    fn tap_rings(&self, name: &str, queues: &[std::fs::File]) -> Vec<Option<TapRing>> {
+        if !self.tap_batch {
+            return queues.iter().map(|_| None).collect();
+        }
+        let mut refused = None;
+        let rings = queues
+            .iter()
+            .map(|fd| {
+                if refused.is_some() {
+                    return None;
+                }
+                TapRing::new(fd.as_raw_fd())
+                    .map_err(|e| refused = Some(e))
+                    .ok()
+            })
+            .collect();
+        if let Some(e) = refused {
+            tracing::warn!(
+                "port {name}: io_uring unavailable ({e}); one write system call per frame to the TAP"
+            );
+        }
+        rings
     }
 
     fn new_handle(&mut self, name: &str, rings: usize) -> PortHandle {

@@ -20,6 +20,7 @@
 //! | `current`  | the port a worker works on, named in panic messages                  |
 //! | `loglimit` | rate-limited warnings (a budget of lines per source and window)       |
 //! | `io`       | the `writev` to a TAP fd (`unsafe`: raw iovecs)                        |
+//! | `uring`    | batched writes to a TAP fd through io_uring (`unsafe`: the same)       |
 //! | `mailbox`  | the lock-free ring between two workers (`unsafe`: shared buffer)       |
 //! | `policy`   | a port's security, VLAN, MTU and rate limits as one worker applies them |
 //! | `command`  | what the control plane asks of a worker                              |
@@ -48,6 +49,8 @@ mod mailbox;
 mod policy;
 mod port;
 mod types;
+#[allow(unsafe_code)] // io_uring entries point to the data they write
+mod uring;
 mod worker;
 
 pub use command::LockdownFn;

@@ -74,6 +74,9 @@ pub struct DatapathConfig {
     /// How long a frame from a TAP waits for a guest without rx buffers (the TAP queue
     /// behind it waits too) before it is dropped.
     pub tap_hold: Duration,
+    /// Frames of a burst to a TAP queue go in one io_uring submission (where the kernel
+    /// offers it) instead of one `writev` each.
+    pub tap_batch: bool,
 }
 
 impl Default for DatapathConfig {
@@ -84,6 +87,7 @@ impl Default for DatapathConfig {
             fdb_aging: switch::DEFAULT_AGING_TIME,
             workers: 1,
             tap_hold: Duration::from_millis(50),
+            tap_batch: true,
         }
     }
 }

@@ -144,6 +144,12 @@ impl PortCounters {
         self.tx_bytes = self.tx_bytes.wrapping_add(widen(bytes));
     }
 
+    /// Counts `frames` frames of `bytes` in all sent to the port.
+    pub fn count_tx_many(&mut self, frames: u64, bytes: usize) {
+        self.tx_packets = self.tx_packets.wrapping_add(frames);
+        self.tx_bytes = self.tx_bytes.wrapping_add(widen(bytes));
+    }
+
     /// Counts one dropped frame.
     pub fn count_drop(&mut self, reason: DropReason) {
         self.count_drops(reason, 1);

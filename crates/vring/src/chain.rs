@@ -338,6 +338,12 @@ impl<'a> IoVecs<'a> {
     pub fn as_slice(&self) -> &[libc::iovec] {
         &self.iov[..self.n]
     }
+
+    /// The entries, borrowed for as long as the data they point to.
+    pub fn into_slice(self) -> &'a [libc::iovec] {
+        let IoVecs { iov, n, .. } = self;
+        &iov[..n]
+    }
 }
 
 /// The address of byte `off` of `segs` and how many bytes of its segment follow it.

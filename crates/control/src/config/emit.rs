@@ -83,6 +83,9 @@ impl Config {
         );
         top.insert("datapath".into(), text(self.datapath));
         top.insert("tap_hold_ms".into(), int(self.tap_hold_ms));
+        if !self.tap_batch {
+            top.insert("tap_batch".into(), Value::Boolean(false));
+        }
         security(&mut top, &self.security);
         put(&mut top, "metrics", self.metrics.map(text));
         put(&mut top, "log_level", self.log_level.as_ref().map(text));

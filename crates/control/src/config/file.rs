@@ -55,6 +55,9 @@ impl Config {
             }
             config.tap_hold_ms = value;
         }
+        if let Some(b) = raw.tap_batch {
+            config.tap_batch = b;
+        }
         let sec = &mut config.security;
         for (field, key, value) in [
             (&mut sec.user, "user", raw.user),
@@ -210,6 +213,7 @@ struct RawConfig {
     workers: Option<Spanned<u64>>,
     datapath: Option<Spanned<String>>,
     tap_hold_ms: Option<Spanned<u64>>,
+    tap_batch: Option<bool>,
     user: Option<Spanned<String>>,
     seccomp: Option<Spanned<String>>,
     socket_mode: Option<Spanned<String>>,

@@ -34,6 +34,9 @@ pub struct Config {
     /// How long a frame from a TAP waits for its guest's rx buffers before it is dropped
     /// (the TAP queue behind it waits too), in milliseconds.
     pub tap_hold_ms: u64,
+    /// Frames of a burst to a TAP queue go in one io_uring submission (where the kernel
+    /// offers it) instead of one `writev` each.
+    pub tap_batch: bool,
     /// Privileges, seccomp, socket ownership.
     pub security: Security,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
@@ -84,6 +87,7 @@ impl Default for Config {
             workers: DEFAULT_WORKERS,
             datapath: DatapathMode::Event,
             tap_hold_ms: DEFAULT_TAP_HOLD_MS,
+            tap_batch: true,
             security: Security::default(),
             metrics: None,
             log_level: None,

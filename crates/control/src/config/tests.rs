@@ -624,6 +624,7 @@ fn toml_full() {
             workers: 2,
             datapath: DatapathMode::Adaptive,
             tap_hold_ms: 50,
+            tap_batch: true,
             fdb: FdbConfig {
                 capacity: 1024,
                 aging_secs: 60
@@ -694,7 +695,7 @@ fn toml_unknown_keys_with_location() {
             (
                 "workers = 1\n[switch]\n",
                 "vnet.toml:2:2: unknown field `switch`, expected one of `control`, `workers`, \
-                 `datapath`, `tap_hold_ms`, `user`, `seccomp`, `socket_mode`, `socket_group`, `control_group`, `allow_shared_socket_dir`, `metrics`, `log_level`, `log_format`, `fdb`, `vhost_user`, `tap`",
+                 `datapath`, `tap_hold_ms`, `tap_batch`, `user`, `seccomp`, `socket_mode`, `socket_group`, `control_group`, `allow_shared_socket_dir`, `metrics`, `log_level`, `log_format`, `fdb`, `vhost_user`, `tap`",
             ),
             (
                 "[fdb]\ncapacity = 1\nage = 3\n",

@@ -260,6 +260,7 @@ impl Daemon {
             fdb_aging: cfg.fdb.aging(),
             workers: cfg.workers,
             tap_hold: Duration::from_millis(cfg.tap_hold_ms),
+            tap_batch: cfg.tap_batch,
         })?;
         // Built up step by step: if a step fails, dropping `d` closes what was opened and
         // removes the sockets already created.

@@ -225,6 +225,7 @@ impl Daemon {
             ("workers", c.workers != want.workers),
             ("datapath", c.datapath != want.datapath),
             ("tap_hold_ms", c.tap_hold_ms != want.tap_hold_ms),
+            ("tap_batch", c.tap_batch != want.tap_batch),
             ("fdb", c.fdb != want.fdb),
             ("security settings", c.security != want.security),
         ] {

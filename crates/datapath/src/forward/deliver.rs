@@ -9,8 +9,10 @@ use virtio_net::offload::{self, Delivery};
 use virtio_net::{csum, gso, NetHdr, GSO_NONE, HDR_F_NEEDS_CSUM, HDR_LEN_V1};
 use vring::{with_ring, Chain, DeviceRing, IoVecs, RingError};
 
+use super::tapout::TapOut;
 use super::{port_mut, Ctx, Followup, Ingress};
 use crate::frame::{EthHead, Src, HEAD_LEN};
+use crate::port::tap::BATCH_IOV;
 use crate::port::Port;
 use crate::types::{PortId, MAX_FRAME};
 
@@ -27,6 +29,8 @@ fn max_rx_attempts(total: usize) -> usize {
 const MAX_RX_CHAINS: usize = 80;
 /// Most iovecs of one `writev` to a TAP fd (header + chain segments).
 const MAX_IOV: usize = vring::MAX_CHAIN_SEGS + 1;
+/// Most TAP queues one burst gathers frames for (beyond that, frames are written at once).
+const MAX_DIRTY: usize = 64;
 
 /// Preallocated buffers of a worker: nothing on the per-frame path allocates.
 pub(crate) struct Scratch {
@@ -38,6 +42,10 @@ pub(crate) struct Scratch {
     seg: Vec<u8>,
     /// iovecs of a `writev` to a TAP fd.
     pub iov: Vec<libc::iovec>,
+    /// iovecs of a batch of writes to a TAP queue.
+    pub tap_iov: Vec<libc::iovec>,
+    /// TAP queues with frames waiting for the end of the burst.
+    pub tap_dirty: Vec<(PortId, u16)>,
 }
 
 impl Scratch {
@@ -53,6 +61,14 @@ impl Scratch {
                 };
                 MAX_IOV
             ],
+            tap_iov: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                usize::from(crate::types::BURST) * BATCH_IOV
+            ],
+            tap_dirty: Vec::with_capacity(MAX_DIRTY),
         }
     }
 
@@ -196,8 +212,28 @@ pub(super) fn unicast_plain(
         if limited {
             return None;
         }
-        let (_, q) = tap.queue_for(usize::from(ingress.port.0))?;
+        let (qi, q) = tap.queue_for(usize::from(ingress.port.0))?;
         if !q.out.is_empty() {
+            return None;
+        }
+        let mut t = TapOut {
+            burst: cx.burst,
+            dirty: &mut cx.scratch.tap_dirty,
+            arena: &mut cx.scratch.tap_iov,
+        };
+        if t.defer(
+            (egress, qi),
+            q,
+            &head[..HDR_LEN_V1 + eth_len],
+            src,
+            off,
+            body_len,
+        ) {
+            capture_plain(dst, head, eth_len, src, off);
+            return Some(Ok(()));
+        }
+        if !q.pending.is_empty() {
+            // The general path writes what waits first.
             return None;
         }
         let mut iov = IoVecs::new(&mut cx.scratch.iov);
@@ -334,6 +370,7 @@ pub(super) fn deliver(
         scratch,
         outbox,
         followups,
+        burst,
         ..
     } = cx;
     let Some(dst) = port_mut(ports, egress) else {
@@ -391,12 +428,23 @@ pub(super) fn deliver(
     let plan = offload::plan(&hdr, dst.rx_caps);
     let out_hdr = offload::rx_hdr(&hdr, plan, dst.rx_caps);
     if plan == Delivery::AsIs {
-        let Scratch { rx, iov, .. } = &mut **scratch;
+        let Scratch {
+            rx,
+            iov,
+            tap_iov,
+            tap_dirty,
+            ..
+        } = &mut **scratch;
         let mut sink = Sink {
             rx,
             iov,
             followups,
             out: &out,
+            tap: TapOut {
+                burst,
+                dirty: tap_dirty,
+                arena: tap_iov,
+            },
         };
         return sink.put(dst, &out_hdr, eth.as_bytes(), f.body);
     }
@@ -418,12 +466,19 @@ pub(super) fn deliver(
         frame,
         seg,
         iov,
+        tap_iov,
+        tap_dirty,
     } = &mut **scratch;
     let mut sink = Sink {
         rx,
         iov,
         followups,
         out: &out,
+        tap: TapOut {
+            burst,
+            dirty: tap_dirty,
+            arena: tap_iov,
+        },
     };
     let bytes = &frame[..out_len];
     if plan == Delivery::CompleteCsum {
@@ -455,6 +510,7 @@ struct Sink<'s> {
     iov: &'s mut [libc::iovec],
     followups: &'s mut Vec<Followup>,
     out: &'s Out,
+    tap: TapOut<'s>,
 }
 
 impl Sink<'_> {
@@ -467,7 +523,7 @@ impl Sink<'_> {
         body: Src<'_>,
     ) -> Result<(), DropReason> {
         let r = if dst.is_tap() {
-            tap_put(dst, self.iov, self.followups, self.out, hdr, eth, body)
+            tap_put(dst, self, hdr, eth, body)
         } else {
             rx_put(dst, self.rx, self.out.qp, hdr, eth, body)
         };
@@ -492,27 +548,49 @@ impl Sink<'_> {
 /// queue for EPOLLOUT; when that is full too it is dropped.
 fn tap_put(
     dst: &mut Port,
-    iov: &mut [libc::iovec],
-    followups: &mut Vec<Followup>,
-    out: &Out,
+    sink: &mut Sink<'_>,
     hdr: &NetHdr,
     eth: &[u8],
     body: Src<'_>,
 ) -> Result<(), DropReason> {
+    let out = sink.out;
+    let mut h = *hdr;
+    h.num_buffers = 0;
+    let mut hb = [0u8; HEAD_LEN];
+    h.write(&mut hb[..HDR_LEN_V1]);
+    let head_len = HDR_LEN_V1 + eth.len();
+    if let Some(e) = hb.get_mut(HDR_LEN_V1..head_len) {
+        e.copy_from_slice(eth);
+    }
+    let len = eth.len() + body.len();
+    let Some((qi, q)) = dst.tap_mut().and_then(|t| t.queue_for(out.hint)) else {
+        return Err(DropReason::PortDown);
+    };
+    if let (Src::Chain(c, off), true) = (body, head_len <= HEAD_LEN) {
+        let blen = body.len();
+        if sink
+            .tap
+            .defer((out.port, qi), q, &hb[..head_len], c, off, blen)
+        {
+            return Ok(());
+        }
+    }
+    if !q.pending.is_empty() {
+        // Frames of this burst wait for this queue: they go first.
+        sink.tap
+            .flush_before(dst, out.port, qi, sink.iov, sink.followups);
+    }
     let Some(tap) = dst.tap_mut() else {
         return Err(DropReason::PortDown);
     };
     let Some((qi, q)) = tap.queue_for(out.hint) else {
         return Err(DropReason::PortDown);
     };
-    let mut h = *hdr;
-    h.num_buffers = 0;
-    let mut hb = [0u8; HDR_LEN_V1];
-    h.write(&mut hb);
-    let len = eth.len() + body.len();
+    let hb = &hb[..HDR_LEN_V1];
+    let followups = &mut *sink.followups;
     if q.out.is_empty() {
-        let mut v = IoVecs::new(iov);
-        v.push_bytes(&hb);
+        let mut v = IoVecs::new(sink.iov);
+        v.push_bytes(hb);
         if !eth.is_empty() {
             v.push_bytes(eth);
         }
@@ -538,7 +616,7 @@ fn tap_put(
     let Some(slot) = q.out.push_slot() else {
         return Err(DropReason::TxError);
     };
-    slot.extend_from_slice(&hb);
+    slot.extend_from_slice(hb);
     slot.extend_from_slice(eth);
     let start = slot.len();
     slot.resize(start + body.len(), 0);

@@ -7,6 +7,7 @@
 //! [`Followup`]s for what only the worker can do (its epoll registrations).
 
 mod deliver;
+mod tapout;
 
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ use crate::port::{find_mut as port_mut, Port};
 use crate::types::{PortId, MAX_FRAME};
 pub(crate) use deliver::Scratch;
 use deliver::{deliver, remote_worker, unicast_plain, Frame, Plain, MAIL_HEAD};
+pub(crate) use tapout::flush_all as flush_taps;
 use vring::Chain;
 
 /// What forwarding works with: borrowed from the worker for one frame.
@@ -33,6 +35,9 @@ pub(crate) struct Ctx<'a> {
     pub outbox: &'a mut Outbox,
     /// Things left for the worker, appended (rare: a state change of a TAP queue).
     pub followups: &'a mut Vec<Followup>,
+    /// The chains of the running tx burst (empty outside one): frames to TAP queues
+    /// written straight from them may wait for its end, to go in batches.
+    pub burst: &'a [vring::Chain],
 }
 
 /// Where a frame came in.

@@ -94,6 +94,7 @@ impl Port {
     pub fn tap(
         name: String,
         tap: port_tap::Tap,
+        rings: Vec<Option<crate::uring::TapRing>>,
         read: bool,
         policy: Policy,
         shared: Arc<SharedCounters>,
@@ -110,7 +111,7 @@ impl Port {
             status,
             broken: false,
             mode: DatapathMode::Event,
-            kind: Kind::Tap(TapPort::new(tap.ifname, tap.queues, read)),
+            kind: Kind::Tap(TapPort::new(tap.ifname, tap.queues, rings, read)),
             log: Default::default(),
             capture: None,
         }

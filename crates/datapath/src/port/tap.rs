@@ -5,9 +5,11 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use vring::IoVecs;
+use vring::{Chain, IoVecs};
 
-use crate::types::{PortId, MAX_FRAME};
+use crate::frame::HEAD_LEN;
+use crate::types::{PortId, BURST, MAX_FRAME};
+use crate::uring::TapRing;
 
 /// Frames a TAP queue may hold back while the kernel's queue is full.
 pub(crate) const TAP_OUT_SLOTS: usize = 32;
@@ -65,6 +67,46 @@ impl OutQueue {
     }
 }
 
+/// A frame of the running tx burst for a TAP queue, written when the burst ends (with
+/// the others for that queue, in one system call): the virtio_net_hdr and Ethernet header
+/// as the switch checked them, then the rest straight from the guest's chain.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TapWrite {
+    /// The chain's index in the burst.
+    pub frame: u16,
+    pub head_len: u8,
+    pub head: [u8; HEAD_LEN],
+    /// Where the rest starts in the chain, and its length.
+    pub off: u32,
+    pub len: u32,
+}
+
+impl TapWrite {
+    /// Bytes of the frame (Ethernet header included, virtio_net_hdr not).
+    fn frame_len(&self) -> usize {
+        usize::from(self.head_len).saturating_sub(virtio_net::HDR_LEN_V1) + self.len as usize
+    }
+}
+
+/// iovecs one batched frame may use: the copied header and up to 15 chain buffers (a
+/// frame in more buffers is written on its own).
+pub(crate) const BATCH_IOV: usize = 16;
+
+/// What became of the writes of a burst to one TAP queue.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent {
+    pub frames: u64,
+    pub bytes: usize,
+    /// Refused with an error (dropped, `tx_error`).
+    pub failed: u64,
+    /// Lost because the device is gone (dropped, `port_down`).
+    pub down: u64,
+    /// Frames went to the out-queue: EPOLLOUT should be armed.
+    pub queued: bool,
+    /// The device is gone.
+    pub gone: bool,
+}
+
 /// What became of the frames waiting in an [`OutQueue`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Flushed {
@@ -92,12 +134,18 @@ pub(crate) struct TapQueue {
     pub held_since: Option<std::time::Instant>,
     /// This worker reads the queue (else it only writes to it: another worker reads it).
     pub read: bool,
+    /// Batches writes (None: one `writev` per frame).
+    pub ring: Option<TapRing>,
+    /// Frames of the running burst waiting for its end (see [`TapWrite`]).
+    pub pending: Vec<TapWrite>,
 }
 
 impl TapQueue {
-    pub fn new(fd: File, read: bool) -> TapQueue {
+    pub fn new(fd: File, read: bool, ring: Option<TapRing>) -> TapQueue {
         TapQueue {
             read,
+            ring,
+            pending: Vec::with_capacity(usize::from(BURST)),
             fd,
             out: OutQueue::new(),
             out_armed: false,
@@ -140,6 +188,126 @@ impl TapQueue {
         }
         r
     }
+
+    /// Whether a frame of the running burst can wait for the burst's end (batched).
+    pub fn can_defer(&self) -> bool {
+        self.ring.is_some() && self.out.is_empty() && self.pending.len() < usize::from(BURST)
+    }
+
+    /// Writes the frames gathered during a burst (`burst`: its chains), in order: as many
+    /// as fit in one io_uring submission at a time, a frame in too many buffers on its own
+    /// with `writev`. A frame the kernel cannot take yet goes to the out-queue.
+    pub fn flush_pending(
+        &mut self,
+        burst: &[Chain],
+        arena: &mut [libc::iovec],
+        iov: &mut [libc::iovec],
+    ) -> Sent {
+        let mut sent = Sent::default();
+        let pending = std::mem::take(&mut self.pending);
+        let mut results = [0i32; BURST as usize];
+        let mut i = 0;
+        while i < pending.len() {
+            let start = i;
+            let mut alone = false;
+            if let Some(ring) = self.ring.as_mut() {
+                let mut w = ring.writes();
+                let mut chunks = arena.chunks_mut(BATCH_IOV);
+                while let (Some(p), Some(chunk)) = (pending.get(i), chunks.next()) {
+                    let mut v = IoVecs::new(chunk);
+                    v.push_bytes(&p.head[..usize::from(p.head_len)]);
+                    let len = p.len as usize;
+                    let whole = burst
+                        .get(usize::from(p.frame))
+                        .is_some_and(|c| v.push_chain(c, p.off as usize, len) == len);
+                    if !whole {
+                        alone = true;
+                        break;
+                    }
+                    if !w.push(v) {
+                        break;
+                    }
+                    i += 1;
+                }
+                let n = w.len();
+                results[..n].fill(-libc::ECANCELED);
+                if let Err(e) = w.submit(&mut results[..n]) {
+                    tracing::warn!("TAP write batch failed ({e}); writing frame by frame");
+                }
+                if ring.is_broken() {
+                    self.ring = None;
+                }
+            } else {
+                alone = true;
+            }
+            for (p, &r) in pending[start..i].iter().zip(&results) {
+                let r = if r == -libc::EOPNOTSUPP {
+                    // The file cannot do RWF_NOWAIT: frame by frame from now on.
+                    self.ring = None;
+                    self.write_one(p, burst, iov)
+                } else {
+                    r
+                };
+                self.account(p, burst, r, &mut sent);
+            }
+            if alone {
+                if let Some(p) = pending.get(i) {
+                    let r = self.write_one(p, burst, iov);
+                    self.account(p, burst, r, &mut sent);
+                    i += 1;
+                }
+            }
+        }
+        self.pending = pending;
+        self.pending.clear();
+        sent
+    }
+
+    /// One pending frame with `writev`: its result as io_uring reports it.
+    fn write_one(&self, p: &TapWrite, burst: &[Chain], iov: &mut [libc::iovec]) -> i32 {
+        let Some(c) = burst.get(usize::from(p.frame)) else {
+            return -libc::EINVAL;
+        };
+        let mut v = IoVecs::new(iov);
+        v.push_bytes(&p.head[..usize::from(p.head_len)]);
+        let len = p.len as usize;
+        if v.push_chain(c, p.off as usize, len) != len {
+            return -libc::EMSGSIZE;
+        }
+        match self.writev(&v) {
+            Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+            Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    /// Counts a pending frame's result; one the kernel could not take yet is copied to
+    /// the out-queue (its chain is still the guest's until the burst ends).
+    fn account(&mut self, p: &TapWrite, burst: &[Chain], r: i32, sent: &mut Sent) {
+        let len = p.frame_len();
+        if r >= 0 {
+            sent.frames += 1;
+            sent.bytes += len;
+            return;
+        }
+        let errno = -r;
+        if errno == libc::EAGAIN {
+            if let (Some(c), Some(slot)) = (burst.get(usize::from(p.frame)), self.out.push_slot()) {
+                slot.extend_from_slice(&p.head[..usize::from(p.head_len)]);
+                let start = slot.len();
+                slot.resize(start + p.len as usize, 0);
+                c.read_at(p.off as usize, &mut slot[start..]);
+                sent.frames += 1;
+                sent.bytes += len;
+                sent.queued = true;
+                return;
+            }
+        } else if crate::io::is_gone(&std::io::Error::from_raw_os_error(errno)) {
+            sent.gone = true;
+            sent.down += 1;
+            return;
+        }
+        sent.failed += 1;
+    }
 }
 
 /// A TAP device attached to the switch.
@@ -153,10 +321,16 @@ pub(crate) struct TapPort {
 }
 
 impl TapPort {
-    pub fn new(ifname: String, fds: Vec<File>, read: bool) -> TapPort {
+    /// A port on `fds`, each queue with its ring if it has one (see [`TapRing`]).
+    pub fn new(ifname: String, fds: Vec<File>, rings: Vec<Option<TapRing>>, read: bool) -> TapPort {
+        let mut rings = rings.into_iter();
+        let queues = fds
+            .into_iter()
+            .map(|fd| TapQueue::new(fd, read, rings.next().flatten()))
+            .collect();
         TapPort {
             ifname,
-            queues: fds.into_iter().map(|fd| TapQueue::new(fd, read)).collect(),
+            queues,
             gone: false,
         }
     }

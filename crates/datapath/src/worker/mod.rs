@@ -80,12 +80,18 @@ struct Switching {
 
 impl Switching {
     fn ctx(&mut self) -> Ctx<'_> {
+        self.ctx_burst(&[])
+    }
+
+    /// The context of a tx burst of `burst`'s chains.
+    fn ctx_burst<'a>(&'a mut self, burst: &'a [vring::Chain]) -> Ctx<'a> {
         Ctx {
             ports: &mut self.ports,
             fdb: &mut self.fdb,
             scratch: &mut self.scratch,
             outbox: &mut self.outbox,
             followups: &mut self.followups,
+            burst,
         }
     }
 
@@ -556,6 +562,7 @@ impl Worker {
                 id,
                 name,
                 tap,
+                rings,
                 read,
                 rules,
                 shared,
@@ -566,7 +573,7 @@ impl Worker {
                     statics,
                     max_macs,
                 } = *rules;
-                let p = Port::tap(name, tap, read, policy, shared, status);
+                let p = Port::tap(name, tap, rings, read, policy, shared, status);
                 self.add_tap(id, p);
                 self.fdb_rules(id, &statics, max_macs);
             }
