@@ -3,9 +3,11 @@
 //!
 //! Each TAP queue gets a small ring of its own, set up while it is still disabled
 //! (`IORING_SETUP_R_DISABLED`) so that restrictions bind it before its first use: the only
-//! operation it can run is `writev` (on the queue's fd, the only one the worker names),
+//! operations it can run are `writev` and `read` (on the queue's fd, the only one the
+//! worker names),
 //! with no flags, and no registration is allowed afterwards. A worker holding the ring can
-//! do nothing with it that its seccomp filter (`writev` on its fds) does not allow anyway;
+//! do nothing with it that its seccomp filter (`writev` and `read` on its fds) does not
+//! allow anyway;
 //! the filter lets workers call `io_uring_enter` but not `io_uring_setup` or
 //! `io_uring_register`, which only the control thread, where TAP queues are opened, may
 //! call. The fd is not registered with the ring (a registered file would keep the TAP
@@ -58,6 +60,7 @@ impl TapRing {
         let sub = ring.submitter();
         let mut rules = [
             register::Restriction::sqe_op(opcode::Writev::CODE),
+            register::Restriction::sqe_op(opcode::Read::CODE),
             register::Restriction::sqe_flags_allowed(0),
         ];
         sub.register_restrictions(&mut rules)?;
@@ -72,6 +75,61 @@ impl TapRing {
     /// The ring failed: its owner should drop it and write frame by frame.
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// Reads up to one frame into each of `bufs` with one submission (`RWF_NOWAIT`: a
+    /// read finding the queue empty completes at once with `EAGAIN`), waits for all of
+    /// them and stores each one's result (bytes read, or a negated errno) in `results`.
+    pub fn read_batch(&mut self, bufs: &mut [Vec<u8>], results: &mut [i32]) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("the ring failed earlier"));
+        }
+        let n = bufs.len().min(results.len());
+        results[..n].fill(-libc::ECANCELED);
+        let (sub, mut sq, mut cq) = self.ring.split();
+        let mut pushed = 0;
+        for (i, b) in bufs[..n].iter_mut().enumerate() {
+            let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+            let e = opcode::Read::new(types::Fd(self.fd), b.as_mut_ptr(), len)
+                .rw_flags(libc::RWF_NOWAIT)
+                .build()
+                .user_data(i as u64);
+            // SAFETY: `b` is borrowed mutably for this call, which waits below for the
+            // completion of every entry it published before returning (or marks the ring
+            // broken so that nothing is submitted from it again).
+            if unsafe { sq.push(&e) }.is_err() {
+                break;
+            }
+            pushed += 1;
+        }
+        drop(sq);
+        let mut done = 0;
+        let mut tries = 0;
+        while done < pushed {
+            match sub.submit_and_wait(pushed - done) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
+                    tries += 1;
+                    if tries > MAX_TRIES {
+                        self.broken = true;
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+            cq.sync();
+            for c in &mut cq {
+                let i = usize::try_from(c.user_data()).unwrap_or(usize::MAX);
+                if let Some(r) = results.get_mut(i) {
+                    *r = c.result();
+                }
+                done += 1;
+            }
+        }
+        Ok(())
     }
 
     /// A batch of writes borrowing their data for `'a` (one that takes nothing when the

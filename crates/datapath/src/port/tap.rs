@@ -116,6 +116,71 @@ pub(crate) struct Flushed {
     pub gone: bool,
 }
 
+/// Frames one batched read takes at most.
+pub(crate) const READ_BATCH: usize = 32;
+
+/// Frames read from a TAP queue in one submission and not switched yet, in order.
+#[derive(Debug, Default)]
+pub(crate) struct RxBatch {
+    /// One buffer per read (allocated on first use).
+    bufs: Vec<Vec<u8>>,
+    /// (buffer, length) of the frames read, in the order read.
+    frames: Vec<(u16, u32)>,
+    /// The next of `frames` to switch.
+    next: usize,
+    /// Reads the next submission makes: doubled while they all find a frame, else what
+    /// the last one found and one more (a queue that trickles costs few empty reads).
+    want: usize,
+}
+
+impl RxBatch {
+    /// Frames read and not switched yet remain.
+    pub fn has_next(&self) -> bool {
+        self.next < self.frames.len()
+    }
+
+    /// The next frame read and not switched yet.
+    pub fn next_frame(&mut self) -> Option<&[u8]> {
+        let &(b, len) = self.frames.get(self.next)?;
+        self.next += 1;
+        self.bufs.get(usize::from(b))?.get(..len as usize)
+    }
+
+    /// Reads a new batch with `ring`; the frames read, or the error that ended it (with
+    /// the frames read before it still there).
+    pub fn refill(&mut self, ring: &mut TapRing) -> Result<usize, std::io::Error> {
+        if self.bufs.is_empty() {
+            self.bufs = (0..READ_BATCH).map(|_| vec![0u8; FRAME_ROOM]).collect();
+            self.frames = Vec::with_capacity(READ_BATCH);
+            self.want = 4;
+        }
+        self.frames.clear();
+        self.next = 0;
+        let want = self.want.clamp(1, READ_BATCH);
+        let mut results = [0i32; READ_BATCH];
+        ring.read_batch(&mut self.bufs[..want], &mut results[..want])?;
+        let mut err = None;
+        for (i, &r) in results[..want].iter().enumerate() {
+            match r {
+                n if n > 0 => self
+                    .frames
+                    .push((u16::try_from(i).unwrap_or(0), n.unsigned_abs())),
+                0 => {}
+                n if n == -libc::EAGAIN => {}
+                n => {
+                    err.get_or_insert(std::io::Error::from_raw_os_error(-n));
+                }
+            }
+        }
+        let got = self.frames.len();
+        self.want = if got == want { want * 2 } else { got + 1 };
+        match (got, err) {
+            (0, Some(e)) => Err(e),
+            _ => Ok(got),
+        }
+    }
+}
+
 /// One queue (fd) of a TAP device.
 #[derive(Debug)]
 pub(crate) struct TapQueue {
@@ -138,12 +203,15 @@ pub(crate) struct TapQueue {
     pub ring: Option<TapRing>,
     /// Frames of the running burst waiting for its end (see [`TapWrite`]).
     pub pending: Vec<TapWrite>,
+    /// Frames read ahead in one batch (with a ring), taken out while they are switched.
+    pub rx: Option<RxBatch>,
 }
 
 impl TapQueue {
     pub fn new(fd: File, read: bool, ring: Option<TapRing>) -> TapQueue {
         TapQueue {
             read,
+            rx: (read && ring.is_some()).then(RxBatch::default),
             ring,
             pending: Vec::with_capacity(usize::from(BURST)),
             fd,

@@ -11,7 +11,7 @@ use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 use super::{Switching, Token, Worker};
 use crate::forward::{switch_frame, Ingress, Outcome};
 use crate::frame::Src;
-use crate::port::tap::TapQueue;
+use crate::port::tap::{RxBatch, TapQueue};
 use crate::port::{self, Port};
 use crate::types::{PortId, BURST};
 
@@ -58,7 +58,23 @@ impl Worker {
     pub(super) fn tap_rx(&mut self, id: PortId, qi: usize, kicked: bool) {
         let now = Instant::now();
         let mut force = kicked;
-        for _ in 0..BURST {
+        // Frames read ahead in a batch leave the queue while they are switched (a Vec
+        // moved, no copy), and go back with what is left of them.
+        let mut batch = self.sw.tap_queue(id, qi).and_then(|q| {
+            if q.ring.as_ref().is_some_and(|r| r.is_broken()) {
+                tracing::warn!("TAP queue {qi}: its io_uring failed; one read per frame now");
+                q.ring = None;
+                q.rx = None;
+            }
+            q.rx.take()
+        });
+        // A burst of frames, and then the rest of a batch already read (no epoll event
+        // would come for frames that left the kernel's queue).
+        for i in 0.. {
+            let refill = i < usize::from(BURST);
+            if !refill && !batch.as_ref().is_some_and(RxBatch::has_next) {
+                break;
+            }
             // A held frame goes first; while it cannot go, nothing more is read.
             if !self.retry_held(id, qi, now, std::mem::take(&mut force)) {
                 break;
@@ -66,8 +82,13 @@ impl Worker {
             let Some(q) = self.sw.tap_queue(id, qi) else {
                 break;
             };
-            let n = match q.read(&mut self.tap_buf) {
-                Ok(n) => n,
+            let read = match batch.as_mut() {
+                Some(b) => read_batched(q, b, refill),
+                None => q.read(&mut self.tap_buf).map(|n| Some(&self.tap_buf[..n])),
+            };
+            let frame = match read {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -79,7 +100,7 @@ impl Worker {
                     break;
                 }
             };
-            let frame = &self.tap_buf[..n];
+            let n = frame.len();
             if let Some(cap) = self.sw.port(id).and_then(|p| p.capture.as_mut()) {
                 let hl = port_tap::VNET_HDR_LEN.min(n);
                 cap.push(
@@ -97,14 +118,17 @@ impl Worker {
                 None,
             );
             if let Outcome::Held(dst) = r {
-                if let Some(q) = self.sw.port(id).and_then(Port::tap_mut) {
-                    if let Some(q) = q.queues.get_mut(qi) {
-                        q.held.clear();
-                        q.held.extend_from_slice(&self.tap_buf[..n]);
-                    }
+                if let Some(q) = self.sw.tap_queue(id, qi) {
+                    q.held.clear();
+                    q.held.extend_from_slice(frame);
                 }
                 // The next round retries it only if buffers arrived meanwhile.
                 self.hold_for(id, qi, dst);
+            }
+        }
+        if let Some(q) = self.sw.tap_queue(id, qi) {
+            if q.rx.is_none() {
+                q.rx = batch;
             }
         }
         self.sw.flush_rx();
@@ -360,4 +384,25 @@ impl Worker {
             tracing::error!("cannot update epoll interest of a TAP queue: {e}");
         }
     }
+}
+
+/// The next frame of `q`'s read-ahead batch, reading a new batch when it is used up (if
+/// `refill`): `None` when there is none.
+fn read_batched<'b>(
+    q: &mut TapQueue,
+    b: &'b mut RxBatch,
+    refill: bool,
+) -> std::io::Result<Option<&'b [u8]>> {
+    if !b.has_next() {
+        if !refill {
+            return Ok(None);
+        }
+        let Some(ring) = q.ring.as_mut() else {
+            return Ok(None);
+        };
+        if b.refill(ring)? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(b.next_frame())
 }
