@@ -108,7 +108,12 @@ impl TapRing {
         while done < pushed {
             match sub.submit_and_wait(pushed - done) {
                 Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                    ) =>
+                {
                     tries += 1;
                     if tries > MAX_TRIES {
                         self.broken = true;

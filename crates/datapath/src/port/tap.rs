@@ -205,6 +205,9 @@ pub(crate) struct TapQueue {
     pub pending: Vec<TapWrite>,
     /// Frames read ahead in one batch (with a ring), taken out while they are switched.
     pub rx: Option<RxBatch>,
+    /// Out of epoll while frames flow: the worker reads it every round (and the host's
+    /// sender pays no epoll wake-up per frame), until it has been empty for a while.
+    pub polled: bool,
 }
 
 impl TapQueue {
@@ -212,6 +215,7 @@ impl TapQueue {
         TapQueue {
             read,
             rx: (read && ring.is_some()).then(RxBatch::default),
+            polled: false,
             ring,
             pending: Vec::with_capacity(usize::from(BURST)),
             fd,

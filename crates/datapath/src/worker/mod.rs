@@ -154,6 +154,9 @@ pub(crate) struct Worker {
     tap_hold: Duration,
     /// TAP queues holding a frame for a guest without rx buffers: (port, queue).
     holds: Vec<(PortId, usize)>,
+    /// TAP queues read every round instead of through epoll (see `TapQueue::polled`),
+    /// with when each last had a frame.
+    tap_polled: Vec<(PortId, usize, Instant)>,
 }
 
 impl Worker {
@@ -199,6 +202,7 @@ impl Worker {
             sigbus_seen: vring::sigbus::hits(),
             throttled: Vec::with_capacity(64),
             holds: Vec::with_capacity(64),
+            tap_polled: Vec::with_capacity(64),
         })
     }
 
@@ -211,7 +215,11 @@ impl Worker {
             // Sleep only when no queue has work left over from its last burst and we are
             // not polling. While polling busy rings, look at the fds (commands, TAPs) only
             // every EPOLL_EVERY rounds: the syscall costs more than a burst of small frames.
-            let mut timeout = if self.pending.is_empty() && !self.polling && self.inbox_empty() {
+            let mut timeout = if self.pending.is_empty()
+                && self.tap_polled.is_empty()
+                && !self.polling
+                && self.inbox_empty()
+            {
                 1000
             } else {
                 0
@@ -275,6 +283,7 @@ impl Worker {
             let now = Instant::now();
             self.timers(now);
             self.process_mail(now);
+            self.process_polled_taps(now);
             self.process_pending(now);
             self.sw.outbox.wake_mailed();
             self.round_done(self.work != before);

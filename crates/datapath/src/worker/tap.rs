@@ -6,7 +6,7 @@ use std::time::Instant;
 use vring::DeviceRing;
 
 use switch::DropReason;
-use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::{Switching, Token, Worker};
 use crate::forward::{switch_frame, Ingress, Outcome};
@@ -14,6 +14,9 @@ use crate::frame::Src;
 use crate::port::tap::{RxBatch, TapQueue};
 use crate::port::{self, Port};
 use crate::types::{PortId, BURST};
+
+/// A TAP queue is read every round (out of epoll) until it has had no frame for this long.
+const TAP_POLL_GRACE: std::time::Duration = std::time::Duration::from_micros(50);
 
 impl Worker {
     /// Watches the TAP queues of `p` and adds it.
@@ -55,8 +58,9 @@ impl Worker {
     /// destination has no rx buffer is held, and the queue stops reading until that
     /// guest adds buffers (its rx kick), so the host's queue, not vnetd, absorbs the burst.
     /// `kicked`: the destination just signalled new rx buffers.
-    pub(super) fn tap_rx(&mut self, id: PortId, qi: usize, kicked: bool) {
+    pub(super) fn tap_rx(&mut self, id: PortId, qi: usize, kicked: bool) -> usize {
         let now = Instant::now();
+        let mut got = 0;
         let mut force = kicked;
         // Frames read ahead in a batch leave the queue while they are switched (a Vec
         // moved, no copy), and go back with what is left of them.
@@ -101,6 +105,7 @@ impl Worker {
                 }
             };
             let n = frame.len();
+            got += 1;
             if let Some(cap) = self.sw.port(id).and_then(|p| p.capture.as_mut()) {
                 let hl = port_tap::VNET_HDR_LEN.min(n);
                 cap.push(
@@ -126,13 +131,63 @@ impl Worker {
                 self.hold_for(id, qi, dst);
             }
         }
+        let mut poll = false;
         if let Some(q) = self.sw.tap_queue(id, qi) {
             if q.rx.is_none() {
                 q.rx = batch;
             }
+            // Frames flow: read it every round for a while, out of epoll.
+            poll = got > 0 && !q.polled && q.held_for.is_none() && !q.out_armed;
+        }
+        if poll {
+            self.poll_tap(id, qi, now);
         }
         self.sw.flush_rx();
         self.followups();
+        got
+    }
+
+    /// Takes TAP queue `qi` of `id` out of epoll: read every round from now on.
+    fn poll_tap(&mut self, id: PortId, qi: usize, now: Instant) {
+        let Some(q) = self.sw.tap_queue(id, qi) else {
+            return;
+        };
+        let fd = q.fd.as_raw_fd();
+        if self
+            .epoll
+            .ctl(ControlOperation::Delete, fd, EpollEvent::default())
+            .is_ok()
+        {
+            q.polled = true;
+            self.tap_polled.push((id, qi, now));
+        }
+    }
+
+    /// Reads the polled TAP queues; one empty for longer than the grace goes back to
+    /// epoll.
+    pub(super) fn process_polled_taps(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.tap_polled.len() {
+            let (id, qi, last) = self.tap_polled[i];
+            let polled = self.sw.tap_queue(id, qi).is_some_and(|q| q.polled);
+            if !polled {
+                // Back in epoll already (a hold, writes waiting) or gone.
+                self.tap_polled.swap_remove(i);
+                continue;
+            }
+            crate::current::set(Some(id));
+            let got = self.tap_rx(id, qi, false);
+            crate::current::set(None);
+            if got > 0 {
+                self.tap_polled[i].2 = now;
+                i += 1;
+            } else if now.saturating_duration_since(last) > TAP_POLL_GRACE {
+                self.tap_polled.swap_remove(i);
+                self.set_tap_interest(id, qi);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Tries the held frame of a TAP queue again (when `force`d by an rx kick, or when
@@ -353,19 +408,32 @@ impl Worker {
         self.sw.fdb.flush_port(id);
     }
 
-    /// Updates what epoll reports for TAP queue `qi` of `id` to its state.
+    /// Updates what epoll reports for TAP queue `qi` of `id` to its state (a polled queue
+    /// goes back into epoll).
     pub(super) fn set_tap_interest(&mut self, id: PortId, qi: usize) {
-        let Some(p) = port::find(&self.sw.ports, id) else {
+        let Some(p) = port::find_mut(&mut self.sw.ports, id) else {
             return;
         };
-        if let Some(q) = p.tap_ref().and_then(|t| t.queues.get(qi)) {
-            self.tap_interest(id, qi, q, ControlOperation::Modify);
+        if let Some(q) = p.tap_mut().and_then(|t| t.queues.get_mut(qi)) {
+            let op = if std::mem::take(&mut q.polled) {
+                ControlOperation::Add
+            } else {
+                ControlOperation::Modify
+            };
+            tap_interest(&self.epoll, id, qi, q, op);
         }
     }
 
     /// Sets what epoll reports for a TAP queue: readable unless a frame is held, writable
     /// while frames wait.
     fn tap_interest(&self, id: PortId, qi: usize, q: &TapQueue, op: ControlOperation) {
+        tap_interest(&self.epoll, id, qi, q, op);
+    }
+}
+
+/// Sets what `epoll` reports for TAP queue `qi` of `id` (see [`Worker::tap_interest`]).
+fn tap_interest(epoll: &Epoll, id: PortId, qi: usize, q: &TapQueue, op: ControlOperation) {
+    {
         let mut ev = EventSet::empty();
         if q.read && q.held_for.is_none() {
             ev |= EventSet::IN;
@@ -377,10 +445,7 @@ impl Worker {
             port: id,
             queue: u16::try_from(qi).unwrap_or(u16::MAX),
         };
-        if let Err(e) = self
-            .epoll
-            .ctl(op, q.fd.as_raw_fd(), EpollEvent::new(ev, token.pack()))
-        {
+        if let Err(e) = epoll.ctl(op, q.fd.as_raw_fd(), EpollEvent::new(ev, token.pack())) {
             tracing::error!("cannot update epoll interest of a TAP queue: {e}");
         }
     }
