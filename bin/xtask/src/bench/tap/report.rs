@@ -162,7 +162,7 @@ impl TapReport {
         out += &format!(
             "  medians of {} run(s) x {} s; DPDK = testpmd io net_vhost <-> net_tap; bare loop \
              = write()/read() on a TAP fd, nothing else; CPU % of the switch CPU's process; \
-             target: vnetd >= DPDK and >= 0.90 x bare loop\n\n",
+             target: vnetd >= DPDK and >= 0.95 x bare loop\n\n",
             self.runs_per_cell, self.secs
         );
         if let Some(err) = &self.error {
@@ -306,14 +306,18 @@ impl TapReport {
     }
 }
 
-/// Whether a row meets the targets: vnetd at least DPDK, and at least 90 % of the bare loop.
+/// The share of the bare loop's rate vnetd must reach (issue 13: TAP I/O in batches).
+const BARE_TARGET: f64 = 0.95;
+
+/// Whether a row meets the targets: vnetd at least DPDK, and at least [`BARE_TARGET`] of
+/// the bare loop.
 fn target(vs_dpdk: Option<f64>, vs_bare: Option<f64>) -> String {
     let mut missed = Vec::new();
     if vs_dpdk.is_some_and(|r| r < 1.0) {
         missed.push("< DPDK");
     }
-    if vs_bare.is_some_and(|r| r < 0.9) {
-        missed.push("< 0.9 bare");
+    if vs_bare.is_some_and(|r| r < BARE_TARGET) {
+        missed.push("< 0.95 bare");
     }
     match (vs_dpdk, vs_bare) {
         (None, None) => "-".into(),
@@ -340,7 +344,8 @@ mod tests {
     fn targets() {
         assert_eq!(target(Some(1.2), Some(0.95)), "met");
         assert_eq!(target(Some(0.8), Some(0.95)), "< DPDK");
-        assert_eq!(target(Some(1.5), Some(0.5)), "< 0.9 bare");
+        assert_eq!(target(Some(1.5), Some(0.5)), "< 0.95 bare");
+        assert_eq!(target(Some(1.5), Some(0.93)), "< 0.95 bare");
         assert_eq!(target(None, None), "-");
     }
 }
