@@ -319,6 +319,25 @@ mod tests {
     }
 
     #[test]
+    fn a_read_batch_takes_what_is_there_and_the_rest_completes_with_eagain() {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let Some(mut ring) = ring_or_skip(b.as_raw_fd()) else {
+            return;
+        };
+        for m in [&b"one"[..], b"second", b"3"] {
+            a.send(m).unwrap();
+        }
+        let mut bufs = vec![vec![0u8; 64]; 5];
+        let mut results = [0i32; 5];
+        ring.read_batch(&mut bufs, &mut results).unwrap();
+        assert_eq!(results, [3, 6, 1, -libc::EAGAIN, -libc::EAGAIN]);
+        assert_eq!(&bufs[0][..3], b"one");
+        assert_eq!(&bufs[1][..6], b"second");
+        assert_eq!(&bufs[2][..1], b"3");
+    }
+
+    #[test]
     fn a_full_fd_completes_with_eagain_instead_of_waiting() {
         let (_r, w) = pipe();
         let Some(mut ring) = ring_or_skip(w.as_raw_fd()) else {
@@ -343,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ring_is_restricted_to_writev() {
+    fn the_ring_is_restricted_to_writev_and_read() {
         let (_r, w) = pipe();
         let Some(mut ring) = ring_or_skip(w.as_raw_fd()) else {
             return;
@@ -351,11 +370,11 @@ mod tests {
         // No registration after set-up.
         let e = ring.ring.submitter().register_files(&[w.as_raw_fd()]);
         assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EACCES));
-        // No other operation: a read, an open, a nop all fail with EACCES.
+        // No other operation: a plain write, an open, a nop all fail with EACCES.
         let mut buf = [0u8; 8];
         let path = c"/etc/passwd";
         let ops = [
-            opcode::Read::new(types::Fd(w.as_raw_fd()), buf.as_mut_ptr(), 8).build(),
+            opcode::Write::new(types::Fd(w.as_raw_fd()), buf.as_mut_ptr(), 8).build(),
             opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr()).build(),
             opcode::Nop::new().build(),
         ];
