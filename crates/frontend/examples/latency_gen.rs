@@ -15,6 +15,12 @@
 //! event mode goes to sleep before each request: every round trip then includes its
 //! wake-ups, and a lost wake-up shows as a lost frame.
 //!
+//! `--load C.sock D.sock [--load-burst N]` adds a background load on two other ports of
+//! the switch: before each request, C sends a burst of N frames (default 32) to D, which
+//! the switch forwards while the request follows them; D's frames are drained (not
+//! checked) after each round trip. The result then also gives the background frames D
+//! received per second.
+//!
 //! The frontends spin rather than sleep, like DPDK's virtio-user PMD: what is measured is
 //! the switch (its wake-up on the kick in event mode included), not the guest's interrupt
 //! path. A kick is sent whenever the switch asks for one.
@@ -30,6 +36,8 @@ use vnet_frontend::{Frontend, FrontendConfig, FrontendError, DEFAULT_FEATURES};
 
 const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x00, 0x0a];
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x00, 0x0b];
+const MAC_C: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x00, 0x0c];
+const MAC_D: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x00, 0x0d];
 const WARMUP: usize = 2000;
 const LOST: Duration = Duration::from_millis(100);
 
@@ -39,11 +47,14 @@ struct Opts {
     size: usize,
     packed: bool,
     gap: Duration,
+    /// Background load: C and D's sockets and C's burst per round trip.
+    load: Option<([String; 2], usize)>,
 }
 
 fn opts() -> Result<Opts, String> {
     let mut socks = Vec::new();
     let (mut secs, mut size, mut packed, mut gap) = (5.0, 64, false, 0u64);
+    let (mut load, mut burst) = (None, 32usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -56,12 +67,23 @@ fn opts() -> Result<Opts, String> {
                     .parse()
                     .map_err(|e| format!("--gap-us: {e}"))?
             }
+            "--load" => {
+                let c = val("--load")?;
+                let d = val("--load")?;
+                load = Some([c, d]);
+            }
+            "--load-burst" => {
+                burst = val("--load-burst")?
+                    .parse()
+                    .map_err(|e| format!("--load-burst: {e}"))?
+            }
             s if !s.starts_with("--") => socks.push(s.to_string()),
             s => return Err(format!("unknown option {s}")),
         }
     }
     let [a, b]: [String; 2] = socks.try_into().map_err(|_| {
-        "usage: latency_gen A.sock B.sock [--secs S] [--size N] [--packed] [--gap-us N]"
+        "usage: latency_gen A.sock B.sock [--secs S] [--size N] [--packed] [--gap-us N] \
+         [--load C.sock D.sock [--load-burst N]]"
     })?;
     if !(60..=1514).contains(&size) {
         return Err(format!("--size {size} outside 60..=1514"));
@@ -72,6 +94,7 @@ fn opts() -> Result<Opts, String> {
         size,
         packed,
         gap: Duration::from_micros(gap),
+        load: load.map(|l| (l, burst.clamp(1, 256))),
     })
 }
 
@@ -136,6 +159,17 @@ fn run(o: &Opts) -> Result<(), FrontendError> {
     };
     let mut a = connect(&o.socks[0])?;
     let mut b = connect(&o.socks[1])?;
+    let mut load = match &o.load {
+        Some(([c, d], burst)) => Some((connect(c)?, connect(d)?, *burst)),
+        None => None,
+    };
+    let background: Vec<Vec<u8>> = match &load {
+        Some((_, _, n)) => (0..*n)
+            .map(|i| frame(MAC_D, MAC_C, o.size, i as u64))
+            .collect(),
+        None => Vec::new(),
+    };
+    let (mut bg_got, mut bg_since) = (0u64, None::<Instant>);
     println!(
         "ready {{\"a_features\":\"{:#x}\",\"b_features\":\"{:#x}\"}}",
         a.negotiated_features(),
@@ -151,6 +185,14 @@ fn run(o: &Opts) -> Result<(), FrontendError> {
             let until = Instant::now() + o.gap;
             while Instant::now() < until {
                 std::hint::spin_loop();
+            }
+        }
+        if let Some((c, _, _)) = load.as_mut() {
+            let burst: Vec<(NetHdr, &[u8])> =
+                background.iter().map(|f| (hdr, f.as_slice())).collect();
+            match c.send_burst(0, &burst) {
+                Ok(()) | Err(FrontendError::RingFull { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         seq += 1;
@@ -169,9 +211,17 @@ fn run(o: &Opts) -> Result<(), FrontendError> {
         }
         let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         done += 1;
+        if let Some((_, d, _)) = load.as_mut() {
+            while d.recv(0, Duration::ZERO)?.is_some() {
+                if measuring_since.is_some() {
+                    bg_got += 1;
+                }
+            }
+        }
         match measuring_since {
             None if done >= WARMUP => {
                 measuring_since = Some(Instant::now());
+                bg_since = measuring_since;
                 lost = 0;
             }
             None => {}
@@ -186,10 +236,17 @@ fn run(o: &Opts) -> Result<(), FrontendError> {
         }
     }
     let secs = measuring_since.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let bg_secs = bg_since.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let bg_mpps = if bg_secs > 0.0 {
+        bg_got as f64 / bg_secs / 1e6
+    } else {
+        0.0
+    };
     samples.sort_unstable();
     println!(
         "result {{\"round_trips\":{},\"secs\":{secs:.3},\"p50_ns\":{},\"p90_ns\":{},\
-         \"p99_ns\":{},\"p999_ns\":{},\"min_ns\":{},\"max_ns\":{},\"lost\":{lost}}}",
+         \"p99_ns\":{},\"p999_ns\":{},\"min_ns\":{},\"max_ns\":{},\"lost\":{lost},\
+         \"background_mpps\":{bg_mpps:.4}}}",
         samples.len(),
         percentile(&samples, 500),
         percentile(&samples, 900),

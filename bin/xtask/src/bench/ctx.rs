@@ -148,10 +148,17 @@ impl Ctx {
         Ok(self.percent(b.busy.saturating_sub(a.busy), t1 - t0))
     }
 
-    /// The vnetd command line of one run (`mode` may end in [`ISOLATED`]): ports a and b
-    /// with their sockets in `dir` and `queues` queue pairs each, pinned to the switch CPU.
-    /// The one place that says how vnetd runs; a mode is a table row.
-    pub(super) fn vnetd_command(&self, dir: &Path, mode: Option<&str>, queues: u16) -> Command {
+    /// The vnetd command line of one run (`mode` may end in [`ISOLATED`]): `ports` (name
+    /// and MAC; a and b in most scenarios) with their sockets in `dir` and `queues` queue
+    /// pairs each, pinned to the switch CPU. The one place that says how vnetd runs; a
+    /// mode is a table row.
+    pub(super) fn vnetd_command_ports(
+        &self,
+        dir: &Path,
+        mode: Option<&str>,
+        queues: u16,
+        ports: &[(&str, wire::MacAddr)],
+    ) -> Command {
         let mut cmd = Command::new("taskset");
         cmd.arg("-c")
             .arg(self.cpu_switch.to_string())
@@ -165,7 +172,7 @@ impl Ctx {
             Some(m) => (Some(m), true),
             None => (mode, false),
         };
-        for (name, mac) in [("a", MAC_A), ("b", MAC_B)] {
+        for &(name, mac) in ports {
             let mut spec = format!(
                 "name={name},socket={},mac={mac}",
                 dir.join(format!("{name}.sock")).display()
@@ -231,7 +238,7 @@ impl Ctx {
         })
     }
 
-    /// Starts vnetd as [`Ctx::vnetd_command`] says, its sockets in `run`'s directory, and
+    /// Starts vnetd as [`Ctx::vnetd_command_ports`] says (ports a and b), its sockets in `run`'s directory, and
     /// waits for them.
     pub(super) fn start_vnetd(
         &self,
@@ -239,12 +246,23 @@ impl Ctx {
         mode: Option<&str>,
         queues: u16,
     ) -> Result<Proc> {
-        let cmd = self.vnetd_command(&run.dir.0, mode, queues);
+        self.start_vnetd_ports(run, mode, queues, &[("a", MAC_A), ("b", MAC_B)])
+    }
+
+    /// [`Ctx::start_vnetd`] with these ports (name and MAC).
+    pub(super) fn start_vnetd_ports(
+        &self,
+        run: &RunDir,
+        mode: Option<&str>,
+        queues: u16,
+        ports: &[(&str, wire::MacAddr)],
+    ) -> Result<Proc> {
+        let cmd = self.vnetd_command_ports(&run.dir.0, mode, queues, ports);
         let mut vnetd = Proc::spawn("vnetd", cmd, &run.log, None)?;
-        vnetd.wait_sockets(
-            &[&run.sock("a"), &run.sock("b"), &run.sock("ctl")],
-            &run.log,
-        )?;
+        let mut socks: Vec<PathBuf> = ports.iter().map(|(n, _)| run.sock(n)).collect();
+        socks.push(run.sock("ctl"));
+        let socks: Vec<&Path> = socks.iter().map(PathBuf::as_path).collect();
+        vnetd.wait_sockets(&socks, &run.log)?;
         Ok(vnetd)
     }
 

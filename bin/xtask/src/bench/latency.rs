@@ -12,6 +12,12 @@
 //! is measured) and the DPDK anchor (testpmd `io` between two `net_vhost` ports, always
 //! polling), on the switch CPU as in the other scenarios. The table shows the medians over
 //! the runs of p50, p99 and p99.9, and vnetd's p99 over DPDK's.
+//!
+//! Each ring layout is measured idle and loaded (`+load`): the switch then has two more
+//! ports, C and D, and before each request the generator's C sends a burst of
+//! [`LOAD_BURST`] frames to D, which the switch forwards while the request follows (the
+//! same worker, the same CPU: what a busy neighbour costs an interactive guest). The
+//! background rate D received is in the table.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,6 +32,7 @@ use super::common::{
 use super::ctx::Ctx;
 use super::proc::Proc;
 use super::runner::{run_all, table_rows, Outcome, Scenario, Switch};
+use super::vm2vm::{MAC_A, MAC_B};
 use super::{frontend_example, Args};
 use crate::util::warn;
 
@@ -33,23 +40,50 @@ use crate::util::warn;
 pub(super) const GEN_EXAMPLE: &str = "latency_gen";
 /// Frame size of the round trips.
 const SIZE: u32 = 64;
+/// Frames C sends D before each request in the loaded cells.
+const LOAD_BURST: u32 = 32;
+/// The background ports' MACs (the generator's C and D).
+const MAC_C: wire::MacAddr = wire::MacAddr([0x52, 0x54, 0x00, 0xbe, 0x00, 0x0c]);
+const MAC_D: wire::MacAddr = wire::MacAddr([0x52, 0x54, 0x00, 0xbe, 0x00, 0x0d]);
 
 fn gen_path() -> PathBuf {
     frontend_example(GEN_EXAMPLE)
 }
 
-/// One cell: the ring layout.
+/// One cell: the ring layout, idle or with a background load on two other ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Rings {
     packed: bool,
+    loaded: bool,
 }
 
 impl Rings {
+    /// Every cell, in table order.
+    const ALL: [Rings; 4] = [
+        Rings {
+            packed: false,
+            loaded: false,
+        },
+        Rings {
+            packed: true,
+            loaded: false,
+        },
+        Rings {
+            packed: false,
+            loaded: true,
+        },
+        Rings {
+            packed: true,
+            loaded: true,
+        },
+    ];
+
     fn name(self) -> &'static str {
-        if self.packed {
-            "packed"
-        } else {
-            "split"
+        match (self.packed, self.loaded) {
+            (false, false) => "split",
+            (true, false) => "packed",
+            (false, true) => "split+load",
+            (true, true) => "packed+load",
         }
     }
 }
@@ -69,6 +103,8 @@ pub(super) struct LatencyRun {
     pub(super) min_ns: f64,
     pub(super) max_ns: f64,
     pub(super) lost: u64,
+    /// Background frames per second D received (loaded cells), in millions.
+    pub(super) background_mpps: f64,
     /// Not measured in this scenario (the generator measures itself).
     pub(super) switch_cpu: f64,
     pub(super) rec: Record,
@@ -82,7 +118,7 @@ impl LatencyRun {
             None => format!("failed: {}", self.rec.error.as_deref().unwrap_or("?")),
             Some(_) => format!(
                 "{} round trips ({} rings): p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} \
-                 us, min {:.1} us, max {:.1} us, lost {}",
+                 us, min {:.1} us, max {:.1} us, lost {}, background {:.3} Mpps",
                 self.round_trips,
                 self.rings.name(),
                 self.p50_ns / 1e3,
@@ -91,7 +127,8 @@ impl LatencyRun {
                 self.p999_ns / 1e3,
                 self.min_ns / 1e3,
                 self.max_ns / 1e3,
-                self.lost
+                self.lost,
+                self.background_mpps
             ),
         }
     }
@@ -108,6 +145,7 @@ impl LatencyRun {
         self.min_ns = n("min_ns");
         self.max_ns = n("max_ns");
         self.lost = v["lost"].as_u64().unwrap_or(0);
+        self.background_mpps = n("background_mpps");
         if self.lost > 0 {
             self.rec.anomalies.push(format!(
                 "{} frame(s) lost (nothing back in 100 ms)",
@@ -129,6 +167,7 @@ impl LatencyRun {
                 "min_ns": self.min_ns,
                 "max_ns": self.max_ns,
                 "lost": self.lost,
+                "background_mpps": self.background_mpps,
             }),
         )
     }
@@ -144,7 +183,7 @@ impl Scenario for Latency {
     type Run = LatencyRun;
 
     fn cells(&self) -> Vec<Rings> {
-        vec![Rings { packed: false }, Rings { packed: true }]
+        Rings::ALL.to_vec()
     }
 
     fn switches(&self) -> &[Switch] {
@@ -171,9 +210,14 @@ impl Scenario for Latency {
 fn run_switch(ctx: &Ctx, switch: &Switch, rings: Rings, secs: f64) -> Result<LatencyRun> {
     let run = ctx.run_dir(&format!("latency-{}-{}", switch.label(), rings.name()))?;
     let (sa, sb, ctl) = (run.sock("a"), run.sock("b"), run.sock("ctl"));
+    let mut ports = vec![("a", MAC_A), ("b", MAC_B)];
+    if rings.loaded {
+        ports.extend([("c", MAC_C), ("d", MAC_D)]);
+    }
+    let names: Vec<&str> = ports.iter().map(|p| p.0).collect();
     let mut sw = match switch {
-        Switch::Vnetd(mode) => ctx.start_vnetd(&run, mode.as_deref(), 1)?,
-        Switch::Dpdk => ctx.start_vhost_anchor(&run, 1, "", &[])?,
+        Switch::Vnetd(mode) => ctx.start_vnetd_ports(&run, mode.as_deref(), 1, &ports)?,
+        Switch::Dpdk => ctx.start_vhost_anchor_ports(&run, &names, 1, "", &[])?,
         other => bail!("{} is no latency switch", other.label()),
     };
     let mut cmd = Command::new("taskset");
@@ -186,6 +230,12 @@ fn run_switch(ctx: &Ctx, switch: &Switch, rings: Rings, secs: f64) -> Result<Lat
     if rings.packed {
         cmd.arg("--packed");
     }
+    if rings.loaded {
+        cmd.arg("--load")
+            .arg(run.sock("c"))
+            .arg(run.sock("d"))
+            .args(["--load-burst", &LOAD_BURST.to_string()]);
+    }
     let log = ctx.logs.join(format!("{}-gen.log", run.name));
     let mut gen = Proc::spawn("latency generator", cmd, &log, None)?;
     let mut result = LatencyRun {
@@ -194,6 +244,9 @@ fn run_switch(ctx: &Ctx, switch: &Switch, rings: Rings, secs: f64) -> Result<Lat
     };
     if switch.is_vnetd() {
         result.rec.features = ctx.wait_ports_up(&ctl, &mut sw, ["a", "b"])?;
+        if rings.loaded {
+            ctx.wait_ports_up(&ctl, &mut sw, ["c", "d"])?;
+        }
     }
     let timeout = Duration::from_secs_f64(secs + 60.0);
     let out = gen.wait_output(0, timeout, "result", |out| {
@@ -262,6 +315,8 @@ struct Percentiles {
     p50: f64,
     p99: f64,
     p999: f64,
+    /// Background Mpps D received.
+    load: f64,
 }
 
 impl LatencyReport {
@@ -286,20 +341,19 @@ impl LatencyReport {
             p50: m(|r| r.p50_ns),
             p99: m(|r| r.p99_ns),
             p999: m(|r| r.p999_ns),
+            load: m(|r| r.background_mpps),
         })
     }
 
     fn rows(&self) -> Vec<(Rings, String)> {
-        table_rows(
-            &[Rings { packed: false }, Rings { packed: true }],
-            &self.switches,
-        )
+        table_rows(&Rings::ALL, &self.switches)
     }
 
     pub(in crate::bench) fn render(&self) -> String {
         let mut out = format!(
             "\nround-trip latency: one {SIZE}-byte frame in flight, A -> switch -> B -> switch \
-             -> A, frontends spinning; medians of {} run(s) x {} s; microseconds\n\n",
+             -> A, frontends spinning; medians of {} run(s) x {} s; microseconds; +load: \
+             ports C -> D get a burst of {LOAD_BURST} frames before each request\n\n",
             self.runs_per_cell, self.secs
         );
         if let Some(e) = &self.error {
@@ -316,6 +370,7 @@ impl LatencyReport {
             "DPDK p99",
             "DPDK p99.9",
             "vnetd/DPDK p99",
+            "load Mpps vnetd/DPDK",
         ]
         .map(String::from)
         .to_vec()];
@@ -338,6 +393,12 @@ impl LatencyReport {
                 us(d.map(|p| p.p99)),
                 us(d.map(|p| p.p999)),
                 ratio,
+                match (rings.loaded, v, d) {
+                    (true, Some(v), Some(d)) => format!("{:.2} / {:.2}", v.load, d.load),
+                    (true, Some(v), None) => format!("{:.2} / -", v.load),
+                    (true, None, Some(d)) => format!("- / {:.2}", d.load),
+                    _ => "-".into(),
+                },
             ]);
         }
         out += &render_table(&table, |c| c < 2);
@@ -388,8 +449,10 @@ impl LatencyReport {
             .into_iter()
             .map(|(rings, label)| {
                 let p = |s: &str| {
-                    self.percentiles(s, rings)
-                        .map(|p| json!({"p50_ns": p.p50, "p99_ns": p.p99, "p999_ns": p.p999}))
+                    self.percentiles(s, rings).map(|p| {
+                        json!({"p50_ns": p.p50, "p99_ns": p.p99, "p999_ns": p.p999,
+                                   "background_mpps": p.load})
+                    })
                 };
                 json!({
                     "rings": rings.name(),

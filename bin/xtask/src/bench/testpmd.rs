@@ -3,7 +3,7 @@
 //! its output.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -43,8 +43,21 @@ impl Ctx {
         devargs: &str,
         app: &[String],
     ) -> Result<Proc> {
+        self.start_vhost_anchor_ports(run, &["a", "b"], queues, devargs, app)
+    }
+
+    /// [`Ctx::start_vhost_anchor`] with a `net_vhost` port per name (io forwarding
+    /// between ports 0 and 1, 2 and 3, ...).
+    pub(super) fn start_vhost_anchor_ports(
+        &self,
+        run: &RunDir,
+        names: &[&str],
+        queues: u16,
+        devargs: &str,
+        app: &[String],
+    ) -> Result<Proc> {
         let prefix = format!("{TAG}{}-{}", std::process::id(), run.name);
-        let socks = [run.sock("a"), run.sock("b")];
+        let socks: Vec<PathBuf> = names.iter().map(|n| run.sock(n)).collect();
         let vdevs: Vec<String> = socks
             .iter()
             .enumerate()
