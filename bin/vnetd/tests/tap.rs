@@ -441,7 +441,14 @@ fn held_host_frame_is_released_when_its_guest_stops() {
             }
         }
     }
-    let s = v.port_stats("a");
+    // Counters are published by the worker a little later (between bursts, before it
+    // sleeps): wait for the release to show.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut s = v.port_stats("a");
+    while s.dropped("port_down") == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        s = v.port_stats("a");
+    }
     eprintln!("B got {got} of 50; A: {s:?}");
     assert_eq!(
         got, 50,
