@@ -509,14 +509,7 @@ fn attaches_to_an_existing_persistent_tap() {
 
 #[test]
 fn capture_of_a_ping_reads_back_with_tcpdump() {
-    if !can_use_tap() {
-        return;
-    }
-    if testbed::dpdk::which("tcpdump").is_none() {
-        testbed::skip(
-            "VNET_REQUIRE_TAP",
-            "capture test: no tcpdump to read the capture (run `cargo xtask deps`)",
-        );
+    if !can_use_tap() || !have_tcpdump("capture test: no tcpdump to read the capture") {
         return;
     }
     let ns = Netns::for_test("tapcap").unwrap();
@@ -584,6 +577,19 @@ fn capture_of_a_ping_reads_back_with_tcpdump() {
     );
 }
 
+/// Whether tcpdump is there; if not, says why `what` is skipped (a failure under
+/// `cargo xtask test`, which installs it).
+fn have_tcpdump(what: &str) -> bool {
+    if testbed::dpdk::which("tcpdump").is_some() {
+        return true;
+    }
+    testbed::skip(
+        "VNET_REQUIRE_TAP",
+        &format!("{what} (run `cargo xtask deps`)"),
+    );
+    false
+}
+
 /// The frames of a classic pcap file (what `tcpdump -w` writes), in order.
 fn pcap_frames(b: &[u8]) -> Vec<Vec<u8>> {
     assert!(b.len() >= 24, "no pcap header");
@@ -617,14 +623,7 @@ fn pcap_frames(b: &[u8]) -> Vec<Vec<u8>> {
 /// counters say so.
 #[test]
 fn bursts_to_the_host_arrive_whole_and_in_order() {
-    if !can_use_tap() {
-        return;
-    }
-    if testbed::dpdk::which("tcpdump").is_none() {
-        testbed::skip(
-            "VNET_REQUIRE_TAP",
-            "TAP burst test: no tcpdump to capture on the host side (run `cargo xtask deps`)",
-        );
+    if !can_use_tap() || !have_tcpdump("TAP burst test: no tcpdump to capture on the host side") {
         return;
     }
     for batch in ["on", "off"] {

@@ -103,38 +103,11 @@ impl TapRing {
             pushed += 1;
         }
         drop(sq);
-        let mut done = 0;
-        let mut tries = 0;
-        while done < pushed {
-            match sub.submit_and_wait(pushed - done) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                    ) =>
-                {
-                    tries += 1;
-                    if tries > MAX_TRIES {
-                        self.broken = true;
-                        return Err(e);
-                    }
-                }
-                Err(e) => {
-                    self.broken = true;
-                    return Err(e);
-                }
-            }
-            cq.sync();
-            for c in &mut cq {
-                let i = usize::try_from(c.user_data()).unwrap_or(usize::MAX);
-                if let Some(r) = results.get_mut(i) {
-                    *r = c.result();
-                }
-                done += 1;
-            }
+        let r = wait_all(&sub, &mut cq, pushed, results);
+        if r.is_err() {
+            self.broken = true;
         }
-        Ok(())
+        r
     }
 
     /// A batch of writes borrowing their data for `'a` (one that takes nothing when the
@@ -210,43 +183,55 @@ impl<'a> Writes<'_, 'a> {
         drop(self.sq.take());
         let want = self.n as usize;
         self.n = 0;
-        let mut done = 0;
-        let mut tries = 0;
-        while done < want {
-            match self.sub.submit_and_wait(want - done) {
-                Ok(_) => {}
-                // Interrupted, out of request memory for a moment, or completions to
-                // reap first: reap, then try again.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                    ) =>
-                {
-                    tries += 1;
-                    if tries > MAX_TRIES {
-                        *self.broken = true;
-                        return Err(e);
-                    }
-                }
-                Err(e) => {
-                    // Entries the kernel did not take stay published: the ring must not
-                    // be used again (its owner drops it, which discards them).
-                    *self.broken = true;
+        let r = wait_all(&self.sub, &mut self.cq, want, results);
+        if r.is_err() {
+            // Entries the kernel did not take stay published: the ring must not be used
+            // again (its owner drops it, which discards them).
+            *self.broken = true;
+        }
+        r
+    }
+}
+
+/// Submits what is published and waits for `want` completions, storing each result at
+/// its entry's `user_data` index in `results`. An error means the ring must not be used
+/// again.
+fn wait_all(
+    sub: &Submitter<'_>,
+    cq: &mut cqueue::CompletionQueue<'_>,
+    want: usize,
+    results: &mut [i32],
+) -> io::Result<()> {
+    let mut done = 0;
+    let mut tries = 0;
+    while done < want {
+        match sub.submit_and_wait(want - done) {
+            Ok(_) => {}
+            // Interrupted, out of request memory for a moment, or completions to reap
+            // first: reap, then try again.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                ) =>
+            {
+                tries += 1;
+                if tries > MAX_TRIES {
                     return Err(e);
                 }
             }
-            self.cq.sync();
-            for c in &mut self.cq {
-                let i = usize::try_from(c.user_data()).unwrap_or(usize::MAX);
-                if let Some(r) = results.get_mut(i) {
-                    *r = c.result();
-                }
-                done += 1;
-            }
+            Err(e) => return Err(e),
         }
-        Ok(())
+        cq.sync();
+        for c in &mut *cq {
+            let i = usize::try_from(c.user_data()).unwrap_or(usize::MAX);
+            if let Some(r) = results.get_mut(i) {
+                *r = c.result();
+            }
+            done += 1;
+        }
     }
+    Ok(())
 }
 
 impl Drop for Writes<'_, '_> {
