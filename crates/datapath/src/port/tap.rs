@@ -86,6 +86,20 @@ impl TapWrite {
     fn frame_len(&self) -> usize {
         usize::from(self.head_len).saturating_sub(virtio_net::HDR_LEN_V1) + self.len as usize
     }
+
+    /// The frame's iovecs in `store`: the header copy, then its bytes of its chain in
+    /// `burst`; None if the chain is missing or its buffers do not fit in `store`.
+    fn iovecs<'a>(
+        &'a self,
+        burst: &'a [Chain],
+        store: &'a mut [libc::iovec],
+    ) -> Option<IoVecs<'a>> {
+        let c = burst.get(usize::from(self.frame))?;
+        let mut v = IoVecs::new(store);
+        v.push_bytes(&self.head[..usize::from(self.head_len)]);
+        let len = self.len as usize;
+        (v.push_chain(c, self.off as usize, len) == len).then_some(v)
+    }
 }
 
 /// iovecs one batched frame may use: the copied header and up to 15 chain buffers (a
@@ -286,16 +300,10 @@ impl TapQueue {
                 let mut w = ring.writes();
                 let mut chunks = arena.chunks_mut(BATCH_IOV);
                 while let (Some(p), Some(chunk)) = (pending.get(i), chunks.next()) {
-                    let mut v = IoVecs::new(chunk);
-                    v.push_bytes(&p.head[..usize::from(p.head_len)]);
-                    let len = p.len as usize;
-                    let whole = burst
-                        .get(usize::from(p.frame))
-                        .is_some_and(|c| v.push_chain(c, p.off as usize, len) == len);
-                    if !whole {
+                    let Some(v) = p.iovecs(burst, chunk) else {
                         alone = true;
                         break;
-                    }
+                    };
                     if !w.push(v) {
                         break;
                     }
@@ -337,15 +345,9 @@ impl TapQueue {
 
     /// One pending frame with `writev`: its result as io_uring reports it.
     fn write_one(&self, p: &TapWrite, burst: &[Chain], iov: &mut [libc::iovec]) -> i32 {
-        let Some(c) = burst.get(usize::from(p.frame)) else {
-            return -libc::EINVAL;
-        };
-        let mut v = IoVecs::new(iov);
-        v.push_bytes(&p.head[..usize::from(p.head_len)]);
-        let len = p.len as usize;
-        if v.push_chain(c, p.off as usize, len) != len {
+        let Some(v) = p.iovecs(burst, iov) else {
             return -libc::EMSGSIZE;
-        }
+        };
         match self.writev(&v) {
             Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
             Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
