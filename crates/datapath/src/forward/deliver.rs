@@ -613,14 +613,9 @@ fn tap_put(
         }
     }
     // Keep order: once frames wait, new ones wait behind them.
-    let Some(slot) = q.out.push_slot() else {
+    if !q.out.push_copy(&[hb, eth], body, body.len()) {
         return Err(DropReason::TxError);
-    };
-    slot.extend_from_slice(hb);
-    slot.extend_from_slice(eth);
-    let start = slot.len();
-    slot.resize(start + body.len(), 0);
-    body.read_at(0, &mut slot[start..]);
+    }
     if !q.out_armed {
         q.out_armed = true;
         followups.push(Followup::TapWritable {

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 
 use vring::{Chain, IoVecs};
 
-use crate::frame::HEAD_LEN;
+use crate::frame::{Src, HEAD_LEN};
 use crate::types::{PortId, BURST, MAX_FRAME};
 use crate::uring::TapRing;
 
@@ -39,7 +39,7 @@ impl OutQueue {
     }
 
     /// A slot to fill, or None when full. Slots are allocated on first use, then reused.
-    pub fn push_slot(&mut self) -> Option<&mut Vec<u8>> {
+    fn push_slot(&mut self) -> Option<&mut Vec<u8>> {
         if self.len == TAP_OUT_SLOTS {
             return None;
         }
@@ -53,6 +53,21 @@ impl OutQueue {
         let s = &mut self.slots[i];
         s.clear();
         Some(s)
+    }
+
+    /// Queues a copy of `head`'s pieces followed by `len` bytes of `body`; false when
+    /// the queue is full.
+    pub fn push_copy(&mut self, head: &[&[u8]], body: Src<'_>, len: usize) -> bool {
+        let Some(slot) = self.push_slot() else {
+            return false;
+        };
+        for h in head {
+            slot.extend_from_slice(h);
+        }
+        let start = slot.len();
+        slot.resize(start + len, 0);
+        body.read_at(0, &mut slot[start..]);
+        true
     }
 
     fn front(&self) -> Option<&[u8]> {
@@ -365,11 +380,12 @@ impl TapQueue {
         }
         let errno = -r;
         if errno == libc::EAGAIN {
-            if let (Some(c), Some(slot)) = (burst.get(usize::from(p.frame)), self.out.push_slot()) {
-                slot.extend_from_slice(&p.head[..usize::from(p.head_len)]);
-                let start = slot.len();
-                slot.resize(start + p.len as usize, 0);
-                c.read_at(p.off as usize, &mut slot[start..]);
+            let head = &p.head[..usize::from(p.head_len)];
+            let body = burst.get(usize::from(p.frame));
+            if body.is_some_and(|c| {
+                let body = Src::Chain(c, p.off as usize);
+                self.out.push_copy(&[head], body, p.len as usize)
+            }) {
                 sent.frames += 1;
                 sent.bytes += len;
                 sent.queued = true;
