@@ -35,7 +35,7 @@ const MAX_DIRTY: usize = 64;
 /// Preallocated buffers of a worker: nothing on the per-frame path allocates.
 pub(crate) struct Scratch {
     /// rx chains being filled for one frame.
-    rx: Vec<Chain>,
+    pub(super) rx: Vec<Chain>,
     /// The frame, linearized when it must be modified (checksum, segmentation).
     frame: Vec<u8>,
     /// Room for one segment at a time.
@@ -315,7 +315,7 @@ fn plain_into<R: DeviceRing>(
 /// bytes of `src` from `off` after it: fixed-size copies of the header, one of the rest.
 /// False (nothing written) unless the first buffer takes it all.
 #[inline(always)]
-fn put_head_and_body(
+pub(super) fn put_head_and_body(
     chain: &Chain,
     head: &[u8; HEAD_LEN],
     tagged: bool,

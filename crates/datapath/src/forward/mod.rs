@@ -7,6 +7,7 @@
 //! [`Followup`]s for what only the worker can do (its epoll registrations).
 
 mod deliver;
+mod express;
 mod tapout;
 
 use std::time::Instant;
@@ -22,8 +23,8 @@ use crate::port::{find_mut as port_mut, Port};
 use crate::types::{PortId, MAX_FRAME};
 pub(crate) use deliver::Scratch;
 use deliver::{deliver, remote_worker, unicast_plain, Frame, Plain, MAIL_HEAD};
+pub(crate) use express::{classify, deliver_run, Express, Fate, Run};
 pub(crate) use tapout::flush_all as flush_taps;
-use vring::Chain;
 
 /// What forwarding works with: borrowed from the worker for one frame.
 pub(crate) struct Ctx<'a> {
@@ -215,124 +216,6 @@ pub(crate) fn switch_frame(
         p.counters.count_rx(frame_len);
     }
     Outcome::Done
-}
-
-/// What a burst from one guest needs to take the express lane ([`switch_express`]):
-/// decided once per burst from its port's configuration.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Express {
-    /// The VLAN the port's untagged frames belong to.
-    vlan: u16,
-    /// Port security: the source MACs allowed (`allowed[..n]`, as 48-bit numbers), or
-    /// `None` when any source is.
-    allowed: Option<([u64; EXPRESS_MACS], usize)>,
-}
-
-/// Most MACs a port with port security may have and still take the express lane.
-const EXPRESS_MACS: usize = 4;
-
-impl Express {
-    /// The express lane for frames from `port`, when its configuration allows one: a
-    /// guest (virtio_net_hdr v1) whose untagged frames are admitted, without port
-    /// security or with a few source MACs and no IP addresses (whose ARP and neighbour
-    /// checks need the payload).
-    pub fn for_port(port: &Port) -> Option<Express> {
-        if port.is_tap() || port.hdr_len != HDR_LEN_V1 {
-            return None;
-        }
-        let allowed = match &port.policy.security {
-            None => None,
-            Some(sec) if !sec.ips().is_empty() || sec.macs().len() > EXPRESS_MACS => return None,
-            Some(sec) if sec.macs().is_empty() => None,
-            Some(sec) => {
-                let mut a = [0u64; EXPRESS_MACS];
-                for (x, m) in a.iter_mut().zip(sec.macs()) {
-                    *x = m.to_u64();
-                }
-                Some((a, sec.macs().len()))
-            }
-        };
-        let vlan = port.policy.vlan.ingress(None).ok()?;
-        Some(Express { vlan, allowed })
-    }
-}
-
-/// The common frame on the shortest path: a guest's frame without offloads (a
-/// virtio_net_hdr of zeros but `num_buffers`), untagged, from and to unicast addresses,
-/// to one guest whose rxq runs here (or a TAP) with nothing to do on the way. `head` is
-/// the copy of the frame's first bytes the burst took. Returns false, having changed
-/// nothing, for anything else: [`switch_frame`] then does it all.
-///
-/// What it skips is what such a frame cannot need: header parsing and validation (a zero
-/// header is valid for every feature set), tag handling, payload inspection (the lane is
-/// not open to ports that need it), storm control (no flooding here).
-///
-/// Returns the frame's length when it is done (delivered, or dropped and counted): the
-/// caller counts it received on the ingress port, once per burst.
-#[inline]
-pub(crate) fn switch_express(
-    cx: &mut Ctx<'_>,
-    ingress: Ingress,
-    x: &Express,
-    c: &Chain,
-    head: &[u8; HEAD_LEN],
-    now: Instant,
-) -> Option<usize> {
-    const ETH: usize = HDR_LEN_V1;
-    // flags, gso_type, hdr_len, gso_size, csum_start, csum_offset: all zero.
-    let (hdr, _) = head.split_first_chunk::<10>()?;
-    let (src0, dst0) = (head[ETH + 6], head[ETH]);
-    let ethertype = u16::from_be_bytes([head[ETH + 12], head[ETH + 13]]);
-    if *hdr != [0; 10] || ethertype == wire::ethernet::ETHERTYPE_VLAN || (src0 | dst0) & 1 != 0 {
-        return None;
-    }
-    let frame_len = (c.readable_len() as usize).saturating_sub(HDR_LEN_V1);
-    let eth = head
-        .last_chunk::<{ wire::ethernet::TAGGED_HEADER_LEN }>()
-        .and_then(|b| EthHead::new(b, frame_len))?;
-    if frame_len > MAX_FRAME {
-        return None;
-    }
-    let mac = |at: usize| {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&head[at..at + 6]);
-        wire::MacAddr(m)
-    };
-    let (src, dst) = (mac(ETH + 6), mac(ETH));
-    if let Some((allowed, n)) = &x.allowed {
-        if !allowed[..*n].contains(&src.to_u64()) {
-            count(cx, ingress.port, DropReason::Spoofed);
-            return Some(frame_len);
-        }
-    }
-    let decision = cx.fdb.decide(ingress.port, x.vlan, src, dst, now);
-    let done = match decision {
-        Decision::Unicast(egress) => {
-            let plain = Plain {
-                src: c,
-                body: HDR_LEN_V1 + eth.len(),
-                len: frame_len,
-                eth: &eth,
-                vlan: x.vlan,
-                now,
-            };
-            match unicast_plain(cx, ingress, egress, &plain, head) {
-                Some(r) => {
-                    if r.is_err() {
-                        account(cx, ingress.port, egress, r);
-                    }
-                    true
-                }
-                None => false,
-            }
-        }
-        Decision::Drop(reason) => {
-            count(cx, ingress.port, reason);
-            true
-        }
-        Decision::Flood => false,
-    };
-    done.then_some(frame_len)
 }
 
 /// The ingress checks of a port's policy: its VLAN (the frame's, or why it is dropped),

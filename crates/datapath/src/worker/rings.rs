@@ -10,7 +10,7 @@ use vring::{with_ring, Chain, DeviceRing, Ring, RingError};
 
 use super::{Token, Worker};
 use crate::capture::Direction;
-use crate::forward::{switch_express, switch_frame, Express, Ingress};
+use crate::forward::{classify, deliver_run, switch_frame, Express, Fate, Ingress, Run};
 use crate::frame::{Src, HEAD_LEN};
 use crate::port::vhost::Vq;
 use crate::port::{self, Port};
@@ -110,8 +110,8 @@ impl Worker {
         let mut switched = popped;
         let mut throttle = None;
         let mut cx = self.sw.ctx_burst(&chains[..popped]);
-        // Frames the express lane took: counted received once, after the loop.
-        let (mut express_frames, mut express_bytes) = (0u64, 0usize);
+        // First pass: admit (the ingress rate) and decide each frame.
+        let mut fates = [Fate::Slow; BURST as usize];
         for (i, c) in chains[..popped].iter().enumerate() {
             if limited {
                 // Over the ingress rate: the rest stays in the guest's ring (backpressure,
@@ -125,15 +125,53 @@ impl Worker {
                     }
                 }
             }
-            let pre = (have >> i & 1 == 1).then_some(&heads[i]);
-            if let (Some(x), Some(h)) = (&express, pre) {
-                if let Some(len) = switch_express(&mut cx, ingress, x, c, h, now) {
-                    express_frames += 1;
-                    express_bytes += len;
-                    continue;
-                }
+            if let (Some(x), true) = (&express, have >> i & 1 == 1) {
+                fates[i] = classify(&mut cx, id, x, c, &heads[i], now);
             }
-            switch_frame(&mut cx, ingress, Src::Chain(c, 0), now, false, pre);
+        }
+        // Second pass, in order: runs of express frames to one port go together, the
+        // rest one by one. Express frames are counted received once, after the loop.
+        let (mut express_frames, mut express_bytes) = (0u64, 0usize);
+        let vlan = express.map_or(0, |x| x.vlan);
+        let mut i = 0;
+        while i < switched {
+            let slow = match fates[i] {
+                Fate::Slow => true,
+                Fate::Done(len) => {
+                    express_frames += 1;
+                    express_bytes += len as usize;
+                    i += 1;
+                    false
+                }
+                Fate::To(egress, _) => {
+                    let end = i + fates[i..switched]
+                        .iter()
+                        .take_while(|f| matches!(f, Fate::To(e, _) if *e == egress))
+                        .count();
+                    let run = Run {
+                        chains: &chains[i..end],
+                        heads: &heads[i..end],
+                        fates: &fates[i..end],
+                        vlan,
+                        now,
+                    };
+                    let done = deliver_run(&mut cx, ingress, egress, &run);
+                    for f in &fates[i..i + done] {
+                        if let Fate::To(_, len) = f {
+                            express_frames += 1;
+                            express_bytes += *len as usize;
+                        }
+                    }
+                    let stopped = i + done < end;
+                    i += done;
+                    stopped
+                }
+            };
+            if slow {
+                let pre = (have >> i & 1 == 1).then_some(&heads[i]);
+                switch_frame(&mut cx, ingress, Src::Chain(&chains[i], 0), now, false, pre);
+                i += 1;
+            }
         }
         // Frames to TAP queues waited for the end of the burst: written now, while the
         // chains are still the guest's.
