@@ -8,7 +8,7 @@ use switch::DropReason;
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 use vring::{with_ring, Chain, DeviceRing, Ring, RingError};
 
-use super::{Token, Worker};
+use super::{Clock, Token, Worker};
 use crate::capture::Direction;
 use crate::forward::{classify, deliver_run, switch_frame, Express, Fate, Ingress, Run};
 use crate::frame::{Src, HEAD_LEN};
@@ -28,12 +28,12 @@ const EVENT_GRACE: Duration = Duration::from_micros(30);
 
 impl Worker {
     /// One burst for each pending txq; those with work left stay pending.
-    pub(super) fn process_pending(&mut self, now: Instant) {
+    pub(super) fn process_pending(&mut self, clock: &mut Clock) {
         let mut i = 0;
         while i < self.pending.len() {
             let (id, qp) = self.pending[i];
             crate::current::set(Some(id));
-            let more = self.process_tx(id, qp, now);
+            let more = self.process_tx(id, qp, clock);
             if more {
                 i += 1;
             } else {
@@ -50,11 +50,11 @@ impl Worker {
     }
 
     /// Runs one burst of txq `qp` of `id`. Returns true if more work is waiting.
-    fn process_tx(&mut self, id: PortId, qp: u16, now: Instant) -> bool {
+    fn process_tx(&mut self, id: PortId, qp: u16, clock: &mut Clock) -> bool {
         if self
             .txq(id, qp)
             .and_then(|q| q.throttled)
-            .is_some_and(|until| until > now)
+            .is_some_and(|until| until > clock.now())
         {
             // Over its ingress rate: the throttle timer schedules it again.
             return false;
@@ -64,7 +64,7 @@ impl Worker {
             None => Ok(false),
             Some(Err(e)) => Err(e),
             Some(Ok(0)) if polled => Ok(false),
-            Some(Ok(_)) => self.tx_burst(id, qp, now, polled),
+            Some(Ok(_)) => self.tx_burst(id, qp, clock.now(), polled),
         };
         self.sw.flush_rx();
         self.followups();

@@ -165,7 +165,11 @@ impl Worker {
 
     /// Reads the polled TAP queues; one empty for longer than the grace goes back to
     /// epoll.
-    pub(super) fn process_polled_taps(&mut self, now: Instant) {
+    pub(super) fn process_polled_taps(&mut self, clock: &mut super::Clock) {
+        if self.tap_polled.is_empty() {
+            return;
+        }
+        let now = clock.now();
         let mut i = 0;
         while i < self.tap_polled.len() {
             let (id, qi, last) = self.tap_polled[i];
