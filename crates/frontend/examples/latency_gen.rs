@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use virtio_net::features as f;
 use virtio_net::NetHdr;
-use vnet_frontend::{Frontend, FrontendConfig, FrontendError, DEFAULT_FEATURES};
+use vnet_frontend::{Frontend, FrontendConfig, FrontendError, TxLayout, DEFAULT_FEATURES};
 
 const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x00, 0x0a];
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x00, 0x0b];
@@ -154,6 +154,9 @@ fn run(o: &Opts) -> Result<(), FrontendError> {
         Frontend::connect(FrontendConfig {
             wanted_features: wanted,
             busy_poll: true,
+            // Header and frame in one buffer, as DPDK's virtio-user PMD and Linux send
+            // small frames (the header pushed into the headroom).
+            tx_layout: TxLayout::Contiguous,
             ..FrontendConfig::new(sock)
         })
     };

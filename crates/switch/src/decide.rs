@@ -17,35 +17,39 @@ pub enum Decision<P> {
     Drop(DropReason),
 }
 
-/// What a decision depends on, besides the table, packed for a cheap comparison: the
-/// source address with the VLAN, the destination address, the ingress port, the time.
+/// What a decision depends on, besides the table and the time, packed for a cheap
+/// comparison: the source address with the VLAN, the destination address, the ingress
+/// port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key<P> {
     src_vlan: u64,
     dst: u64,
     ingress: P,
-    now: Instant,
 }
 
 impl<P> Key<P> {
     #[inline(always)]
-    fn new(ingress: P, vlan: u16, src: &MacAddr, dst: &MacAddr, now: Instant) -> Key<P> {
+    fn new(ingress: P, vlan: u16, src: &MacAddr, dst: &MacAddr) -> Key<P> {
         Key {
             src_vlan: src.to_u64() | u64::from(vlan) << 48,
             dst: dst.to_u64(),
             ingress,
-            now,
         }
     }
 }
 
-/// A decision remembered for the next frame with the same addresses.
+/// A decision remembered for the next frame with the same addresses on the same port.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cached<P> {
     gen: u64,
     key: Key<P>,
+    /// When it was decided (and its source learned).
+    at: Instant,
     decision: Decision<P>,
 }
+
+/// Decisions remembered, one per ingress port index modulo this.
+pub(crate) const DECISION_CACHE: usize = 8;
 
 impl<P: PortKey> Fdb<P> {
     /// Learns `src` behind `ingress`, then decides where a frame from `src` to `dst` on
@@ -75,12 +79,21 @@ impl<P: PortKey> Fdb<P> {
         dst: MacAddr,
         now: Instant,
     ) -> Decision<P> {
-        // Frames of one burst share `now`: the same addresses on the same ingress, with
-        // the table unchanged since, decide (and learn) exactly as the previous frame did.
-        let key = Key::new(ingress, vlan, &src, &dst, now);
-        match &self.last {
-            Some(c) if c.gen == self.gen && c.key == key => c.decision,
-            _ => self.decide_uncached(key, vlan, src, dst),
+        // The same addresses on the same ingress, with the table unchanged since and
+        // shortly after, decide (and learn) as the last frame of that port did: the
+        // source's entry was refreshed at most `cache_for` ago, and an entry that expired
+        // meanwhile is used at most that much longer.
+        let key = Key::new(ingress, vlan, &src, &dst);
+        let slot = ingress.index() % DECISION_CACHE;
+        match &self.cache[slot] {
+            Some(c)
+                if c.gen == self.gen
+                    && c.key == key
+                    && now.saturating_duration_since(c.at) < self.cache_for =>
+            {
+                c.decision
+            }
+            _ => self.decide_uncached(key, vlan, src, dst, now),
         }
     }
 
@@ -92,8 +105,9 @@ impl<P: PortKey> Fdb<P> {
         vlan: u16,
         src: MacAddr,
         dst: MacAddr,
+        now: Instant,
     ) -> Decision<P> {
-        let (ingress, now) = (key.ingress, key.now);
+        let ingress = key.ingress;
         let decision = match self.learn(src, vlan, ingress, now) {
             Learn::InvalidMac => Decision::Drop(DropReason::InvalidSrcMac),
             Learn::Static { .. } => Decision::Drop(DropReason::Spoofed),
@@ -110,9 +124,11 @@ impl<P: PortKey> Fdb<P> {
                 }
             }
         };
-        self.last = Some(Cached {
+        let slot = ingress.index() % DECISION_CACHE;
+        self.cache[slot] = Some(Cached {
             gen: self.gen,
             key,
+            at: now,
             decision,
         });
         decision
@@ -257,5 +273,32 @@ mod cache_tests {
         );
         f.remove(&Y, 0);
         assert_eq!(f.decide(1, 0, X, Y, now), Decision::Flood);
+    }
+
+    /// Each port keeps its last decision (a request and its answer alternate ports and
+    /// both hit), for at most `cache_for`: the source is learned again after that, and an
+    /// entry that expired is never used past it.
+    #[test]
+    fn cached_decisions_per_port_and_for_a_bounded_time() {
+        let aging = Duration::from_secs(300);
+        let mut f: Fdb<u8> = Fdb::new(16, aging);
+        let t0 = Instant::now();
+        assert_eq!(f.decide(1, 0, X, Y, t0), Decision::Flood);
+        assert_eq!(f.decide(2, 0, Y, X, t0), Decision::Unicast(1));
+        // Y's arrival changed the table: port 1 decides again.
+        assert_eq!(f.decide(1, 0, X, Y, t0), Decision::Unicast(2));
+        let age = |f: &Fdb<u8>, m: MacAddr, now| f.entries(now).find(|e| e.mac == m).map(|e| e.age);
+        // Within the window, alternating: served by each port's cache, X not refreshed.
+        let t1 = t0 + f.cache_for / 2;
+        assert_eq!(f.decide(1, 0, X, Y, t1), Decision::Unicast(2));
+        assert_eq!(f.decide(2, 0, Y, X, t1), Decision::Unicast(1));
+        assert_eq!(age(&f, X, t1), Some(t1 - t0));
+        // Past it: decided again, X learned again.
+        let t2 = t0 + f.cache_for;
+        assert_eq!(f.decide(1, 0, X, Y, t2), Decision::Unicast(2));
+        assert_eq!(age(&f, X, t2), Some(Duration::ZERO));
+        // Y stops sending and expires: X's frames flood, cached decision or not.
+        let t3 = t0 + aging;
+        assert_eq!(f.decide(1, 0, X, Y, t3), Decision::Flood);
     }
 }

@@ -25,6 +25,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
+use crate::decide::DECISION_CACHE;
 use crate::{is_valid_source, MacAddr, PortKey};
 
 /// Default ageing time, 300 s (IEEE 802.1Q-2022 Table 8-6, recommended value).
@@ -113,9 +114,12 @@ pub struct Fdb<P> {
     keys: (u64, u64),
     /// Bumped by every change that can alter a decision (entry added, moved or removed).
     pub(crate) gen: u64,
-    /// The last decision, reused for the same frame addresses at the same `now` (a burst
-    /// of frames of one flow): see [`Fdb::decide`].
-    pub(crate) last: Option<crate::decide::Cached<P>>,
+    /// The last decision per ingress port (modulo [`DECISION_CACHE`]), reused for the same
+    /// frame addresses for `cache_for`: see [`Fdb::decide`].
+    pub(crate) cache: [Option<crate::decide::Cached<P>>; DECISION_CACHE],
+    /// How long a decision is reused: 1 ms, or 1/64 of the ageing time if less (how much
+    /// later than exactly an entry may age).
+    pub(crate) cache_for: Duration,
     /// A lower bound of the oldest `last_seen` in the table (`None` when empty). While
     /// `now - oldest < aging` no entry can be expired, so a full table refuses a new address
     /// without scanning.
@@ -170,7 +174,8 @@ impl<P: PortKey> Fdb<P> {
             },
             oldest: None,
             gen: 0,
-            last: None,
+            cache: [None; DECISION_CACHE],
+            cache_for: Duration::from_millis(1).min(aging / 64),
             learned: Vec::new(),
         }
     }

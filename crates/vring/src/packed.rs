@@ -200,6 +200,12 @@ impl PackedQueue {
         u16::from(self.avail_flags(self.next_avail).is_some())
     }
 
+    /// Whether the next descriptor is available (what [`pending`](Self::pending) says).
+    #[inline]
+    pub fn peek(&self) -> bool {
+        self.pending() > 0
+    }
+
     /// Same as [`pending`](Self::pending): a packed ring has no index to load, each
     /// descriptor says whether it is available.
     #[inline]

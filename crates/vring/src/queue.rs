@@ -263,6 +263,15 @@ impl SplitQueue {
         Ok(pending)
     }
 
+    /// Whether `avail.idx` has moved past the next chain to pop, as loaded now (Relaxed:
+    /// nothing is read on the strength of it; [`refresh_avail`](Self::refresh_avail) does
+    /// the Acquire load and the checks).
+    #[inline]
+    pub fn peek(&self) -> bool {
+        // SAFETY: avail ring checked in `new`; `avail+2` is 2-aligned.
+        unsafe { access::load_u16(self.avail.add(2)) != self.next_avail }
+    }
+
     /// Chains ready as of the last [`refresh_avail`](Self::refresh_avail), not yet popped.
     pub fn pending(&self) -> u16 {
         self.avail_idx.wrapping_sub(self.next_avail)

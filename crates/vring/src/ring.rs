@@ -19,6 +19,10 @@ pub trait DeviceRing {
     /// Chains ready as of the last look, not popped yet (a packed ring looks again): 0
     /// means none.
     fn pending(&self) -> u16;
+    /// Whether the driver has made a chain available that is not popped yet, looking at
+    /// the ring now and changing nothing (a polling loop's cheap first look; what it sees
+    /// is checked by [`refresh_avail`](Self::refresh_avail)).
+    fn peek(&self) -> bool;
     /// Pops the next chain into `chain`; `Ok(false)` when none is ready.
     fn pop(&mut self, chain: &mut Chain) -> Result<bool, RingError>;
     /// Gives back the last `n` popped chains not yet pushed (at most 256).
@@ -45,6 +49,10 @@ macro_rules! forward_device_ring {
             #[inline(always)]
             fn pending(&self) -> u16 {
                 <$t>::pending(self)
+            }
+            #[inline(always)]
+            fn peek(&self) -> bool {
+                <$t>::peek(self)
             }
             #[inline(always)]
             fn pop(&mut self, chain: &mut Chain) -> Result<bool, RingError> {
@@ -145,6 +153,10 @@ impl DeviceRing for Ring {
     }
     fn pending(&self) -> u16 {
         with_ring!(self, r => r.pending())
+    }
+    #[inline]
+    fn peek(&self) -> bool {
+        with_ring!(self, r => r.peek())
     }
     fn pop(&mut self, chain: &mut Chain) -> Result<bool, RingError> {
         with_ring!(self, r => r.pop(chain))

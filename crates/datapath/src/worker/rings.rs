@@ -189,6 +189,10 @@ impl Worker {
             }
         }
         self.work += switched as u64;
+        // The receivers get their frames first (used entries published, calls made), then
+        // the sender its buffers back: a frame reaches its guest one used-ring update
+        // (a fence and a read of the driver's used_event) sooner.
+        self.sw.flush_rx();
         // Nothing stops a ring while its burst runs: it is still there.
         let Some(vq) = self.txq(id, qp) else {
             return Ok(false);
