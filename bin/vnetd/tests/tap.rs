@@ -305,24 +305,7 @@ fn host_traffic_waits_a_bounded_time_for_guest_rx_buffers() {
     let ns = Netns::for_test("tap4").unwrap();
     let ifn = ifname("d");
     let v = vnetd_with_tap(&ns, &ifn, "", &["a"]);
-    for cmd in [
-        vec!["ip", "addr", "add", "198.18.0.1/24", "dev", &ifn],
-        vec![
-            "ip",
-            "neigh",
-            "add",
-            "198.18.0.2",
-            "lladdr",
-            "52:54:00:00:00:02",
-            "dev",
-            &ifn,
-        ],
-    ] {
-        assert!(
-            ns.command(&cmd).output().unwrap().status.success(),
-            "{cmd:?}"
-        );
-    }
+    address_host(&ns, &ifn, &[("198.18.0.2", mac(2))], &[]);
     let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
     let rx_chains = a.rx_chains();
@@ -387,17 +370,12 @@ fn held_host_frame_is_released_when_its_guest_stops() {
     let ns = Netns::for_test("tap6").unwrap();
     let ifn = ifname("h");
     let v = vnetd_with_tap_args(&ns, &ifn, "", &["a", "b"], &["--tap-hold-ms", "60000"]);
-    let mut cmds = vec![vec!["ip", "addr", "add", "198.18.0.1/24", "dev", &ifn]];
-    let (lla, llb) = (mac(2).to_string(), mac(3).to_string());
-    for (ip, ll) in [("198.18.0.2", &lla), ("198.18.0.3", &llb)] {
-        cmds.push(vec!["ip", "neigh", "add", ip, "lladdr", ll, "dev", &ifn]);
-    }
-    for cmd in cmds {
-        assert!(
-            ns.command(&cmd).output().unwrap().status.success(),
-            "{cmd:?}"
-        );
-    }
+    address_host(
+        &ns,
+        &ifn,
+        &[("198.18.0.2", mac(2)), ("198.18.0.3", mac(3))],
+        &[],
+    );
     let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
     let mut b = connect(&v.sock("b"), frontend::DEFAULT_FEATURES);
     v.wait_ports("up", |p| {
@@ -753,27 +731,14 @@ fn bursts_from_the_host_arrive_once_and_in_order() {
                 "10000",
             ],
         );
-        for cmd in [
-            vec!["ip", "addr", "add", "198.18.0.1/24", "dev", &ifn],
-            vec![
-                "ip",
-                "neigh",
-                "add",
-                "198.18.0.2",
-                "lladdr",
-                "52:54:00:00:00:02",
-                "dev",
-                &ifn,
-            ],
-            // Room for every frame in the TAP's queue: the kernel drops none of them
-            // while the guest is slow to read.
-            vec!["ip", "link", "set", &ifn, "txqueuelen", "10000"],
-        ] {
-            assert!(
-                ns.command(&cmd).output().unwrap().status.success(),
-                "{cmd:?}"
-            );
-        }
+        // Room for every frame in the TAP's queue: the kernel drops none of them while
+        // the guest is slow to read.
+        address_host(
+            &ns,
+            &ifn,
+            &[("198.18.0.2", mac(2))],
+            &[&["ip", "link", "set", &ifn, "txqueuelen", "10000"]],
+        );
         let mut a = connect(&v.sock("a"), frontend::DEFAULT_FEATURES);
         v.wait_ports("up", |p| p.iter().all(|p| p.state == api::PortState::Up));
         a.send(
@@ -821,5 +786,22 @@ fn bursts_from_the_host_arrive_once_and_in_order() {
         );
         let s = v.port_stats("a");
         assert_eq!(s.dropped("no_rx_buffer"), 0, "{s:?}");
+    }
+}
+
+/// Gives the host side of TAP `ifn` in `ns` the address 198.18.0.1/24 and a neighbour
+/// entry for each guest `(ip, mac)` (no ARP needed), then runs `more`; each must succeed.
+fn address_host(ns: &Netns, ifn: &str, guests: &[(&str, MacAddr)], more: &[&[&str]]) {
+    let macs: Vec<String> = guests.iter().map(|(_, m)| m.to_string()).collect();
+    let mut cmds: Vec<Vec<&str>> = vec![vec!["ip", "addr", "add", "198.18.0.1/24", "dev", ifn]];
+    for ((ip, _), ll) in guests.iter().zip(&macs) {
+        cmds.push(vec!["ip", "neigh", "add", ip, "lladdr", ll, "dev", ifn]);
+    }
+    cmds.extend(more.iter().map(|c| c.to_vec()));
+    for cmd in cmds {
+        assert!(
+            ns.command(&cmd).output().unwrap().status.success(),
+            "{cmd:?}"
+        );
     }
 }
