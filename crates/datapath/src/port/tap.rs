@@ -121,10 +121,14 @@ impl TapWrite {
 /// frame in more buffers is written on its own).
 pub(crate) const BATCH_IOV: usize = 16;
 
-/// What became of the writes of a burst to one TAP queue.
+/// What became of writes to one TAP queue: a burst's gathered frames
+/// ([`TapQueue::flush_pending`]) or those waiting in its out-queue
+/// ([`TapQueue::flush_out`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sent {
+    /// Written (or, for a burst, queued).
     pub frames: u64,
+    /// Their frames' bytes (for a burst).
     pub bytes: usize,
     /// Refused with an error (dropped, `tx_error`).
     pub failed: u64,
@@ -132,15 +136,6 @@ pub(crate) struct Sent {
     pub down: u64,
     /// Frames went to the out-queue: EPOLLOUT should be armed.
     pub queued: bool,
-    /// The device is gone.
-    pub gone: bool,
-}
-
-/// What became of the frames waiting in an [`OutQueue`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Flushed {
-    /// Frames the kernel refused with an error (dropped).
-    pub failed: u64,
     /// The device is gone.
     pub gone: bool,
 }
@@ -269,21 +264,26 @@ impl TapQueue {
 
     /// Sends the frames that waited for the fd to become writable, until the kernel's
     /// queue is full again.
-    pub fn flush_out(&mut self, iov: &mut [libc::iovec]) -> Flushed {
-        let mut r = Flushed::default();
+    pub fn flush_out(&mut self, iov: &mut [libc::iovec]) -> Sent {
+        let mut r = Sent::default();
         while let Some(f) = self.out.front() {
             let mut v = IoVecs::new(iov);
             v.push_bytes(f);
             match crate::io::writev(self.fd.as_raw_fd(), &v) {
-                Ok(_) => self.out.pop(),
+                Ok(_) => {
+                    r.frames += 1;
+                    self.out.pop();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
+                Err(e) if crate::io::is_gone(&e) => {
+                    self.out.pop();
+                    r.down += 1;
+                    r.gone = true;
+                    break;
+                }
+                Err(_) => {
                     self.out.pop();
                     r.failed += 1;
-                    if crate::io::is_gone(&e) {
-                        r.gone = true;
-                        break;
-                    }
                 }
             }
         }

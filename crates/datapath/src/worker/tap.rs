@@ -373,9 +373,9 @@ impl Worker {
         if rearm {
             q.out_armed = false;
         }
-        for _ in 0..r.failed {
-            p.counters.count_drop(DropReason::TxError);
-        }
+        // Counted sent when they were queued; only the losses count now.
+        p.counters.count_drops(DropReason::TxError, r.failed);
+        p.counters.count_drops(DropReason::PortDown, r.down);
         if rearm {
             self.set_tap_interest(id, qi);
         }
