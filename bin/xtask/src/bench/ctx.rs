@@ -15,7 +15,6 @@ use super::probe::{
     clk_tck, foreign_processes, pingpong_ns, proc_ticks, CpuUse, SystemTicks, Ticks,
 };
 use super::proc::{sleep, Proc, TempDir};
-use super::vm2vm::{MAC_A, MAC_B};
 use super::{target_dir, Args, BUSY_REWAIT_SECS, FOREIGN_CPU_LIMIT, IDLE_WINDOW, TAG};
 use crate::util::warn;
 
@@ -152,7 +151,7 @@ impl Ctx {
     /// and MAC; a and b in most scenarios) with their sockets in `dir` and `queues` queue
     /// pairs each, pinned to the switch CPU. The one place that says how vnetd runs; a
     /// mode is a table row.
-    pub(super) fn vnetd_command_ports(
+    pub(super) fn vnetd_command(
         &self,
         dir: &Path,
         mode: Option<&str>,
@@ -238,26 +237,17 @@ impl Ctx {
         })
     }
 
-    /// Starts vnetd as [`Ctx::vnetd_command_ports`] says (ports a and b), its sockets in `run`'s directory, and
-    /// waits for them.
+    /// Starts vnetd as [`Ctx::vnetd_command`] says with `ports` (name and MAC; most
+    /// scenarios: [`PORTS_AB`](super::vm2vm::PORTS_AB)), its sockets in `run`'s
+    /// directory, and waits for them.
     pub(super) fn start_vnetd(
-        &self,
-        run: &RunDir,
-        mode: Option<&str>,
-        queues: u16,
-    ) -> Result<Proc> {
-        self.start_vnetd_ports(run, mode, queues, &[("a", MAC_A), ("b", MAC_B)])
-    }
-
-    /// [`Ctx::start_vnetd`] with these ports (name and MAC).
-    pub(super) fn start_vnetd_ports(
         &self,
         run: &RunDir,
         mode: Option<&str>,
         queues: u16,
         ports: &[(&str, wire::MacAddr)],
     ) -> Result<Proc> {
-        let cmd = self.vnetd_command_ports(&run.dir.0, mode, queues, ports);
+        let cmd = self.vnetd_command(&run.dir.0, mode, queues, ports);
         let mut vnetd = Proc::spawn("vnetd", cmd, &run.log, None)?;
         let mut socks: Vec<PathBuf> = ports.iter().map(|(n, _)| run.sock(n)).collect();
         socks.push(run.sock("ctl"));

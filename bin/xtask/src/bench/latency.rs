@@ -32,7 +32,7 @@ use super::common::{
 use super::ctx::Ctx;
 use super::proc::Proc;
 use super::runner::{run_all, table_rows, Outcome, Scenario, Switch};
-use super::vm2vm::{MAC_A, MAC_B};
+use super::vm2vm::PORTS_AB;
 use super::{frontend_example, Args};
 use crate::util::warn;
 
@@ -210,14 +210,14 @@ impl Scenario for Latency {
 fn run_switch(ctx: &Ctx, switch: &Switch, rings: Rings, secs: f64) -> Result<LatencyRun> {
     let run = ctx.run_dir(&format!("latency-{}-{}", switch.label(), rings.name()))?;
     let (sa, sb, ctl) = (run.sock("a"), run.sock("b"), run.sock("ctl"));
-    let mut ports = vec![("a", MAC_A), ("b", MAC_B)];
+    let mut ports = PORTS_AB.to_vec();
     if rings.loaded {
         ports.extend([("c", MAC_C), ("d", MAC_D)]);
     }
     let names: Vec<&str> = ports.iter().map(|p| p.0).collect();
     let mut sw = match switch {
-        Switch::Vnetd(mode) => ctx.start_vnetd_ports(&run, mode.as_deref(), 1, &ports)?,
-        Switch::Dpdk => ctx.start_vhost_anchor_ports(&run, &names, 1, "", &[])?,
+        Switch::Vnetd(mode) => ctx.start_vnetd(&run, mode.as_deref(), 1, &ports)?,
+        Switch::Dpdk => ctx.start_vhost_anchor(&run, &names, 1, "", &[])?,
         other => bail!("{} is no latency switch", other.label()),
     };
     let mut cmd = Command::new("taskset");

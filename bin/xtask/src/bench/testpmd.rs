@@ -33,22 +33,11 @@ impl Ctx {
         cmd
     }
 
-    /// Starts the DPDK anchor in `run`'s directory: testpmd on the switch CPU forwarding `io`
-    /// between two `net_vhost` ports (`a.sock`, `b.sock`) of `queues` queue pairs and more
-    /// `devargs`, with more application arguments `app`; waits until it forwards.
+    /// Starts the DPDK anchor in `run`'s directory: testpmd on the switch CPU with a
+    /// `net_vhost` port per name (`<name>.sock`; most scenarios: a and b) of `queues` queue
+    /// pairs and more `devargs`, forwarding `io` between ports 0 and 1, 2 and 3, ..., with
+    /// more application arguments `app`; waits until it forwards.
     pub(super) fn start_vhost_anchor(
-        &self,
-        run: &RunDir,
-        queues: u16,
-        devargs: &str,
-        app: &[String],
-    ) -> Result<Proc> {
-        self.start_vhost_anchor_ports(run, &["a", "b"], queues, devargs, app)
-    }
-
-    /// [`Ctx::start_vhost_anchor`] with a `net_vhost` port per name (io forwarding
-    /// between ports 0 and 1, 2 and 3, ...).
-    pub(super) fn start_vhost_anchor_ports(
         &self,
         run: &RunDir,
         names: &[&str],

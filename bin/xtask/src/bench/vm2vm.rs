@@ -52,6 +52,8 @@ use super::Args;
 /// The generator's ports, A and B, and the MACs vnetd's devices present (the same).
 pub(super) const MAC_A: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xbe, 0x00, 0x0a]);
 pub(super) const MAC_B: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xbe, 0x00, 0x0b]);
+/// The switch's two ports in most scenarios: name and MAC.
+pub(super) const PORTS_AB: [(&str, MacAddr); 2] = [("a", MAC_A), ("b", MAC_B)];
 /// Bursts (of 32 frames) `start tx_first` puts on each port: what then circulates. Enough
 /// to keep both rings busy; the excess is dropped at once and does not come back.
 pub(super) const TX_FIRST_BURSTS: u32 = 32;
@@ -245,7 +247,7 @@ pub(super) fn run_vnetd(
     idle_check: bool,
 ) -> Result<RunResult> {
     let run = ctx.run_dir(&Switch::Vnetd(mode.map(str::to_string)).label())?;
-    let mut vnetd = ctx.start_vnetd(&run, mode, case.queue_pairs())?;
+    let mut vnetd = ctx.start_vnetd(&run, mode, case.queue_pairs(), &PORTS_AB)?;
     let (sa, sb, ctl) = (run.sock("a"), run.sock("b"), run.sock("ctl"));
     let mut gen = ctx.start_generator(&format!("{}-gen", run.name), [&sa, &sb], case)?;
     let features = ctx.wait_ports_up(&ctl, &mut vnetd, ["a", "b"])?;
@@ -268,7 +270,13 @@ pub(super) fn run_vnetd(
 /// One run with the DPDK anchor as the switch.
 pub(super) fn run_dpdk(ctx: &Ctx, case: &Case, idle_check: bool) -> Result<RunResult> {
     let run = ctx.run_dir("dpdk")?;
-    let mut anchor = ctx.start_vhost_anchor(&run, case.queue_pairs(), "", &case.queue_args())?;
+    let mut anchor = ctx.start_vhost_anchor(
+        &run,
+        &["a", "b"],
+        case.queue_pairs(),
+        "",
+        &case.queue_args(),
+    )?;
     let (sa, sb) = (run.sock("a"), run.sock("b"));
     let mut gen = ctx.start_generator(&format!("{}-gen", run.name), [&sa, &sb], case)?;
 

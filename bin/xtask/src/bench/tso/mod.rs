@@ -32,6 +32,7 @@ use super::ctx::Ctx;
 use super::probe::Ticks;
 use super::proc::Proc;
 use super::runner::{run_all, Outcome, Scenario, Switch};
+use super::vm2vm::PORTS_AB;
 use super::{frontend_example, Args};
 use crate::util::warn;
 pub(super) use report::TsoReport;
@@ -132,9 +133,18 @@ fn run_switch(ctx: &Ctx, switch: &Switch, idle_check: bool) -> Result<TsoRun> {
     let (sa, sb, ctl) = (run.sock("a"), run.sock("b"), run.sock("ctl"));
     let mut result = TsoRun::default();
     let (mut sw, ctl) = match switch {
-        Switch::Vnetd(mode) => (ctx.start_vnetd(&run, mode.as_deref(), 1)?, Some(ctl)),
-        Switch::Dpdk => (ctx.start_vhost_anchor(&run, 1, ANCHOR_DEVARGS, &[])?, None),
-        Switch::DpdkDefaultOl => (ctx.start_vhost_anchor(&run, 1, DEFAULT_DEVARGS, &[])?, None),
+        Switch::Vnetd(mode) => (
+            ctx.start_vnetd(&run, mode.as_deref(), 1, &PORTS_AB)?,
+            Some(ctl),
+        ),
+        Switch::Dpdk => (
+            ctx.start_vhost_anchor(&run, &["a", "b"], 1, ANCHOR_DEVARGS, &[])?,
+            None,
+        ),
+        Switch::DpdkDefaultOl => (
+            ctx.start_vhost_anchor(&run, &["a", "b"], 1, DEFAULT_DEVARGS, &[])?,
+            None,
+        ),
         other => bail!("{} is no TSO switch", other.label()),
     };
     let mut gen = TsoGen::start(ctx, &format!("{}-gen", run.name), [&sa, &sb])?;
