@@ -66,7 +66,7 @@ impl Worker {
             Some(Ok(0)) if polled => Ok(false),
             Some(Ok(_)) => self.tx_burst(id, qp, clock.now(), polled),
         };
-        self.sw.flush_rx();
+        // tx_burst published the receivers' used entries itself (before the sender's).
         self.followups();
         match res {
             Ok(more) => more,
