@@ -23,7 +23,7 @@ use crate::port::{find_mut as port_mut, Port};
 use crate::types::{PortId, MAX_FRAME};
 pub(crate) use deliver::Scratch;
 use deliver::{deliver, remote_worker, unicast_plain, Frame, Plain, MAIL_HEAD};
-pub(crate) use express::{classify, deliver_run, Express, Fate, Run};
+pub(crate) use express::{classify, deliver_run, Express, Fate, Memo, Run};
 pub(crate) use tapout::flush_all as flush_taps;
 
 /// What forwarding works with: borrowed from the worker for one frame.

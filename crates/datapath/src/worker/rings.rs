@@ -10,7 +10,7 @@ use vring::{with_ring, Chain, DeviceRing, Ring, RingError};
 
 use super::{Clock, Token, Worker};
 use crate::capture::Direction;
-use crate::forward::{classify, deliver_run, switch_frame, Express, Fate, Ingress, Run};
+use crate::forward::{classify, deliver_run, switch_frame, Express, Fate, Ingress, Memo, Run};
 use crate::frame::{Src, HEAD_LEN};
 use crate::port::vhost::Vq;
 use crate::port::{self, Port};
@@ -112,6 +112,7 @@ impl Worker {
         let mut cx = self.sw.ctx_burst(&chains[..popped]);
         // First pass: admit (the ingress rate) and decide each frame.
         let mut fates = [Fate::Slow; BURST as usize];
+        let mut memo = Memo::default();
         for (i, c) in chains[..popped].iter().enumerate() {
             if limited {
                 // Over the ingress rate: the rest stays in the guest's ring (backpressure,
@@ -126,7 +127,7 @@ impl Worker {
                 }
             }
             if let (Some(x), true) = (&express, have >> i & 1 == 1) {
-                fates[i] = classify(&mut cx, id, x, c, &heads[i], now);
+                fates[i] = classify(&mut cx, id, x, c, &heads[i], now, &mut memo);
             }
         }
         // Second pass, in order: runs of express frames to one port go together, the
