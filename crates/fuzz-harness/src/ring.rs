@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use vring::{Chain, GuestMemory, PackedQueue, QueueConfig, RegionSpec, SplitQueue};
+use vring::{Chain, DeviceRing, GuestMemory, PackedQueue, QueueConfig, RegionSpec, SplitQueue};
 
 /// Hostile-ring fuzz harness: a random descriptor table, avail ring and index over a small
 /// memory; popping must never panic and every buffer it yields lies in guest memory.
@@ -31,7 +31,15 @@ pub fn fuzz_ring(data: &[u8]) {
         if q.refresh_avail().is_err() {
             return;
         }
-        while let Ok(true) = q.pop(&mut ch) {
+        loop {
+            if let Some(b) = q.pop_buf() {
+                // A lone rx buffer: written through the ring, never past it or the source.
+                let n = (prev.readable_len().min(b.len()) as usize).min(1 << 12);
+                let _ = q.put_buf(&b, &[0x55; 12], &prev, 0, n.saturating_sub(12));
+                q.push_used_buf(&b, 1);
+                continue;
+            }
+            let Ok(true) = q.pop(&mut ch) else { break };
             let mut buf = vec![0u8; ch.readable_len().min(1 << 16) as usize];
             assert_eq!(ch.read_at(0, &mut buf), buf.len());
             // The fixed-size fast paths agree with the general copies where they apply.
@@ -93,6 +101,17 @@ pub fn fuzz_packed(data: &[u8]) {
     };
     let mut chains: Vec<Chain> = (0..4).map(|_| Chain::new()).collect();
     for round in 0..4 {
+        // Lone rx buffers first (one given back on odd rounds: it comes again, as a
+        // buffer or a chain).
+        for k in 0..2 {
+            let Some(b) = q.pop_buf() else { break };
+            if round % 2 == 1 && k == 1 {
+                q.unpop(1);
+                break;
+            }
+            let _ = q.put_buf(&b, &[0x55; 12], &chains[0], 0, 0);
+            q.push_used_buf(&b, 12);
+        }
         let mut got = 0;
         while got < chains.len() {
             match q.pop(&mut chains[got]) {

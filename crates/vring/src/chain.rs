@@ -19,6 +19,74 @@ pub struct Seg {
     len: u32,
 }
 
+impl Seg {
+    /// [`Chain::put_head_and_copy`] into this one (device-writable) buffer.
+    #[inline(always)]
+    fn put_head_and_copy<const N: usize>(
+        &self,
+        head: &[u8; N],
+        src: &Chain,
+        src_off: usize,
+        len: usize,
+    ) -> bool {
+        let Some((sp, sroom)) = locate(src.readable(), src_off) else {
+            return false;
+        };
+        if (self.len as usize) < N.saturating_add(len) || sroom < len {
+            return false;
+        }
+        // SAFETY: `self.ptr..self.ptr+self.len` is one checked segment (a `Seg` is only
+        // made from a range-checked translation) and N + len <= self.len, so both writes
+        // stay inside it; `sp..sp+len` lies in one checked readable segment (sroom >= len).
+        unsafe {
+            access::write_array::<N>(self.ptr, head);
+            access::copy_guest_to_guest(sp, self.ptr.add(N), len);
+        }
+        true
+    }
+}
+
+/// One device-writable buffer popped on its own (a chain of one descriptor, in one memory
+/// region: what drivers post as rx buffers), without a [`Chain`]'s bookkeeping: its buffer
+/// id and guest address. Written through the ring it came from
+/// ([`DeviceRing::put_buf`](crate::DeviceRing::put_buf)), which translates the address
+/// again in the memory it holds, and given back with
+/// [`DeviceRing::push_used_buf`](crate::DeviceRing::push_used_buf).
+#[derive(Debug)]
+pub struct RxBuf {
+    pub(crate) id: u16,
+    pub(crate) addr: u64,
+    pub(crate) len: u32,
+}
+
+impl RxBuf {
+    /// The buffer's size in bytes.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Whether the buffer is empty (never, as popped: zero-length buffers are not).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// [`Chain::put_head_and_copy`] into this buffer, in `mem`, the memory of the ring
+    /// it was popped from (`hint`: that ring's region hint).
+    #[inline(always)]
+    pub(crate) fn put_head_and_copy<const N: usize>(
+        &self,
+        mem: &GuestMemory,
+        hint: &mut usize,
+        head: &[u8; N],
+        src: &Chain,
+        src_off: usize,
+        len: usize,
+    ) -> bool {
+        mem.translate(self.addr, u64::from(self.len), hint)
+            .is_some_and(|p| Seg::new(p, self.len).put_head_and_copy(head, src, src_off, len))
+    }
+}
+
 /// A popped descriptor chain.
 ///
 /// The chain holds the guest memory its buffers were translated in (an `Arc`, taken when
@@ -194,22 +262,9 @@ impl Chain {
         src_off: usize,
         len: usize,
     ) -> bool {
-        let (Some(d), Some((sp, sroom))) =
-            (self.writable().first(), locate(src.readable(), src_off))
-        else {
-            return false;
-        };
-        if (d.len as usize) < N.saturating_add(len) || sroom < len {
-            return false;
-        }
-        // SAFETY: `d.ptr..d.ptr+d.len` is one checked writable segment and N + len <=
-        // d.len, so both writes stay inside it; `sp..sp+len` lies in one checked readable
-        // segment (sroom >= len).
-        unsafe {
-            access::write_array::<N>(d.ptr, head);
-            access::copy_guest_to_guest(sp, d.ptr.add(N), len);
-        }
-        true
+        self.writable()
+            .first()
+            .is_some_and(|d| d.put_head_and_copy(head, src, src_off, len))
     }
 
     /// Copies device-readable bytes from offset `off` into `buf`; returns bytes copied

@@ -24,7 +24,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use crate::access::{self, Desc};
-use crate::chain::{Chain, Seg};
+use crate::chain::{Chain, RxBuf, Seg};
 use crate::mem::GuestMemory;
 use crate::queue::{
     chain_desc, indirect_table, QueueConfig, RingError, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
@@ -266,6 +266,50 @@ impl PackedQueue {
             }
         }
         self.pop_slow(d, chain)
+    }
+
+    /// Pops the next chain when it is one device-writable buffer in one memory region (what
+    /// drivers post as rx buffers), with the same checks as [`pop`](Self::pop) and none of
+    /// a [`Chain`]'s bookkeeping. `None`, nothing popped, when no chain is ready or the next
+    /// one is anything else: [`pop`](Self::pop) takes it (and reports what is wrong with it).
+    #[inline(always)]
+    pub fn pop_buf(&mut self) -> Option<RxBuf> {
+        let flags = self.avail_flags(self.next_avail)?;
+        let d = self.desc_at(self.next_avail, flags);
+        if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) != 0
+            || d.flags & DESC_F_WRITE == 0
+            || d.len == 0
+        {
+            return None;
+        }
+        self.mem
+            .translate(d.addr, u64::from(d.len), &mut self.hint)?;
+        self.record_start();
+        (self.next_avail, self.avail_wrap) = self.advance(self.next_avail, self.avail_wrap, 1);
+        Some(RxBuf {
+            id: d.next,
+            addr: d.addr,
+            len: d.len,
+        })
+    }
+
+    /// The memory the ring's buffers are in and its region hint (for
+    /// [`DeviceRing::put_buf`](crate::DeviceRing::put_buf)).
+    #[inline(always)]
+    pub fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize) {
+        (&self.mem, &mut self.hint)
+    }
+
+    /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).
+    #[inline]
+    pub fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
+        if self.shadow.len() < usize::from(self.size) {
+            self.shadow.push(UsedElem {
+                id: buf.id,
+                len,
+                count: 1,
+            });
+        }
     }
 
     /// Anything but a single direct buffer in one region, head descriptor `d` read already.

@@ -14,7 +14,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use crate::access::{self, Desc};
-use crate::chain::{Chain, Seg, MAX_CHAIN_SEGS};
+use crate::chain::{Chain, RxBuf, Seg, MAX_CHAIN_SEGS};
 use crate::mem::GuestMemory;
 
 pub(crate) const MAX_CHAIN_SEGS_U32: u32 = 1024;
@@ -315,6 +315,43 @@ impl SplitQueue {
         let slot = usize::from(slot & (self.size - 1));
         // SAFETY: `4 + 2*slot + 2 <= 6 + 2*size`, inside the checked avail ring; 2-aligned.
         unsafe { access::load_u16(self.avail.add(4 + 2 * slot)) }
+    }
+
+    /// Pops the next chain when it is one device-writable buffer in one memory region (what
+    /// drivers post as rx buffers), with the same checks as [`pop`](Self::pop) and none of
+    /// a [`Chain`]'s bookkeeping. `None`, nothing popped, when no chain is ready or the next
+    /// one is anything else: [`pop`](Self::pop) takes it (and reports what is wrong with it).
+    #[inline(always)]
+    pub fn pop_buf(&mut self) -> Option<RxBuf> {
+        if self.next_avail == self.avail_idx {
+            return None;
+        }
+        let head = self.avail_head(self.next_avail);
+        let d = self.desc_at(self.desc, u32::from(self.size), head).ok()?;
+        if d.flags != DESC_F_WRITE || d.len == 0 {
+            return None;
+        }
+        self.mem
+            .translate(d.addr, u64::from(d.len), &mut self.hint)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Some(RxBuf {
+            id: head,
+            addr: d.addr,
+            len: d.len,
+        })
+    }
+
+    /// The memory the ring's buffers are in and its region hint (for
+    /// [`DeviceRing::put_buf`](crate::DeviceRing::put_buf)).
+    #[inline(always)]
+    pub fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize) {
+        (&self.mem, &mut self.hint)
+    }
+
+    /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).
+    #[inline(always)]
+    pub fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
+        self.push_used_head(buf.id, len);
     }
 
     /// Gives back the last `n` popped chains (not yet pushed to used), e.g. when an rx

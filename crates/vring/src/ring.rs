@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::chain::Chain;
+use crate::chain::{Chain, RxBuf};
 use crate::mem::GuestMemory;
 use crate::packed::PackedQueue;
 use crate::queue::{QueueConfig, RingError, SplitQueue};
@@ -37,6 +37,27 @@ pub trait DeviceRing {
     fn enable_notify_on_more(&mut self) -> Result<u16, RingError>;
     /// Asks for no kicks.
     fn disable_notify(&mut self);
+    /// Pops the next chain if it is one device-writable buffer in one region (an rx
+    /// buffer), without a [`Chain`]; `None`, nothing popped, otherwise.
+    fn pop_buf(&mut self) -> Option<RxBuf>;
+    /// The guest memory the ring's buffers are in, and its region hint.
+    fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize);
+    /// Writes `head`, then `len` bytes of `src` from `src_off`, into `buf` (from
+    /// [`pop_buf`](Self::pop_buf) of this ring); false, nothing written, if they do not fit.
+    #[inline(always)]
+    fn put_buf<const N: usize>(
+        &mut self,
+        buf: &RxBuf,
+        head: &[u8; N],
+        src: &Chain,
+        src_off: usize,
+        len: usize,
+    ) -> bool {
+        let (mem, hint) = self.mem_and_hint();
+        buf.put_head_and_copy(mem, hint, head, src, src_off, len)
+    }
+    /// [`push_used`](Self::push_used) of a buffer from [`pop_buf`](Self::pop_buf).
+    fn push_used_buf(&mut self, buf: &RxBuf, len: u32);
 }
 
 macro_rules! forward_device_ring {
@@ -81,6 +102,18 @@ macro_rules! forward_device_ring {
             #[inline(always)]
             fn disable_notify(&mut self) {
                 <$t>::disable_notify(self)
+            }
+            #[inline(always)]
+            fn pop_buf(&mut self) -> Option<RxBuf> {
+                <$t>::pop_buf(self)
+            }
+            #[inline(always)]
+            fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize) {
+                <$t>::mem_and_hint(self)
+            }
+            #[inline(always)]
+            fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
+                <$t>::push_used_buf(self, buf, len)
             }
         }
     };
@@ -178,5 +211,14 @@ impl DeviceRing for Ring {
     }
     fn disable_notify(&mut self) {
         with_ring!(self, r => r.disable_notify())
+    }
+    fn pop_buf(&mut self) -> Option<RxBuf> {
+        with_ring!(self, r => r.pop_buf())
+    }
+    fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize) {
+        with_ring!(self, r => r.mem_and_hint())
+    }
+    fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
+        with_ring!(self, r => r.push_used_buf(buf, len))
     }
 }

@@ -817,3 +817,68 @@ fn every_descriptor_counts_and_indirect_tables_fit_the_queue() {
     let c = pop_sized(16, &[d(table, 16 * 16, DESC_F_INDIRECT, 0)], &m).unwrap();
     assert_eq!((c.readable_len(), c.desc_count()), (1, 2));
 }
+
+/// `pop_buf` takes a lone device-writable buffer and nothing else (a chain of several
+/// descriptors, a device-readable buffer, a bad head are left for `pop`); the buffer takes
+/// a header and bytes of another chain, goes back with `unpop`, and its used element
+/// carries its id and the length written.
+#[test]
+fn pop_buf_takes_lone_rx_buffers_only() {
+    let m = test_mem();
+    let mq = MockSplitQueue::create(&m.theirs, GuestAddress(0), 16);
+    mq.add_desc_chains(
+        &[
+            // 0-1: a chain (header, then a writable buffer).
+            d(BUF, 12, DESC_F_NEXT, 1),
+            d(BUF + 0x1000, 100, 0, 0),
+            // 2: a lone writable buffer.
+            d(BUF + 0x2000, 1500, DESC_F_WRITE, 0),
+            // 3: a lone device-readable buffer.
+            d(BUF + 0x3000, 64, 0, 0),
+            // 4: a lone writable buffer outside guest memory.
+            d(MEM_SIZE as u64, 64, DESC_F_WRITE, 0),
+        ],
+        0,
+    )
+    .unwrap();
+    let src = [0x5au8; 100];
+    m.theirs
+        .write_slice(&src, GuestAddress(BUF + 0x1000))
+        .unwrap();
+    let mut q = SplitQueue::new(m.ours.clone(), &cfg(&mq, 16)).unwrap();
+    assert_eq!(q.refresh_avail().unwrap(), 4);
+    assert!(q.pop_buf().is_none(), "a chain of two is not a lone buffer");
+    assert_eq!(q.next_avail(), 0, "nothing popped");
+    let mut c = Chain::new();
+    assert!(q.pop(&mut c).unwrap());
+    let b = q.pop_buf().expect("the lone writable buffer");
+    assert_eq!(b.len(), 1500);
+    q.unpop(1);
+    let b = q.pop_buf().expect("the same buffer again");
+    // Four bytes of header, then 50 bytes of the chain from its byte 20.
+    assert!(q.put_buf(&b, &[1, 2, 3, 4], &c, 20, 50));
+    assert!(
+        !q.put_buf(&b, &[0; 4], &c, 20, 100),
+        "past the source buffer"
+    );
+    assert!(!q.put_buf(&b, &[0; 1500], &c, 20, 1), "past the rx buffer");
+    let mut got = [0u8; 54];
+    m.theirs
+        .read_slice(&mut got, GuestAddress(BUF + 0x2000))
+        .unwrap();
+    assert_eq!(got[..4], [1, 2, 3, 4]);
+    assert_eq!(got[4..], src[..50]);
+    assert!(q.pop_buf().is_none(), "device-readable");
+    assert!(q.pop(&mut c).unwrap());
+    assert!(q.pop_buf().is_none(), "outside guest memory");
+    assert!(
+        matches!(q.pop(&mut c), Err(RingError::BufferOutOfMemory { .. })),
+        "pop reports it"
+    );
+    q.push_used_buf(&b, 54);
+    q.flush_used();
+    let used = used_of(&mq);
+    let id: u32 = m.theirs.read_obj(used.unchecked_add(4)).unwrap();
+    let len: u32 = m.theirs.read_obj(used.unchecked_add(8)).unwrap();
+    assert_eq!((id, len), (2, 54));
+}

@@ -324,16 +324,23 @@ pub(super) fn put_head_and_body(
     len: usize,
 ) -> bool {
     const PLAIN: usize = HDR_LEN_V1 + wire::ethernet::HEADER_LEN;
-    let mut b = *head;
-    if let Some(h) = b.first_chunk_mut::<HDR_LEN_V1>() {
-        NetHdr::set_num_buffers(h, 1);
-    }
+    let b = rx_head(head);
     if tagged {
         chain.put_head_and_copy::<HEAD_LEN>(&b, src, off, len)
     } else {
         b.first_chunk::<PLAIN>()
             .is_some_and(|p| chain.put_head_and_copy::<PLAIN>(p, src, off, len))
     }
+}
+
+/// A frame's first bytes as they go into one rx buffer: `num_buffers` 1.
+#[inline(always)]
+pub(super) fn rx_head(head: &[u8; HEAD_LEN]) -> [u8; HEAD_LEN] {
+    let mut b = *head;
+    if let Some(h) = b.first_chunk_mut::<HDR_LEN_V1>() {
+        NetHdr::set_num_buffers(h, 1);
+    }
+    b
 }
 
 /// A frame went into `dst`'s rx buffers: count it, and flush its rxqs after the burst.

@@ -12,7 +12,7 @@ use switch::{Decision, DropReason, TagAction};
 use virtio_net::HDR_LEN_V1;
 use vring::{with_ring, Chain, DeviceRing};
 
-use super::deliver::{put_head_and_body, unicast_plain, Plain};
+use super::deliver::{put_head_and_body, rx_head, unicast_plain, Plain};
 use super::{account, count, Ctx, Ingress};
 use crate::frame::{EthHead, HEAD_LEN};
 use crate::port::{find_mut as port_mut, Port};
@@ -291,17 +291,34 @@ fn fill_run<R: DeviceRing>(ring: &mut R, chain: &mut Chain, run: &Run<'_>, mtu: 
                 Err(_) => break,
             }
         }
-        if !matches!(ring.pop(chain), Ok(true)) {
-            break;
-        }
         let total = HDR_LEN_V1 + len;
-        if (chain.writable_len() as usize) < total
-            || !put_head_and_body(chain, head, false, src, HDR_LEN_V1 + ETH, len - ETH)
-        {
-            ring.unpop(1);
-            break;
+        let used = u32::try_from(total).unwrap_or(u32::MAX);
+        // The usual rx buffer (one writable descriptor) without a chain's bookkeeping: a
+        // dozen fewer stores per frame, so that more of the stores into the receiver's
+        // buffers, which wait for that guest's CPU to give up the lines, are in flight at
+        // once (measured 2026-12-06: 1.05-1.13x at 64 bytes). Anything else takes a chain.
+        if let Some(buf) = ring.pop_buf() {
+            let b = rx_head(head);
+            let put = b
+                .first_chunk::<{ HDR_LEN_V1 + ETH }>()
+                .is_some_and(|h| ring.put_buf(&buf, h, src, HDR_LEN_V1 + ETH, len - ETH));
+            if !put {
+                ring.unpop(1);
+                break;
+            }
+            ring.push_used_buf(&buf, used);
+        } else {
+            if !matches!(ring.pop(chain), Ok(true)) {
+                break;
+            }
+            if (chain.writable_len() as usize) < total
+                || !put_head_and_body(chain, head, false, src, HDR_LEN_V1 + ETH, len - ETH)
+            {
+                ring.unpop(1);
+                break;
+            }
+            ring.push_used(chain, used);
         }
-        ring.push_used(chain, u32::try_from(total).unwrap_or(u32::MAX));
         out.done = k + 1;
         out.bytes += len;
     }

@@ -9,7 +9,7 @@ use std::fs::OpenOptions;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use vring::{Chain, PackedQueue, QueueConfig};
+use vring::{Chain, PackedQueue, QueueConfig, RxBuf};
 
 use super::*;
 
@@ -67,8 +67,9 @@ enum Op {
     /// Post a chain of these `(len, write)` buffers (indirect when asked and possible).
     Post(Vec<(u32, bool)>, bool),
     Publish,
-    /// Device pops up to n chains, gives back the last `back` of them, uses the rest.
-    Serve(u8, u8),
+    /// Device pops up to n chains, gives back the last `back` of them, uses the rest;
+    /// with `bufs`, each one `pop_buf` takes (a lone writable buffer) is taken that way.
+    Serve(u8, u8, bool),
     /// Driver consumes what is used.
     Reap,
     /// Driver asks for calls; device for kicks.
@@ -80,7 +81,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (proptest::collection::vec((1u32..3000, any::<bool>()), 1..5), any::<bool>())
             .prop_map(|(s, i)| Op::Post(s, i)),
         2 => Just(Op::Publish),
-        3 => (1u8..8, 0u8..3).prop_map(|(n, b)| Op::Serve(n, b)),
+        // One writable buffer: an rx buffer, which `pop_buf` takes.
+        2 => (1u32..3000).prop_map(|l| Op::Post(vec![(l, true)], false)),
+        3 => (1u8..8, 0u8..3, any::<bool>()).prop_map(|(n, b, bufs)| Op::Serve(n, b, bufs)),
         2 => Just(Op::Reap),
         1 => Just(Op::Arm),
     ]
@@ -157,17 +160,40 @@ proptest! {
                     }
                     to_pop.extend(fresh);
                 }
-                Op::Serve(n, back) => {
-                    let mut got = 0usize;
-                    while got < usize::from(n) && p.dev.pop(&mut chains[got]).unwrap() {
-                        got += 1;
+                Op::Serve(n, back, bufs) => {
+                    // Each pop: a chain (its index in `chains`) or a lone buffer.
+                    let mut got: Vec<Result<usize, RxBuf>> = Vec::new();
+                    let mut next_chain = 0;
+                    while got.len() < usize::from(n) {
+                        if let Some(b) = bufs.then(|| p.dev.pop_buf()).flatten() {
+                            got.push(Err(b));
+                        } else if p.dev.pop(&mut chains[next_chain]).unwrap() {
+                            got.push(Ok(next_chain));
+                            next_chain += 1;
+                        } else {
+                            break;
+                        }
                     }
-                    prop_assert_eq!(got, usize::from(n).min(to_pop.len()));
-                    let back = usize::from(back).min(got);
+                    prop_assert_eq!(got.len(), usize::from(n).min(to_pop.len()));
+                    let back = usize::from(back).min(got.len());
                     p.dev.unpop(u16::try_from(back).unwrap());
-                    for c in &chains[..got - back] {
+                    got.truncate(got.len() - back);
+                    let served = got.len();
+                    for g in got {
                         let token = to_pop.pop_front().unwrap();
                         let want = &posted[token as usize].segs;
+                        let c = match g {
+                            Ok(i) => &chains[i],
+                            Err(b) => {
+                                // Only a lone writable buffer, whole.
+                                prop_assert!(want.len() == 1 && want[0].write, "{:?}", want);
+                                prop_assert_eq!(b.len(), want[0].len);
+                                let len = want[0].len.min(17 * token + 1);
+                                p.dev.push_used_buf(&b, len);
+                                to_reap.push_back((token, len));
+                                continue;
+                            }
+                        };
                         let rlen: u32 = want.iter().filter(|s| !s.write).map(|s| s.len).sum();
                         let wlen: u32 = want.iter().filter(|s| s.write).map(|s| s.len).sum();
                         prop_assert_eq!(c.readable_len(), rlen);
@@ -187,7 +213,7 @@ proptest! {
                         to_reap.push_back((token, len));
                     }
                     let call = p.dev.flush_used();
-                    if calls_wanted && got > back {
+                    if calls_wanted && served > 0 {
                         prop_assert!(call, "lost call");
                         calls_wanted = false;
                     }
