@@ -303,13 +303,7 @@ impl PackedQueue {
     /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).
     #[inline]
     pub fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
-        if self.shadow.len() < usize::from(self.size) {
-            self.shadow.push(UsedElem {
-                id: buf.id,
-                len,
-                count: 1,
-            });
-        }
+        self.push_shadow(buf.id, len, 1);
     }
 
     /// Anything but a single direct buffer in one region, head descriptor `d` read already.
@@ -405,12 +399,15 @@ impl PackedQueue {
     /// order they were popped. Published by the next [`flush_used`](Self::flush_used).
     #[inline]
     pub fn push_used(&mut self, chain: &Chain, len: u32) {
+        self.push_shadow(chain.head, len, chain.ring_descs.max(1));
+    }
+
+    /// A used descriptor for buffer `id` (`count` ring entries), into the shadow list
+    /// (never more than the ring holds).
+    #[inline(always)]
+    fn push_shadow(&mut self, id: u16, len: u32, count: u16) {
         if self.shadow.len() < usize::from(self.size) {
-            self.shadow.push(UsedElem {
-                id: chain.head,
-                len,
-                count: chain.ring_descs.max(1),
-            });
+            self.shadow.push(UsedElem { id, len, count });
         }
     }
 

@@ -323,14 +323,23 @@ pub(super) fn put_head_and_body(
     off: usize,
     len: usize,
 ) -> bool {
-    const PLAIN: usize = HDR_LEN_V1 + wire::ethernet::HEADER_LEN;
-    let b = rx_head(head);
     if tagged {
-        chain.put_head_and_copy::<HEAD_LEN>(&b, src, off, len)
+        chain.put_head_and_copy::<HEAD_LEN>(&rx_head(head), src, off, len)
     } else {
-        b.first_chunk::<PLAIN>()
-            .is_some_and(|p| chain.put_head_and_copy::<PLAIN>(p, src, off, len))
+        chain.put_head_and_copy::<PLAIN_HEAD>(&plain_rx_head(head), src, off, len)
     }
+}
+
+/// The virtio_net_hdr and untagged Ethernet header of a frame.
+pub(super) const PLAIN_HEAD: usize = HDR_LEN_V1 + wire::ethernet::HEADER_LEN;
+
+/// [`rx_head`] of an untagged frame: the header and Ethernet header only.
+#[inline(always)]
+pub(super) fn plain_rx_head(head: &[u8; HEAD_LEN]) -> [u8; PLAIN_HEAD] {
+    const _: () = assert!(PLAIN_HEAD <= HEAD_LEN);
+    let mut b = [0u8; PLAIN_HEAD];
+    b.copy_from_slice(&rx_head(head)[..PLAIN_HEAD]);
+    b
 }
 
 /// A frame's first bytes as they go into one rx buffer: `num_buffers` 1.
