@@ -80,7 +80,7 @@ impl TapRing {
     /// Reads up to one frame into each of `bufs` with one submission (`RWF_NOWAIT`: a
     /// read finding the queue empty completes at once with `EAGAIN`), waits for all of
     /// them and stores each one's result (bytes read, or a negated errno) in `results`.
-    pub fn read_batch(&mut self, bufs: &mut [Vec<u8>], results: &mut [i32]) -> io::Result<()> {
+    pub fn read_batch(&mut self, bufs: &mut [&mut [u8]], results: &mut [i32]) -> io::Result<()> {
         if self.broken {
             return Err(io::Error::other("the ring failed earlier"));
         }
@@ -313,7 +313,8 @@ mod tests {
         for m in [&b"one"[..], b"second", b"3"] {
             a.send(m).unwrap();
         }
-        let mut bufs = vec![vec![0u8; 64]; 5];
+        let mut mem = [[0u8; 64]; 5];
+        let mut bufs: Vec<&mut [u8]> = mem.iter_mut().map(|b| &mut b[..]).collect();
         let mut results = [0i32; 5];
         ring.read_batch(&mut bufs, &mut results).unwrap();
         assert_eq!(results, [3, 6, 1, -libc::EAGAIN, -libc::EAGAIN]);

@@ -143,11 +143,21 @@ pub(crate) struct Sent {
 /// Frames one batched read takes at most.
 pub(crate) const READ_BATCH: usize = 32;
 
+/// Where each read of a batch goes in [`RxBatch`]'s memory: room for a frame, rounded up
+/// so that a buffer starts 33 cache lines further on in the cache's index than the one
+/// before (`STRIDE` is 64 KiB + 33 lines). Buffers 64 KiB and a few bytes apart (one
+/// allocation each) start at nearly the same set of an L1 or L2 cache: the first 1.5 KiB
+/// of 32 of them, a batch of full-MTU frames, fought over the same few sets and went out
+/// to the shared L3 between the read and the copy into the guest.
+const READ_STRIDE: usize = 64 * 1024 + 33 * 64;
+const _: () = assert!(READ_STRIDE >= FRAME_ROOM);
+
 /// Frames read from a TAP queue in one submission and not switched yet, in order.
 #[derive(Debug, Default)]
 pub(crate) struct RxBatch {
-    /// One buffer per read (allocated on first use).
-    bufs: Vec<Vec<u8>>,
+    /// One buffer per read, [`READ_STRIDE`] bytes apart (allocated on first use; pages
+    /// no frame reached are never touched).
+    mem: Vec<u8>,
     /// (buffer, length) of the frames read, in the order read.
     frames: Vec<(u16, u32)>,
     /// The next of `frames` to switch.
@@ -167,14 +177,15 @@ impl RxBatch {
     pub fn next_frame(&mut self) -> Option<&[u8]> {
         let &(b, len) = self.frames.get(self.next)?;
         self.next += 1;
-        self.bufs.get(usize::from(b))?.get(..len as usize)
+        let at = usize::from(b) * READ_STRIDE;
+        self.mem.get(at..at + (len as usize).min(FRAME_ROOM))
     }
 
     /// Reads a new batch with `ring`; the frames read, or the error that ended it (with
     /// the frames read before it still there).
     pub fn refill(&mut self, ring: &mut TapRing) -> Result<usize, std::io::Error> {
-        if self.bufs.is_empty() {
-            self.bufs = (0..READ_BATCH).map(|_| vec![0u8; FRAME_ROOM]).collect();
+        if self.mem.is_empty() {
+            self.mem = vec![0u8; READ_BATCH * READ_STRIDE];
             self.frames = Vec::with_capacity(READ_BATCH);
             self.want = 4;
         }
@@ -182,7 +193,14 @@ impl RxBatch {
         self.next = 0;
         let want = self.want.clamp(1, READ_BATCH);
         let mut results = [0i32; READ_BATCH];
-        ring.read_batch(&mut self.bufs[..want], &mut results[..want])?;
+        let mut chunks = self.mem.chunks_mut(READ_STRIDE);
+        let mut bufs: [&mut [u8]; READ_BATCH] = std::array::from_fn(|_| {
+            chunks
+                .next()
+                .and_then(|c| c.get_mut(..FRAME_ROOM))
+                .unwrap_or_default()
+        });
+        ring.read_batch(&mut bufs[..want], &mut results[..want])?;
         let mut err = None;
         for (i, &r) in results[..want].iter().enumerate() {
             match r {
