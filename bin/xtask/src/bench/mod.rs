@@ -33,6 +33,7 @@ mod common;
 mod ctx;
 mod latency;
 mod ovs;
+mod placement;
 mod probe;
 mod proc;
 mod report;

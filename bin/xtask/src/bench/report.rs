@@ -12,6 +12,7 @@ use super::common::{
     anomaly_lines, failed_lines, idle_json, idle_line, mode_of, ratio, ratio_cell, render_table,
     row_cells, side_cells, table_header, vnetd_labels, Tally,
 };
+use super::placement::{self, Placed, Placement, PlacementRow};
 use super::runner::Switch;
 use super::vm2vm::{gbits, medians_json_of, medians_of, Case, Load, RunResult, TX_FIRST_BURSTS};
 use super::{chart, latency, ovs, tap, tso, APART_FACTOR, WARMUP};
@@ -61,6 +62,9 @@ pub(super) struct Row {
     pub(super) dpdk: Option<Medians>,
     /// The OVS-DPDK anchor, when it ran.
     pub(super) ovs: Option<Medians>,
+    /// The cell and vnetd's label (empty: the anchors alone).
+    pub(super) case: Case,
+    pub(super) label: String,
 }
 
 impl Report {
@@ -96,6 +100,8 @@ impl Report {
                                 .flatten(),
                             dpdk,
                             ovs,
+                            case: case.clone(),
+                            label: label.clone(),
                         });
                     }
                 }
@@ -237,7 +243,22 @@ impl Report {
             out += "* no clean run: the median of disturbed runs\n";
         }
         out += &anomaly_lines(&self.runs, "anomalies:", name);
+        out += &placement::render(&self.placement_rows());
         out
+    }
+
+    /// The rows of the table by vCPU placement (those of the main table with a vnetd mode).
+    pub(super) fn placement_rows(&self) -> Vec<PlacementRow> {
+        self.rows()
+            .into_iter()
+            .filter(|row| !row.label.is_empty())
+            .map(|row| PlacementRow {
+                by: Placement::ALL.map(|p| Placed::of(&self.runs, &row.label, &row.case, p)),
+                scenario: row.scenario,
+                size: row.size,
+                mode: row.mode,
+            })
+            .collect()
     }
 
     /// The chart's panels: the VM-to-VM rates, then the latency percentiles.
@@ -313,6 +334,11 @@ impl Report {
                 "rate": "sum of both generator ports' RX-packets deltas / wall time between samples",
             },
             "rows": rows,
+            "by_placement": self
+                .placement_rows()
+                .iter()
+                .map(placement::row_json)
+                .collect::<Vec<_>>(),
             "idle_cpu_pct": idle,
             "ovs_skipped": self.ovs_skipped,
             "runs": self.runs.iter().map(RunResult::json).collect::<Vec<_>>(),
