@@ -189,9 +189,13 @@ impl PackedQueue {
         // SAFETY: `pos < size` and the ring's `16 * size` bytes were range-checked in `new`;
         // the flags sit at +14 of a 16-aligned descriptor, so 2-aligned.
         let flags = unsafe { access::load_u16_acquire(self.desc.add(16 * usize::from(pos) + 14)) };
-        let avail = flags & DESC_F_AVAIL != 0;
-        let used = flags & DESC_F_USED != 0;
-        (avail == self.avail_wrap && used != self.avail_wrap).then_some(flags)
+        // AVAIL equal to the wrap counter, USED not.
+        let want = if self.avail_wrap {
+            DESC_F_AVAIL
+        } else {
+            DESC_F_USED
+        };
+        (flags & (DESC_F_AVAIL | DESC_F_USED) == want).then_some(flags)
     }
 
     /// Whether a chain is ready at the next avail position: 1 if so, else 0.
