@@ -31,7 +31,16 @@ pub fn fuzz_ring(data: &[u8]) {
         if q.refresh_avail().is_err() {
             return;
         }
+        let mut lone = 0u32;
         loop {
+            lone += 1;
+            // Every other lone rx buffer through `fill_buf` (pop, write and use in one).
+            if lone % 2 == 0 {
+                let n = (prev.readable_len() as usize).min(1 << 12);
+                if DeviceRing::fill_buf(&mut q, &[0x55; 12], &prev, 0, n / 2, 1).is_some() {
+                    continue;
+                }
+            }
             if let Some(b) = q.pop_buf() {
                 // A lone rx buffer: written through the ring, never past it or the source.
                 let n = (prev.readable_len().min(b.len()) as usize).min(1 << 12);
@@ -104,6 +113,11 @@ pub fn fuzz_packed(data: &[u8]) {
         // Lone rx buffers first (one given back on odd rounds: it comes again, as a
         // buffer or a chain).
         for k in 0..2 {
+            if round == 2 {
+                // Pop, write and use in one; a frame that does not fit is given back.
+                let _ = DeviceRing::fill_buf(&mut q, &[0x55; 12], &chains[0], 0, k * 40, 12);
+                continue;
+            }
             let Some(b) = q.pop_buf() else { break };
             if round % 2 == 1 && k == 1 {
                 q.unpop(1);

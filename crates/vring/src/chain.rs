@@ -22,7 +22,7 @@ pub struct Seg {
 impl Seg {
     /// [`Chain::put_head_and_copy`] into this one (device-writable) buffer.
     #[inline(always)]
-    fn put_head_and_copy<const N: usize>(
+    pub(crate) fn put_head_and_copy<const N: usize>(
         &self,
         head: &[u8; N],
         src: &Chain,

@@ -278,6 +278,12 @@ impl PackedQueue {
     /// one is anything else: [`pop`](Self::pop) takes it (and reports what is wrong with it).
     #[inline(always)]
     pub fn pop_buf(&mut self) -> Option<RxBuf> {
+        self.pop_lone().map(|(buf, _)| buf)
+    }
+
+    /// [`pop_buf`](Self::pop_buf), with the host address the buffer was translated to.
+    #[inline(always)]
+    pub(crate) fn pop_lone(&mut self) -> Option<(RxBuf, NonNull<u8>)> {
         let flags = self.avail_flags(self.next_avail)?;
         let d = self.desc_at(self.next_avail, flags);
         if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) != 0
@@ -286,15 +292,17 @@ impl PackedQueue {
         {
             return None;
         }
-        self.mem
+        let host = self
+            .mem
             .translate(d.addr, u64::from(d.len), &mut self.hint)?;
         self.record_start();
         (self.next_avail, self.avail_wrap) = self.advance(self.next_avail, self.avail_wrap, 1);
-        Some(RxBuf {
+        let buf = RxBuf {
             id: d.next,
             addr: d.addr,
             len: d.len,
-        })
+        };
+        Some((buf, host))
     }
 
     /// The memory the ring's buffers are in and its region hint (for

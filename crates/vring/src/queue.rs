@@ -323,6 +323,12 @@ impl SplitQueue {
     /// one is anything else: [`pop`](Self::pop) takes it (and reports what is wrong with it).
     #[inline(always)]
     pub fn pop_buf(&mut self) -> Option<RxBuf> {
+        self.pop_lone().map(|(buf, _)| buf)
+    }
+
+    /// [`pop_buf`](Self::pop_buf), with the host address the buffer was translated to.
+    #[inline(always)]
+    pub(crate) fn pop_lone(&mut self) -> Option<(RxBuf, NonNull<u8>)> {
         if self.next_avail == self.avail_idx {
             return None;
         }
@@ -331,14 +337,16 @@ impl SplitQueue {
         if d.flags != DESC_F_WRITE || d.len == 0 {
             return None;
         }
-        self.mem
+        let host = self
+            .mem
             .translate(d.addr, u64::from(d.len), &mut self.hint)?;
         self.next_avail = self.next_avail.wrapping_add(1);
-        Some(RxBuf {
+        let buf = RxBuf {
             id: head,
             addr: d.addr,
             len: d.len,
-        })
+        };
+        Some((buf, host))
     }
 
     /// The memory the ring's buffers are in and its region hint (for

@@ -3,9 +3,10 @@
 //! monomorphized per layout; and [`Ring`], one running ring of either layout, which the
 //! caller matches on once per burst (or per delivery) to reach the monomorphized code.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::chain::{Chain, RxBuf};
+use crate::chain::{Chain, RxBuf, Seg};
 use crate::mem::GuestMemory;
 use crate::packed::PackedQueue;
 use crate::queue::{QueueConfig, RingError, SplitQueue};
@@ -58,6 +59,41 @@ pub trait DeviceRing {
     }
     /// [`push_used`](Self::push_used) of a buffer from [`pop_buf`](Self::pop_buf).
     fn push_used_buf(&mut self, buf: &RxBuf, len: u32);
+    /// [`pop_buf`](Self::pop_buf), [`put_buf`](Self::put_buf) and
+    /// [`push_used_buf`](Self::push_used_buf) (with `used` bytes) in one, the buffer's
+    /// address translated once. `None`: nothing popped (no chain ready, or the next one is
+    /// not a lone writable buffer); `Some(false)`: the frame did not fit, the buffer is
+    /// given back; `Some(true)`: written and used.
+    fn fill_buf<const N: usize>(
+        &mut self,
+        head: &[u8; N],
+        src: &Chain,
+        src_off: usize,
+        len: usize,
+        used: u32,
+    ) -> Option<bool>;
+}
+
+/// [`DeviceRing::fill_buf`] for either layout, given its `pop_lone`.
+#[inline(always)]
+fn fill_lone<R: DeviceRing, const N: usize>(
+    ring: &mut R,
+    popped: Option<(RxBuf, NonNull<u8>)>,
+    head: &[u8; N],
+    src: &Chain,
+    src_off: usize,
+    len: usize,
+    used: u32,
+) -> Option<bool> {
+    let (buf, host) = popped?;
+    // `host` is the translation of `buf` in the memory the ring holds (borrowed mutably by
+    // our caller all along), so it is still mapped.
+    if !Seg::new(host, buf.len).put_head_and_copy(head, src, src_off, len) {
+        ring.unpop(1);
+        return Some(false);
+    }
+    ring.push_used_buf(&buf, used);
+    Some(true)
 }
 
 macro_rules! forward_device_ring {
@@ -114,6 +150,18 @@ macro_rules! forward_device_ring {
             #[inline(always)]
             fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
                 <$t>::push_used_buf(self, buf, len)
+            }
+            #[inline(always)]
+            fn fill_buf<const N: usize>(
+                &mut self,
+                head: &[u8; N],
+                src: &Chain,
+                src_off: usize,
+                len: usize,
+                used: u32,
+            ) -> Option<bool> {
+                let popped = self.pop_lone();
+                fill_lone(self, popped, head, src, src_off, len, used)
             }
         }
     };
@@ -220,5 +268,15 @@ impl DeviceRing for Ring {
     }
     fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
         with_ring!(self, r => r.push_used_buf(buf, len))
+    }
+    fn fill_buf<const N: usize>(
+        &mut self,
+        head: &[u8; N],
+        src: &Chain,
+        src_off: usize,
+        len: usize,
+        used: u32,
+    ) -> Option<bool> {
+        with_ring!(self, r => r.fill_buf(head, src, src_off, len, used))
     }
 }
