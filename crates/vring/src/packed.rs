@@ -245,6 +245,13 @@ impl PackedQueue {
         }
     }
 
+    /// The head descriptor at the next avail position, if the driver made it available.
+    #[inline(always)]
+    fn next_head(&self) -> Option<Desc> {
+        let flags = self.avail_flags(self.next_avail)?;
+        Some(self.desc_at(self.next_avail, flags))
+    }
+
     #[inline(always)]
     fn record_start(&mut self) {
         self.starts[self.pops % POP_HISTORY] = encode(self.next_avail, self.avail_wrap);
@@ -255,11 +262,10 @@ impl PackedQueue {
     /// the driver has not made one available.
     #[inline(always)]
     pub fn pop(&mut self, chain: &mut Chain) -> Result<bool, RingError> {
-        let Some(flags) = self.avail_flags(self.next_avail) else {
+        let Some(d) = self.next_head() else {
             return Ok(false);
         };
         chain.bind(&self.mem);
-        let d = self.desc_at(self.next_avail, flags);
         if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) == 0 && d.len != 0 {
             if let Some(p) = self.mem.translate(d.addr, u64::from(d.len), &mut self.hint) {
                 chain.set_single(d.next, Seg::new(p, d.len), d.flags & DESC_F_WRITE != 0);
@@ -284,8 +290,7 @@ impl PackedQueue {
     /// [`pop_buf`](Self::pop_buf), with the host address the buffer was translated to.
     #[inline(always)]
     pub(crate) fn pop_lone(&mut self) -> Option<(RxBuf, NonNull<u8>)> {
-        let flags = self.avail_flags(self.next_avail)?;
-        let d = self.desc_at(self.next_avail, flags);
+        let d = self.next_head()?;
         if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) != 0
             || d.flags & DESC_F_WRITE == 0
             || d.len == 0
