@@ -34,17 +34,17 @@ pub fn fuzz_ring(data: &[u8]) {
         let mut lone = 0u32;
         loop {
             lone += 1;
-            // Every other lone rx buffer through `fill_buf` (pop, write and use in one).
+            // Every other lone rx buffer through `fill_buf` (pop, write and use in one):
+            // written through the ring, never past it or the source.
             if lone % 2 == 0 {
                 let n = (prev.readable_len() as usize).min(1 << 12);
-                if DeviceRing::fill_buf(&mut q, &[0x55; 12], &prev, 0, n / 2, 1).is_some() {
+                let len = n.saturating_sub(12);
+                if DeviceRing::fill_buf(&mut q, &[0x55; 12], &prev, 0, len, 1).is_some() {
                     continue;
                 }
             }
             if let Some(b) = q.pop_buf() {
-                // A lone rx buffer: written through the ring, never past it or the source.
-                let n = (prev.readable_len().min(b.len()) as usize).min(1 << 12);
-                let _ = q.put_buf(&b, &[0x55; 12], &prev, 0, n.saturating_sub(12));
+                // The others popped and used as they are.
                 q.push_used_buf(&b, 1);
                 continue;
             }
@@ -123,7 +123,6 @@ pub fn fuzz_packed(data: &[u8]) {
                 q.unpop(1);
                 break;
             }
-            let _ = q.put_buf(&b, &[0x55; 12], &chains[0], 0, 0);
             q.push_used_buf(&b, 12);
         }
         let mut got = 0;

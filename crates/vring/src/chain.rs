@@ -48,14 +48,12 @@ impl Seg {
 
 /// One device-writable buffer popped on its own (a chain of one descriptor, in one memory
 /// region: what drivers post as rx buffers), without a [`Chain`]'s bookkeeping: its buffer
-/// id and guest address. Written through the ring it came from
-/// ([`DeviceRing::put_buf`](crate::DeviceRing::put_buf)), which translates the address
-/// again in the memory it holds, and given back with
-/// [`DeviceRing::push_used_buf`](crate::DeviceRing::push_used_buf).
+/// id and size. Given back with
+/// [`DeviceRing::push_used_buf`](crate::DeviceRing::push_used_buf); the datapath pops,
+/// writes and uses one in a single [`DeviceRing::fill_buf`](crate::DeviceRing::fill_buf).
 #[derive(Debug)]
 pub struct RxBuf {
     pub(crate) id: u16,
-    pub(crate) addr: u64,
     pub(crate) len: u32,
 }
 
@@ -68,22 +66,6 @@ impl RxBuf {
     /// Whether the buffer is empty (never, as popped: zero-length buffers are not).
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    /// [`Chain::put_head_and_copy`] into this buffer, in `mem`, the memory of the ring
-    /// it was popped from (`hint`: that ring's region hint).
-    #[inline(always)]
-    pub(crate) fn put_head_and_copy<const N: usize>(
-        &self,
-        mem: &GuestMemory,
-        hint: &mut usize,
-        head: &[u8; N],
-        src: &Chain,
-        src_off: usize,
-        len: usize,
-    ) -> bool {
-        mem.translate(self.addr, u64::from(self.len), hint)
-            .is_some_and(|p| Seg::new(p, self.len).put_head_and_copy(head, src, src_off, len))
     }
 }
 

@@ -304,17 +304,9 @@ impl PackedQueue {
         (self.next_avail, self.avail_wrap) = self.advance(self.next_avail, self.avail_wrap, 1);
         let buf = RxBuf {
             id: d.next,
-            addr: d.addr,
             len: d.len,
         };
         Some((buf, host))
-    }
-
-    /// The memory the ring's buffers are in and its region hint (for
-    /// [`DeviceRing::put_buf`](crate::DeviceRing::put_buf)).
-    #[inline(always)]
-    pub fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize) {
-        (&self.mem, &mut self.hint)
     }
 
     /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).

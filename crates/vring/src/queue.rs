@@ -343,17 +343,9 @@ impl SplitQueue {
         self.next_avail = self.next_avail.wrapping_add(1);
         let buf = RxBuf {
             id: head,
-            addr: d.addr,
             len: d.len,
         };
         Some((buf, host))
-    }
-
-    /// The memory the ring's buffers are in and its region hint (for
-    /// [`DeviceRing::put_buf`](crate::DeviceRing::put_buf)).
-    #[inline(always)]
-    pub fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize) {
-        (&self.mem, &mut self.hint)
     }
 
     /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).

@@ -41,29 +41,15 @@ pub trait DeviceRing {
     /// Pops the next chain if it is one device-writable buffer in one region (an rx
     /// buffer), without a [`Chain`]; `None`, nothing popped, otherwise.
     fn pop_buf(&mut self) -> Option<RxBuf>;
-    /// The guest memory the ring's buffers are in, and its region hint.
-    fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize);
-    /// Writes `head`, then `len` bytes of `src` from `src_off`, into `buf` (from
-    /// [`pop_buf`](Self::pop_buf) of this ring); false, nothing written, if they do not fit.
-    #[inline(always)]
-    fn put_buf<const N: usize>(
-        &mut self,
-        buf: &RxBuf,
-        head: &[u8; N],
-        src: &Chain,
-        src_off: usize,
-        len: usize,
-    ) -> bool {
-        let (mem, hint) = self.mem_and_hint();
-        buf.put_head_and_copy(mem, hint, head, src, src_off, len)
-    }
     /// [`push_used`](Self::push_used) of a buffer from [`pop_buf`](Self::pop_buf).
     fn push_used_buf(&mut self, buf: &RxBuf, len: u32);
-    /// [`pop_buf`](Self::pop_buf), [`put_buf`](Self::put_buf) and
-    /// [`push_used_buf`](Self::push_used_buf) (with `used` bytes) in one, the buffer's
-    /// address translated once. `None`: nothing popped (no chain ready, or the next one is
-    /// not a lone writable buffer); `Some(false)`: the frame did not fit, the buffer is
-    /// given back; `Some(true)`: written and used.
+    /// Pops the next chain if it is one device-writable buffer in one region (as
+    /// [`pop_buf`](Self::pop_buf)), writes `head` and then `len` bytes of `src` from
+    /// `src_off` into it and records it used with `used` bytes (as
+    /// [`push_used_buf`](Self::push_used_buf)), the buffer's address translated once.
+    /// `None`: nothing popped (no chain ready, or the next one is not a lone writable
+    /// buffer); `Some(false)`: the frame did not fit, nothing written, the buffer given
+    /// back; `Some(true)`: written and used.
     fn fill_buf<const N: usize>(
         &mut self,
         head: &[u8; N],
@@ -142,10 +128,6 @@ macro_rules! forward_device_ring {
             #[inline(always)]
             fn pop_buf(&mut self) -> Option<RxBuf> {
                 <$t>::pop_buf(self)
-            }
-            #[inline(always)]
-            fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize) {
-                <$t>::mem_and_hint(self)
             }
             #[inline(always)]
             fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
@@ -262,9 +244,6 @@ impl DeviceRing for Ring {
     }
     fn pop_buf(&mut self) -> Option<RxBuf> {
         with_ring!(self, r => r.pop_buf())
-    }
-    fn mem_and_hint(&mut self) -> (&GuestMemory, &mut usize) {
-        with_ring!(self, r => r.mem_and_hint())
     }
     fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
         with_ring!(self, r => r.push_used_buf(buf, len))

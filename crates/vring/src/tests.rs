@@ -854,14 +854,29 @@ fn pop_buf_takes_lone_rx_buffers_only() {
     let b = q.pop_buf().expect("the lone writable buffer");
     assert_eq!(b.len(), 1500);
     q.unpop(1);
-    let b = q.pop_buf().expect("the same buffer again");
-    // Four bytes of header, then 50 bytes of the chain from its byte 20.
-    assert!(q.put_buf(&b, &[1, 2, 3, 4], &c, 20, 50));
-    assert!(
-        !q.put_buf(&b, &[0; 4], &c, 20, 100),
+    m.theirs
+        .write_slice(&[0xee; 1500], GuestAddress(BUF + 0x2000))
+        .unwrap();
+    assert_eq!(
+        DeviceRing::fill_buf(&mut q, &[0; 4], &c, 20, 100, 104),
+        Some(false),
         "past the source buffer"
     );
-    assert!(!q.put_buf(&b, &[0; 1500], &c, 20, 1), "past the rx buffer");
+    assert_eq!(
+        DeviceRing::fill_buf(&mut q, &[0; 1500], &c, 20, 1, 1501),
+        Some(false),
+        "past the rx buffer"
+    );
+    let mut untouched = [0u8; 1500];
+    m.theirs
+        .read_slice(&mut untouched, GuestAddress(BUF + 0x2000))
+        .unwrap();
+    assert!(untouched.iter().all(|&x| x == 0xee), "nothing written");
+    // Four bytes of header, then 50 bytes of the chain from its byte 20.
+    assert_eq!(
+        DeviceRing::fill_buf(&mut q, &[1, 2, 3, 4], &c, 20, 50, 54),
+        Some(true)
+    );
     let mut got = [0u8; 54];
     m.theirs
         .read_slice(&mut got, GuestAddress(BUF + 0x2000))
@@ -875,7 +890,6 @@ fn pop_buf_takes_lone_rx_buffers_only() {
         matches!(q.pop(&mut c), Err(RingError::BufferOutOfMemory { .. })),
         "pop reports it"
     );
-    q.push_used_buf(&b, 54);
     q.flush_used();
     let used = used_of(&mq);
     let id: u32 = m.theirs.read_obj(used.unchecked_add(4)).unwrap();
@@ -883,7 +897,7 @@ fn pop_buf_takes_lone_rx_buffers_only() {
     assert_eq!((id, len), (2, 54));
 }
 
-/// `fill_buf` is `pop_buf`, `put_buf` and `push_used_buf` in one: it leaves anything but
+/// `fill_buf` is `pop_buf`, the write and `push_used_buf` in one: it leaves anything but
 /// a lone writable buffer (and a frame that does not fit) where it was.
 #[test]
 fn fill_buf_pops_writes_and_uses_a_lone_buffer() {
