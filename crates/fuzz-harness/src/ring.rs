@@ -2,7 +2,24 @@
 
 use std::sync::Arc;
 
-use vring::{Chain, DeviceRing, GuestMemory, PackedQueue, QueueConfig, RegionSpec, SplitQueue};
+use vring::{
+    Chain, DeviceRing, FillFrame, FillFrames, GuestMemory, PackedQueue, QueueConfig, RegionSpec,
+    SplitQueue,
+};
+
+/// A run of frames for `fill_bufs`: a 12-byte head, 4 bytes of lead and these source
+/// lengths.
+struct Lens<'a>(&'a [usize]);
+
+impl FillFrames<12, 4> for Lens<'_> {
+    fn frame(&self, k: usize) -> Option<FillFrame<'_, 12, 4>> {
+        self.0.get(k).map(|&len| FillFrame {
+            head: &[0x55; 12],
+            lead: &[0xaa; 4],
+            len,
+        })
+    }
+}
 
 /// Hostile-ring fuzz harness: a random descriptor table, avail ring and index over a small
 /// memory; popping must never panic and every buffer it yields lies in guest memory.
@@ -34,12 +51,14 @@ pub fn fuzz_ring(data: &[u8]) {
         let mut lone = 0u32;
         loop {
             lone += 1;
-            // Every other lone rx buffer through `fill_buf` (pop, write and use in one):
-            // written through the ring, never past it or the source.
+            // Every other time, lone rx buffers through `fill_bufs` (a run of frames from
+            // the last chain popped): written through the ring, never past it or the
+            // source.
             if lone % 2 == 0 {
                 let n = (prev.readable_len() as usize).min(1 << 12);
-                let len = n.saturating_sub(12);
-                if DeviceRing::fill_buf(&mut q, &[0x55; 12], &prev, 0, len, 1).is_some() {
+                let lens = [n.saturating_sub(12), n / 2];
+                let srcs = std::slice::from_ref(&prev);
+                if DeviceRing::fill_bufs(&mut q, srcs, 0, &Lens(&lens)) > 0 {
                     continue;
                 }
             }
@@ -114,8 +133,9 @@ pub fn fuzz_packed(data: &[u8]) {
         // buffer or a chain).
         for k in 0..2 {
             if round == 2 {
-                // Pop, write and use in one; a frame that does not fit is given back.
-                let _ = DeviceRing::fill_buf(&mut q, &[0x55; 12], &chains[0], 0, k * 40, 12);
+                // A run of frames into lone buffers; one that does not fit stops it.
+                let lens = [k * 40, 40, 8];
+                let _ = DeviceRing::fill_bufs(&mut q, &chains[..3], 0, &Lens(&lens));
                 continue;
             }
             let Some(b) = q.pop_buf() else { break };

@@ -29,18 +29,35 @@ impl Seg {
         src_off: usize,
         len: usize,
     ) -> bool {
+        self.put_parts_and_copy(head, &[], src, src_off, len)
+    }
+
+    /// Writes `head`, then `lead`, each with stores of its own, then `len` bytes of `src`
+    /// from `src_off` into this one (device-writable) buffer, when they fit and the source
+    /// bytes lie in one of its buffers; false, nothing written, when not.
+    #[inline(always)]
+    pub(crate) fn put_parts_and_copy<const H: usize, const L: usize>(
+        &self,
+        head: &[u8; H],
+        lead: &[u8; L],
+        src: &Chain,
+        src_off: usize,
+        len: usize,
+    ) -> bool {
         let Some((sp, sroom)) = locate(src.readable(), src_off) else {
             return false;
         };
-        if (self.len as usize) < N.saturating_add(len) || sroom < len {
+        if (self.len as usize) < H.saturating_add(L).saturating_add(len) || sroom < len {
             return false;
         }
         // SAFETY: `self.ptr..self.ptr+self.len` is one checked segment (a `Seg` is only
-        // made from a range-checked translation) and N + len <= self.len, so both writes
-        // stay inside it; `sp..sp+len` lies in one checked readable segment (sroom >= len).
+        // made from a range-checked translation) and H + L + len <= self.len, so the three
+        // writes stay inside it; `sp..sp+len` lies in one checked readable segment (sroom
+        // >= len).
         unsafe {
-            access::write_array::<N>(self.ptr, head);
-            access::copy_guest_to_guest(sp, self.ptr.add(N), len);
+            access::write_array::<H>(self.ptr, head);
+            access::write_array::<L>(self.ptr.add(H), lead);
+            access::copy_guest_to_guest(sp, self.ptr.add(H + L), len);
         }
         true
     }
@@ -49,8 +66,8 @@ impl Seg {
 /// One device-writable buffer popped on its own (a chain of one descriptor, in one memory
 /// region: what drivers post as rx buffers), without a [`Chain`]'s bookkeeping: its buffer
 /// id and size. Given back with
-/// [`DeviceRing::push_used_buf`](crate::DeviceRing::push_used_buf); the datapath pops,
-/// writes and uses one in a single [`DeviceRing::fill_buf`](crate::DeviceRing::fill_buf).
+/// [`DeviceRing::push_used_buf`](crate::DeviceRing::push_used_buf); the datapath fills
+/// runs of them with [`DeviceRing::fill_bufs`](crate::DeviceRing::fill_bufs).
 #[derive(Debug)]
 pub struct RxBuf {
     pub(crate) id: u16,
@@ -197,10 +214,12 @@ impl Chain {
         self.segs.len()
     }
 
+    #[inline(always)]
     fn readable(&self) -> &[Seg] {
         &self.segs[..self.readable_segs]
     }
 
+    #[inline(always)]
     fn writable(&self) -> &[Seg] {
         &self.segs[self.readable_segs..]
     }
@@ -384,8 +403,13 @@ impl<'a> IoVecs<'a> {
 }
 
 /// The address of byte `off` of `segs` and how many bytes of its segment follow it.
-#[inline]
+#[inline(always)]
 fn locate(segs: &[Seg], mut off: usize) -> Option<(NonNull<u8>, usize)> {
+    // Most often in the first: that case without the loop.
+    if let Some(s) = segs.first().filter(|s| off < s.len as usize) {
+        // SAFETY: `off < s.len`, so the address stays inside the segment.
+        return Some((unsafe { s.ptr.add(off) }, s.len as usize - off));
+    }
     for s in segs {
         let slen = s.len as usize;
         if off < slen {

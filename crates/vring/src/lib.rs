@@ -36,7 +36,7 @@ pub use chain::{Chain, IoVecs, RxBuf, MAX_CHAIN_SEGS};
 pub use mem::{GuestMemory, MemError, RegionSpec};
 pub use packed::PackedQueue;
 pub use queue::{QueueConfig, RingError, SplitQueue};
-pub use ring::{DeviceRing, Ring};
+pub use ring::{DeviceRing, FillFrame, FillFrames, Ring, FILL_RUN};
 
 #[cfg(test)]
 mod tests;

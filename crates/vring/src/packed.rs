@@ -30,6 +30,7 @@ use crate::queue::{
     chain_desc, indirect_table, QueueConfig, RingError, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
     MAX_CHAIN_SEGS_U32, MAX_QUEUE_SIZE,
 };
+use crate::ring::{fill_one, FillFrames, FILL_RUN};
 
 /// `VIRTQ_DESC_F_AVAIL` (bit 7).
 pub const DESC_F_AVAIL: u16 = 1 << 7;
@@ -186,15 +187,17 @@ impl PackedQueue {
     /// wrote before them is visible after), if it is available for wrap counter `wrap`.
     #[inline(always)]
     fn avail_flags(&self, pos: u16) -> Option<u16> {
+        self.flags_if_avail(pos, self.avail_wrap)
+    }
+
+    /// [`avail_flags`](Self::avail_flags) for wrap counter `wrap`.
+    #[inline(always)]
+    fn flags_if_avail(&self, pos: u16, wrap: bool) -> Option<u16> {
         // SAFETY: `pos < size` and the ring's `16 * size` bytes were range-checked in `new`;
         // the flags sit at +14 of a 16-aligned descriptor, so 2-aligned.
         let flags = unsafe { access::load_u16_acquire(self.desc.add(16 * usize::from(pos) + 14)) };
         // AVAIL equal to the wrap counter, USED not.
-        let want = if self.avail_wrap {
-            DESC_F_AVAIL
-        } else {
-            DESC_F_USED
-        };
+        let want = if wrap { DESC_F_AVAIL } else { DESC_F_USED };
         (flags & (DESC_F_AVAIL | DESC_F_USED) == want).then_some(flags)
     }
 
@@ -284,29 +287,80 @@ impl PackedQueue {
     /// one is anything else: [`pop`](Self::pop) takes it (and reports what is wrong with it).
     #[inline(always)]
     pub fn pop_buf(&mut self) -> Option<RxBuf> {
-        self.pop_lone().map(|(buf, _)| buf)
-    }
-
-    /// [`pop_buf`](Self::pop_buf), with the host address the buffer was translated to.
-    #[inline(always)]
-    pub(crate) fn pop_lone(&mut self) -> Option<(RxBuf, NonNull<u8>)> {
         let d = self.next_head()?;
-        if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) != 0
-            || d.flags & DESC_F_WRITE == 0
-            || d.len == 0
-        {
+        if !lone_writable(d.flags) || d.len == 0 {
             return None;
         }
-        let host = self
-            .mem
+        self.mem
             .translate(d.addr, u64::from(d.len), &mut self.hint)?;
         self.record_start();
         (self.next_avail, self.avail_wrap) = self.advance(self.next_avail, self.avail_wrap, 1);
-        let buf = RxBuf {
+        Some(RxBuf {
             id: d.next,
             len: d.len,
-        };
-        Some((buf, host))
+        })
+    }
+
+    /// [`DeviceRing::fill_bufs`](crate::DeviceRing::fill_bufs): the next available
+    /// descriptors taken while they are lone writable buffers, with
+    /// [`pop_buf`](Self::pop_buf)'s checks. [`unpop`](Self::unpop) forgets the pops before
+    /// a run that took any: it cannot give them back past the run.
+    #[inline(always)]
+    pub fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
+        &mut self,
+        srcs: &[Chain],
+        src_off: usize,
+        frames: &F,
+    ) -> usize {
+        // The used elements go straight into the shadow list's spare room (one store
+        // each), taken out of `self` for the run.
+        let mut shadow = std::mem::take(&mut self.shadow);
+        let base = shadow.len();
+        let room = usize::from(self.size).saturating_sub(base);
+        let spare = shadow.spare_capacity_mut();
+        let max = srcs.len().min(room).min(spare.len()).min(FILL_RUN);
+        let (mut next, mut wrap, mut hint, mut n) =
+            (self.next_avail, self.avail_wrap, self.hint, 0);
+        while n < max {
+            let Some(flags) = self.flags_if_avail(next, wrap) else {
+                break;
+            };
+            if !lone_writable(flags) {
+                break;
+            }
+            let Some(f) = frames.frame(n) else {
+                break;
+            };
+            let d = self.desc_at(next, flags);
+            if d.len == 0 {
+                break;
+            }
+            let Some(dst) = self.mem.translate(d.addr, u64::from(d.len), &mut hint) else {
+                break;
+            };
+            // `dst` is the translation of this buffer in `self.mem`, which `&mut self`
+            // keeps mapped.
+            let Some(len) = fill_one(dst, d.len, &f, &srcs[n], src_off) else {
+                break;
+            };
+            spare[n].write(UsedElem {
+                id: d.next,
+                len,
+                count: 1,
+            });
+            (next, wrap) = self.advance(next, wrap, 1);
+            n += 1;
+        }
+        // SAFETY: the first `n` elements of the spare room were written in the loop, and
+        // `base + n <= size <= capacity`.
+        unsafe { shadow.set_len(base + n) };
+        self.shadow = shadow;
+        if n > 0 {
+            self.pops = 0;
+        }
+        (self.next_avail, self.avail_wrap) = (next, wrap);
+        self.hint = hint;
+        n
     }
 
     /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).
@@ -394,7 +448,8 @@ impl PackedQueue {
     }
 
     /// Gives back the last `n` popped chains (not yet pushed to used): they will be
-    /// popped again. At most 256 at once.
+    /// popped again. At most 256 at once, and none before a
+    /// [`fill_bufs`](Self::fill_bufs) run.
     pub fn unpop(&mut self, n: u16) {
         let n = usize::from(n).min(POP_HISTORY).min(self.pops);
         if n == 0 {
@@ -548,4 +603,11 @@ fn used_flags(wrap: bool, len: u32) -> u16 {
     } else {
         w
     }
+}
+
+/// Whether descriptor `flags` make a lone device-writable buffer: neither chained nor
+/// indirect.
+#[inline(always)]
+fn lone_writable(flags: u16) -> bool {
+    flags & (DESC_F_NEXT | DESC_F_INDIRECT | DESC_F_WRITE) == DESC_F_WRITE
 }

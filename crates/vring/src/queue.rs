@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::access::{self, Desc};
 use crate::chain::{Chain, RxBuf, Seg, MAX_CHAIN_SEGS};
 use crate::mem::GuestMemory;
+use crate::ring::{fill_one, FillFrames, FILL_RUN};
 
 pub(crate) const MAX_CHAIN_SEGS_U32: u32 = 1024;
 const _: () = assert!(MAX_CHAIN_SEGS == MAX_CHAIN_SEGS_U32 as usize);
@@ -323,12 +324,6 @@ impl SplitQueue {
     /// one is anything else: [`pop`](Self::pop) takes it (and reports what is wrong with it).
     #[inline(always)]
     pub fn pop_buf(&mut self) -> Option<RxBuf> {
-        self.pop_lone().map(|(buf, _)| buf)
-    }
-
-    /// [`pop_buf`](Self::pop_buf), with the host address the buffer was translated to.
-    #[inline(always)]
-    pub(crate) fn pop_lone(&mut self) -> Option<(RxBuf, NonNull<u8>)> {
         if self.next_avail == self.avail_idx {
             return None;
         }
@@ -337,15 +332,63 @@ impl SplitQueue {
         if d.flags != DESC_F_WRITE || d.len == 0 {
             return None;
         }
-        let host = self
-            .mem
+        self.mem
             .translate(d.addr, u64::from(d.len), &mut self.hint)?;
         self.next_avail = self.next_avail.wrapping_add(1);
-        let buf = RxBuf {
+        Some(RxBuf {
             id: head,
             len: d.len,
-        };
-        Some((buf, host))
+        })
+    }
+
+    /// [`DeviceRing::fill_bufs`](crate::DeviceRing::fill_bufs): the next available heads
+    /// taken while they are lone writable buffers, with [`pop_buf`](Self::pop_buf)'s
+    /// checks.
+    #[inline(always)]
+    pub fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
+        &mut self,
+        srcs: &[Chain],
+        src_off: usize,
+        frames: &F,
+    ) -> usize {
+        // The used elements go straight into the shadow list's spare room (one store
+        // each), taken out of `self` for the run.
+        let mut shadow = std::mem::take(&mut self.shadow);
+        let base = shadow.len();
+        let room = usize::from(self.size).saturating_sub(base);
+        let spare = shadow.spare_capacity_mut();
+        let max = srcs.len().min(room).min(spare.len()).min(FILL_RUN);
+        let (mut next, mut hint, mut n) = (self.next_avail, self.hint, 0);
+        while n < max && next != self.avail_idx {
+            let Some(f) = frames.frame(n) else {
+                break;
+            };
+            let head = self.avail_head(next);
+            let Ok(d) = self.desc_at(self.desc, u32::from(self.size), head) else {
+                break;
+            };
+            if d.flags != DESC_F_WRITE || d.len == 0 {
+                break;
+            }
+            let Some(dst) = self.mem.translate(d.addr, u64::from(d.len), &mut hint) else {
+                break;
+            };
+            // `dst` is the translation of this buffer in `self.mem`, which `&mut self`
+            // keeps mapped.
+            let Some(len) = fill_one(dst, d.len, &f, &srcs[n], src_off) else {
+                break;
+            };
+            spare[n].write((u32::from(head), len));
+            next = next.wrapping_add(1);
+            n += 1;
+        }
+        // SAFETY: the first `n` elements of the spare room were written in the loop, and
+        // `base + n <= size <= capacity`.
+        unsafe { shadow.set_len(base + n) };
+        self.shadow = shadow;
+        self.next_avail = next;
+        self.hint = hint;
+        n
     }
 
     /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).

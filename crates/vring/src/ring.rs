@@ -26,7 +26,8 @@ pub trait DeviceRing {
     fn peek(&self) -> bool;
     /// Pops the next chain into `chain`; `Ok(false)` when none is ready.
     fn pop(&mut self, chain: &mut Chain) -> Result<bool, RingError>;
-    /// Gives back the last `n` popped chains not yet pushed (at most 256).
+    /// Gives back the last `n` popped chains not yet pushed (at most 256, none before a
+    /// [`fill_bufs`](Self::fill_bufs) run).
     fn unpop(&mut self, n: u16);
     /// Records `chain` as used, `len` bytes written, in pop order.
     fn push_used(&mut self, chain: &Chain, len: u32);
@@ -43,43 +44,72 @@ pub trait DeviceRing {
     fn pop_buf(&mut self) -> Option<RxBuf>;
     /// [`push_used`](Self::push_used) of a buffer from [`pop_buf`](Self::pop_buf).
     fn push_used_buf(&mut self, buf: &RxBuf, len: u32);
-    /// Pops the next chain if it is one device-writable buffer in one region (as
-    /// [`pop_buf`](Self::pop_buf)), writes `head` and then `len` bytes of `src` from
-    /// `src_off` into it and records it used with `used` bytes (as
-    /// [`push_used_buf`](Self::push_used_buf)), the buffer's address translated once.
-    /// `None`: nothing popped (no chain ready, or the next one is not a lone writable
-    /// buffer); `Some(false)`: the frame did not fit, nothing written, the buffer given
-    /// back; `Some(true)`: written and used.
-    fn fill_buf<const N: usize>(
+    /// Fills lone rx buffers (each one device-writable descriptor in one memory region:
+    /// what drivers post) with a run of frames, in order: frame `k`, as `frames.frame(k)`
+    /// gives it, goes into the next buffer as its `head`, its `lead` and `len` bytes of
+    /// `srcs[k]` from `src_off`, and that buffer is used with `H + L + len` bytes.
+    /// Stops, nothing popped for it, at the first frame that `frames` refuses (`None`),
+    /// that finds no buffer ready as of the last look ([`pending`](Self::pending)),
+    /// whose next buffer is anything but a lone one (left for [`pop`](Self::pop), which
+    /// says what is wrong with it), or that does not fit (in the buffer, or in one
+    /// readable buffer of its source). At most [`FILL_RUN`] frames a call. Returns the
+    /// frames done.
+    ///
+    /// No [`Chain`] is filled, each buffer's address is translated once, the ring's
+    /// position stays in a local until the run ends and each used element is one store
+    /// into the shadow list's spare room: the stores in the loop are the frames' own,
+    /// which wait for the receiver's CPU to give up its lines (docs/bench.md, "Runs of rx
+    /// buffers in one loop"). The buffers it uses cannot be given back:
+    /// [`unpop`](Self::unpop) never reaches past them.
+    fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
         &mut self,
-        head: &[u8; N],
-        src: &Chain,
+        srcs: &[Chain],
         src_off: usize,
-        len: usize,
-        used: u32,
-    ) -> Option<bool>;
+        frames: &F,
+    ) -> usize;
 }
 
-/// [`DeviceRing::fill_buf`] for either layout, given its `pop_lone`.
+/// One frame of a [`DeviceRing::fill_bufs`] run: its buffer gets `head`, then `lead`, then
+/// `len` bytes of its source. Two parts, written by stores of their own, so that a
+/// buffer whose frame starts on a cache line (a header right before it, as drivers lay
+/// them out) is written without a store across the line.
+#[derive(Debug, Clone, Copy)]
+pub struct FillFrame<'a, const H: usize, const L: usize> {
+    /// What comes first (a device header).
+    pub head: &'a [u8; H],
+    /// What follows it (the first bytes of the frame, from a copy).
+    pub lead: &'a [u8; L],
+    /// Bytes of the source that follow.
+    pub len: usize,
+}
+
+/// The frames of a [`DeviceRing::fill_bufs`] run, as the caller describes them. A trait
+/// rather than a closure so that its implementation can be `#[inline(always)]`: the
+/// description of each frame belongs in the loop, in registers.
+pub trait FillFrames<const H: usize, const L: usize> {
+    /// Frame `k` of the run; `None` stops the run there.
+    fn frame(&self, k: usize) -> Option<FillFrame<'_, H, L>>;
+}
+
+/// Most frames one [`DeviceRing::fill_bufs`] takes (its used elements wait in a local
+/// array of this many).
+pub const FILL_RUN: usize = 64;
+
+/// Writes `f`, a frame of a [`DeviceRing::fill_bufs`] run, from `src` at `src_off` into
+/// the lone buffer of `room` bytes at `dst` (its translation, in the memory the ring
+/// holds). The length written, or `None` (nothing written) when it does not fit.
 #[inline(always)]
-fn fill_lone<R: DeviceRing, const N: usize>(
-    ring: &mut R,
-    popped: Option<(RxBuf, NonNull<u8>)>,
-    head: &[u8; N],
+pub(crate) fn fill_one<const H: usize, const L: usize>(
+    dst: NonNull<u8>,
+    room: u32,
+    f: &FillFrame<'_, H, L>,
     src: &Chain,
     src_off: usize,
-    len: usize,
-    used: u32,
-) -> Option<bool> {
-    let (buf, host) = popped?;
-    // `host` is the translation of `buf` in the memory the ring holds (borrowed mutably by
-    // our caller all along), so it is still mapped.
-    if !Seg::new(host, buf.len).put_head_and_copy(head, src, src_off, len) {
-        ring.unpop(1);
-        return Some(false);
-    }
-    ring.push_used_buf(&buf, used);
-    Some(true)
+) -> Option<u32> {
+    let used = u32::try_from(H.checked_add(L)?.checked_add(f.len)?).ok()?;
+    Seg::new(dst, room)
+        .put_parts_and_copy(f.head, f.lead, src, src_off, f.len)
+        .then_some(used)
 }
 
 macro_rules! forward_device_ring {
@@ -134,16 +164,13 @@ macro_rules! forward_device_ring {
                 <$t>::push_used_buf(self, buf, len)
             }
             #[inline(always)]
-            fn fill_buf<const N: usize>(
+            fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
                 &mut self,
-                head: &[u8; N],
-                src: &Chain,
+                srcs: &[Chain],
                 src_off: usize,
-                len: usize,
-                used: u32,
-            ) -> Option<bool> {
-                let popped = self.pop_lone();
-                fill_lone(self, popped, head, src, src_off, len, used)
+                frames: &F,
+            ) -> usize {
+                <$t>::fill_bufs(self, srcs, src_off, frames)
             }
         }
     };
@@ -248,14 +275,12 @@ impl DeviceRing for Ring {
     fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
         with_ring!(self, r => r.push_used_buf(buf, len))
     }
-    fn fill_buf<const N: usize>(
+    fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
         &mut self,
-        head: &[u8; N],
-        src: &Chain,
+        srcs: &[Chain],
         src_off: usize,
-        len: usize,
-        used: u32,
-    ) -> Option<bool> {
-        with_ring!(self, r => r.fill_buf(head, src, src_off, len, used))
+        frames: &F,
+    ) -> usize {
+        with_ring!(self, r => r.fill_bufs(srcs, src_off, frames))
     }
 }

@@ -820,8 +820,9 @@ fn every_descriptor_counts_and_indirect_tables_fit_the_queue() {
 
 /// `pop_buf` takes a lone device-writable buffer and nothing else (a chain of several
 /// descriptors, a device-readable buffer, a bad head are left for `pop`); the buffer takes
-/// a header and bytes of another chain, goes back with `unpop`, and its used element
-/// carries its id and the length written.
+/// a header and bytes of another chain (`fill_bufs`, which writes nothing when they do not
+/// fit), goes back with `unpop`, and its used element carries its id and the length
+/// written.
 #[test]
 fn pop_buf_takes_lone_rx_buffers_only() {
     let m = test_mem();
@@ -857,14 +858,17 @@ fn pop_buf_takes_lone_rx_buffers_only() {
     m.theirs
         .write_slice(&[0xee; 1500], GuestAddress(BUF + 0x2000))
         .unwrap();
+    let one = |len| fill::Frames(vec![([1, 2, 3, 4], len)]);
     assert_eq!(
-        DeviceRing::fill_buf(&mut q, &[0; 4], &c, 20, 100, 104),
-        Some(false),
+        DeviceRing::fill_bufs(&mut q, std::slice::from_ref(&c), 20, &one(100)),
+        0,
         "past the source buffer"
     );
+    assert_eq!(q.next_avail(), 1, "nothing popped");
+    let big = fill::Frames(vec![([0; 1500], 1)]);
     assert_eq!(
-        DeviceRing::fill_buf(&mut q, &[0; 1500], &c, 20, 1, 1501),
-        Some(false),
+        DeviceRing::fill_bufs(&mut q, std::slice::from_ref(&c), 20, &big),
+        0,
         "past the rx buffer"
     );
     let mut untouched = [0u8; 1500];
@@ -874,8 +878,8 @@ fn pop_buf_takes_lone_rx_buffers_only() {
     assert!(untouched.iter().all(|&x| x == 0xee), "nothing written");
     // Four bytes of header, then 50 bytes of the chain from its byte 20.
     assert_eq!(
-        DeviceRing::fill_buf(&mut q, &[1, 2, 3, 4], &c, 20, 50, 54),
-        Some(true)
+        DeviceRing::fill_bufs(&mut q, std::slice::from_ref(&c), 20, &one(50)),
+        1
     );
     let mut got = [0u8; 54];
     m.theirs
@@ -897,74 +901,4 @@ fn pop_buf_takes_lone_rx_buffers_only() {
     assert_eq!((id, len), (2, 54));
 }
 
-/// `fill_buf` is `pop_buf`, the write and `push_used_buf` in one: it leaves anything but
-/// a lone writable buffer (and a frame that does not fit) where it was.
-#[test]
-fn fill_buf_pops_writes_and_uses_a_lone_buffer() {
-    let m = test_mem();
-    let mq = MockSplitQueue::create(&m.theirs, GuestAddress(0), 16);
-    mq.add_desc_chains(
-        &[
-            // 0: a lone readable buffer: the source.
-            d(BUF, 100, 0, 0),
-            // 1: a lone writable buffer of 60 bytes.
-            d(BUF + 0x2000, 60, DESC_F_WRITE, 0),
-            // 2-3: a chain of two writable buffers.
-            d(BUF + 0x3000, 12, DESC_F_WRITE | DESC_F_NEXT, 3),
-            d(BUF + 0x4000, 100, DESC_F_WRITE, 0),
-        ],
-        0,
-    )
-    .unwrap();
-    let src = [0x6bu8; 100];
-    m.theirs.write_slice(&src, GuestAddress(BUF)).unwrap();
-    let mut q = SplitQueue::new(m.ours.clone(), &cfg(&mq, 16)).unwrap();
-    assert_eq!(q.refresh_avail().unwrap(), 3);
-    let mut c = Chain::new();
-    assert_eq!(
-        DeviceRing::fill_buf(&mut q, &[9; 4], &c, 0, 1, 5),
-        None,
-        "a readable buffer is not an rx buffer"
-    );
-    assert_eq!(q.next_avail(), 0, "nothing popped");
-    assert!(q.pop(&mut c).unwrap());
-    assert_eq!(
-        DeviceRing::fill_buf(&mut q, &[9; 4], &c, 10, 57, 61),
-        Some(false),
-        "4 + 57 bytes do not fit in 60"
-    );
-    assert_eq!(q.next_avail(), 1, "given back");
-    assert_eq!(
-        DeviceRing::fill_buf(&mut q, &[9; 4], &c, 10, 95, 99),
-        Some(false),
-        "past the source"
-    );
-    assert_eq!(
-        DeviceRing::fill_buf(&mut q, &[1, 2, 3, 4], &c, 10, 56, 60),
-        Some(true)
-    );
-    let mut got = [0u8; 60];
-    m.theirs
-        .read_slice(&mut got, GuestAddress(BUF + 0x2000))
-        .unwrap();
-    assert_eq!(got[..4], [1, 2, 3, 4]);
-    assert_eq!(got[4..], src[10..66]);
-    assert_eq!(
-        DeviceRing::fill_buf(&mut q, &[9; 4], &c, 0, 1, 5),
-        None,
-        "a chain of two is left for pop"
-    );
-    assert_eq!(q.next_avail(), 2);
-    q.push_used(&c, 0);
-    q.flush_used();
-    let used = used_of(&mq);
-    let idx: u16 = m.theirs.read_obj(used.unchecked_add(2)).unwrap();
-    assert_eq!(idx, 2, "the readable buffer and the filled one");
-    let elem = |i: u64| -> (u32, u32) {
-        let id = m.theirs.read_obj(used.unchecked_add(4 + 8 * i)).unwrap();
-        let len = m.theirs.read_obj(used.unchecked_add(8 + 8 * i)).unwrap();
-        (id, len)
-    };
-    assert_eq!(elem(0), (1, 60), "the filled buffer, used by fill_buf");
-    assert_eq!(elem(1), (0, 0));
-}
+mod fill;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use port_vhost::ReadyQueue;
 use switch::DropReason;
+use virtio_net::NetHdr;
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 use vring::{with_ring, Chain, DeviceRing, Ring, RingError};
 
@@ -128,6 +129,12 @@ impl Worker {
             }
             if let (Some(x), true) = (&express, have >> i & 1 == 1) {
                 fates[i] = classify(&mut cx, id, x, c, &heads[i], now, &mut memo);
+                if let (Fate::To(..), Some(h)) = (fates[i], heads[i].first_chunk_mut()) {
+                    // The copy of an express frame's head is what starts its rx buffer:
+                    // `num_buffers` 1 (unused in a tx header, §5.1.6.2; the general
+                    // path, if the frame ends up there, sets its own).
+                    NetHdr::set_num_buffers(h, 1);
+                }
             }
         }
         // Second pass, in order: runs of express frames to one port go together, the

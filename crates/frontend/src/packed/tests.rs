@@ -271,3 +271,121 @@ fn base_round_trip_after_wraps() {
     let half = 1u32;
     assert_eq!(p.dev.base(), half | half << 16);
 }
+
+/// A run of frames for `fill_bufs`: a 1-byte head, a 1-byte lead (the frame's number)
+/// and source lengths.
+struct Frames(Vec<usize>);
+
+/// The leads of [`Frames`]: frame k's is k.
+const LEADS: [[u8; 1]; 4] = [[0], [1], [2], [3]];
+
+impl vring::FillFrames<1, 1> for Frames {
+    fn frame(&self, k: usize) -> Option<vring::FillFrame<'_, 1, 1>> {
+        let len = *self.0.get(k)?;
+        Some(vring::FillFrame {
+            head: &[0xf0],
+            lead: LEADS.get(k)?,
+            len,
+        })
+    }
+}
+
+/// `fill_bufs` on a packed ring of 3, through several laps: each run fills the lone
+/// writable buffers in order (their prefix, then the source's bytes) and the driver takes
+/// them back with their tokens and lengths; a run stops before a chain of two (left for
+/// `pop`), a buffer the frame does not fit, and the end of what is available; `unpop`
+/// never gives back what a run used.
+#[test]
+fn fill_bufs_fills_runs_of_lone_buffers_across_wraps() {
+    // The sources: two readable buffers of 200 bytes on another ring.
+    let mut s = pair(4, false, false);
+    let sbuf = s.mem.alloc(4096, 64).unwrap();
+    let bytes: Vec<u8> = (0..200u8).collect();
+    s.mem.write(sbuf, &bytes).unwrap();
+    let mut srcs = [Chain::new(), Chain::new()];
+    for (t, c) in (0u32..).zip(srcs.iter_mut()) {
+        let seg = Seg {
+            gpa: sbuf,
+            len: 200,
+            write: false,
+        };
+        s.drv.post(&mut s.mem, &[seg], t).unwrap().unwrap();
+        s.drv.publish(&s.mem).unwrap();
+        assert!(s.dev.pop(c).unwrap());
+    }
+    let mut p = pair(3, false, false);
+    let rx = p.mem.alloc(4 * 4096, 64).unwrap();
+    let buf = |k: u64| rx + 256 * (k % 16);
+    let lone = |k: u64, len: u32| Seg {
+        gpa: buf(k),
+        len,
+        write: true,
+    };
+    let mut token = 0u32;
+    for lap in 0..4usize {
+        // Two lone buffers: both filled by one run.
+        for _ in 0..2 {
+            let seg = lone(u64::from(token), 64);
+            p.drv.post(&mut p.mem, &[seg], token).unwrap().unwrap();
+            token += 1;
+        }
+        p.drv.publish(&p.mem).unwrap();
+        let lens = Frames(vec![40 + lap, 50]);
+        assert_eq!(p.dev.fill_bufs(&srcs, 10, &lens), 2, "lap {lap}");
+        p.dev.unpop(1);
+        assert_eq!(p.dev.fill_bufs(&srcs, 10, &lens), 0, "nothing given back");
+        p.dev.flush_used();
+        for (k, len) in [(0u8, 40 + lap), (1, 50usize)] {
+            let u = p.drv.take_used(&p.mem).unwrap();
+            let t = token - 2 + u32::from(k);
+            assert_eq!((u.token, u.len), (Some(t), 2 + u32::try_from(len).unwrap()));
+            let mut got = vec![0u8; 2 + len];
+            p.mem.read(buf(u64::from(t)), &mut got).unwrap();
+            assert_eq!(got[..2], [0xf0, k]);
+            assert_eq!(got[2..], bytes[10..10 + len]);
+        }
+    }
+    // A lone buffer, then a chain of two: the run stops before the chain.
+    p.drv
+        .post(&mut p.mem, &[lone(0, 64)], 100)
+        .unwrap()
+        .unwrap();
+    let chain = [lone(1, 12), lone(2, 64)];
+    p.drv.post(&mut p.mem, &chain, 101).unwrap().unwrap();
+    p.drv.publish(&p.mem).unwrap();
+    assert_eq!(p.dev.fill_bufs(&srcs, 0, &Frames(vec![62, 1])), 1);
+    assert_eq!(
+        p.dev.fill_bufs(&srcs, 0, &Frames(vec![1])),
+        0,
+        "left for pop"
+    );
+    let mut c = Chain::new();
+    assert!(p.dev.pop(&mut c).unwrap());
+    assert_eq!(c.writable_len(), 76);
+    p.dev.push_used(&c, 3);
+    p.dev.flush_used();
+    for want in [(100, 64), (101, 3)] {
+        let u = p.drv.take_used(&p.mem).unwrap();
+        assert_eq!((u.token, u.len), (Some(want.0), want.1));
+    }
+    // A buffer of 16 bytes takes a frame of 14 after its prefix, not one of 15.
+    p.drv
+        .post(&mut p.mem, &[lone(3, 16)], 102)
+        .unwrap()
+        .unwrap();
+    p.drv.publish(&p.mem).unwrap();
+    assert_eq!(
+        p.dev.fill_bufs(&srcs, 0, &Frames(vec![15])),
+        0,
+        "does not fit"
+    );
+    assert_eq!(p.dev.fill_bufs(&srcs, 0, &Frames(vec![14, 1])), 1);
+    assert_eq!(
+        p.dev.fill_bufs(&srcs, 0, &Frames(vec![1])),
+        0,
+        "nothing available"
+    );
+    p.dev.flush_used();
+    let u = p.drv.take_used(&p.mem).unwrap();
+    assert_eq!((u.token, u.len), (Some(102), 16));
+}
