@@ -466,6 +466,18 @@ impl PackedQueue {
         self.push_shadow(chain.head, len, chain.ring_descs.max(1));
     }
 
+    /// [`push_used`](Self::push_used) of each of `chains`, in order (one store each).
+    #[inline(always)]
+    pub fn push_used_all(&mut self, chains: &[Chain], len: u32) {
+        let room = usize::from(self.size).saturating_sub(self.shadow.len());
+        let used = chains.iter().take(room).map(|c| UsedElem {
+            id: c.head,
+            len,
+            count: c.ring_descs.max(1),
+        });
+        self.shadow.extend(used);
+    }
+
     /// A used descriptor for buffer `id` (`count` ring entries), into the shadow list
     /// (never more than the ring holds).
     #[inline(always)]

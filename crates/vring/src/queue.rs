@@ -463,6 +463,14 @@ impl SplitQueue {
         self.push_used_head(chain.head, len);
     }
 
+    /// [`push_used`](Self::push_used) of each of `chains`, in order (one store each).
+    #[inline(always)]
+    pub fn push_used_all(&mut self, chains: &[Chain], len: u32) {
+        let room = usize::from(self.size).saturating_sub(self.shadow.len());
+        let used = chains.iter().take(room).map(|c| (u32::from(c.head), len));
+        self.shadow.extend(used);
+    }
+
     /// [`push_used`](Self::push_used) by head index.
     #[inline(always)]
     pub fn push_used_head(&mut self, head: u16, len: u32) {

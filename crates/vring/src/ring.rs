@@ -31,6 +31,9 @@ pub trait DeviceRing {
     fn unpop(&mut self, n: u16);
     /// Records `chain` as used, `len` bytes written, in pop order.
     fn push_used(&mut self, chain: &Chain, len: u32);
+    /// [`push_used`](Self::push_used) of each of `chains`, in order, as one extension of
+    /// the used list (a store each, no per-chain bookkeeping).
+    fn push_used_all(&mut self, chains: &[Chain], len: u32);
     /// Publishes what was pushed; true if the driver wants a call.
     fn flush_used(&mut self) -> bool;
     /// Asks for kicks, then looks again; non-zero: chains are ready, do not sleep.
@@ -138,6 +141,10 @@ macro_rules! forward_device_ring {
             #[inline(always)]
             fn push_used(&mut self, chain: &Chain, len: u32) {
                 <$t>::push_used(self, chain, len)
+            }
+            #[inline(always)]
+            fn push_used_all(&mut self, chains: &[Chain], len: u32) {
+                <$t>::push_used_all(self, chains, len)
             }
             #[inline(always)]
             fn flush_used(&mut self) -> bool {
@@ -256,6 +263,9 @@ impl DeviceRing for Ring {
     }
     fn push_used(&mut self, chain: &Chain, len: u32) {
         with_ring!(self, r => r.push_used(chain, len))
+    }
+    fn push_used_all(&mut self, chains: &[Chain], len: u32) {
+        with_ring!(self, r => r.push_used_all(chains, len))
     }
     fn flush_used(&mut self) -> bool {
         with_ring!(self, r => r.flush_used())

@@ -431,9 +431,7 @@ fn pop_burst<R: DeviceRing>(ring: &mut R, chains: &mut [Chain]) -> (usize, Optio
 /// the rest go back to the ring. True if the guest wants a call.
 #[inline(always)]
 fn finish_burst<R: DeviceRing>(ring: &mut R, popped: &[Chain], switched: usize) -> bool {
-    for c in &popped[..switched] {
-        ring.push_used(c, 0);
-    }
+    ring.push_used_all(&popped[..switched], 0);
     ring.unpop(u16::try_from(popped.len() - switched).unwrap_or(0));
     ring.flush_used()
 }

@@ -197,3 +197,29 @@ fn fill_bufs_writes_head_lead_and_source() {
     let len: u32 = m.theirs.read_obj(used.unchecked_add(8)).unwrap();
     assert_eq!(len, 7);
 }
+
+/// `push_used_all` records each chain as used, in order, like `push_used` one by one.
+#[test]
+fn push_used_all_records_each_chain_in_order() {
+    let m = test_mem();
+    let mq = MockSplitQueue::create(&m.theirs, GuestAddress(0), 4);
+    let descs: Vec<_> = (0..3u64).map(|k| d(BUF + 0x100 * k, 64, 0, 0)).collect();
+    mq.add_desc_chains(&descs, 0).unwrap();
+    let mut q = SplitQueue::new(m.ours.clone(), &cfg(&mq, 4)).unwrap();
+    assert_eq!(q.refresh_avail().unwrap(), 3);
+    let mut chains = [Chain::new(), Chain::new(), Chain::new()];
+    for c in &mut chains {
+        assert!(q.pop(c).unwrap());
+    }
+    q.push_used_all(&chains[..2], 7);
+    q.push_used(&chains[2], 9);
+    assert_eq!(q.shadow_len(), 3);
+    q.flush_used();
+    let used = used_of(&mq);
+    for (i, want) in [(0u32, 7u32), (1, 7), (2, 9)].into_iter().enumerate() {
+        let at = 8 * i as u64;
+        let id: u32 = m.theirs.read_obj(used.unchecked_add(4 + at)).unwrap();
+        let len: u32 = m.theirs.read_obj(used.unchecked_add(8 + at)).unwrap();
+        assert_eq!((id, len), want, "used element {i}");
+    }
+}
