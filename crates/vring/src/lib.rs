@@ -21,6 +21,8 @@
 pub(crate) mod access;
 #[allow(unsafe_code)] // guest buffers of a popped chain
 pub mod chain;
+#[allow(unsafe_code)] // the length of a shadow list whose spare room a run wrote
+pub mod fill;
 #[allow(unsafe_code)] // mmap of the frontend's memory files
 pub mod mem;
 #[allow(unsafe_code)] // the packed ring in guest memory
@@ -33,10 +35,11 @@ pub mod sigbus;
 
 pub use access::Desc;
 pub use chain::{Chain, IoVecs, RxBuf, MAX_CHAIN_SEGS};
+pub use fill::{FillFrame, FillFrames, FILL_RUN};
 pub use mem::{GuestMemory, MemError, RegionSpec};
 pub use packed::PackedQueue;
 pub use queue::{QueueConfig, RingError, SplitQueue};
-pub use ring::{DeviceRing, FillFrame, FillFrames, Ring, FILL_RUN};
+pub use ring::{DeviceRing, Ring};
 
 #[cfg(test)]
 mod tests;

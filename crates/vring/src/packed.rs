@@ -25,12 +25,12 @@ use std::sync::Arc;
 
 use crate::access::{self, Desc};
 use crate::chain::{Chain, RxBuf, Seg};
+use crate::fill::{fill_one, FillFrames, UsedRun};
 use crate::mem::GuestMemory;
 use crate::queue::{
     chain_desc, indirect_table, QueueConfig, RingError, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
     MAX_CHAIN_SEGS_U32, MAX_QUEUE_SIZE,
 };
-use crate::ring::{fill_one, FillFrames, FILL_RUN};
 
 /// `VIRTQ_DESC_F_AVAIL` (bit 7).
 pub const DESC_F_AVAIL: u16 = 1 << 7;
@@ -312,23 +312,17 @@ impl PackedQueue {
         src_off: usize,
         frames: &F,
     ) -> usize {
-        // The used elements go straight into the shadow list's spare room (one store
-        // each), taken out of `self` for the run.
-        let mut shadow = std::mem::take(&mut self.shadow);
-        let base = shadow.len();
-        let room = usize::from(self.size).saturating_sub(base);
-        let spare = shadow.spare_capacity_mut();
-        let max = srcs.len().min(room).min(spare.len()).min(FILL_RUN);
-        let (mut next, mut wrap, mut hint, mut n) =
-            (self.next_avail, self.avail_wrap, self.hint, 0);
-        while n < max {
+        let mut used = UsedRun::take(&mut self.shadow, self.size, srcs.len());
+        let (mut next, mut wrap, mut hint) = (self.next_avail, self.avail_wrap, self.hint);
+        while !used.is_full() {
+            let k = used.len();
             let Some(flags) = self.flags_if_avail(next, wrap) else {
                 break;
             };
             if !lone_writable(flags) {
                 break;
             }
-            let Some(f) = frames.frame(n) else {
+            let Some(f) = frames.frame(k) else {
                 break;
             };
             let d = self.desc_at(next, flags);
@@ -340,21 +334,17 @@ impl PackedQueue {
             };
             // `dst` is the translation of this buffer in `self.mem`, which `&mut self`
             // keeps mapped.
-            let Some(len) = fill_one(dst, d.len, &f, &srcs[n], src_off) else {
+            let Some(len) = fill_one(dst, d.len, &f, &srcs[k], src_off) else {
                 break;
             };
-            spare[n].write(UsedElem {
+            used.push(UsedElem {
                 id: d.next,
                 len,
                 count: 1,
             });
             (next, wrap) = self.advance(next, wrap, 1);
-            n += 1;
         }
-        // SAFETY: the first `n` elements of the spare room were written in the loop, and
-        // `base + n <= size <= capacity`.
-        unsafe { shadow.set_len(base + n) };
-        self.shadow = shadow;
+        let n = used.put_back(&mut self.shadow);
         if n > 0 {
             self.pops = 0;
         }

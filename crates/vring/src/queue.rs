@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use crate::access::{self, Desc};
 use crate::chain::{Chain, RxBuf, Seg, MAX_CHAIN_SEGS};
+use crate::fill::{fill_one, FillFrames, UsedRun};
 use crate::mem::GuestMemory;
-use crate::ring::{fill_one, FillFrames, FILL_RUN};
 
 pub(crate) const MAX_CHAIN_SEGS_U32: u32 = 1024;
 const _: () = assert!(MAX_CHAIN_SEGS == MAX_CHAIN_SEGS_U32 as usize);
@@ -351,16 +351,11 @@ impl SplitQueue {
         src_off: usize,
         frames: &F,
     ) -> usize {
-        // The used elements go straight into the shadow list's spare room (one store
-        // each), taken out of `self` for the run.
-        let mut shadow = std::mem::take(&mut self.shadow);
-        let base = shadow.len();
-        let room = usize::from(self.size).saturating_sub(base);
-        let spare = shadow.spare_capacity_mut();
-        let max = srcs.len().min(room).min(spare.len()).min(FILL_RUN);
-        let (mut next, mut hint, mut n) = (self.next_avail, self.hint, 0);
-        while n < max && next != self.avail_idx {
-            let Some(f) = frames.frame(n) else {
+        let mut used = UsedRun::take(&mut self.shadow, self.size, srcs.len());
+        let (mut next, mut hint) = (self.next_avail, self.hint);
+        while !used.is_full() && next != self.avail_idx {
+            let k = used.len();
+            let Some(f) = frames.frame(k) else {
                 break;
             };
             let head = self.avail_head(next);
@@ -375,17 +370,13 @@ impl SplitQueue {
             };
             // `dst` is the translation of this buffer in `self.mem`, which `&mut self`
             // keeps mapped.
-            let Some(len) = fill_one(dst, d.len, &f, &srcs[n], src_off) else {
+            let Some(len) = fill_one(dst, d.len, &f, &srcs[k], src_off) else {
                 break;
             };
-            spare[n].write((u32::from(head), len));
+            used.push((u32::from(head), len));
             next = next.wrapping_add(1);
-            n += 1;
         }
-        // SAFETY: the first `n` elements of the spare room were written in the loop, and
-        // `base + n <= size <= capacity`.
-        unsafe { shadow.set_len(base + n) };
-        self.shadow = shadow;
+        let n = used.put_back(&mut self.shadow);
         self.next_avail = next;
         self.hint = hint;
         n

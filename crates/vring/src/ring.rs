@@ -3,10 +3,10 @@
 //! monomorphized per layout; and [`Ring`], one running ring of either layout, which the
 //! caller matches on once per burst (or per delivery) to reach the monomorphized code.
 
-use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::chain::{Chain, RxBuf, Seg};
+use crate::chain::{Chain, RxBuf};
+use crate::fill::FillFrames;
 use crate::mem::GuestMemory;
 use crate::packed::PackedQueue;
 use crate::queue::{QueueConfig, RingError, SplitQueue};
@@ -55,7 +55,8 @@ pub trait DeviceRing {
     /// that finds no buffer ready as of the last look ([`pending`](Self::pending)),
     /// whose next buffer is anything but a lone one (left for [`pop`](Self::pop), which
     /// says what is wrong with it), or that does not fit (in the buffer, or in one
-    /// readable buffer of its source). At most [`FILL_RUN`] frames a call. Returns the
+    /// readable buffer of its source). At most [`FILL_RUN`](crate::FILL_RUN) frames a
+    /// call. Returns the
     /// frames done.
     ///
     /// No [`Chain`] is filled, each buffer's address is translated once, the ring's
@@ -70,49 +71,6 @@ pub trait DeviceRing {
         src_off: usize,
         frames: &F,
     ) -> usize;
-}
-
-/// One frame of a [`DeviceRing::fill_bufs`] run: its buffer gets `head`, then `lead`, then
-/// `len` bytes of its source. Two parts, written by stores of their own, so that a
-/// buffer whose frame starts on a cache line (a header right before it, as drivers lay
-/// them out) is written without a store across the line.
-#[derive(Debug, Clone, Copy)]
-pub struct FillFrame<'a, const H: usize, const L: usize> {
-    /// What comes first (a device header).
-    pub head: &'a [u8; H],
-    /// What follows it (the first bytes of the frame, from a copy).
-    pub lead: &'a [u8; L],
-    /// Bytes of the source that follow.
-    pub len: usize,
-}
-
-/// The frames of a [`DeviceRing::fill_bufs`] run, as the caller describes them. A trait
-/// rather than a closure so that its implementation can be `#[inline(always)]`: the
-/// description of each frame belongs in the loop, in registers.
-pub trait FillFrames<const H: usize, const L: usize> {
-    /// Frame `k` of the run; `None` stops the run there.
-    fn frame(&self, k: usize) -> Option<FillFrame<'_, H, L>>;
-}
-
-/// Most frames one [`DeviceRing::fill_bufs`] takes (its used elements wait in a local
-/// array of this many).
-pub const FILL_RUN: usize = 64;
-
-/// Writes `f`, a frame of a [`DeviceRing::fill_bufs`] run, from `src` at `src_off` into
-/// the lone buffer of `room` bytes at `dst` (its translation, in the memory the ring
-/// holds). The length written, or `None` (nothing written) when it does not fit.
-#[inline(always)]
-pub(crate) fn fill_one<const H: usize, const L: usize>(
-    dst: NonNull<u8>,
-    room: u32,
-    f: &FillFrame<'_, H, L>,
-    src: &Chain,
-    src_off: usize,
-) -> Option<u32> {
-    let used = u32::try_from(H.checked_add(L)?.checked_add(f.len)?).ok()?;
-    Seg::new(dst, room)
-        .put_parts_and_copy(f.head, f.lead, src, src_off, f.len)
-        .then_some(used)
 }
 
 macro_rules! forward_device_ring {
