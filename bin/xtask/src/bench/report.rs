@@ -51,6 +51,23 @@ pub(super) struct Report {
     pub(super) ovs_skipped: Option<String>,
 }
 
+/// What the generator-busy column says, under the table.
+const GEN_BUSY_NOTE: &str = "gen busy %: the share of the window the generator spent forwarding \
+     frames (testpmd --record-core-cycles; empty polls not counted); near 100 the generator, \
+     not the switch, set that rate, and no switch could have shown more\n";
+
+/// The generator's busy % of each side's medians, `a/b[/c]` (a dash for a side without).
+fn busy_cell(sides: &[Option<Medians>]) -> String {
+    sides
+        .iter()
+        .map(|m| {
+            m.and_then(|m| m.extra)
+                .map_or_else(|| "-".into(), |b| format!("{b:.0}"))
+        })
+        .collect::<Vec<String>>()
+        .join("/")
+}
+
 /// One row of the table: a case and a vnetd mode (or the anchor alone).
 #[derive(Debug)]
 pub(super) struct Row {
@@ -172,6 +189,11 @@ impl Report {
         if with_ovs {
             header.extend(["OVS Mpps", "OVS CPU %", "vnetd/OVS"].map(String::from));
         }
+        header.push(if with_ovs {
+            "gen busy % vnetd/DPDK/OVS".into()
+        } else {
+            "gen busy % vnetd/DPDK".into()
+        });
         let mut table: Vec<Vec<String>> = vec![header];
         for row in self.rows() {
             let gbits_of = |m: &Medians| gbits(m.mpps, row.size);
@@ -187,6 +209,11 @@ impl Report {
                 cells.extend(side_cells(row.ovs, 3, None));
                 cells.push(ratio_cell(row.vnetd, row.ovs));
             }
+            let mut sides = vec![row.vnetd, row.dpdk];
+            if with_ovs {
+                sides.push(row.ovs);
+            }
+            cells.push(busy_cell(&sides));
             table.push(cells);
         }
         out += &render_table(&table, |c| c < 3 && c != 1);
@@ -242,6 +269,7 @@ impl Report {
         {
             out += "* no clean run: the median of disturbed runs\n";
         }
+        out += GEN_BUSY_NOTE;
         out += &anomaly_lines(&self.runs, "anomalies:", name);
         out += &placement::render(&self.placement_rows());
         out
@@ -423,10 +451,11 @@ mod tests {
             queues: 1,
             bursts: TX_FIRST_BURSTS,
         };
-        let run = |switch: &str, mpps: f64, cpu: f64| RunResult {
+        let run = |switch: &str, mpps: f64, cpu: f64, busy: Option<f64>| RunResult {
             case: case.clone(),
             mpps: Some(mpps),
             switch_cpu: cpu,
+            gen_busy: busy,
             rec: crate::bench::common::Record {
                 switch: switch.into(),
                 run: 1,
@@ -441,7 +470,10 @@ mod tests {
             .collect();
         let report = Report {
             info,
-            runs: vec![run("vnetd event", 3.0, 100.0), run("dpdk", 2.0, 100.0)],
+            runs: vec![
+                run("vnetd event", 3.0, 100.0, Some(71.4)),
+                run("dpdk", 2.0, 100.0, None),
+            ],
             idle: vec![("dpdk".into(), 100.0)],
             switches: vec![Switch::Vnetd(Some("event".into())), Switch::Dpdk],
             args_runs: 1,
@@ -467,11 +499,15 @@ mod tests {
         assert_eq!(
             cells(lines[header]).join(" "),
             "scenario size vnetd mode vnetd Mpps vnetd Gbit/s vnetd CPU % DPDK Mpps DPDK \
-             Gbit/s DPDK CPU % vnetd/DPDK"
+             Gbit/s DPDK CPU % vnetd/DPDK gen busy % vnetd/DPDK"
         );
         assert_eq!(
             cells(lines[header + 2]).join(" "),
-            "VM-to-VM in_order=0 64 event 3.000 1.54 100 2.000 1.02 100 1.50"
+            "VM-to-VM in_order=0 64 event 3.000 1.54 100 2.000 1.02 100 1.50 71/-"
+        );
+        assert!(
+            text.contains("gen busy %: the share of the window"),
+            "{text}"
         );
         assert!(
             text.contains("machine idle: no other QEMU or testpmd"),
@@ -484,6 +520,9 @@ mod tests {
         assert_eq!(row["ratio"], 1.5);
         assert_eq!(row["vnetd"]["mpps"], 3.0);
         assert_eq!(row["dpdk"]["runs"], 1);
+        assert_eq!(row["vnetd"]["generator_busy_pct"], 71.4);
+        assert!(row["dpdk"]["generator_busy_pct"].is_null());
+        assert_eq!(json["runs"][0]["generator_busy_pct"], 71.4);
         assert_eq!(json["runs"][0]["switch"], "vnetd event");
         assert_eq!(json["idle_cpu_pct"]["dpdk"], 100.0);
     }

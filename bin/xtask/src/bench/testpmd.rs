@@ -101,6 +101,7 @@ impl Ctx {
         let peer1 = format!("--eth-peer=1,{MAC_A}");
         let txpkts = format!("--txpkts={}", case.size);
         let queue_args = case.queue_args();
+        // `--record-core-cycles`: the generator's busy time ([`BusyCycles`]).
         let mut app = vec![
             "-i",
             "--forward-mode=mac",
@@ -108,6 +109,7 @@ impl Ctx {
             &peer0,
             &peer1,
             &txpkts,
+            "--record-core-cycles",
         ];
         app.extend(queue_args.iter().map(String::as_str));
         let cmd = self.testpmd_command(self.cpu_gen, &prefix, &vdevs, &app);
@@ -147,8 +149,8 @@ impl Generator {
             })
     }
 
-    /// Port and forwarding statistics of both ports, now.
-    pub(super) fn stats(&mut self) -> Result<Vec<Block>> {
+    /// Port and forwarding statistics of both ports, and the busy cycles, now.
+    pub(super) fn stats(&mut self) -> Result<(Vec<Block>, Option<BusyCycles>)> {
         let from = self.proc.output().len();
         self.proc.send("show port stats all\nshow fwd stats all")?;
         let out =
@@ -164,7 +166,7 @@ impl Generator {
                 }
             }
         }
-        Ok(blocks)
+        Ok((blocks, parse_busy_cycles(&out)))
     }
 
     /// Quits testpmd and waits for it.
@@ -194,6 +196,48 @@ impl Block {
     pub(super) fn get(&self, key: &str) -> u64 {
         self.figures.get(key).copied().unwrap_or(0)
     }
+}
+
+/// The generator's busy time so far. With `--record-core-cycles`, testpmd adds up the TSC
+/// cycles of each forwarding iteration that received frames (a poll that finds nothing is
+/// not counted) and `show fwd stats all` prints the sum with the TSC's rate:
+/// `CPU cycles/packet=118.23 (total cycles=11977329354 / total mac packets=101309568) at
+/// 2600 MHz Clock`. Its share of the wall time says whether the generator, not the switch,
+/// set the rate: a generator busy nearly all the time cannot forward more, whatever the
+/// switch does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BusyCycles {
+    pub(super) cycles: u64,
+    /// The TSC's rate.
+    pub(super) mhz: u64,
+}
+
+impl BusyCycles {
+    /// The share of `secs` that the cycles from `before` to `self` took, in %.
+    pub(super) fn busy_pct(&self, before: &BusyCycles, secs: f64) -> Option<f64> {
+        let cycles = self.cycles.checked_sub(before.cycles)?;
+        (self.mhz > 0 && secs > 0.0).then(|| cycles as f64 / (self.mhz as f64 * 1e6 * secs) * 100.0)
+    }
+}
+
+/// The last busy-cycles line in testpmd's output (none before the first frame).
+pub(super) fn parse_busy_cycles(out: &str) -> Option<BusyCycles> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("CPU cycles/packet="))?;
+    let number = |after: &str| -> Option<u64> {
+        let rest = &line[line.find(after)? + after.len()..];
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    let cycles = number("total cycles=")?;
+    let mhz = number(") at ")?;
+    line.contains(" MHz").then_some(BusyCycles { cycles, mhz })
 }
 
 /// The complete per-port statistics blocks in testpmd's output.
@@ -299,6 +343,36 @@ testpmd> ";
         assert_eq!(fwd0.get("TX-dropped"), 7);
         // The accumulated block is no port's.
         assert!(blocks.iter().all(|b| b.get("RX-packets") != 51_907_168));
+    }
+
+    #[test]
+    fn parses_busy_cycles() {
+        assert_eq!(parse_busy_cycles(STATS), None);
+        let two = "  CPU cycles/packet=157.88 (total cycles=14852502476 / total mac packets=\
+                   94077424) at 2600 MHz Clock\n\
+                   testpmd> show fwd stats all\n  CPU cycles/packet=158.06 (total \
+                   cycles=14869600024 / total mac packets=94077488) at 2600 MHz Clock\n";
+        let last = parse_busy_cycles(two).unwrap();
+        assert_eq!(
+            last,
+            BusyCycles {
+                cycles: 14_869_600_024,
+                mhz: 2600
+            }
+        );
+        let before = BusyCycles {
+            cycles: 14_869_600_024 - 2_600_000_000,
+            mhz: 2600,
+        };
+        let pct = last.busy_pct(&before, 2.0).unwrap();
+        assert!((pct - 50.0).abs() < 1e-9, "{pct}");
+        // Counters that went back (testpmd restarted) or no time: no figure.
+        assert_eq!(before.busy_pct(&last, 2.0), None);
+        assert_eq!(last.busy_pct(&before, 0.0), None);
+        assert_eq!(
+            parse_busy_cycles("CPU cycles/packet=1 (total cycles=x)"),
+            None
+        );
     }
 
     #[test]

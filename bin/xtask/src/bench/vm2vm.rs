@@ -46,7 +46,7 @@ use super::ovs;
 use super::probe::Ticks;
 use super::proc::Proc;
 use super::runner::{Scenario, Switch};
-use super::testpmd::{Block, BlockKind, Generator};
+use super::testpmd::{Block, BlockKind, BusyCycles, Generator};
 use super::Args;
 
 /// The generator's ports, A and B, and the MACs vnetd's devices present (the same).
@@ -314,8 +314,13 @@ pub(super) fn measure(
 fn snapshot(gen: &mut Generator, switch: &Proc) -> Result<Snapshot> {
     let at = Instant::now();
     let ticks = Ticks::read(switch.pid(), &[&[gen.proc.pid()]])?;
-    let blocks = gen.stats()?;
-    Ok(Snapshot { at, ticks, blocks })
+    let (blocks, busy) = gen.stats()?;
+    Ok(Snapshot {
+        at,
+        ticks,
+        blocks,
+        busy,
+    })
 }
 
 #[derive(Debug)]
@@ -326,6 +331,8 @@ pub(super) struct Snapshot {
     pub(super) ticks: Ticks,
     /// The generator's statistics.
     pub(super) blocks: Vec<Block>,
+    /// The generator's busy cycles (none before its first frame).
+    pub(super) busy: Option<BusyCycles>,
 }
 
 impl Snapshot {
@@ -350,6 +357,9 @@ pub(super) struct RunResult {
     pub(super) secs: f64,
     pub(super) switch_cpu: f64,
     pub(super) gen_cpu: f64,
+    /// The share of the window the generator spent on iterations that received frames, %
+    /// ([`BusyCycles`]): near 100, the generator set the rate, not the switch.
+    pub(super) gen_busy: Option<f64>,
     /// Mpps of the first and the second half of the window.
     pub(super) half_mpps: [f64; 2],
     /// The bookkeeping every scenario's runs have.
@@ -392,6 +402,10 @@ impl RunResult {
         let cpu = ctx.cpu_use(&w.first.ticks, &w.last.ticks, wall);
         self.switch_cpu = cpu.switch;
         self.gen_cpu = cpu.groups[0];
+        self.gen_busy = match (&w.first.busy, &w.last.busy) {
+            (Some(a), Some(b)) => b.busy_pct(a, self.secs),
+            _ => None,
+        };
         (self.rec.foreign_cpu, self.rec.steal_cpu) = (cpu.foreign, cpu.steal);
 
         if total == 0 {
@@ -440,6 +454,9 @@ impl RunResult {
             self.rec.foreign_cpu,
             self.secs
         );
+        if let Some(busy) = self.gen_busy {
+            s += &format!("; generator busy {busy:.0} %");
+        }
         if let Some(idle) = self.rec.idle_cpu {
             s += &format!("; idle CPU {idle:.1} %");
         }
@@ -458,6 +475,7 @@ impl RunResult {
             "secs": self.secs,
             "switch_cpu_pct": self.switch_cpu,
             "generator_cpu_pct": self.gen_cpu,
+            "generator_busy_pct": self.gen_busy,
             "idle_cpu_pct": self.rec.idle_cpu,
             "half_window_mpps": self.half_mpps,
         });
@@ -474,7 +492,9 @@ pub(super) fn gbits(mpps: f64, size: u32) -> f64 {
 
 /// The JSON of the medians of a VM-to-VM cell of frame `size`.
 pub(super) fn medians_json_of(m: &Medians, size: u32) -> Value {
-    medians_json(m.mpps, gbits(m.mpps, size), m.cpu, m.runs, m.clean)
+    let mut v = medians_json(m.mpps, gbits(m.mpps, size), m.cpu, m.runs, m.clean);
+    v["generator_busy_pct"] = json!(m.extra);
+    v
 }
 
 /// The medians of `switch`'s runs of `case`.
@@ -482,7 +502,7 @@ pub(super) fn medians_of(runs: &[RunResult], switch: &str, case: &Case) -> Optio
     medians(
         runs,
         |r| r.rec.switch == switch && r.case == *case,
-        |_| None,
+        |r| r.gen_busy,
     )
 }
 
