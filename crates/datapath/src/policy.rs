@@ -83,6 +83,47 @@ impl Buckets {
         true
     }
 
+    /// Takes `frames` frames of `bytes()` bytes in all if both buckets have room for all
+    /// of them, and says how many bytes it took (0 without a bytes limit: `bytes` is not
+    /// called); else takes nothing (the caller goes frame by frame). A burst under its
+    /// limits pays one bucket update, not one per frame.
+    #[inline(always)]
+    pub fn admit_many(
+        &mut self,
+        frames: usize,
+        bytes: impl FnOnce() -> usize,
+        now: Instant,
+    ) -> Option<usize> {
+        let frames = u64::try_from(frames).unwrap_or(u64::MAX);
+        let bytes = self.bytes.is_some().then(bytes).unwrap_or(0);
+        let b64 = u64::try_from(bytes).unwrap_or(u64::MAX);
+        if let Some(b) = &mut self.bytes {
+            if b.wait_for(b64, now) > Duration::ZERO {
+                return None;
+            }
+        }
+        if let Some(f) = &mut self.frames {
+            if !f.take(frames, now) {
+                return None;
+            }
+        }
+        if let Some(b) = &mut self.bytes {
+            b.take(b64, now);
+        }
+        Some(bytes)
+    }
+
+    /// Puts back what [`admit_many`](Self::admit_many) took for frames that did not go.
+    #[inline]
+    pub fn give_back(&mut self, frames: usize, bytes: usize) {
+        if let Some(b) = &mut self.bytes {
+            b.give_back(u64::try_from(bytes).unwrap_or(u64::MAX));
+        }
+        if let Some(f) = &mut self.frames {
+            f.give_back(u64::try_from(frames).unwrap_or(u64::MAX));
+        }
+    }
+
     /// How long until a frame of `len` bytes would pass.
     pub fn wait(&mut self, len: usize, now: Instant) -> Duration {
         let b = self.bytes.as_mut().map_or(Duration::ZERO, |b| {
@@ -167,6 +208,25 @@ mod tests {
         }
         assert_eq!(passed, 5000 + 50);
         assert!(!Buckets::default().is_set());
+        // Many at once: all or nothing, and what did not go can be given back.
+        let mut b = Buckets::new(limit, Share::ALL, t0);
+        assert_eq!(b.admit_many(30, || 3000, t0), Some(3000));
+        assert_eq!(b.admit_many(3, || 300, t0), None, "2 frames left, not 3");
+        assert_eq!(b.admit_many(2, || 200, t0), Some(200));
+        b.give_back(10, 1000);
+        assert_eq!(b.admit_many(10, || 1000, t0), Some(1000));
+        assert!(!b.admit(100, t0));
+        // Without a bytes limit the bytes are not counted.
+        let mut f = Buckets::new(
+            Limit {
+                mbit: None,
+                kpps: Some(1),
+            },
+            Share::ALL,
+            t0,
+        );
+        assert_eq!(f.admit_many(32, || unreachable!(), t0), Some(0));
+        assert_eq!(Buckets::default().admit_many(usize::MAX, || 0, t0), Some(0));
         assert!(Buckets::default().admit(1_000_000, t0));
     }
 }

@@ -55,23 +55,40 @@ impl TokenBucket {
     }
 
     /// Takes `n` tokens if the bucket holds them at `now`; false (nothing taken) if not.
+    ///
+    /// The bucket is refilled only when what it holds falls short: a port far under its
+    /// limit pays a comparison per call, not a reading of the time. Tokens earned since
+    /// the last refill are all added then (up to the burst), so over any span what passes
+    /// is still at most the burst and the rate times the span.
     #[inline(always)]
     pub fn take(&mut self, n: u64, now: Instant) -> bool {
-        self.refill(now);
         let need = n.saturating_mul(1_000_000);
-        if self.micro >= need {
-            self.micro -= need;
-            true
-        } else {
-            false
+        if self.micro < need {
+            self.refill(now);
+            if self.micro < need {
+                return false;
+            }
         }
+        self.micro -= need;
+        true
+    }
+
+    /// Puts back `n` tokens taken for frames that then did not go (capped at the burst).
+    #[inline]
+    pub fn give_back(&mut self, n: u64) {
+        self.micro = self
+            .micro
+            .saturating_add(n.saturating_mul(1_000_000))
+            .min(self.burst.saturating_mul(1_000_000));
     }
 
     /// How long until `n` tokens are there (zero if they are now).
     #[inline]
     pub fn wait_for(&mut self, n: u64, now: Instant) -> Duration {
-        self.refill(now);
         let need = n.saturating_mul(1_000_000);
+        if self.micro < need {
+            self.refill(now);
+        }
         if self.micro >= need || self.rate == 0 {
             return Duration::ZERO;
         }
@@ -123,6 +140,21 @@ mod tests {
         // A time going backwards refills nothing.
         let mut b = TokenBucket::new(1000, 1, t1);
         assert!(b.take(1, t1));
+        assert!(!b.take(1, t0));
+    }
+
+    #[test]
+    fn give_back_restores_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000, 10, t0);
+        assert!(b.take(8, t0));
+        assert!(!b.take(3, t0));
+        b.give_back(5);
+        assert!(b.take(7, t0), "2 left and 5 given back");
+        assert!(!b.take(1, t0));
+        // Never more than the burst, whatever is given back.
+        b.give_back(1_000);
+        assert!(b.take(10, t0));
         assert!(!b.take(1, t0));
     }
 }

@@ -170,6 +170,12 @@ impl Run<'_> {
             _ => 0,
         }
     }
+
+    /// The bytes of the first `n` frames.
+    #[inline(always)]
+    fn bytes(&self, n: usize) -> usize {
+        (0..n).map(|k| self.len_of(k)).sum()
+    }
 }
 
 /// Delivers `run`, frames classified [`Fate::To`]`(egress, _)`, in order. Returns how
@@ -177,8 +183,9 @@ impl Run<'_> {
 /// any, takes the general path, which does everything (and finds what stopped the run).
 ///
 /// To a guest whose rxq runs here and that takes the frames as they are (no tag to add or
-/// remove, no egress limit, no capture): one look at the port and its ring for the run.
-/// Anywhere else (a TAP, a limited or captured port): frame by frame.
+/// remove, no capture, and room under its egress limit for the whole run): one look at
+/// the port and its ring for the run. Anywhere else (a TAP, a captured port, a port near
+/// its egress limit): frame by frame.
 pub(crate) fn deliver_run(
     cx: &mut Ctx<'_>,
     ingress: Ingress,
@@ -191,20 +198,41 @@ pub(crate) fn deliver_run(
     let batch = dst.hdr_len == HDR_LEN_V1
         && !dst.is_tap()
         && !dst.is_broken()
-        && !dst.policy.egress.is_set()
         && dst.capture.is_none()
         && dst.policy.vlan.egress(run.vlan, false) == Some(TagAction::Keep);
     if !batch {
         return run_one_by_one(cx, ingress, egress, run);
     }
+    // An egress limit admits the whole run at once when it has room for all of it (what
+    // does not go is given back); near the limit, frame by frame.
+    let n = run.chains.len();
+    let limited = dst.policy.egress.is_set();
+    let mut run_bytes = 0;
+    if limited {
+        match dst.policy.egress.admit_many(n, || run.bytes(n), run.now) {
+            Some(b) => run_bytes = b,
+            None => return run_one_by_one(cx, ingress, egress, run),
+        }
+    }
     let mtu = dst.policy.mtu.unwrap_or(usize::MAX);
-    let Some((q, _)) = dst.rx_ring_and_policy(ingress.qp) else {
+    let Some((q, policy)) = dst.rx_ring_and_policy(ingress.qp) else {
+        if limited {
+            dst.policy.egress.give_back(n, run_bytes);
+        }
         return 0;
     };
     let Some(chain) = cx.scratch.rx.first_mut() else {
+        if limited {
+            policy.egress.give_back(n, run_bytes);
+        }
         return 0;
     };
     let out = with_ring!(&mut q.ring, ring => fill_run(ring, chain, run, mtu));
+    if limited && out.done < n {
+        policy
+            .egress
+            .give_back(n - out.done, run_bytes.saturating_sub(out.bytes));
+    }
     if out.done > 0 {
         dst.counters.count_tx_many(out.done as u64, out.bytes);
         if let Some(v) = dst.vhost_mut() {
@@ -346,6 +374,6 @@ fn fill_run<R: DeviceRing>(ring: &mut R, chain: &mut Chain, run: &Run<'_>, mtu: 
         ring.push_used(chain, u32::try_from(total).unwrap_or(u32::MAX));
         out.done += 1;
     }
-    out.bytes = (0..out.done).map(|k| run.len_of(k)).sum();
+    out.bytes = run.bytes(out.done);
     out
 }

@@ -111,11 +111,19 @@ impl Worker {
         let mut switched = popped;
         let mut throttle = None;
         let mut cx = self.sw.ctx_burst(&chains[..popped]);
+        // The ingress rate admits the whole burst at once when it has room for all of it;
+        // near the limit, frame by frame.
+        let per_frame = limited && {
+            let len = |c: &vring::Chain| (c.readable_len() as usize).saturating_sub(hl);
+            let bytes = || chains[..popped].iter().map(len).sum();
+            port::find_mut(cx.ports, id)
+                .is_none_or(|p| p.policy.ingress.admit_many(popped, bytes, now).is_none())
+        };
         // First pass: admit (the ingress rate) and decide each frame.
         let mut fates = [Fate::Slow; BURST as usize];
         let mut memo = Memo::default();
         for (i, c) in chains[..popped].iter().enumerate() {
-            if limited {
+            if per_frame {
                 // Over the ingress rate: the rest stays in the guest's ring (backpressure,
                 // as Firecracker's rate limiter does) until the bucket refills.
                 let len = (c.readable_len() as usize).saturating_sub(hl);
