@@ -62,11 +62,6 @@ pub fn fuzz_ring(data: &[u8]) {
                     continue;
                 }
             }
-            if let Some(b) = q.pop_buf() {
-                // The others popped and used as they are.
-                q.push_used_buf(&b, 1);
-                continue;
-            }
             let Ok(true) = q.pop(&mut ch) else { break };
             let mut buf = vec![0u8; ch.readable_len().min(1 << 16) as usize];
             assert_eq!(ch.read_at(0, &mut buf), buf.len());
@@ -129,8 +124,8 @@ pub fn fuzz_packed(data: &[u8]) {
     };
     let mut chains: Vec<Chain> = (0..4).map(|_| Chain::new()).collect();
     for round in 0..4 {
-        // Lone rx buffers first (one given back on odd rounds: it comes again, as a
-        // buffer or a chain).
+        // Two chains first, used at once (one given back on odd rounds: it comes again);
+        // on round 2, runs of frames into lone buffers instead.
         for k in 0..2 {
             if round == 2 {
                 // A run of frames into lone buffers; one that does not fit stops it.
@@ -138,12 +133,14 @@ pub fn fuzz_packed(data: &[u8]) {
                 let _ = DeviceRing::fill_bufs(&mut q, &chains[..3], 0, &Lens(&lens));
                 continue;
             }
-            let Some(b) = q.pop_buf() else { break };
+            let Ok(true) = q.pop(&mut chains[3]) else {
+                break;
+            };
             if round % 2 == 1 && k == 1 {
                 q.unpop(1);
                 break;
             }
-            q.push_used_buf(&b, 12);
+            q.push_used(&chains[3], 12);
         }
         let mut got = 0;
         while got < chains.len() {

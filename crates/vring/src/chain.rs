@@ -63,29 +63,6 @@ impl Seg {
     }
 }
 
-/// One device-writable buffer popped on its own (a chain of one descriptor, in one memory
-/// region: what drivers post as rx buffers), without a [`Chain`]'s bookkeeping: its buffer
-/// id and size. Given back with
-/// [`DeviceRing::push_used_buf`](crate::DeviceRing::push_used_buf); the datapath fills
-/// runs of them with [`DeviceRing::fill_bufs`](crate::DeviceRing::fill_bufs).
-#[derive(Debug)]
-pub struct RxBuf {
-    pub(crate) id: u16,
-    pub(crate) len: u32,
-}
-
-impl RxBuf {
-    /// The buffer's size in bytes.
-    pub fn len(&self) -> u32 {
-        self.len
-    }
-
-    /// Whether the buffer is empty (never, as popped: zero-length buffers are not).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
 /// A popped descriptor chain.
 ///
 /// The chain holds the guest memory its buffers were translated in (an `Arc`, taken when

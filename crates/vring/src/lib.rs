@@ -34,7 +34,7 @@ pub mod ring;
 pub mod sigbus;
 
 pub use access::Desc;
-pub use chain::{Chain, IoVecs, RxBuf, MAX_CHAIN_SEGS};
+pub use chain::{Chain, IoVecs, MAX_CHAIN_SEGS};
 pub use fill::{FillFrame, FillFrames, FILL_RUN};
 pub use mem::{GuestMemory, MemError, RegionSpec};
 pub use packed::PackedQueue;

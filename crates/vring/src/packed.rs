@@ -24,7 +24,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use crate::access::{self, Desc};
-use crate::chain::{Chain, RxBuf, Seg};
+use crate::chain::{Chain, Seg};
 use crate::fill::{fill_one, FillFrames, UsedRun};
 use crate::mem::GuestMemory;
 use crate::queue::{
@@ -281,30 +281,11 @@ impl PackedQueue {
         self.pop_slow(d, chain)
     }
 
-    /// Pops the next chain when it is one device-writable buffer in one memory region (what
-    /// drivers post as rx buffers), with the same checks as [`pop`](Self::pop) and none of
-    /// a [`Chain`]'s bookkeeping. `None`, nothing popped, when no chain is ready or the next
-    /// one is anything else: [`pop`](Self::pop) takes it (and reports what is wrong with it).
-    #[inline(always)]
-    pub fn pop_buf(&mut self) -> Option<RxBuf> {
-        let d = self.next_head()?;
-        if !lone_writable(d.flags) || d.len == 0 {
-            return None;
-        }
-        self.mem
-            .translate(d.addr, u64::from(d.len), &mut self.hint)?;
-        self.record_start();
-        (self.next_avail, self.avail_wrap) = self.advance(self.next_avail, self.avail_wrap, 1);
-        Some(RxBuf {
-            id: d.next,
-            len: d.len,
-        })
-    }
-
     /// [`DeviceRing::fill_bufs`](crate::DeviceRing::fill_bufs): the next available
-    /// descriptors taken while they are lone writable buffers, with
-    /// [`pop_buf`](Self::pop_buf)'s checks. [`unpop`](Self::unpop) forgets the pops before
-    /// a run that took any: it cannot give them back past the run.
+    /// descriptors taken while they are lone writable buffers (one descriptor, not chained
+    /// or indirect, not empty, in one memory region), with [`pop`](Self::pop)'s checks.
+    /// [`unpop`](Self::unpop) forgets the pops before a run that took any: it cannot give
+    /// them back past the run.
     #[inline(always)]
     pub fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
         &mut self,
@@ -351,12 +332,6 @@ impl PackedQueue {
         (self.next_avail, self.avail_wrap) = (next, wrap);
         self.hint = hint;
         n
-    }
-
-    /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).
-    #[inline]
-    pub fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
-        self.push_shadow(buf.id, len, 1);
     }
 
     /// Anything but a single direct buffer in one region, head descriptor `d` read already.

@@ -14,7 +14,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use crate::access::{self, Desc};
-use crate::chain::{Chain, RxBuf, Seg, MAX_CHAIN_SEGS};
+use crate::chain::{Chain, Seg, MAX_CHAIN_SEGS};
 use crate::fill::{fill_one, FillFrames, UsedRun};
 use crate::mem::GuestMemory;
 
@@ -318,32 +318,9 @@ impl SplitQueue {
         unsafe { access::load_u16(self.avail.add(4 + 2 * slot)) }
     }
 
-    /// Pops the next chain when it is one device-writable buffer in one memory region (what
-    /// drivers post as rx buffers), with the same checks as [`pop`](Self::pop) and none of
-    /// a [`Chain`]'s bookkeeping. `None`, nothing popped, when no chain is ready or the next
-    /// one is anything else: [`pop`](Self::pop) takes it (and reports what is wrong with it).
-    #[inline(always)]
-    pub fn pop_buf(&mut self) -> Option<RxBuf> {
-        if self.next_avail == self.avail_idx {
-            return None;
-        }
-        let head = self.avail_head(self.next_avail);
-        let d = self.desc_at(self.desc, u32::from(self.size), head).ok()?;
-        if d.flags != DESC_F_WRITE || d.len == 0 {
-            return None;
-        }
-        self.mem
-            .translate(d.addr, u64::from(d.len), &mut self.hint)?;
-        self.next_avail = self.next_avail.wrapping_add(1);
-        Some(RxBuf {
-            id: head,
-            len: d.len,
-        })
-    }
-
     /// [`DeviceRing::fill_bufs`](crate::DeviceRing::fill_bufs): the next available heads
-    /// taken while they are lone writable buffers, with [`pop_buf`](Self::pop_buf)'s
-    /// checks.
+    /// taken while they are lone writable buffers (one descriptor, `WRITE` its only flag,
+    /// not empty, in one memory region), with [`pop`](Self::pop)'s checks.
     #[inline(always)]
     pub fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
         &mut self,
@@ -380,12 +357,6 @@ impl SplitQueue {
         self.next_avail = next;
         self.hint = hint;
         n
-    }
-
-    /// [`push_used`](Self::push_used) for a buffer popped by [`pop_buf`](Self::pop_buf).
-    #[inline(always)]
-    pub fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
-        self.push_used_head(buf.id, len);
     }
 
     /// Gives back the last `n` popped chains (not yet pushed to used), e.g. when an rx

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::chain::{Chain, RxBuf};
+use crate::chain::Chain;
 use crate::fill::FillFrames;
 use crate::mem::GuestMemory;
 use crate::packed::PackedQueue;
@@ -42,11 +42,6 @@ pub trait DeviceRing {
     fn enable_notify_on_more(&mut self) -> Result<u16, RingError>;
     /// Asks for no kicks.
     fn disable_notify(&mut self);
-    /// Pops the next chain if it is one device-writable buffer in one region (an rx
-    /// buffer), without a [`Chain`]; `None`, nothing popped, otherwise.
-    fn pop_buf(&mut self) -> Option<RxBuf>;
-    /// [`push_used`](Self::push_used) of a buffer from [`pop_buf`](Self::pop_buf).
-    fn push_used_buf(&mut self, buf: &RxBuf, len: u32);
     /// Fills lone rx buffers (each one device-writable descriptor in one memory region:
     /// what drivers post) with a run of frames, in order: frame `k`, as `frames.frame(k)`
     /// gives it, goes into the next buffer as its `head`, its `lead` and `len` bytes of
@@ -56,8 +51,7 @@ pub trait DeviceRing {
     /// whose next buffer is anything but a lone one (left for [`pop`](Self::pop), which
     /// says what is wrong with it), or that does not fit (in the buffer, or in one
     /// readable buffer of its source). At most [`FILL_RUN`](crate::FILL_RUN) frames a
-    /// call. Returns the
-    /// frames done.
+    /// call. Returns the frames done.
     ///
     /// No [`Chain`] is filled, each buffer's address is translated once, the ring's
     /// position stays in a local until the run ends and each used element is one store
@@ -119,14 +113,6 @@ macro_rules! forward_device_ring {
             #[inline(always)]
             fn disable_notify(&mut self) {
                 <$t>::disable_notify(self)
-            }
-            #[inline(always)]
-            fn pop_buf(&mut self) -> Option<RxBuf> {
-                <$t>::pop_buf(self)
-            }
-            #[inline(always)]
-            fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
-                <$t>::push_used_buf(self, buf, len)
             }
             #[inline(always)]
             fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
@@ -236,12 +222,6 @@ impl DeviceRing for Ring {
     }
     fn disable_notify(&mut self) {
         with_ring!(self, r => r.disable_notify())
-    }
-    fn pop_buf(&mut self) -> Option<RxBuf> {
-        with_ring!(self, r => r.pop_buf())
-    }
-    fn push_used_buf(&mut self, buf: &RxBuf, len: u32) {
-        with_ring!(self, r => r.push_used_buf(buf, len))
     }
     fn fill_bufs<const H: usize, const L: usize, F: FillFrames<H, L>>(
         &mut self,

@@ -818,25 +818,28 @@ fn every_descriptor_counts_and_indirect_tables_fit_the_queue() {
     assert_eq!((c.readable_len(), c.desc_count()), (1, 2));
 }
 
-/// `pop_buf` takes a lone device-writable buffer and nothing else (a chain of several
-/// descriptors, a device-readable buffer, a bad head are left for `pop`); the buffer takes
-/// a header and bytes of another chain (`fill_bufs`, which writes nothing when they do not
-/// fit), goes back with `unpop`, and its used element carries its id and the length
-/// written.
+/// `fill_bufs` takes lone device-writable buffers and nothing else (a chain of several
+/// descriptors, a device-readable buffer, a buffer outside guest memory are left for
+/// `pop`, which says what is wrong with them); a buffer takes a header and bytes of another
+/// chain, and nothing is written or popped when they do not fit; its used element carries
+/// its id and the length written.
 #[test]
-fn pop_buf_takes_lone_rx_buffers_only() {
+fn fill_bufs_takes_lone_rx_buffers_only() {
     let m = test_mem();
     let mq = MockSplitQueue::create(&m.theirs, GuestAddress(0), 16);
     mq.add_desc_chains(
         &[
-            // 0-1: a chain (header, then a writable buffer).
+            // 0-1: the source (a header, then 100 bytes).
             d(BUF, 12, DESC_F_NEXT, 1),
             d(BUF + 0x1000, 100, 0, 0),
-            // 2: a lone writable buffer.
+            // 2-3: a chain of two writable buffers.
+            d(BUF + 0x4000, 32, DESC_F_WRITE | DESC_F_NEXT, 3),
+            d(BUF + 0x5000, 32, DESC_F_WRITE, 0),
+            // 4: a lone writable buffer.
             d(BUF + 0x2000, 1500, DESC_F_WRITE, 0),
-            // 3: a lone device-readable buffer.
+            // 5: a lone device-readable buffer.
             d(BUF + 0x3000, 64, 0, 0),
-            // 4: a lone writable buffer outside guest memory.
+            // 6: a lone writable buffer outside guest memory.
             d(MEM_SIZE as u64, 64, DESC_F_WRITE, 0),
         ],
         0,
@@ -847,24 +850,23 @@ fn pop_buf_takes_lone_rx_buffers_only() {
         .write_slice(&src, GuestAddress(BUF + 0x1000))
         .unwrap();
     let mut q = SplitQueue::new(m.ours.clone(), &cfg(&mq, 16)).unwrap();
-    assert_eq!(q.refresh_avail().unwrap(), 4);
-    assert!(q.pop_buf().is_none(), "a chain of two is not a lone buffer");
-    assert_eq!(q.next_avail(), 0, "nothing popped");
+    assert_eq!(q.refresh_avail().unwrap(), 5);
     let mut c = Chain::new();
     assert!(q.pop(&mut c).unwrap());
-    let b = q.pop_buf().expect("the lone writable buffer");
-    assert_eq!(b.len(), 1500);
-    q.unpop(1);
+    // One frame: a 4-byte header and `len` bytes of `c` from its byte 20.
+    let put = |q: &mut SplitQueue, len| {
+        let one = fill::Frames(vec![([1, 2, 3, 4], len)]);
+        DeviceRing::fill_bufs(q, std::slice::from_ref(&c), 20, &one)
+    };
+    assert_eq!(put(&mut q, 0), 0, "a chain of two is not a lone buffer");
+    assert_eq!(q.next_avail(), 1, "nothing popped");
+    let mut other = Chain::new();
+    assert!(q.pop(&mut other).unwrap());
     m.theirs
         .write_slice(&[0xee; 1500], GuestAddress(BUF + 0x2000))
         .unwrap();
-    let one = |len| fill::Frames(vec![([1, 2, 3, 4], len)]);
-    assert_eq!(
-        DeviceRing::fill_bufs(&mut q, std::slice::from_ref(&c), 20, &one(100)),
-        0,
-        "past the source buffer"
-    );
-    assert_eq!(q.next_avail(), 1, "nothing popped");
+    assert_eq!(put(&mut q, 100), 0, "past the source buffer");
+    assert_eq!(q.next_avail(), 2, "nothing popped");
     let big = fill::Frames(vec![([0; 1500], 1)]);
     assert_eq!(
         DeviceRing::fill_bufs(&mut q, std::slice::from_ref(&c), 20, &big),
@@ -877,28 +879,27 @@ fn pop_buf_takes_lone_rx_buffers_only() {
         .unwrap();
     assert!(untouched.iter().all(|&x| x == 0xee), "nothing written");
     // Four bytes of header, then 50 bytes of the chain from its byte 20.
-    assert_eq!(
-        DeviceRing::fill_bufs(&mut q, std::slice::from_ref(&c), 20, &one(50)),
-        1
-    );
+    assert_eq!(put(&mut q, 50), 1);
     let mut got = [0u8; 54];
     m.theirs
         .read_slice(&mut got, GuestAddress(BUF + 0x2000))
         .unwrap();
     assert_eq!(got[..4], [1, 2, 3, 4]);
     assert_eq!(got[4..], src[..50]);
-    assert!(q.pop_buf().is_none(), "device-readable");
-    assert!(q.pop(&mut c).unwrap());
-    assert!(q.pop_buf().is_none(), "outside guest memory");
+    assert_eq!(put(&mut q, 0), 0, "device-readable");
+    assert_eq!(q.next_avail(), 3, "nothing popped");
+    assert!(q.pop(&mut other).unwrap());
+    assert_eq!(put(&mut q, 0), 0, "outside guest memory");
+    assert_eq!(q.next_avail(), 4, "nothing popped");
     assert!(
-        matches!(q.pop(&mut c), Err(RingError::BufferOutOfMemory { .. })),
+        matches!(q.pop(&mut other), Err(RingError::BufferOutOfMemory { .. })),
         "pop reports it"
     );
     q.flush_used();
     let used = used_of(&mq);
     let id: u32 = m.theirs.read_obj(used.unchecked_add(4)).unwrap();
     let len: u32 = m.theirs.read_obj(used.unchecked_add(8)).unwrap();
-    assert_eq!((id, len), (2, 54));
+    assert_eq!((id, len), (4, 54));
 }
 
 mod fill;

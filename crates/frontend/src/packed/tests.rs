@@ -9,7 +9,7 @@ use std::fs::OpenOptions;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use vring::{Chain, PackedQueue, QueueConfig, RxBuf};
+use vring::{Chain, PackedQueue, QueueConfig};
 
 use super::*;
 
@@ -68,7 +68,8 @@ enum Op {
     Post(Vec<(u32, bool)>, bool),
     Publish,
     /// Device pops up to n chains, gives back the last `back` of them, uses the rest;
-    /// with `bufs`, each one `pop_buf` takes (a lone writable buffer) is taken that way.
+    /// with `bufs`, each lone writable buffer `fill_bufs` takes is filled that way (and
+    /// cannot be given back).
     Serve(u8, u8, bool),
     /// Driver consumes what is used.
     Reap,
@@ -81,7 +82,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (proptest::collection::vec((1u32..3000, any::<bool>()), 1..5), any::<bool>())
             .prop_map(|(s, i)| Op::Post(s, i)),
         2 => Just(Op::Publish),
-        // One writable buffer: an rx buffer, which `pop_buf` takes.
+        // One writable buffer: an rx buffer, which `fill_bufs` takes.
         2 => (1u32..3000).prop_map(|l| Op::Post(vec![(l, true)], false)),
         3 => (1u8..8, 0u8..3, any::<bool>()).prop_map(|(n, b, bufs)| Op::Serve(n, b, bufs)),
         2 => Just(Op::Reap),
@@ -93,7 +94,17 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone)]
 struct Posted {
     segs: Vec<Seg>,
+    /// Through an indirect table.
+    indirect: bool,
     published: bool,
+}
+
+impl Posted {
+    /// One writable buffer of at least `len` bytes in the ring itself: what `fill_bufs`
+    /// takes for a frame of `len` bytes.
+    fn lone(&self, len: u32) -> bool {
+        !self.indirect && self.segs.len() == 1 && self.segs[0].write && self.segs[0].len >= len
+    }
 }
 
 proptest! {
@@ -106,6 +117,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..120),
     ) {
         let mut p = pair(size, event_idx, indirect);
+        let (_s, srcs, _) = sources();
         let buf_base = p.mem.alloc(64 << 10, 4096).unwrap();
         let tables = p.mem.alloc(64 * 16 * 8, 16).unwrap();
         let mut posted: Vec<Posted> = Vec::new();
@@ -132,14 +144,15 @@ proptest! {
                         })
                         .collect();
                     // A chain is never longer than the queue (§2.8.8), indirect or not.
-                    let r = if ind && indirect && segs.len() <= usize::from(size) {
+                    let ind = ind && indirect && segs.len() <= usize::from(size);
+                    let r = if ind {
                         let t = tables + 16 * 8 * (u64::from(token) % 64);
                         p.drv.post_indirect(&mut p.mem, t, &segs, token).unwrap()
                     } else {
                         p.drv.post(&mut p.mem, &segs, token).unwrap()
                     };
                     if r.is_some() {
-                        posted.push(Posted { segs, published: false });
+                        posted.push(Posted { segs, indirect: ind, published: false });
                     }
                 }
                 Op::Publish => {
@@ -161,15 +174,32 @@ proptest! {
                     to_pop.extend(fresh);
                 }
                 Op::Serve(n, back, bufs) => {
-                    // Each pop: a chain (its index in `chains`) or a lone buffer.
-                    let mut got: Vec<Result<usize, RxBuf>> = Vec::new();
+                    // Each pop: a chain (its index in `chains`), or a lone buffer that
+                    // `fill_bufs` filled with its head and lead (2 bytes) and used at
+                    // once, ahead of the chains popped before it.
+                    let mut got: Vec<Option<usize>> = Vec::new();
                     let mut next_chain = 0;
+                    // Pops since the last fill: all that `unpop` can give back.
+                    let mut since_fill = 0;
+                    let frame = Frames(vec![0]);
                     while got.len() < usize::from(n) {
-                        if let Some(b) = bufs.then(|| p.dev.pop_buf()).flatten() {
-                            got.push(Err(b));
-                        } else if p.dev.pop(&mut chains[next_chain]).unwrap() {
-                            got.push(Ok(next_chain));
+                        if bufs && p.dev.fill_bufs(&srcs[..1], 0, &frame) == 1 {
+                            let token = to_pop[got.len()];
+                            let want = &posted[token as usize];
+                            prop_assert!(want.lone(2), "not a lone buffer: {:?}", want);
+                            to_reap.push_back((token, 2));
+                            got.push(None);
+                            since_fill = 0;
+                            continue;
+                        }
+                        if let Some(&token) = to_pop.get(got.len()).filter(|_| bufs) {
+                            let want = &posted[token as usize];
+                            prop_assert!(!want.lone(2), "a lone buffer refused: {:?}", want);
+                        }
+                        if p.dev.pop(&mut chains[next_chain]).unwrap() {
+                            got.push(Some(next_chain));
                             next_chain += 1;
+                            since_fill += 1;
                         } else {
                             break;
                         }
@@ -177,23 +207,17 @@ proptest! {
                     prop_assert_eq!(got.len(), usize::from(n).min(to_pop.len()));
                     let back = usize::from(back).min(got.len());
                     p.dev.unpop(u16::try_from(back).unwrap());
+                    // Nothing from before a fill comes back.
+                    let back = back.min(since_fill);
                     got.truncate(got.len() - back);
                     let served = got.len();
                     for g in got {
                         let token = to_pop.pop_front().unwrap();
                         let want = &posted[token as usize].segs;
-                        let c = match g {
-                            Ok(i) => &chains[i],
-                            Err(b) => {
-                                // Only a lone writable buffer, whole.
-                                prop_assert!(want.len() == 1 && want[0].write, "{:?}", want);
-                                prop_assert_eq!(b.len(), want[0].len);
-                                let len = want[0].len.min(17 * token + 1);
-                                p.dev.push_used_buf(&b, len);
-                                to_reap.push_back((token, len));
-                                continue;
-                            }
+                        let Some(i) = g else {
+                            continue;
                         };
+                        let c = &chains[i];
                         let rlen: u32 = want.iter().filter(|s| !s.write).map(|s| s.len).sum();
                         let wlen: u32 = want.iter().filter(|s| s.write).map(|s| s.len).sum();
                         prop_assert_eq!(c.readable_len(), rlen);
@@ -290,14 +314,9 @@ impl vring::FillFrames<1, 1> for Frames {
     }
 }
 
-/// `fill_bufs` on a packed ring of 3, through several laps: each run fills the lone
-/// writable buffers in order (their prefix, then the source's bytes) and the driver takes
-/// them back with their tokens and lengths; a run stops before a chain of two (left for
-/// `pop`), a buffer the frame does not fit, and the end of what is available; `unpop`
-/// never gives back what a run used.
-#[test]
-fn fill_bufs_fills_runs_of_lone_buffers_across_wraps() {
-    // The sources: two readable buffers of 200 bytes on another ring.
+/// Sources for `fill_bufs` runs: two chains of one readable buffer of 200 bytes (0, 1,
+/// ..., 199) on a ring of their own (returned too, with the bytes).
+fn sources() -> (Pair, [Chain; 2], Vec<u8>) {
     let mut s = pair(4, false, false);
     let sbuf = s.mem.alloc(4096, 64).unwrap();
     let bytes: Vec<u8> = (0..200u8).collect();
@@ -313,6 +332,17 @@ fn fill_bufs_fills_runs_of_lone_buffers_across_wraps() {
         s.drv.publish(&s.mem).unwrap();
         assert!(s.dev.pop(c).unwrap());
     }
+    (s, srcs, bytes)
+}
+
+/// `fill_bufs` on a packed ring of 3, through several laps: each run fills the lone
+/// writable buffers in order (their prefix, then the source's bytes) and the driver takes
+/// them back with their tokens and lengths; a run stops before a chain of two (left for
+/// `pop`), a buffer the frame does not fit, and the end of what is available; `unpop`
+/// never gives back what a run used.
+#[test]
+fn fill_bufs_fills_runs_of_lone_buffers_across_wraps() {
+    let (_s, srcs, bytes) = sources();
     let mut p = pair(3, false, false);
     let rx = p.mem.alloc(4 * 4096, 64).unwrap();
     let buf = |k: u64| rx + 256 * (k % 16);
