@@ -66,21 +66,7 @@ impl Buckets {
     /// Takes a frame of `len` bytes if both buckets have room; else nothing.
     #[inline(always)]
     pub fn admit(&mut self, len: usize, now: Instant) -> bool {
-        let len = u64::try_from(len).unwrap_or(u64::MAX);
-        if let Some(b) = &mut self.bytes {
-            if b.wait_for(len, now) > Duration::ZERO {
-                return false;
-            }
-        }
-        if let Some(f) = &mut self.frames {
-            if !f.take(1, now) {
-                return false;
-            }
-        }
-        if let Some(b) = &mut self.bytes {
-            b.take(len, now);
-        }
-        true
+        self.admit_many(1, || len, now).is_some()
     }
 
     /// Takes `frames` frames of `bytes()` bytes in all if both buckets have room for all

@@ -63,14 +63,21 @@ impl TokenBucket {
     #[inline(always)]
     pub fn take(&mut self, n: u64, now: Instant) -> bool {
         let need = n.saturating_mul(1_000_000);
-        if self.micro < need {
-            self.refill(now);
-            if self.micro < need {
-                return false;
-            }
+        if !self.holds(need, now) {
+            return false;
         }
         self.micro -= need;
         true
+    }
+
+    /// Whether the bucket holds `need` millionths of tokens at `now`, refilling it first
+    /// only if what it holds falls short.
+    #[inline(always)]
+    fn holds(&mut self, need: u64, now: Instant) -> bool {
+        if self.micro < need {
+            self.refill(now);
+        }
+        self.micro >= need
     }
 
     /// Puts back `n` tokens taken for frames that then did not go (capped at the burst).
@@ -86,10 +93,7 @@ impl TokenBucket {
     #[inline]
     pub fn wait_for(&mut self, n: u64, now: Instant) -> Duration {
         let need = n.saturating_mul(1_000_000);
-        if self.micro < need {
-            self.refill(now);
-        }
-        if self.micro >= need || self.rate == 0 {
+        if self.holds(need, now) || self.rate == 0 {
             return Duration::ZERO;
         }
         Duration::from_micros((need - self.micro).div_ceil(self.rate))

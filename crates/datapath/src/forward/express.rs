@@ -203,30 +203,24 @@ pub(crate) fn deliver_run(
     if !batch {
         return run_one_by_one(cx, ingress, egress, run);
     }
+    let mtu = dst.policy.mtu.unwrap_or(usize::MAX);
+    let Some((q, policy)) = dst.rx_ring_and_policy(ingress.qp) else {
+        return 0;
+    };
+    let Some(chain) = cx.scratch.rx.first_mut() else {
+        return 0;
+    };
     // An egress limit admits the whole run at once when it has room for all of it (what
     // does not go is given back); near the limit, frame by frame.
     let n = run.chains.len();
-    let limited = dst.policy.egress.is_set();
+    let limited = policy.egress.is_set();
     let mut run_bytes = 0;
     if limited {
-        match dst.policy.egress.admit_many(n, || run.bytes(n), run.now) {
+        match policy.egress.admit_many(n, || run.bytes(n), run.now) {
             Some(b) => run_bytes = b,
             None => return run_one_by_one(cx, ingress, egress, run),
         }
     }
-    let mtu = dst.policy.mtu.unwrap_or(usize::MAX);
-    let Some((q, policy)) = dst.rx_ring_and_policy(ingress.qp) else {
-        if limited {
-            dst.policy.egress.give_back(n, run_bytes);
-        }
-        return 0;
-    };
-    let Some(chain) = cx.scratch.rx.first_mut() else {
-        if limited {
-            policy.egress.give_back(n, run_bytes);
-        }
-        return 0;
-    };
     let out = with_ring!(&mut q.ring, ring => fill_run(ring, chain, run, mtu));
     if limited && out.done < n {
         policy
@@ -241,7 +235,7 @@ pub(crate) fn deliver_run(
     }
     if out.no_buffer {
         // The guest has no rx buffer left: the rest of the run is dropped here.
-        let rest = run.chains.len() - out.done;
+        let rest = n - out.done;
         dst.counters
             .count_drops(DropReason::NoRxBuffer, rest as u64);
         return run.chains.len();

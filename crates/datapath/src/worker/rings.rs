@@ -118,9 +118,9 @@ impl Worker {
         let mut cx = self.sw.ctx_burst(&chains[..popped]);
         // The ingress rate admits the whole burst at once when it has room for all of it;
         // near the limit, frame by frame.
+        let frame_len = |c: &vring::Chain| (c.readable_len() as usize).saturating_sub(hl);
         let per_frame = limited && {
-            let len = |c: &vring::Chain| (c.readable_len() as usize).saturating_sub(hl);
-            let bytes = || chains[..popped].iter().map(len).sum();
+            let bytes = || chains[..popped].iter().map(frame_len).sum();
             port::find_mut(cx.ports, id)
                 .is_none_or(|p| p.policy.ingress.admit_many(popped, bytes, now).is_none())
         };
@@ -131,7 +131,7 @@ impl Worker {
             if per_frame {
                 // Over the ingress rate: the rest stays in the guest's ring (backpressure,
                 // as Firecracker's rate limiter does) until the bucket refills.
-                let len = (c.readable_len() as usize).saturating_sub(hl);
+                let len = frame_len(c);
                 if let Some(p) = port::find_mut(cx.ports, id) {
                     if !p.policy.ingress.admit(len, now) {
                         switched = i;

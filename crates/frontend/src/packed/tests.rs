@@ -213,10 +213,10 @@ proptest! {
                     let served = got.len();
                     for g in got {
                         let token = to_pop.pop_front().unwrap();
-                        let want = &posted[token as usize].segs;
                         let Some(i) = g else {
                             continue;
                         };
+                        let want = &posted[token as usize].segs;
                         let c = &chains[i];
                         let rlen: u32 = want.iter().filter(|s| !s.write).map(|s| s.len).sum();
                         let wlen: u32 = want.iter().filter(|s| s.write).map(|s| s.len).sum();
